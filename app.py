@@ -1,0 +1,10 @@
+"""Streamlit entry point: `streamlit run app.py`. A router; the views live in pages/."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon="🧠", layout="wide")
+
+pages = [
+    st.Page("pages/home.py", title="Overview", icon="🏠", default=True),
+]
+st.navigation(pages).run()

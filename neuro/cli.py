@@ -1,0 +1,133 @@
+"""`python -m neuro ...`: every analysis headless, with a `--json` summary on stdout.
+
+Conventions for all subcommands: `--model` takes a local folder or a hub id, `--corpus` a Snippet
+JSONL file, a folder of source files or a folder of HumanEval-X files; both default to the embedded
+demo. With `--json`, stdout carries one JSON document and nothing else; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from .corpus import CorpusError, load_corpus
+from .models import ModelLoadError, load_model, model_info
+from .paths import DEMO_MODEL_DIR
+from .store import Store
+
+log = logging.getLogger("neuro")
+COMMANDS: dict[str, Callable] = {}
+
+
+def command(name: str, help: str):
+    def wrap(fn):
+        fn.help = help
+        COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def _progress(label: str):
+    start = time.time()
+
+    def report(done: int, total: int) -> None:
+        end = "\n" if done >= total else "\r"
+        print(f"{label}: {done}/{total} ({time.time() - start:.1f}s)", end=end, file=sys.stderr, flush=True)
+    return report
+
+
+def open_model(args):
+    source = args.model or str(DEMO_MODEL_DIR)
+    log.info("loading model %s", source)
+    return load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def open_corpus(args):
+    snippets = load_corpus(args.corpus)
+    if args.languages:
+        wanted = set(args.languages.split(","))
+        snippets = [s for s in snippets if s.lang in wanted]
+    if args.limit:
+        snippets = snippets[: args.limit]
+    if not snippets:
+        raise CorpusError("the corpus is empty after filtering")
+    return snippets
+
+
+# --------------------------------------------------------------------------- commands
+
+@command("info", "model summary: architecture, layers, neurons per layer, neuron site")
+def cmd_info(args) -> tuple[dict, str]:
+    info = dataclasses.asdict(model_info(open_model(args)))
+    text = "\n".join(f"{k:>18}: {v}" for k, v in info.items())
+    return info, text
+
+
+@command("capture", "per-language neuron statistics (activations, PLS, LAPE counts) into the cache")
+def cmd_capture(args) -> tuple[dict, str]:
+    from .analyses import corpus_statistics
+
+    loaded = open_model(args)
+    snippets = open_corpus(args)
+    start = time.time()
+    stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
+                                   max_length=args.max_length, store=Store(args.cache),
+                                   progress=_progress("capture"))
+    summary = {
+        "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit,
+        "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
+        "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
+        "languages": {lang: {"samples": int(stats.samples[i]), "tokens": int(stats.tokens[i]),
+                             "mean_loss": round(stats.mean_loss()[lang], 4)}
+                      for i, lang in enumerate(stats.languages)},
+    }
+    lines = [f"{'language':<12}{'samples':>9}{'tokens':>10}{'loss':>8}"]
+    lines += [f"{lang:<12}{v['samples']:>9}{v['tokens']:>10}{v['mean_loss']:>8.3f}"
+              for lang, v in summary["languages"].items()]
+    lines.append(f"{'(cache hit)' if hit else '(computed)'} in {summary['seconds']} s")
+    return summary, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m neuro", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=fn.help, description=fn.help)
+        p.add_argument("--model", help="local folder or hub id (default: the embedded demo model)")
+        p.add_argument("--corpus", help="Snippet JSONL, folder of sources or of HumanEval-X files "
+                                        "(default: the embedded demo corpus)")
+        p.add_argument("--languages", help="comma-separated subset, e.g. python,go")
+        p.add_argument("--limit", type=int, help="use only the first N snippets")
+        p.add_argument("--max-length", type=int, default=512, help="tokens per program (default 512)")
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+        p.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bf16 on GPU)")
+        p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+        p.add_argument("--cache", help="cache folder (default: cache/ or $NEURO_CACHE)")
+        p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+        p.add_argument("-v", "--verbose", action="store_true")
+        if name == "capture":
+            p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
+        p.set_defaults(handler=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary, text = args.handler(args)
+    except (ModelLoadError, CorpusError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(err)}))
+        return 2
+    print(json.dumps(summary, indent=1, default=str) if args.json else text)
+    return 0

@@ -1,0 +1,510 @@
+"""Sandboxed execution of (generated) programs against their tests in the five languages, and pass@k.
+
+Every run gets a fresh temporary directory, a clean environment, closed stdin, a wall-clock timeout
+(compilation has its own), resource limits and an output cap, and its whole process tree is killed
+when it ends. What the sandbox enforces depends on the host; `sandbox_features()` reports it:
+
+- Namespaces (util-linux `unshare`, needs root or unprivileged user namespaces): a new network
+  namespace (only a down loopback: no network, no DNS) and a new PID namespace, so every process the
+  program starts, even one that calls setsid() to leave the process group, dies with the run.
+  Without them the run gets only proxy variables that point nowhere (this does not stop a direct
+  socket) and the process-group kill (which a setsid() escapes).
+- Users: as root, compilers run as `nobody` and each program as a fresh unprivileged uid, so it
+  cannot write the repository, read /root, or touch other runs, and RLIMIT_NPROC (per uid, ignored
+  for root) is a per-run budget of processes and threads that stops fork bombs. Not as root, the
+  budget is the user's current task count plus the same margin (a fork bomb still hits it; the
+  program cannot be separated from the user's own files).
+- rlimits (util-linux `prlimit`, else `preexec_fn`): CPU seconds, address space, file size, open
+  files, no core dumps. Address space is `memory_mb` for Python and C++. The JVM, V8 and the Go
+  runtime reserve several hundred MB of address space they never touch (measured: node needs about
+  700 MB to start, a Go test binary about 700 MB, the JVM about Xmx + 500 MB), so for them the heap is
+  capped at `memory_mb` by the runtime's own flag (-Xmx, --max-old-space-size, GOMEMLIMIT) and the
+  address space at `memory_mb` + 1 GiB. Compilers get 2 GiB.
+- Not enforced: a cgroup memory limit (the page cache and kernel memory are not counted), disk
+  quotas beyond the per-file size limit, CPU share; /tmp and world-readable files remain readable.
+
+The functions keep no mutable module state (only cached, read-only host probes), so they can be
+called from several threads; compiled artefacts that are safe to share (a precompiled C++ header,
+Go's build cache) live in a per-user cache directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .corpus import LANGS, Snippet, normalize_lang
+
+STATUSES = ("passed", "failed", "compile_error", "timeout", "memory", "killed", "error")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+NOBODY = 65534
+_RUN_UIDS = (200_000, 260_000)  # unmapped uids for runs; any free uid works for setuid as root
+_NPROC_BUDGET = 256  # processes + threads per run (a JVM uses about 25, node about 11)
+_GRACE_S = 0.5  # how long to read output after the program exited (its children may hold the pipes)
+
+# Headers HumanEval-X's C++ programs use without always including them (the prompt includes some,
+# the test assumes others, e.g. <cassert> via assert.h or std::abs from <cmath>). Precompiled once.
+_CPP_HEADER = "".join(f"#include <{h}>\n" for h in (
+    "algorithm", "cassert", "climits", "cmath", "cstdio", "cstdlib", "cstring", "functional", "iostream",
+    "map", "numeric", "set", "sstream", "stack", "string", "unordered_map", "unordered_set", "utility",
+    "vector", "queue"))
+_CPP_FLAGS = ("-std=c++17", "-O1")
+# console.assert only logs a failed assertion in node: make it throw so a failing test fails.
+_JS_SHIM = ("console.assert = (cond, ...msg) => {\n"
+            "  if (!cond) throw new Error('Assertion failed' + (msg.length ? ': ' + msg.join(' ') : ''));\n"
+            "};\n")
+_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", "-Xshare:auto",
+              "-XX:ActiveProcessorCount=2")
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The outcome of one program run against its test. `status` is one of STATUSES."""
+
+    passed: bool
+    status: str
+    returncode: int | None
+    stdout: str
+    stderr: str
+    truncated: bool
+    duration: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Limits:
+    cpu_s: int
+    as_mb: int | None
+    fsize_mb: int
+    nproc: int
+    nofile: int = 1024
+
+
+@dataclass(frozen=True)
+class _Step:
+    argv: tuple[str, ...]
+    compile: bool
+    as_mb: int | None
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Proc:
+    returncode: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    overflow: bool
+    truncated: bool
+
+
+# --------------------------------------------------------------------------- host probes (cached)
+
+def _world_executable(path: str) -> bool:
+    """Whether a process of another uid can run `path` (e.g. a pyenv Python under /root cannot)."""
+    real = Path(os.path.realpath(path))
+    try:
+        return all(p.stat().st_mode & 0o001 for p in [real, *real.parents])
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _tool(name: str) -> str | None:
+    """Absolute path of a tool, preferring system locations that unprivileged uids can execute."""
+    candidates = [shutil.which(name, path=SYSTEM_PATH), shutil.which(name)]
+    if name == "python3":
+        candidates.append(sys.executable)
+    found = [c for c in candidates if c]
+    return next((c for c in found if _world_executable(c)), found[0] if found else None)
+
+
+_REQUIRED = {"python": ("python3",), "javascript": ("node",), "cpp": ("g++",), "java": ("javac", "java"),
+             "go": ("go",)}
+
+
+def toolchains() -> dict[str, bool]:
+    """Which of the five languages can be compiled and run on this host."""
+    return {lang: all(_tool(t) for t in _REQUIRED[lang]) for lang in LANGS}
+
+
+@functools.lru_cache(maxsize=None)
+def _namespace_prefix() -> tuple[str, ...]:
+    """`unshare` options giving new network and PID namespaces, or () where this host forbids them."""
+    unshare = _tool("unshare")
+    if not unshare or not sys.platform.startswith("linux"):
+        return ()
+    base = (unshare, "--net", "--pid", "--kill-child")
+    for prefix in ((base,) if os.geteuid() == 0 else ()) + ((base + ("--map-root-user",)),):
+        probe = prefix + (("--setuid", str(NOBODY), "--setgid", str(NOBODY)) if os.geteuid() == 0 else ())
+        try:
+            ok = subprocess.run([*probe, "--", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                                timeout=10, env={"PATH": SYSTEM_PATH}).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            return prefix
+    return ()
+
+
+def sandbox_features() -> dict[str, bool]:
+    """What the sandbox enforces on this host (see the module docstring)."""
+    ns = _namespace_prefix()
+    return {
+        "network_namespace": bool(ns),
+        "pid_namespace": bool(ns),
+        "separate_uids": bool(ns) and os.geteuid() == 0 and "--map-root-user" not in ns,
+        "nproc_limit": sys.platform.startswith("linux"),
+        "rlimits": True,
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_root() -> Path:
+    """A per-user directory for shared build caches, refused if someone else could have planted it."""
+    root = Path(tempfile.gettempdir()) / f"neuro-exec-{os.geteuid()}"
+    root.mkdir(mode=0o755, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return Path(tempfile.mkdtemp(prefix="neuro-exec-cache-"))
+    root.chmod(0o755)  # the sandbox uids read the precompiled header from here
+    return root
+
+
+def _cpp_header() -> Path:
+    """The common C++ header, precompiled once per compiler and flags (g++ ignores a stale .gch)."""
+    folder = _cache_root() / "cpp"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    header = folder / "common.h"
+    if not header.is_file() or header.read_text() != _CPP_HEADER:
+        tmp = folder / f"common.h.{os.getpid()}.{time.monotonic_ns()}"
+        tmp.write_text(_CPP_HEADER)
+        tmp.chmod(0o644)
+        os.replace(tmp, header)
+    gch = folder / "common.h.gch"
+    if not gch.is_file() or gch.stat().st_mtime < header.stat().st_mtime:
+        tmp = folder / f"tmp.{os.getpid()}.{time.monotonic_ns()}.gch"
+        try:  # our own header, not untrusted code: compiled directly, without the sandbox
+            subprocess.run([_tool("g++"), *_CPP_FLAGS, "-x", "c++-header", str(header), "-o", str(tmp)],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=True)
+            tmp.chmod(0o644)
+            os.replace(tmp, gch)
+        except (OSError, subprocess.SubprocessError):
+            tmp.unlink(missing_ok=True)  # without the .gch g++ reads the header itself: slower, same result
+    return header
+
+
+def _go_cache(uid: int | None) -> Path:
+    folder = _cache_root() / f"gocache-{uid if uid is not None else os.geteuid()}"
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if uid is not None:
+            os.chown(folder, uid, uid)
+    return folder
+
+
+def _user_tasks(uid: int) -> int:
+    """Tasks (processes and threads) of `uid`: what RLIMIT_NPROC counts."""
+    count = 0
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return count
+
+
+# --------------------------------------------------------------------------- one sandboxed process
+
+def _rlimit_args(limits: _Limits) -> list[str]:
+    mb = 1 << 20
+    args = [f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--fsize={limits.fsize_mb * mb}",
+            f"--nofile={limits.nofile}", f"--nproc={limits.nproc}", "--core=0"]
+    if limits.as_mb is not None:
+        args.append(f"--as={limits.as_mb * mb}")
+    return args
+
+
+def _preexec(limits: _Limits):
+    """Fallback where `prlimit` is missing (preexec_fn is not safe with threads, hence only a fallback)."""
+    import resource
+
+    def apply():
+        mb = 1 << 20
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_mb * mb,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile,) * 2)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc,) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if limits.as_mb is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.as_mb * mb,) * 2)
+    return apply
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited, without reaping it (so its process group id cannot be reused yet)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limits: _Limits,
+           uid: int | None, output_limit: int) -> _Proc:
+    """Run one command in the sandbox; kill its process group (and PID namespace) when it ends."""
+    ns = _namespace_prefix()
+    prefix: list[str] = []
+    if ns:
+        prefix += ns
+        if uid is not None:
+            prefix += ["--setuid", str(uid), "--setgid", str(NOBODY)]
+        prefix.append("--")
+    prlimit = _tool("prlimit")
+    if prlimit:
+        prefix += [prlimit, *_rlimit_args(limits), "--"]
+    if ns:  # PID 1 of a namespace ignores its own default-action signals: keep the program off PID 1
+        prefix += [_tool("sh") or "/bin/sh", "-c", '"$@"; exit $?', "sh"]
+    extra = {} if ns or uid is None else {"user": uid, "group": NOBODY, "extra_groups": []}
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        prefix + argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True, preexec_fn=None if prlimit else _preexec(limits),
+        **extra)
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    timed_out = overflow = False
+    exited_at = None
+    with selectors.DefaultSelector() as sel:
+        for stream in bufs:
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ)
+        try:
+            while True:
+                now = time.monotonic()
+                if exited_at is None and _exited(proc.pid):
+                    exited_at = now
+                if exited_at is not None and (not sel.get_map() or now - exited_at > _GRACE_S):
+                    break
+                if now - start > timeout:
+                    timed_out = True
+                    break
+                if not sel.get_map():
+                    time.sleep(0.01)  # the program closed its output but still runs
+                    continue
+                for key, _ in sel.select(timeout=0.05):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    buf = bufs[key.fileobj]
+                    room = output_limit - len(buf)
+                    buf += chunk[:room]
+                    overflow |= len(chunk) > room
+                if overflow:
+                    break
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers too; the leader is not reaped yet
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+    rc = proc.returncode
+    if ns and rc is not None and 128 < rc < 128 + 65:  # `sh` reports a signal as 128 + its number
+        rc = -(rc - 128)
+    return _Proc(rc, bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, overflow,
+                 truncated=overflow)
+
+
+# --------------------------------------------------------------------------- languages
+
+def _write(path: Path, text: str) -> None:
+    path.write_bytes(text.encode("utf-8", "replace"))
+    path.chmod(0o644)
+
+
+def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int | None) -> list[_Step]:
+    """Write the program files and return the compile and run steps."""
+    big = memory_mb + 1024
+    if lang == "python":
+        _write(work / "main.py", code + "\n\n" + test)
+        return [_Step((_tool("python3"), "-I", "main.py"), False, memory_mb)]
+    if lang == "javascript":
+        _write(work / "assert_shim.js", _JS_SHIM)
+        _write(work / "main.js", code + "\n\n" + test)
+        return [_Step((_tool("node"), f"--max-old-space-size={memory_mb}", "-r", str(work / "assert_shim.js"),
+                       "main.js"), False, big)]
+    if lang == "cpp":
+        _write(work / "main.cpp", code + "\n\n" + test)
+        return [_Step((_tool("g++"), *_CPP_FLAGS, "-include", str(_cpp_header()), "main.cpp", "-o", "main"),
+                      True, 2048),
+                _Step(("./main",), False, memory_mb)]
+    if lang == "java":
+        _write(work / "Main.java", code + "\n\n" + test)
+        return [_Step((_tool("javac"), "-J-Xmx512m", *(f"-J{f}" for f in _JVM_FLAGS), "-encoding", "UTF-8",
+                       "-nowarn", "-d", ".", "Main.java"), True, 2048),
+                _Step((_tool("java"), f"-Xmx{memory_mb}m", *_JVM_FLAGS, "-Djava.io.tmpdir=.", "-cp", ".",
+                       "Main"), False, big)]
+    if lang == "go":
+        if not re.search(r"(?m)^package\s+\w+", code):
+            code = "package main\n\n" + code
+        _write(work / "main.go", code)
+        _write(work / "main_test.go", test)
+        gopath = os.pathsep.join(p for p in ("/usr/share/gocode", os.environ.get("GOPATH", "")) if p)
+        env = (("GO111MODULE", "off"), ("GOPATH", gopath), ("GOCACHE", str(_go_cache(uid))), ("GOFLAGS", ""),
+               ("GOTOOLCHAIN", "local"), ("GOPROXY", "off"), ("GOTELEMETRY", "off"))
+        # -vet=off: vet's style findings are not test failures; the compiler's errors still are
+        return [_Step((_tool("go"), "test", "-c", "-vet=off", "-o", "prog.test", "."), True, 2048, env),
+                _Step(("./prog.test",), False, big, (("GOMEMLIMIT", f"{memory_mb}MiB"),))]
+    raise ValueError(f"unsupported language {lang!r}")
+
+
+def _env(work: Path, extra: Iterable[tuple[str, str]]) -> dict[str, str]:
+    env = {"PATH": SYSTEM_PATH, "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    # Without a network namespace these at least stop proxied HTTP (not direct sockets).
+    env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
+                                                   "HTTPS_PROXY", "ALL_PROXY")})
+    env.update(extra)
+    return env
+
+
+_REASON = re.compile(r"^(?:(?:\w+\.)*\w*(?:Error|Exception)\b.*|.*Assertion .* failed.*|--- FAIL.*|panic: .*"
+                     r"|fatal error: .*|.*\berror: .*|Exception in thread .*|terminate called .*)$", re.M)
+_MEMORY = re.compile(r"MemoryError|std::bad_alloc|OutOfMemoryError|out of memory|Allocation failed"
+                     r"|Cannot allocate memory|allocation failed|failed to reserve", re.I)
+
+
+def _reason(text: str) -> str:
+    match = _REASON.search(text)
+    line = match.group(0) if match else next(
+        (x for x in text.splitlines() if x.strip() and not x.startswith("#")), "")
+    return line.strip()[:200]
+
+
+def _signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+def _result(status: str, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
+    out = proc.stdout.decode("utf-8", "replace") if proc else ""
+    err = proc.stderr.decode("utf-8", "replace") if proc else ""
+    return ExecutionResult(status == "passed", status, proc.returncode if proc else None, out, err,
+                           bool(proc and proc.truncated), time.monotonic() - start, reason)
+
+
+def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[str, str]:
+    text = proc.stderr.decode("utf-8", "replace") + "\n" + proc.stdout.decode("utf-8", "replace")
+    what = "compilation" if step.compile else "run"
+    if proc.overflow:
+        return "killed", f"{what} output exceeded {output_limit} bytes"
+    if proc.timed_out:
+        return "timeout", f"{what} exceeded the wall-clock limit"
+    rc = proc.returncode
+    if rc == 0:
+        return ("passed", "all tests passed") if not step.compile else ("passed", "compiled")
+    if rc in (-signal.SIGXCPU, -signal.SIGKILL) and not _MEMORY.search(text):
+        return "timeout", f"{what} exceeded the CPU-time limit ({limits.cpu_s} s)"
+    if _MEMORY.search(text):
+        return "memory", f"{what} exceeded the memory limit: {_reason(text) or 'out of memory'}"
+    if rc == -signal.SIGXFSZ:
+        return "killed", f"{what} exceeded the file-size limit"
+    if step.compile:
+        return "compile_error", _reason(text) or f"compiler exit status {rc}"
+    detail = _reason(text)
+    if rc is not None and rc < 0:
+        return "failed", f"killed by {_signal_name(rc)}" + (f": {detail}" if detail else "")
+    return "failed", detail or f"exit status {rc}"
+
+
+# --------------------------------------------------------------------------- public API
+
+def run_program(lang: str, code: str, test: str, *, timeout: float = 10.0, compile_timeout: float = 60.0,
+                memory_mb: int = 512, output_limit: int = 64 * 1024) -> ExecutionResult:
+    """Compile and run `code` followed by `test` in the sandbox; passed means the test exited with 0."""
+    start = time.monotonic()
+    lang = normalize_lang(lang)
+    missing = [t for t in _REQUIRED[lang] if not _tool(t)]
+    if missing:
+        return _result("error", None, start, f"{', '.join(missing)} not installed: cannot run {lang}")
+    root = os.geteuid() == 0 and (not _namespace_prefix() or "--map-root-user" not in _namespace_prefix())
+    compile_uid = NOBODY if root else None
+    run_uid = int.from_bytes(os.urandom(4), "little") % (_RUN_UIDS[1] - _RUN_UIDS[0]) + _RUN_UIDS[0] if root else None
+    own_tasks = 0 if root else _user_tasks(os.geteuid())
+    work = Path(tempfile.mkdtemp(prefix="neuro-exec-"))
+    try:
+        work.chmod(0o755)
+        steps = _plan(lang, code, test, work, memory_mb, compile_uid)
+        proc = None
+        for step in steps:
+            uid = compile_uid if step.compile else run_uid
+            if uid is not None and not _world_executable(step.argv[0]) and not step.argv[0].startswith("./"):
+                uid = None  # the tool lives where other uids cannot reach it: run as ourselves
+            if uid is not None:
+                os.chown(work, uid, NOBODY)
+            limit_s = compile_timeout if step.compile else timeout
+            limits = _Limits(cpu_s=math.ceil(limit_s) + 1, as_mb=step.as_mb, fsize_mb=512 if step.compile else 64,
+                             nproc=(4 * _NPROC_BUDGET if step.compile else _NPROC_BUDGET) + own_tasks)
+            try:
+                proc = _spawn(list(step.argv), work, _env(work, step.env), limit_s, limits, uid, output_limit)
+            except OSError as err:
+                return _result("error", None, start, f"could not start {step.argv[0]}: {err}")
+            status, reason = _classify(step, proc, limits, output_limit)
+            if status != "passed":
+                return _result(status, proc, start, reason)
+        return _result("passed", proc, start, "all tests passed")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_snippet(snippet: Snippet, code: str | None = None, **kwargs) -> ExecutionResult:
+    """Run a snippet's test against its own code or against `code` (e.g. a model's completion)."""
+    if not snippet.test:
+        return ExecutionResult(False, "error", None, "", "", False, 0.0, f"snippet {snippet.id} has no test")
+    return run_program(snippet.lang, snippet.code if code is None else code, snippet.test, **kwargs)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c pass: 1 - C(n-c, k) / C(n, k) (Chen et al., 2021)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    prod = 1.0  # the product form avoids huge binomials: prod_{i=n-c+1}^{n} (1 - k / i)
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def pass_at_k_by_language(outcomes: Iterable[tuple[str, str, bool]], ks: Iterable[int] = (1,)
+                          ) -> dict[str, dict[int, float]]:
+    """Mean pass@k per language from (lang, task, passed) samples; a k above some task's n is left out."""
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for lang, task, passed in outcomes:
+        entry = counts[(normalize_lang(lang), task)]
+        entry[0] += 1
+        entry[1] += bool(passed)
+    table: dict[str, dict[int, float]] = {}
+    for lang in LANGS:
+        tasks = [nc for (lng, _), nc in counts.items() if lng == lang]
+        if tasks:
+            table[lang] = {k: sum(pass_at_k(n, c, k) for n, c in tasks) / len(tasks)
+                           for k in ks if all(n >= k for n, _ in tasks)}
+    return table

@@ -1,0 +1,323 @@
+"""Load Hugging Face causal LMs and name their neuron sites through one adapter table.
+
+A neuron is one channel of the FFN's intermediate activation: the input of the FFN's output
+projection. The adapter table below says, per architecture, where the transformer blocks live and
+what their FFN sub-modules are called; nothing else in the project knows module names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message says why and what to do."""
+
+
+class UnsupportedArchitecture(ModelLoadError):
+    pass
+
+
+def _intermediate(config) -> int:
+    return int(config.intermediate_size)
+
+
+def _inner_or_4x(config) -> int:
+    return int(getattr(config, "n_inner", None) or 4 * config.n_embd)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Where an architecture keeps its blocks and FFN parts (attribute names, dotted from the model).
+
+    `down` is the FFN output projection: its input is the neuron activation. `up` (gated FFNs) is the
+    projection whose output is multiplied by act(gate): its gradient gives |a * dL/da| without holding
+    `a`. `act` is the activation module: act(gate) > 0 is LAPE's "active".
+    """
+
+    name: str
+    blocks: str
+    mlp: str
+    down: str
+    act: str
+    up: str | None
+    gated: bool
+    intermediate_size: Callable = _intermediate
+
+
+_LLAMA_LIKE = dict(blocks="model.layers", mlp="mlp", down="down_proj", act="act_fn", up="up_proj", gated=True)
+_GPT2_LIKE = dict(blocks="transformer.h", mlp="mlp", down="c_proj", act="act", up=None, gated=False,
+                  intermediate_size=_inner_or_4x)
+
+ADAPTERS: dict[str, Adapter] = {
+    "llama": Adapter("llama", **_LLAMA_LIKE),
+    "mistral": Adapter("mistral", **_LLAMA_LIKE),
+    "qwen2": Adapter("qwen2", **_LLAMA_LIKE),
+    "qwen3": Adapter("qwen3", **_LLAMA_LIKE),
+    "gemma": Adapter("gemma", **_LLAMA_LIKE),
+    "gemma2": Adapter("gemma2", **_LLAMA_LIKE),
+    "phi3": Adapter("phi3", blocks="model.layers", mlp="mlp", down="down_proj", act="activation_fn",
+                    up=None, gated=True),
+    "gpt2": Adapter("gpt2", **_GPT2_LIKE),
+    "gpt_bigcode": Adapter("gpt_bigcode", **_GPT2_LIKE),
+    "gpt_neox": Adapter("gpt_neox", blocks="gpt_neox.layers", mlp="mlp", down="dense_4h_to_h", act="act",
+                        up=None, gated=False),
+    "starcoder2": Adapter("starcoder2", blocks="model.layers", mlp="mlp", down="c_proj", act="act",
+                          up=None, gated=False),
+}
+
+
+def adapter_for(config) -> Adapter:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitecture(
+            f"architecture {model_type!r} has no neuron adapter; supported: {', '.join(sorted(ADAPTERS))}")
+    return ADAPTERS[model_type]
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class NeuronSite:
+    """The FFN modules of one block."""
+
+    layer: int
+    block: nn.Module
+    down: nn.Module
+    act: nn.Module
+    up: nn.Module | None
+
+
+def neuron_sites(model: nn.Module, adapter: Adapter) -> list[NeuronSite]:
+    blocks = _get(model, adapter.blocks)
+    sites = []
+    for i, block in enumerate(blocks):
+        mlp = _get(block, adapter.mlp)
+        sites.append(NeuronSite(i, block, _get(mlp, adapter.down), _get(mlp, adapter.act),
+                                _get(mlp, adapter.up) if adapter.up else None))
+    acts = [id(s.act) for s in sites]
+    if len(set(acts)) != len(acts):  # one activation module shared by all blocks: cannot tell layers apart
+        raise UnsupportedArchitecture(f"{adapter.name}: the FFN activation module is shared across blocks")
+    return sites
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis, shared by every caller in the process (calls serialize on `lock`)."""
+
+    model: nn.Module
+    tokenizer: object
+    adapter: Adapter
+    source: str
+    fingerprint: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        return len(_get(self.model, self.adapter.blocks))
+
+    @property
+    def n_neurons(self) -> int:
+        """Neurons per layer (the FFN intermediate size)."""
+        return self.adapter.intermediate_size(self.model.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def identity(self) -> str:
+        """Cache identity: where the model came from plus a fingerprint of its weights."""
+        return f"{self.source}@{self.fingerprint}"
+
+    def sites(self) -> list[NeuronSite]:
+        return neuron_sites(self.model, self.adapter)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    architecture: str
+    model_type: str
+    n_layers: int
+    neurons_per_layer: int
+    total_neurons: int
+    hidden_size: int
+    vocab_size: int
+    parameters: int
+    dtype: str
+    device: str
+    neuron_site: str
+    fingerprint: str
+
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    cfg, a = loaded.config, loaded.adapter
+    return ModelInfo(
+        source=loaded.source,
+        architecture=(cfg.architectures or [type(loaded.model).__name__])[0],
+        model_type=cfg.model_type,
+        n_layers=loaded.n_layers,
+        neurons_per_layer=loaded.n_neurons,
+        total_neurons=loaded.n_layers * loaded.n_neurons,
+        hidden_size=int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)),
+        vocab_size=int(cfg.vocab_size),
+        parameters=sum(p.numel() for p in loaded.model.parameters()),
+        dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
+        device=str(loaded.device),
+        neuron_site=f"{a.blocks}.{{i}}.{a.mlp}.{a.down} (input)",
+        fingerprint=loaded.fingerprint,
+    )
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_fingerprint(folder: Path, sample: int = 1 << 20) -> str:
+    """sha256 over each weight file's name, size, first and last MiB: cheap even for 60 GB of weights."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(folder)}:{size}".encode())
+        with open(path, "rb") as fh:
+            h.update(fh.read(sample))
+            if size > 2 * sample:
+                fh.seek(size - sample)
+                h.update(fh.read(sample))
+    return h.hexdigest()[:16]
+
+
+def module_fingerprint(model: nn.Module) -> str:
+    """Fingerprint of in-memory weights (models built from a config, e.g. in tests)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            flat = p.detach().float().flatten()
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            h.update(flat[:4096].cpu().numpy().tobytes())
+            h.update(str(float(flat.double().sum())).encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so an offline machine fails in seconds instead of hanging in retries."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A local folder, or the local snapshot of a hub id (downloaded only when the hub is reachable)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model folder")
+        return path
+    text = str(source)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep == "\\" and "\\" in text
+    if looks_local or not text.strip():
+        raise ModelLoadError(f"model folder {text!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken"]
+    try:
+        return Path(snapshot_download(text, local_files_only=True, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as err:
+        raise ModelLoadError(f"{text!r} is not a valid model folder or hub id: {err}") from None
+    if hub_offline() or not hub_reachable():
+        raise ModelLoadError(
+            f"{text!r} is not a local folder and not in the local Hugging Face cache, and the hub "
+            "cannot be reached (offline). Download it on a connected machine "
+            "(`huggingface-cli download ...`) or pass a local folder.")
+    try:
+        return Path(snapshot_download(text, allow_patterns=patterns))
+    except Exception as err:
+        raise ModelLoadError(f"could not download {text!r} from the hub: {err}") from None
+
+
+def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
+               device: str | None = None, device_map: str | dict | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer for analysis (eval mode, parameters frozen).
+
+    Defaults: float32 on CPU, bfloat16 on GPU; `device_map="auto"` (accelerate) when more than one
+    GPU is visible, so a model larger than one device is split across them.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_source(source)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        raise ModelLoadError(f"cannot read the config of {source}: {err}") from None
+    adapter_for(config)  # fail before loading gigabytes of weights
+    device = device or default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
+        device_map = "auto"
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load {source}: {err}") from None
+    if device_map is None:
+        model.to(device)
+    return prepare(model, tokenizer, source=str(source), fingerprint=weights_fingerprint(folder))
+
+
+def prepare(model: nn.Module, tokenizer, source: str, fingerprint: str | None = None) -> LoadedModel:
+    """Wrap an already-built model (e.g. from a config in a test) for analysis."""
+    adapter = adapter_for(model.config)
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token_id", None) is None and tokenizer is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded = LoadedModel(model, tokenizer, adapter, source, fingerprint or module_fingerprint(model))
+    loaded.sites()  # fail now, not in the middle of a capture, if the adapter does not fit
+    return loaded

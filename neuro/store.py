@@ -1,0 +1,132 @@
+"""Content-addressed on-disk cache of results under `cache/`.
+
+An entry is a folder named by the hash of its key (kind, model identity and weights fingerprint,
+corpus hash, method parameters, schema version). It holds arrays (safetensors), tables (parquet) and
+a JSON manifest written last, with the size and sha256 of every file. An entry is written in a
+temporary folder and renamed into place, so readers never see half an entry; an entry whose files do
+not match its manifest (truncated, edited, half-copied) is treated as missing and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
+
+from .paths import cache_dir
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Entry:
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def make_key(kind: str, **parts) -> str:
+    """Stable hash of a cache key; `parts` must be JSON-serialisable (sorted for stability)."""
+    payload = json.dumps({"kind": kind, "schema": SCHEMA_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else cache_dir()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def exists(self, kind: str, key: str) -> bool:
+        return self.load(kind, key) is not None
+
+    def save(self, kind: str, key: str, entry: Entry) -> Path:
+        final = self.path(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            files = {}
+            if entry.arrays:
+                arrays = {k: np.ascontiguousarray(v) for k, v in entry.arrays.items()}
+                save_file(arrays, str(tmp / "arrays.safetensors"))
+                files["arrays.safetensors"] = None
+            for name, table in entry.tables.items():
+                table.to_parquet(tmp / f"{name}.parquet", index=False)
+                files[f"{name}.parquet"] = None
+            manifest = {
+                "kind": kind, "key": key, "schema": SCHEMA_VERSION, "created": time.time(),
+                "meta": entry.meta, "tables": sorted(entry.tables),
+                "files": {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                          for name in files},
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def load(self, kind: str, key: str) -> Entry | None:
+        """The entry, or None when it is missing or damaged (a damaged entry is deleted)."""
+        folder = self.path(kind, key)
+        if not folder.is_dir():
+            return None
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            for name, info in manifest["files"].items():
+                path = folder / name
+                if path.stat().st_size != info["size"] or _sha256(path) != info["sha256"]:
+                    raise ValueError(f"{name} does not match its manifest")
+            entry = Entry(meta=manifest.get("meta", {}))
+            if "arrays.safetensors" in manifest["files"]:
+                entry.arrays = load_file(str(folder / "arrays.safetensors"))
+            for name in manifest.get("tables", []):
+                entry.tables[name] = pd.read_parquet(folder / f"{name}.parquet")
+            return entry
+        except Exception as err:  # corrupt, truncated or half-copied: recompute, never crash a page
+            log.warning("cache entry %s/%s is damaged (%s); it will be recomputed", kind, key, err)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """(entry, hit): the cached entry, or a freshly computed and saved one."""
+        entry = self.load(kind, key)
+        if entry is not None:
+            return entry, True
+        entry = compute()
+        self.save(kind, key, entry)
+        return entry, False
+
+    def entries(self, kind: str) -> list[dict]:
+        """Manifests of the readable entries of one kind (for listing results in the UI and CLI)."""
+        out = []
+        for manifest in sorted((self.root / kind).glob("*/manifest.json")):
+            try:
+                out.append(json.loads(manifest.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out

@@ -1,0 +1,58 @@
+"""Landing page: what the app does, the chosen model and corpus at a glance."""
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from neuro.corpus import LANGS
+from neuro.models import model_info
+from ui import sidebar
+
+selection = sidebar()
+
+st.title("Code LLMs, neuron by neuron")
+st.markdown(
+    "This app reproduces and extends *Neuron-Guided Interpretation of Code LLMs: Where, Why, and How?* "
+    "(arXiv 2512.19980) on any Hugging Face causal LM and any multilingual code corpus "
+    "(C++, Java, Python, Go, JavaScript). It captures FFN neuron activations and gradients, finds "
+    "**language-specific** and **universal** neurons (PLS score), aligns neurons to syntax with "
+    "tree-sitter, and scores each layer for syntax versus shared semantics (**concept layers**)."
+)
+with st.expander("Definitions used throughout"):
+    st.markdown(
+        "- **Neuron**: one channel of a transformer block's FFN intermediate activation, i.e. the input of "
+        "the FFN's output projection (`mlp.down_proj` in Llama/Qwen).\n"
+        "- **PLS(n, L)**: mean over programs of language L of |a_n| x |dLoss/da_n|, each program's "
+        "per-token products averaged over its tokens; Loss is the program's mean next-token cross-entropy.\n"
+        "- **Language-specific neuron**: top-language PLS above a candidate threshold, at least 1.5x its "
+        "second language, and in the top 1 % of neurons by max PLS.\n"
+        "- **Concept layers**: middle layers where programs of the same task align across languages while "
+        "language identity has faded."
+    )
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Model")
+    if selection.model is None:
+        st.warning(selection.model_error)
+    else:
+        info = model_info(selection.model)
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Layers", info.n_layers)
+        c2.metric("Neurons per layer", f"{info.neurons_per_layer:,}")
+        c3.metric("Neurons in all", f"{info.total_neurons:,}")
+        rows = {k: str(v) for k, v in dataclasses.asdict(info).items()}
+        st.dataframe(pd.DataFrame({"field": list(rows), "value": list(rows.values())}), hide_index=True,
+                     width="stretch")
+with right:
+    st.subheader("Corpus")
+    if selection.corpus is None:
+        st.warning(selection.corpus_error)
+    else:
+        frame = pd.DataFrame([{"language": s.lang, "task": s.task, "chars": len(s.code)} for s in selection.corpus])
+        counts = (frame.groupby("language").agg(programs=("task", "size"), tasks=("task", "nunique"),
+                                                mean_chars=("chars", "mean")).round(0).reindex(
+            [lang for lang in LANGS if lang in set(frame.language)]))
+        st.metric("Programs", len(frame))
+        st.dataframe(counts, width="stretch")

@@ -1,0 +1,46 @@
+"""The app shell under Streamlit's AppTest, on a tiny model saved to a folder."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import tiny_model
+from neuro.corpus import save_jsonl
+from neuro.paths import REPO_DIR
+
+APP = REPO_DIR / "app.py"
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder / "model")
+    loaded.tokenizer.save_pretrained(folder / "model")
+    from conftest import SNIPPETS
+    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
+    return folder
+
+
+def _run(monkeypatch, app_env, **env):
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return AppTest.from_file(str(APP), default_timeout=120).run()
+
+
+def test_home_renders_model_summary(monkeypatch, app_env):
+    at = _run(monkeypatch, app_env)
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == "3"
+    assert metrics["Neurons per layer"] == "48"
+    assert metrics["Programs"] == "7"
+    assert not at.warning
+
+
+def test_bad_model_path_gives_a_message(monkeypatch, app_env):
+    at = _run(monkeypatch, app_env, NEURO_MODEL=str(app_env / "missing" / "model"))
+    assert not at.exception
+    assert any("does not exist" in w.value for w in at.warning)

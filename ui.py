@@ -1,0 +1,107 @@
+"""Streamlit glue shared by every page: the model and corpus pickers and their cached loaders.
+
+Only UI code lives here; all computation is in `neuro/`. Defaults can be set from the environment
+(NEURO_MODEL, NEURO_CORPUS), so a GPU box's results can be browsed with the same model id.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import streamlit as st
+
+from neuro.corpus import CorpusError, Snippet, load_corpus
+from neuro.models import LoadedModel, ModelLoadError, load_model
+from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
+
+DEMO = "Embedded demo"
+LOCAL = "Local folder"
+HUB = "Hugging Face hub id"
+
+
+@dataclass(frozen=True)
+class Selection:
+    model: LoadedModel | None
+    corpus: list[Snippet] | None
+    model_error: str | None
+    corpus_error: str | None
+
+
+@st.cache_resource(show_spinner="Loading the model (once per process, shared by every session)…")
+def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
+    return load_model(source, trust_remote_code=trust_remote_code)
+
+
+@st.cache_data(show_spinner="Loading the corpus…", max_entries=8)
+def cached_corpus(spec: str | None) -> list[Snippet]:
+    return load_corpus(spec)
+
+
+def _init_state() -> None:
+    env_model, env_corpus = os.environ.get("NEURO_MODEL"), os.environ.get("NEURO_CORPUS")
+    defaults = {
+        "model_kind": LOCAL if env_model else DEMO,
+        "model_path": env_model or "",
+        "model_hub": "",
+        "trust_remote_code": False,
+        "corpus_kind": "Path" if env_corpus else DEMO,
+        "corpus_path": env_corpus or "",
+    }
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+
+
+def model_source() -> str | None:
+    kind = st.session_state.model_kind
+    if kind == DEMO:
+        return str(DEMO_MODEL_DIR) if demo_model_available() else None
+    text = (st.session_state.model_path if kind == LOCAL else st.session_state.model_hub).strip()
+    return text or None
+
+
+def sidebar() -> Selection:
+    """Draw the pickers and return the loaded model and corpus (or why they could not be loaded)."""
+    _init_state()
+    with st.sidebar:
+        st.subheader("Model")
+        st.radio("Model source", [DEMO, LOCAL, HUB], key="model_kind", label_visibility="collapsed")
+        if st.session_state.model_kind == LOCAL:
+            st.text_input("Folder with config.json and weights", key="model_path",
+                          placeholder="/models/Llama-3.1-8B")
+        elif st.session_state.model_kind == HUB:
+            st.text_input("Hub id (must be in the local cache when offline)", key="model_hub",
+                          placeholder="Qwen/Qwen2.5-Coder-32B")
+        if st.session_state.model_kind != DEMO:
+            st.checkbox("Trust remote code", key="trust_remote_code",
+                        help="Runs Python code shipped with the model. Leave off unless you trust its source.")
+        st.subheader("Corpus")
+        st.radio("Corpus source", [DEMO, "Path"], key="corpus_kind", label_visibility="collapsed")
+        if st.session_state.corpus_kind == "Path":
+            st.text_input("Snippet JSONL, folder of sources, or folder of HumanEval-X files", key="corpus_path")
+
+    model, model_error = None, None
+    source = model_source()
+    if source is None:
+        model_error = ("The embedded demo model is not in this checkout." if st.session_state.model_kind == DEMO
+                       else "Enter a model folder or hub id in the sidebar.")
+    else:
+        try:
+            model = cached_model(source, bool(st.session_state.trust_remote_code))
+        except ModelLoadError as err:
+            model_error = str(err)
+
+    corpus, corpus_error = None, None
+    if st.session_state.corpus_kind == DEMO:
+        spec = None if demo_corpus_available() else ""
+    else:
+        spec = st.session_state.corpus_path.strip()
+    if spec == "":
+        corpus_error = ("The embedded demo corpus is not in this checkout." if st.session_state.corpus_kind == DEMO
+                        else "Enter a corpus path in the sidebar.")
+    else:
+        try:
+            corpus = cached_corpus(spec)
+        except (CorpusError, OSError) as err:
+            corpus_error = str(err)
+    return Selection(model, corpus, model_error, corpus_error)

@@ -13,19 +13,17 @@ STATS_KIND = "corpus_stats"
 
 
 def corpus_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
-                      max_length: int = 512, store: Store | None = None,
+                      syntax: bool = True, top_k: int = 16, max_length: int = 512, store: Store | None = None,
                       progress: Progress | None = None) -> tuple[CorpusStats, bool]:
-    """Per-language neuron statistics (PLS with `gradients`), from the cache when it has them.
-
-    Returns (stats, cache_hit).
+    """Per-language neuron statistics (PLS with `gradients`; syntax profiles and top-k examples),
+    from the cache when it has them. Returns (stats, cache_hit).
     """
     store = store or Store()
-    key = make_key(STATS_KIND, model=loaded.identity, corpus=corpus_hash(snippets),
-                   gradients=gradients, max_length=max_length)
+    params = dict(gradients=gradients, syntax=syntax, top_k=top_k, max_length=max_length)
+    key = make_key(STATS_KIND, model=loaded.identity, corpus=corpus_hash(snippets), **params)
 
     def compute() -> Entry:
-        stats = capture_statistics(loaded, snippets, gradients=gradients, max_length=max_length,
-                                   progress=progress)
+        stats = capture_statistics(loaded, snippets, progress=progress, **params)
         meta = dict(stats.meta, corpus=corpus_hash(snippets), n_snippets=len(snippets))
         return Entry(arrays=stats.to_arrays(), meta=meta)
 

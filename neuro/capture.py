@@ -102,6 +102,9 @@ def _check_width(site: NeuronSite, tensor: torch.Tensor, expected: int) -> None:
 
 # --------------------------------------------------------------------------- corpus statistics
 
+POSITION_BITS = 20  # a top-k token id is snippet_index << POSITION_BITS | token_position
+
+
 @dataclass
 class CorpusStats:
     """Per-language, per-(layer, neuron) accumulators over a corpus.
@@ -109,6 +112,10 @@ class CorpusStats:
     act_abs_sum: sum over tokens of |a|;  pls_sum: sum over samples of mean over the sample's tokens
     of |a * dLoss/da| (Loss = the sample's mean next-token cross-entropy); active_count: tokens with
     act_fn(gate) > 0 (LAPE); tokens / samples / loss_sum per language.
+
+    Optional, pooled over languages: type_sum / type_count, the sum of activations per tree-sitter
+    node type (the syntax profile, node type names in meta["node_types"]); top_values / top_ids, the
+    k largest activations of each neuron and where they occurred (see POSITION_BITS).
     """
 
     languages: list[str]
@@ -119,6 +126,12 @@ class CorpusStats:
     samples: np.ndarray       # (languages,)
     loss_sum: np.ndarray      # (languages,)
     meta: dict = field(default_factory=dict)
+    type_sum: np.ndarray | None = None    # (layers, node types, neurons) float32
+    type_count: np.ndarray | None = None  # (node types,)
+    top_values: np.ndarray | None = None  # (layers, k, neurons) float32, descending
+    top_ids: np.ndarray | None = None     # (layers, k, neurons) int64
+
+    _OPTIONAL = ("pls_sum", "type_sum", "type_count", "top_values", "top_ids")
 
     @property
     def n_layers(self) -> int:
@@ -145,29 +158,42 @@ class CorpusStats:
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"act_abs_sum": self.act_abs_sum, "active_count": self.active_count, "tokens": self.tokens,
                   "samples": self.samples, "loss_sum": self.loss_sum}
-        if self.pls_sum is not None:
-            arrays["pls_sum"] = self.pls_sum
+        arrays.update({name: getattr(self, name) for name in self._OPTIONAL if getattr(self, name) is not None})
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> CorpusStats:
         return cls(languages=list(meta["languages"]), act_abs_sum=arrays["act_abs_sum"],
-                   active_count=arrays["active_count"], pls_sum=arrays.get("pls_sum"),
-                   tokens=arrays["tokens"], samples=arrays["samples"], loss_sum=arrays["loss_sum"], meta=meta)
+                   active_count=arrays["active_count"], tokens=arrays["tokens"], samples=arrays["samples"],
+                   loss_sum=arrays["loss_sum"], meta=meta,
+                   **{name: arrays.get(name) for name in cls._OPTIONAL})
 
     def merge(self, other: CorpusStats) -> CorpusStats:
-        """Sum of two shards' statistics (same model and languages), e.g. from data-parallel ranks."""
-        assert self.languages == other.languages
-        pls = None if self.pls_sum is None else self.pls_sum + other.pls_sum
+        """Sum of two shards' statistics of one corpus, e.g. from data-parallel ranks.
+
+        Top-k ids must already be global (snippet indices into the whole corpus).
+        """
+        if self.languages != other.languages or self.meta.get("node_types") != other.meta.get("node_types"):
+            raise ValueError("cannot merge statistics over different languages or node types")
+        add = lambda a, b: None if a is None else a + b  # noqa: E731
+        top_values, top_ids = self.top_values, self.top_ids
+        if top_values is not None:
+            values = np.concatenate([self.top_values, other.top_values], axis=1)
+            ids = np.concatenate([self.top_ids, other.top_ids], axis=1)
+            order = np.argsort(-values, axis=1, kind="stable")[:, : self.top_values.shape[1]]
+            top_values, top_ids = np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1)
         return CorpusStats(self.languages, self.act_abs_sum + other.act_abs_sum,
-                           self.active_count + other.active_count, pls, self.tokens + other.tokens,
-                           self.samples + other.samples, self.loss_sum + other.loss_sum, dict(self.meta))
+                           self.active_count + other.active_count, add(self.pls_sum, other.pls_sum),
+                           self.tokens + other.tokens, self.samples + other.samples,
+                           self.loss_sum + other.loss_sum, dict(self.meta), add(self.type_sum, other.type_sum),
+                           add(self.type_count, other.type_count), top_values, top_ids)
 
 
 class StatisticsHooks:
-    """Accumulators for one language at a time; the per-batch token weights are set before each pass."""
+    """Hooks and accumulators of one capture. Per-language sums are read and reset between languages;
+    the syntax profile and the running top-k are pooled over the whole corpus."""
 
-    def __init__(self, loaded: LoadedModel, gradients: bool):
+    def __init__(self, loaded: LoadedModel, gradients: bool, n_node_types: int = 0, top_k: int = 0):
         self.sites = loaded.sites()
         self.width = loaded.n_neurons
         self.gradients = gradients
@@ -176,21 +202,39 @@ class StatisticsHooks:
         self.act_abs = torch.zeros(shape, dtype=torch.float32, device=dev)
         self.active = torch.zeros(shape, dtype=torch.float32, device=dev)
         self.pls = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.n_types = n_node_types
+        self.type_sum = torch.zeros((len(self.sites), n_node_types, self.width), device=dev) if n_node_types else None
+        self.top_k = top_k
+        self.top_values = torch.full((len(self.sites), top_k, self.width), -torch.inf, device=dev) if top_k else None
+        self.top_ids = torch.full((len(self.sites), top_k, self.width), -1, dtype=torch.long, device=dev) if top_k \
+            else None
         self.token_mask: torch.Tensor | None = None    # (1, batch*seq): 1 for real tokens
         self.sample_weight: torch.Tensor | None = None  # (1, batch*seq): 1/len(sample) for real tokens
+        self.type_onehot: torch.Tensor | None = None   # (node types, batch*seq)
+        self.token_ids: torch.Tensor | None = None     # (batch*seq,) global token id, -1 for padding
 
-    def set_batch(self, mask: torch.Tensor) -> None:
-        flat = mask.reshape(1, -1)
-        self.token_mask = flat
+    def set_batch(self, mask: torch.Tensor, node_types: torch.Tensor | None = None,
+                  token_ids: torch.Tensor | None = None) -> None:
+        """Per-batch inputs: attention mask; node type id per token (-1: none); global token ids."""
+        self.token_mask = mask.reshape(1, -1)
         self.sample_weight = (mask / mask.sum(1, keepdim=True).clamp(min=1)).reshape(1, -1)
+        if self.n_types:
+            flat = node_types.reshape(-1)
+            onehot = torch.zeros((self.n_types, flat.numel()), device=mask.device)
+            keep = flat >= 0
+            onehot[flat[keep], keep.nonzero()[:, 0]] = 1.0
+            self.type_onehot = onehot
+        if self.top_k:
+            self.token_ids = token_ids.reshape(-1)
 
     def reset(self) -> None:
         for acc in (self.act_abs, self.active, self.pls):
             acc.zero_()
 
     def _reduce(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """weights (1, N) @ values (N, width) -> (width,) in float32 (GPU GEMMs accumulate in fp32)."""
-        return torch.mm(weights.to(values.dtype), values.reshape(-1, self.width)).float()[0]
+        """weights (rows, N) @ values (N, width) in float32 (GPU GEMMs accumulate in fp32)."""
+        out = torch.mm(weights.to(values.dtype), values.reshape(-1, self.width)).float()
+        return out[0] if out.shape[0] == 1 else out
 
     def register(self, handles: list) -> None:
         for site in self.sites:
@@ -205,12 +249,28 @@ class StatisticsHooks:
         def hook(module, args):
             a = args[0]
             _check_width(site, a, self.width)
-            self.act_abs[site.layer] += self._reduce(self.token_mask, a.detach().abs())
+            detached = a.detach()
+            self.act_abs[site.layer] += self._reduce(self.token_mask, detached.abs())
+            if self.n_types:
+                self.type_sum[site.layer] += self._reduce(self.type_onehot, detached)
+            if self.top_k:
+                self._update_top(site.layer, detached.reshape(-1, self.width))
             if hold_activation and a.requires_grad:
                 # Non-gated FFN: |a * dL/da| needs `a` itself when its gradient arrives.
                 weight = self.sample_weight
-                a.register_hook(lambda g: self._add_pls(site.layer, weight, a.detach() * g))
+                a.register_hook(lambda g: self._add_pls(site.layer, weight, detached * g))
         return hook
+
+    def _update_top(self, layer: int, flat: torch.Tensor) -> None:
+        real = self.token_ids >= 0
+        values = flat.float().masked_fill(~real[:, None], -torch.inf)
+        k = min(self.top_k, values.shape[0])
+        batch_values, rows = values.topk(k, dim=0)
+        merged_values = torch.cat([self.top_values[layer], batch_values])
+        merged_ids = torch.cat([self.top_ids[layer], self.token_ids[rows]])
+        best, order = merged_values.topk(self.top_k, dim=0)
+        self.top_values[layer] = best
+        self.top_ids[layer] = merged_ids.gather(0, order)
 
     def _act_hook(self, site: NeuronSite):
         def hook(module, args, out):
@@ -231,13 +291,36 @@ class StatisticsHooks:
         self.pls[layer] += self._reduce(weight, product.abs_())
 
 
+def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet],
+                         max_types: int) -> tuple[list[str], list[list[int]]]:
+    """Per token, the id of its smallest enclosing named node type (-1 for none).
+
+    The `max_types - 1` most frequent types keep their names; the rest share "(other)".
+    """
+    from collections import Counter
+
+    from .syntax import align_tokens
+
+    names = [[node.type for node in align_tokens(s.code, s.lang, e.offsets)] for s, e in zip(snippets, encoded)]
+    counts = Counter(t for row in names for t in row if t is not None)
+    vocab = [t for t, _ in counts.most_common(max_types - 1)]
+    if len(counts) > len(vocab):
+        vocab.append("(other)")
+    index = {t: i for i, t in enumerate(vocab)}
+    other = index.get("(other)", -1)
+    ids = [[-1 if t is None else index.get(t, other) for t in row] for row in names]
+    return vocab, ids
+
+
 def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
+                       syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
                        max_length: int = 512, batch_tokens: int = 4096, max_batch: int = 32,
                        languages: Sequence[str] | None = None, progress: Progress | None = None) -> CorpusStats:
     """Per-language neuron statistics of a corpus: one forward (and one backward) pass per batch.
 
     Gradients are activation-only: parameters stay frozen and the backward starts from input
-    embeddings that require grad, so no parameter gradient is ever computed or stored.
+    embeddings that require grad, so no parameter gradient is ever computed or stored. `syntax` adds
+    the per-node-type profile and `top_k` the k most activating tokens of every neuron, in the same pass.
     """
     if not snippets:
         raise ValueError("no snippets to capture")
@@ -247,18 +330,23 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
     pad_id, device, model = _pad_id(loaded), loaded.device, loaded.model
     embed = model.get_input_embeddings()
-    done, total = 0, len(snippets)
+    encoded = [encode(loaded, s.code, max_length) for s in snippets]
+    node_types, type_ids = node_type_vocabulary(encoded, snippets, max_node_types) if syntax else ([], None)
+    done, total = 0, sum(s.lang in langs for s in snippets)
 
     with loaded.lock:
-        hooks = StatisticsHooks(loaded, gradients)
+        hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k)
         with hooked(hooks.register):
             for li, lang in enumerate(langs):
-                group = [s for s in snippets if s.lang == lang]
-                encoded = [encode(loaded, s.code, max_length) for s in group]
+                group = [i for i, s in enumerate(snippets) if s.lang == lang]
                 hooks.reset()
-                for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
-                    ids, mask = collate([encoded[i] for i in batch], pad_id, device)
-                    hooks.set_batch(mask)
+                for batch in length_batches([len(encoded[i].ids) for i in group], batch_tokens, max_batch):
+                    rows = [group[j] for j in batch]
+                    ids, mask = collate([encoded[i] for i in rows], pad_id, device)
+                    if syntax or top_k:
+                        hooks.set_batch(mask, *_token_labels(rows, type_ids, mask))
+                    else:
+                        hooks.set_batch(mask)
                     if gradients:
                         inputs = embed(ids).detach().requires_grad_(True)
                         logits = model(inputs_embeds=inputs, attention_mask=mask, use_cache=False).logits
@@ -271,9 +359,9 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                             losses = sample_losses(logits, ids, mask)
                     del logits
                     tokens[li] += float(mask.sum())
-                    samples[li] += len(batch)
+                    samples[li] += len(rows)
                     loss_sum[li] += float(losses.sum())
-                    done += len(batch)
+                    done += len(rows)
                     if progress:
                         progress(done, total)
                 out["act_abs"][li] = hooks.act_abs.double().cpu().numpy()
@@ -281,9 +369,28 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                 out["pls"][li] = hooks.pls.double().cpu().numpy()
 
     meta = {"languages": langs, "gradients": gradients, "max_length": max_length,
-            "token_reduction": "mean over the sample's tokens", "model": loaded.identity}
-    return CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
-                       tokens, samples, loss_sum, meta)
+            "token_reduction": "mean over the sample's tokens", "model": loaded.identity,
+            "node_types": node_types, "top_k": top_k, "snippet_ids": [s.id for s in snippets] if top_k else []}
+    stats = CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
+                        tokens, samples, loss_sum, meta)
+    if syntax:
+        stats.type_sum = hooks.type_sum.cpu().numpy()
+        stats.type_count = np.array([sum(row.count(t) for row in type_ids) for t in range(len(node_types))],
+                                    dtype=np.float64)
+    if top_k:
+        stats.top_values, stats.top_ids = hooks.top_values.cpu().numpy(), hooks.top_ids.cpu().numpy()
+    return stats
+
+
+def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch.Tensor):
+    """(node type ids, global token ids) of a padded batch; -1 where there is no token."""
+    types = torch.full(mask.shape, -1, dtype=torch.long)
+    positions = torch.full(mask.shape, -1, dtype=torch.long)
+    for r, (i, n) in enumerate(zip(rows, mask.sum(1).tolist())):
+        if type_ids is not None:
+            types[r, :n] = torch.tensor(type_ids[i], dtype=torch.long)
+        positions[r, :n] = (i << POSITION_BITS) + torch.arange(n)
+    return types.to(mask.device), positions.to(mask.device)
 
 
 # --------------------------------------------------------------------------- token traces

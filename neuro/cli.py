@@ -76,12 +76,14 @@ def cmd_capture(args) -> tuple[dict, str]:
     snippets = open_corpus(args)
     start = time.time()
     stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
+                                   syntax=not args.no_syntax, top_k=args.top_k,
                                    max_length=args.max_length, store=Store(args.cache),
                                    progress=_progress("capture"))
     summary = {
         "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit,
         "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
         "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
+        "node_types": len(stats.meta.get("node_types", [])), "top_k": stats.meta.get("top_k", 0),
         "languages": {lang: {"samples": int(stats.samples[i]), "tokens": int(stats.tokens[i]),
                              "mean_loss": round(stats.mean_loss()[lang], 4)}
                       for i, lang in enumerate(stats.languages)},
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true")
         if name == "capture":
             p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
+            p.add_argument("--no-syntax", action="store_true", help="skip the per-node-type profiles")
+            p.add_argument("--top-k", type=int, default=16, help="top activating tokens kept per neuron")
         p.set_defaults(handler=fn)
     return parser
 

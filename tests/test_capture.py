@@ -188,3 +188,51 @@ def test_sample_losses_ignore_padding():
     losses = sample_losses(logits, ids, mask)
     expected0 = F.cross_entropy(logits[0, :2], ids[0, 1:3])
     torch.testing.assert_close(losses[0], expected0)
+
+
+def test_syntax_profile_and_top_k_match_traces(tiny_llama, snippets):
+    from neuro.capture import POSITION_BITS, encode
+    from neuro.syntax import align_tokens
+
+    k = 4
+    stats = capture_statistics(tiny_llama, snippets, gradients=True, syntax=True, top_k=k, batch_tokens=150)
+    types = stats.meta["node_types"]
+    n_layers, width = tiny_llama.n_layers, tiny_llama.n_neurons
+    type_sum = np.zeros((n_layers, len(types), width))
+    type_count = np.zeros(len(types))
+    everything = []  # (layer, value row over neurons, global id)
+    for i, s in enumerate(snippets):
+        trace = trace_tokens(tiny_llama, s.code)
+        nodes = align_tokens(s.code, s.lang, encode(tiny_llama, s.code, 512).offsets)
+        for t, node in enumerate(nodes):
+            if node.type is not None:
+                j = types.index(node.type) if node.type in types else types.index("(other)")
+                type_sum[:, j] += trace.activations[:, t]
+                type_count[j] += 1
+            everything.append(((i << POSITION_BITS) + t, trace.activations[:, t]))
+    np.testing.assert_allclose(stats.type_count, type_count)
+    np.testing.assert_allclose(stats.type_sum, type_sum, rtol=1e-4, atol=1e-5)
+    values = np.stack([v for _, v in everything], axis=1)  # (layers, tokens, neurons)
+    ids = np.array([g for g, _ in everything])
+    expected = -np.sort(-values, axis=1)[:, :k]
+    np.testing.assert_allclose(stats.top_values, expected, rtol=1e-5, atol=1e-6)
+    # the ids point at tokens whose activation is the recorded value
+    for layer in range(n_layers):
+        for n in range(0, width, 7):
+            for rank in range(k):
+                token = np.where(ids == stats.top_ids[layer, rank, n])[0][0]
+                assert abs(values[layer, token, n] - stats.top_values[layer, rank, n]) < 1e-5
+    # the extras do not change the per-language statistics
+    plain = capture_statistics(tiny_llama, snippets, gradients=True)
+    np.testing.assert_allclose(stats.pls_sum, plain.pls_sum, rtol=1e-4, atol=1e-8)
+
+
+def test_merge_adds_sums_and_keeps_the_best_top_k(tiny_llama, snippets):
+    whole = capture_statistics(tiny_llama, snippets, top_k=3)
+    doubled = whole.merge(whole)
+    np.testing.assert_allclose(doubled.act_abs_sum, 2 * whole.act_abs_sum)
+    np.testing.assert_allclose(doubled.pls_sum, 2 * whole.pls_sum)
+    # merging a shard with itself: every top value now appears twice, in order
+    np.testing.assert_allclose(doubled.top_values[:, 0], whole.top_values[:, 0])
+    np.testing.assert_allclose(doubled.top_values[:, 1], whole.top_values[:, 0])
+    np.testing.assert_allclose(doubled.top_values[:, 2], whole.top_values[:, 1])

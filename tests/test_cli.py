@@ -1,0 +1,56 @@
+"""`python -m neuro` end to end on a tiny model folder: JSON on stdout only, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SNIPPETS, tiny_model
+from neuro.corpus import save_jsonl
+from neuro.paths import REPO_DIR
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    loaded = tiny_model("qwen2")
+    loaded.model.save_pretrained(folder / "model")
+    loaded.tokenizer.save_pretrained(folder / "model")
+    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
+    return folder
+
+
+def neuro(*args, env_dir):
+    cmd = [sys.executable, "-m", "neuro", *args, "--cache", str(env_dir / "cache")]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_info_json(env):
+    out = neuro("info", "--model", str(env / "model"), "--json", env_dir=env)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert (info["model_type"], info["n_layers"], info["neurons_per_layer"]) == ("qwen2", 3, 48)
+
+
+def test_capture_json_then_cache_hit(env):
+    args = ("capture", "--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--json")
+    first = neuro(*args, env_dir=env)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)  # stdout is exactly one JSON document
+    assert summary["cache_hit"] is False and summary["gradients"] is True
+    assert set(summary["languages"]) == {"python", "go", "java"}
+    assert summary["languages"]["python"]["samples"] == 3
+    assert summary["node_types"] > 3 and summary["top_k"] == 16
+    assert "capture:" in first.stderr  # progress goes to stderr
+    second = json.loads(neuro(*args, env_dir=env).stdout)
+    assert second["cache_hit"] is True and second["languages"] == summary["languages"]
+
+
+def test_errors_exit_2_with_message(env):
+    out = neuro("info", "--model", str(env / "nope" / "x"), "--json", env_dir=env)
+    assert out.returncode == 2
+    assert "does not exist" in json.loads(out.stdout)["error"]
+    out = neuro("capture", "--model", str(env / "model"), "--corpus", str(env / "missing.jsonl"), env_dir=env)
+    assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr

@@ -105,3 +105,51 @@ def sidebar() -> Selection:
         except (CorpusError, OSError) as err:
             corpus_error = str(err)
     return Selection(model, corpus, model_error, corpus_error)
+
+
+# --------------------------------------------------------------------------- shared cached analyses
+
+def corpus_key(corpus: list[Snippet]) -> str:
+    from neuro.corpus import corpus_hash
+    return corpus_hash(corpus)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def stats_from_cache(model_identity: str, corpus_hash: str, _model: LoadedModel, _corpus: list[Snippet]):
+    """Cached statistics or None: never computes (that is a user's explicit action)."""
+    from neuro.analyses import corpus_statistics_cached
+    return corpus_statistics_cached(_model, _corpus)
+
+
+def compute_stats(model: LoadedModel, corpus: list[Snippet]):
+    """Run the statistics pass with a progress bar, then refresh the cached lookup."""
+    from neuro.analyses import corpus_statistics
+
+    bar = st.progress(0.0, text="Capturing activations and gradients…")
+    stats, _ = corpus_statistics(model, corpus, progress=lambda done, total: bar.progress(
+        done / total, text=f"Capturing activations and gradients: {done}/{total} programs"))
+    bar.empty()
+    stats_from_cache.clear()
+    return stats
+
+
+def small_enough_to_auto_run(model: LoadedModel, corpus: list[Snippet]) -> bool:
+    """Small model and corpus: compute on first view instead of asking (a couple of minutes on a CPU)."""
+    params = sum(p.numel() for p in model.model.parameters())
+    return params < 50_000_000 and len(corpus) <= 1000
+
+
+def statistics(model: LoadedModel, corpus: list[Snippet]):
+    """The statistics for the selected model and corpus: from the cache, computed on first view for
+    small setups, or after a click for large ones. None while not available."""
+    stats = stats_from_cache(model.identity, corpus_key(corpus), model, corpus)
+    if stats is not None:
+        return stats
+    if small_enough_to_auto_run(model, corpus):
+        return compute_stats(model, corpus)
+    st.info(f"No cached statistics for {model.source} on this corpus ({len(corpus)} programs). "
+            "Computing them runs one forward and backward pass per batch; on a large model use a GPU "
+            "(`python -m neuro capture`) and browse the cache here.")
+    if st.button("Capture statistics now", type="primary"):
+        return compute_stats(model, corpus)
+    return None

@@ -95,6 +95,74 @@ def cmd_capture(args) -> tuple[dict, str]:
     return summary, "\n".join(lines)
 
 
+def _statistics(args, loaded, snippets):
+    from .analyses import corpus_statistics
+
+    stats, _ = corpus_statistics(loaded, snippets, max_length=args.max_length, store=Store(args.cache),
+                                 progress=_progress("capture"))
+    return stats
+
+
+def _selection(args, stats):
+    from .selectivity import LapeParams, SelectionParams, select_neurons
+
+    if args.method == "lape":
+        params = LapeParams(top_fraction=args.top_fraction)
+    else:
+        params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
+                                 top_fraction=args.top_fraction)
+    return select_neurons(stats, args.method, params)
+
+
+@command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language and layer")
+def cmd_neurons(args) -> tuple[dict, str]:
+    from .selectivity import overlap, select_neurons
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
+    by_layer = selection.counts_by_layer()
+    summary = selection.summary() | {
+        "model": loaded.identity, "snippets": len(snippets),
+        "by_layer": {str(layer): row.to_dict() for layer, row in by_layer.iterrows()},
+        "overlap_with_" + other.method: overlap(selection, other).reset_index().to_dict(orient="records"),
+    }
+    if args.out:
+        table = selection.selected()
+        if str(args.out).endswith(".parquet"):
+            table.to_parquet(args.out, index=False)
+        else:
+            table.to_csv(args.out, index=False)
+        summary["exported"] = str(args.out)
+    lines = [f"method {selection.method}, candidate threshold {selection.threshold:.4g}, "
+             f"{selection.total:,} neurons"]
+    counts = selection.counts_by_language()
+    lines += [f"  {k:<12}{v:>7}  ({100 * v / selection.total:.2f} %)" for k, v in counts.items()]
+    lines.append("per layer:\n" + by_layer.to_string())
+    return summary, "\n".join(lines)
+
+
+@command("ablate", "loss change per language when each language's neurons are zeroed, with a random control")
+def cmd_ablate(args) -> tuple[dict, str]:
+    from .analyses import ablation
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    result, hit = ablation(loaded, snippets, selection, seed=args.seed, max_length=args.max_length,
+                           store=Store(args.cache), progress=_progress("ablation"))
+    table = result.summary()
+    summary = {"model": loaded.identity, "method": selection.method, "cache_hit": hit, "base_loss": result.base,
+               "delta": result.delta.to_dict(orient="index"),
+               "delta_random": result.delta_random.to_dict(orient="index"),
+               "summary": table.to_dict(orient="index")}
+    text = ("loss change (rows: ablated group, columns: evaluated language)\n" + result.delta.round(4).to_string()
+            + "\n\nrandom control\n" + result.delta_random.round(4).to_string()
+            + "\n\n" + table.round(3).to_string())
+    return summary, text
+
+
 # --------------------------------------------------------------------------- plumbing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache", help="cache folder (default: cache/ or $NEURO_CACHE)")
         p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         p.add_argument("-v", "--verbose", action="store_true")
+        if name in ("neurons", "ablate"):
+            p.add_argument("--method", choices=["pls", "lape"], default="pls")
+            p.add_argument("--candidate-quantile", type=float, default=0.90,
+                           help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
+            p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
+            p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
+        if name == "neurons":
+            p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
+        if name == "ablate":
+            p.add_argument("--seed", type=int, default=0, help="seed of the random control")
         if name == "capture":
             p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
             p.add_argument("--no-syntax", action="store_true", help="skip the per-node-type profiles")

@@ -1,5 +1,8 @@
 """The app shell under Streamlit's AppTest, on a tiny model saved to a folder."""
 
+import html
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -44,3 +47,28 @@ def test_bad_model_path_gives_a_message(monkeypatch, app_env):
     at = _run(monkeypatch, app_env, NEURO_MODEL=str(app_env / "missing" / "model"))
     assert not at.exception
     assert any("does not exist" in w.value for w in at.warning)
+
+
+def _neurons(monkeypatch, app_env):
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.switch_page("pages/neurons.py")
+    return at.run()
+
+
+def test_neurons_page_end_to_end(monkeypatch, app_env):
+    at = _neurons(monkeypatch, app_env)
+    assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) >= 3  # layer map, PLS bars, syntax profile, relations...
+    assert any(m.label == "universal" for m in at.metric)
+    at.button(key="run_ablation").click().run()
+    assert not at.exception, at.exception
+    summaries = [d.value for d in at.dataframe if "selectivity" in getattr(d.value, "columns", [])]
+    assert summaries and set(summaries[0].index) <= {"python", "go", "java", "universal"}
+    at.text_area(key="inspect_code").set_value("def twice(x):\n    return 2 * x\n").run()
+    assert not at.exception
+    htmls = [h.proto.body for h in at.get("html")]
+    text = lambda h: html.unescape(re.sub("<[^>]+>", "", h))  # noqa: E731
+    assert any(text(h).strip() == "def twice(x):\n    return 2 * x" and "rgba(" in h for h in htmls)

@@ -54,3 +54,21 @@ def test_errors_exit_2_with_message(env):
     assert "does not exist" in json.loads(out.stdout)["error"]
     out = neuro("capture", "--model", str(env / "model"), "--corpus", str(env / "missing.jsonl"), env_dir=env)
     assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_neurons_and_ablate_json(env, tmp_path):
+    base = ("--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--json")
+    out = neuro("neurons", *base, "--out", str(tmp_path / "sel.csv"), env_dir=env)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["method"] == "pls" and summary["n_layers"] == 3
+    assert set(summary["counts"]) == {"python", "go", "java", "universal"}
+    assert sum(sum(v.values()) for v in summary["by_layer"].values()) == sum(summary["counts"].values())
+    assert (tmp_path / "sel.csv").read_text().startswith("layer,neuron")
+    out = neuro("ablate", *base, "--ratio", "1.0", env_dir=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result["base_loss"]) == {"python", "go", "java"}
+    assert set(result["delta"]) <= {"python", "go", "java", "universal"}
+    out = neuro("neurons", *base, "--ratio", "0.5", env_dir=env)
+    assert out.returncode == 2 and "ratio" in json.loads(out.stdout)["error"]

@@ -1,0 +1,209 @@
+"""Neurons: where the language-specific and universal neurons are, what they respond to, and proof by
+ablation. Thin: widgets and charts here, computation in neuro/."""
+
+import pandas as pd
+import streamlit as st
+
+import charts
+from neuro.analyses import ablation
+from neuro.capture import trace_tokens
+from neuro.corpus import LANGS
+from neuro.profiles import syntax_profile, top_examples
+from neuro.selectivity import LapeParams, SelectionParams, language_relations, overlap, select_neurons
+from neuro.syntax import align_tokens, detect_language
+from ui import corpus_key, sidebar, statistics
+
+MAX_PASTE = 20_000
+
+selection_ui = sidebar()
+st.title("Neurons")
+st.caption("Which FFN neurons are specific to one programming language, which are shared by all, "
+           "and what happens when they are silenced.")
+if selection_ui.model is None or selection_ui.corpus is None:
+    st.warning(selection_ui.model_error or selection_ui.corpus_error)
+    st.stop()
+model, corpus = selection_ui.model, selection_ui.corpus
+stats = statistics(model, corpus)
+if stats is None:
+    st.stop()
+if stats.pls_sum is None:
+    st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
+    st.stop()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cached_selection(key: str, method: str, params, _stats):
+    return select_neurons(_stats, method, params)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_relations(key: str, _stats):
+    return language_relations(_stats)
+
+
+# --------------------------------------------------------------------------- selection parameters
+stats_key = f"{model.identity}|{corpus_key(corpus)}"
+with st.expander("Selection method and parameters", expanded=False):
+    method = st.radio("Method", ["pls", "lape"], horizontal=True, key="neurons_method",
+                      format_func=lambda m: {"pls": "PLS (activation x gradient)", "lape": "LAPE (entropy)"}[m])
+    c1, c2, c3 = st.columns(3)
+    if method == "pls":
+        q = c1.slider("Candidate threshold quantile", 0.5, 0.999, 0.90, 0.005, key="neurons_q",
+                      help="The paper does not publish its threshold: default = 90th percentile of all max PLS.")
+        ratio = c2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="neurons_ratio")
+        top = c3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="neurons_top")
+        params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top)
+    else:
+        top = c1.slider("Top fraction (lowest entropy)", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="lape_top")
+        fq = c2.slider("Eligibility quantile", 0.5, 0.999, 0.95, 0.005, key="lape_filter")
+        aq = c3.slider("Activation bar quantile", 0.5, 0.999, 0.95, 0.005, key="lape_bar")
+        params = LapeParams(top_fraction=top, filter_quantile=fq, activation_quantile=aq)
+selection = cached_selection(stats_key, method, params, stats)
+counts = selection.counts_by_language()
+share = selection.share()
+st.markdown(
+    f"**{selection.total:,} neurons** ({selection.n_layers} layers x {selection.n_neurons:,}). "
+    f"Candidate threshold: **{selection.threshold:.4g}** "
+    + ("(PLS quantile)." if method == "pls" else "(activation probability bar).")
+    + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
+    "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
+cols = st.columns(len(counts))
+for col, (name, value) in zip(cols, counts.items()):
+    col.metric(name, value)
+
+tab_map, tab_table, tab_detail, tab_rel, tab_ablate, tab_inspect = st.tabs(
+    ["Layer map", "Neuron table", "Neuron detail", "Language relations", "Ablation", "Token inspector"])
+
+# --------------------------------------------------------------------------- heatmap
+with tab_map:
+    by_layer = selection.counts_by_layer()
+    as_share = st.toggle("Show share of the layer's neurons (%)", key="neurons_share")
+    long = by_layer.reset_index().melt(id_vars="layer", var_name="group", value_name="neurons")
+    if as_share:
+        long["neurons"] = 100 * long["neurons"] / selection.n_neurons
+    st.altair_chart(charts.heatmap(long, "group", "layer", "neurons", scheme="oranges",
+                                   title="Selected neurons per layer", x_sort=[*selection.languages, "universal"],
+                                   fmt=".2f" if as_share else "d"), width="stretch")
+    st.caption("Rows: layers (0 = closest to the input). Columns: the language a neuron is specific to, "
+               "and universal neurons (high PLS in every language).")
+    other = select_neurons(stats, "lape" if method == "pls" else "pls")
+    st.markdown(f"**Agreement with {other.method.upper()}** (specific sets per language):")
+    st.dataframe(overlap(selection, other).round(3), width="stretch")
+
+# --------------------------------------------------------------------------- table
+with tab_table:
+    table = selection.selected()
+    f1, f2, f3 = st.columns(3)
+    langs = f1.multiselect("Language", [*selection.languages, "universal"], key="table_langs")
+    layer_range = f2.slider("Layers", 0, selection.n_layers - 1, (0, selection.n_layers - 1), key="table_layers")
+    classes = f3.multiselect("Class", ["specific", "universal"], key="table_cls")
+    view = table[table.layer.between(*layer_range)]
+    if classes:
+        view = view[view.cls.isin(classes)]
+    if langs:
+        keep = view.cls.astype(str).eq("universal") & ("universal" in langs)
+        keep |= view.langs.astype(str).apply(lambda s: any(x in s.split(",") for x in langs))
+        view = view[keep]
+    st.caption(f"{len(view):,} of {len(table):,} selected neurons")
+    st.dataframe(view.head(5000), width="stretch", hide_index=True)
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", view.to_csv(index=False), "neurons.csv", "text/csv")
+    d2.download_button("Download parquet", view.to_parquet(index=False), "neurons.parquet",
+                       "application/octet-stream")
+
+# --------------------------------------------------------------------------- detail
+with tab_detail:
+    table = selection.selected()
+    if table.empty:
+        st.info("No neuron passes the selection; loosen the parameters.")
+    else:
+        labels = [f"L{r.layer} N{r.neuron} ({r.cls}{': ' + str(r.langs) if r.langs else ''})"
+                  for r in table.itertuples()]
+        pick = st.selectbox("Neuron", range(len(table)), format_func=labels.__getitem__, key="detail_pick")
+        row = table.iloc[pick]
+        layer, neuron = int(row.layer), int(row.neuron)
+        left, right = st.columns(2)
+        with left:
+            values = pd.DataFrame({"language": selection.languages,
+                                   "score": [float(row[c]) for c in selection.value_columns]})
+            st.altair_chart(charts.bars(values, "language", "score", color="language",
+                                        title=f"{selection.value_name.upper()} per language"), width="stretch")
+        with right:
+            if stats.type_sum is not None:
+                prof = syntax_profile(stats, layer, neuron).head(15)
+                st.altair_chart(charts.bars(prof, "node_type", "mean_activation", horizontal=True,
+                                            title="Mean activation per syntax node type"), width="stretch")
+        if stats.top_values is not None:
+            st.markdown("**Top activating tokens** (highlighted, with context)")
+            for ex in top_examples(stats, corpus, model, layer, neuron, context_chars=60):
+                st.caption(f"#{ex.rank}  {ex.activation:+.3f}  {ex.lang}  {ex.snippet_id}  node: {ex.node_type}")
+                st.html(charts.example_html(ex.before, ex.token, ex.after))
+        result = st.session_state.get(f"ablation|{stats_key}|{method}|{params}")
+        if result is not None:
+            group = "universal" if str(row.cls) == "universal" else str(row.top_lang)
+            if group in result.delta.index:
+                st.markdown(f"**Ablating this neuron's group ({group}, {result.sizes[group]} neurons)** "
+                            "changes the loss per language by:")
+                st.dataframe(result.delta.loc[[group]].round(4), width="stretch")
+        else:
+            st.caption("Run the ablation (Ablation tab) to see the effect of this neuron's group.")
+
+# --------------------------------------------------------------------------- relations
+with tab_rel:
+    relations = cached_relations(stats_key, stats)
+    left, right = st.columns(2)
+    left.altair_chart(charts.matrix_heatmap(relations.similarity.round(3), "language", "other", "cosine",
+                                            title="Similarity of the languages' PLS profiles", scheme="greens"),
+                      width="stretch")
+    right.altair_chart(charts.dendrogram(relations.tree.segments(), relations.tree.leaf_positions(),
+                                         title="Average-linkage tree"), width="stretch")
+    st.caption("The paper reports a family-tree-like structure (e.g. C++ and Java close, Python apart).")
+
+# --------------------------------------------------------------------------- ablation
+with tab_ablate:
+    st.markdown("Zero each group's neurons and measure the change of mean next-token loss per language, "
+                "beside a random control of the same size in each layer. **Selectivity** = change on the "
+                "own language / mean change on the others.")
+    key = f"ablation|{stats_key}|{method}|{params}"
+    if key not in st.session_state and st.button("Run ablation", type="primary", key="run_ablation"):
+        bar = st.progress(0.0, text="Ablating…")
+        try:
+            st.session_state[key], _ = ablation(model, corpus, selection, progress=lambda d, t: bar.progress(
+                d / t, text=f"Ablating: {d}/{t} passes"))
+        except ValueError as err:
+            st.error(str(err))
+        bar.empty()
+    result = st.session_state.get(key)
+    if result is not None:
+        left, right = st.columns(2)
+        left.altair_chart(charts.matrix_heatmap(result.delta.round(4), "ablated", "evaluated", "loss change",
+                                                title="Selected neurons", scheme="reds"), width="stretch")
+        right.altair_chart(charts.matrix_heatmap(result.delta_random.round(4), "ablated", "evaluated",
+                                                 "loss change", title="Random control", scheme="reds"),
+                           width="stretch")
+        st.dataframe(result.summary().round(3), width="stretch")
+
+# --------------------------------------------------------------------------- token inspector
+with tab_inspect:
+    code = st.text_area("Paste code", height=200, key="inspect_code",
+                        value=next((s.code for s in corpus if s.lang == "python"), corpus[0].code))
+    if len(code) > MAX_PASTE:
+        st.warning(f"Only the first {MAX_PASTE:,} characters are inspected.")
+        code = code[:MAX_PASTE]
+    if not code.strip():
+        st.info("Paste some code to see its tokens coloured by a neuron's activation.")
+    else:
+        guess = detect_language(code)
+        c1, c2, c3 = st.columns(3)
+        lang = c1.selectbox(f"Language (detected: {guess.lang}, {100 * guess.confidence:.0f} %)", LANGS,
+                            index=LANGS.index(guess.lang), key="inspect_lang")
+        layer = c2.number_input("Layer", 0, model.n_layers - 1, value=model.n_layers // 2, key="inspect_layer")
+        neuron = c3.number_input("Neuron (-1: the layer's strongest on this code)", -1, model.n_neurons - 1,
+                                 value=-1, key="inspect_neuron")
+        trace = trace_tokens(model, code, layers=[int(layer)])
+        acts = trace.activations[0]
+        chosen = int(abs(acts).max(0).argmax()) if neuron < 0 else int(neuron)
+        nodes = align_tokens(code, lang, trace.offsets)
+        st.caption(f"Neuron L{layer} N{chosen}; red = positive, blue = negative; hover a token for its value "
+                   "and syntax node.")
+        st.html(charts.token_html(code, trace.offsets, acts[:, chosen], [n.type for n in nodes]))

@@ -36,7 +36,11 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Snippet:
-    """One program of a corpus. `task` groups parallel programs (the same task in several languages)."""
+    """One program of a corpus. `task` groups parallel programs (the same task in several languages).
+
+    `prompt` (optional) is the prefix a model completes when generating (HumanEval-X: signature and
+    docstring); without it, generation derives one from the code's first function (see generation.py).
+    """
 
     id: str
     lang: str
@@ -44,6 +48,7 @@ class Snippet:
     code: str
     summary: str = ""
     test: str | None = None
+    prompt: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -100,7 +105,7 @@ def load_jsonl(path: str | Path) -> list[Snippet]:
             seen.add(sid)
             snippets.append(Snippet(
                 id=sid, lang=lang, task=str(row.get("task") or sid), code=row["code"],
-                summary=row.get("summary") or "", test=row.get("test"),
+                summary=row.get("summary") or "", test=row.get("test"), prompt=row.get("prompt"),
             ))
     if not snippets:
         raise CorpusError(f"{path}: no snippets")
@@ -112,7 +117,8 @@ def save_jsonl(snippets: Iterable[Snippet], path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for s in snippets:
-            fh.write(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+            row = {k: v for k, v in s.to_json().items() if not (k == "prompt" and v is None)}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -191,7 +197,7 @@ def humaneval_row_to_snippet(lang_key: str, row: dict) -> Snippet:
     return Snippet(
         id=f"{task}/{lang}", lang=lang, task=task,
         code=row["prompt"] + row["canonical_solution"],
-        summary=first_sentence(_docstring(lang, row)), test=test,
+        summary=first_sentence(_docstring(lang, row)), test=test, prompt=row["prompt"],
     )
 
 

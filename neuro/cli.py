@@ -163,6 +163,36 @@ def cmd_ablate(args) -> tuple[dict, str]:
     return summary, text
 
 
+@command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)")
+def cmd_ablate_gen(args) -> tuple[dict, str]:
+    from .generation import GenerationParams, evaluate_pass_at_k
+    from .intervene import random_like
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    neurons = selection.neurons_for(args.target)
+    if not neurons:
+        raise ValueError(f"no neurons are specific to {args.target} with these parameters")
+    params = GenerationParams(samples=args.samples, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    ks = sorted({1, *args.k})
+    conditions = {"none": None, args.target: neurons,
+                  "random": random_like(neurons, loaded.n_neurons, seed=args.seed, exclude=neurons)}
+    results = {}
+    for name, ablate in conditions.items():
+        results[name] = evaluate_pass_at_k(loaded, snippets, params, ks=ks, ablate=ablate,
+                                           progress=_progress(f"generate [{name} ablated]"))
+    summary = {"model": loaded.identity, "target": args.target, "neurons": sum(len(v) for v in neurons.values()),
+               "params": dataclasses.asdict(params),
+               "pass_at_k": {name: r.by_language for name, r in results.items()}}
+    lines = [f"pass@k with nothing / {args.target} neurons / random neurons ablated"]
+    for name, r in results.items():
+        lines.append(f"[{name}] " + ", ".join(f"{lang}: " + " ".join(f"@{k}={v:.3f}" for k, v in by_k.items())
+                                            for lang, by_k in r.by_language.items()))
+    return summary, "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- plumbing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache", help="cache folder (default: cache/ or $NEURO_CACHE)")
         p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         p.add_argument("-v", "--verbose", action="store_true")
-        if name in ("neurons", "ablate"):
+        if name in ("neurons", "ablate", "ablate-gen"):
             p.add_argument("--method", choices=["pls", "lape"], default="pls")
             p.add_argument("--candidate-quantile", type=float, default=0.90,
                            help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
@@ -190,8 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
         if name == "neurons":
             p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
-        if name == "ablate":
-            p.add_argument("--seed", type=int, default=0, help="seed of the random control")
+        if name in ("ablate", "ablate-gen"):
+            p.add_argument("--seed", type=int, default=0, help="seed of the random control (and sampling)")
+        if name == "ablate-gen":
+            p.add_argument("--target", required=True, help="language whose specific neurons are ablated")
+            p.add_argument("--samples", type=int, default=1, help="samples per problem (n of pass@k)")
+            p.add_argument("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
+            p.add_argument("--temperature", type=float, default=0.0)
+            p.add_argument("--max-new-tokens", type=int, default=256)
         if name == "capture":
             p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
             p.add_argument("--no-syntax", action="store_true", help="skip the per-node-type profiles")

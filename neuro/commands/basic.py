@@ -1,0 +1,51 @@
+"""info and capture."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from ..cli import command, open_corpus, open_model, progress
+from ..models import model_info
+from ..store import Store
+
+
+@command("info", "model summary: architecture, layers, neurons per layer, neuron site")
+def cmd_info(args) -> tuple[dict, str]:
+    info = dataclasses.asdict(model_info(open_model(args)))
+    text = "\n".join(f"{k:>18}: {v}" for k, v in info.items())
+    return info, text
+
+
+def _capture_options(p) -> None:
+    p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
+    p.add_argument("--no-syntax", action="store_true", help="skip the per-node-type profiles")
+    p.add_argument("--top-k", type=int, default=16, help="top activating tokens kept per neuron")
+
+
+@command("capture", "per-language neuron statistics (activations, PLS, LAPE counts) into the cache",
+         _capture_options)
+def cmd_capture(args) -> tuple[dict, str]:
+    from ..analyses import corpus_statistics
+
+    loaded = open_model(args)
+    snippets = open_corpus(args)
+    start = time.time()
+    stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
+                                   syntax=not args.no_syntax, top_k=args.top_k,
+                                   max_length=args.max_length, store=Store(args.cache),
+                                   progress=progress("capture"))
+    summary = {
+        "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit,
+        "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
+        "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
+        "node_types": len(stats.meta.get("node_types", [])), "top_k": stats.meta.get("top_k", 0),
+        "languages": {lang: {"samples": int(stats.samples[i]), "tokens": int(stats.tokens[i]),
+                             "mean_loss": round(stats.mean_loss()[lang], 4)}
+                      for i, lang in enumerate(stats.languages)},
+    }
+    lines = [f"{'language':<12}{'samples':>9}{'tokens':>10}{'loss':>8}"]
+    lines += [f"{lang:<12}{v['samples']:>9}{v['tokens']:>10}{v['mean_loss']:>8.3f}"
+              for lang, v in summary["languages"].items()]
+    lines.append(f"{'(cache hit)' if hit else '(computed)'} in {summary['seconds']} s")
+    return summary, "\n".join(lines)

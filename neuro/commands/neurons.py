@@ -1,0 +1,138 @@
+"""neurons, ablate, ablate-gen: the Neurons analyses from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..cli import command, open_corpus, open_model, progress
+from ..store import Store
+
+
+def _selection_options(p) -> None:
+    p.add_argument("--method", choices=["pls", "lape"], default="pls")
+    p.add_argument("--candidate-quantile", type=float, default=0.90,
+                   help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
+    p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
+    p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
+
+
+def _seed_option(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control (and of sampling)")
+
+
+def _generation_options(p) -> None:
+    _selection_options(p)
+    _seed_option(p)
+    p.add_argument("--target", required=True, help="language whose specific neurons are ablated")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem (n of pass@k)")
+    p.add_argument("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+
+
+def _statistics(args, loaded, snippets):
+    from ..analyses import corpus_statistics
+
+    stats, _ = corpus_statistics(loaded, snippets, max_length=args.max_length, store=Store(args.cache),
+                                 progress=progress("capture"))
+    return stats
+
+
+def _selection(args, stats):
+    from ..selectivity import LapeParams, SelectionParams, select_neurons
+
+    if args.method == "lape":
+        params = LapeParams(top_fraction=args.top_fraction)
+    else:
+        params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
+                                 top_fraction=args.top_fraction)
+    return select_neurons(stats, args.method, params)
+
+
+def _neurons_options(p) -> None:
+    _selection_options(p)
+    p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
+
+
+@command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language and layer",
+         _neurons_options)
+def cmd_neurons(args) -> tuple[dict, str]:
+    from ..selectivity import overlap, select_neurons
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
+    by_layer = selection.counts_by_layer()
+    summary = selection.summary() | {
+        "model": loaded.identity, "snippets": len(snippets),
+        "by_layer": {str(layer): row.to_dict() for layer, row in by_layer.iterrows()},
+        "overlap_with_" + other.method: overlap(selection, other).reset_index().to_dict(orient="records"),
+    }
+    if args.out:
+        table = selection.selected()
+        if str(args.out).endswith(".parquet"):
+            table.to_parquet(args.out, index=False)
+        else:
+            table.to_csv(args.out, index=False)
+        summary["exported"] = str(args.out)
+    lines = [f"method {selection.method}, candidate threshold {selection.threshold:.4g}, "
+             f"{selection.total:,} neurons"]
+    counts = selection.counts_by_language()
+    lines += [f"  {k:<12}{v:>7}  ({100 * v / selection.total:.2f} %)" for k, v in counts.items()]
+    lines.append("per layer:\n" + by_layer.to_string())
+    return summary, "\n".join(lines)
+
+
+@command("ablate", "loss change per language when each language's neurons are zeroed, with a random control",
+         lambda p: (_selection_options(p), _seed_option(p)))  # noqa: E501
+def cmd_ablate(args) -> tuple[dict, str]:
+    from ..analyses import ablation
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    result, hit = ablation(loaded, snippets, selection, seed=args.seed, max_length=args.max_length,
+                           store=Store(args.cache), progress=progress("ablation"))
+    table = result.summary()
+    summary = {"model": loaded.identity, "method": selection.method, "cache_hit": hit, "base_loss": result.base,
+               "delta": result.delta.to_dict(orient="index"),
+               "delta_random": result.delta_random.to_dict(orient="index"),
+               "summary": table.to_dict(orient="index")}
+    text = ("loss change (rows: ablated group, columns: evaluated language)\n" + result.delta.round(4).to_string()
+            + "\n\nrandom control\n" + result.delta_random.round(4).to_string()
+            + "\n\n" + table.round(3).to_string())
+    return summary, text
+
+
+@command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)",
+         _generation_options)
+def cmd_ablate_gen(args) -> tuple[dict, str]:
+    from ..generation import GenerationParams, evaluate_pass_at_k
+    from ..intervene import random_like
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats = _statistics(args, loaded, snippets)
+    selection = _selection(args, stats)
+    neurons = selection.neurons_for(args.target)
+    if not neurons:
+        raise ValueError(f"no neurons are specific to {args.target} with these parameters")
+    params = GenerationParams(samples=args.samples, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    ks = sorted({1, *args.k})
+    conditions = {"none": None, args.target: neurons,
+                  "random": random_like(neurons, loaded.n_neurons, seed=args.seed, exclude=neurons)}
+    results = {}
+    for name, ablate in conditions.items():
+        results[name] = evaluate_pass_at_k(loaded, snippets, params, ks=ks, ablate=ablate,
+                                           progress=progress(f"generate [{name} ablated]"))
+    summary = {"model": loaded.identity, "target": args.target, "neurons": sum(len(v) for v in neurons.values()),
+               "params": dataclasses.asdict(params),
+               "pass_at_k": {name: r.by_language for name, r in results.items()}}
+    lines = [f"pass@k with nothing / {args.target} neurons / random neurons ablated"]
+    for name, r in results.items():
+        lines.append(f"[{name}] " + ", ".join(f"{lang}: " + " ".join(f"@{k}={v:.3f}" for k, v in by_k.items())
+                                            for lang, by_k in r.by_language.items()))
+    return summary, "\n".join(lines)
+
+

@@ -461,13 +461,26 @@ def _forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, l
             handle.remove()
 
 
-def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
-                  max_length: int = 512, batch_tokens: int = 8192, max_batch: int = 64,
-                  progress: Progress | None = None) -> np.ndarray:
-    """Mean over tokens of each block's output for each snippet: (snippets, layers, hidden) float32.
+@dataclass(frozen=True)
+class LayerStates:
+    """Hidden states per block from one pass: pooled per snippet, and at a sample of token positions.
 
-    The forward pass stops after block `upto_layer` (default: the last), so embeddings from a middle
-    layer cost only the layers below it.
+    pooled: (snippets, layers, hidden) mean over each snippet's tokens; tokens: (sampled tokens, layers,
+    hidden); token_index: (sampled tokens, 2) = (snippet index, token position).
+    """
+
+    pooled: np.ndarray
+    tokens: np.ndarray | None = None
+    token_index: np.ndarray | None = None
+
+
+def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
+                 tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
+                 max_batch: int = 64, progress: Progress | None = None) -> LayerStates:
+    """Pooled (and optionally sampled token) states of blocks 0..upto_layer, in one forward pass that
+    stops after block `upto_layer` (default: the last), so a middle layer costs only the layers below.
+
+    Token positions are sampled uniformly per snippet (the first, BOS, position excluded).
     """
     sites = loaded.sites()
     last = len(sites) - 1 if upto_layer is None else upto_layer
@@ -475,7 +488,13 @@ def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_laye
         raise ValueError(f"upto_layer must lie in 0..{len(sites) - 1}")
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     hidden = loaded.model.get_input_embeddings().weight.shape[1]
-    result = np.zeros((len(snippets), last + 1, hidden), dtype=np.float32)
+    pooled = np.zeros((len(snippets), last + 1, hidden), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    picks = [np.sort(rng.choice(np.arange(1, len(e.ids)), size=min(tokens_per_snippet, len(e.ids) - 1),
+                                replace=False)) if tokens_per_snippet and len(e.ids) > 1 else np.zeros(0, int)
+             for e in encoded]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
+    tokens = np.zeros((offsets[-1], last + 1, hidden), dtype=np.float32) if tokens_per_snippet else None
     current: dict = {}
 
     def register(handles):
@@ -483,8 +502,13 @@ def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_laye
             def hook(module, args, output, layer=site.layer):
                 states = output[0] if isinstance(output, tuple) else output
                 mask = current["mask"]
-                pooled = (states.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-                result[current["rows"], layer] = pooled.cpu().numpy()
+                mean = (states.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+                pooled[current["rows"], layer] = mean.cpu().numpy()
+                if tokens is not None:
+                    for r, i in enumerate(current["rows"]):
+                        if len(picks[i]):
+                            chosen = states[r, torch.as_tensor(picks[i], device=states.device)]
+                            tokens[offsets[i]:offsets[i + 1], layer] = chosen.float().cpu().numpy()
             handles.append(site.block.register_forward_hook(hook))
 
     done = 0
@@ -496,4 +520,16 @@ def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_laye
             done += len(batch)
             if progress:
                 progress(done, len(snippets))
-    return result
+    index = None
+    if tokens is not None:
+        index = np.array([(i, int(pos)) for i, p in enumerate(picks) for pos in p], dtype=np.int64).reshape(-1, 2)
+    return LayerStates(pooled, tokens, index)
+
+
+def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
+                  max_length: int = 512, batch_tokens: int = 8192, max_batch: int = 64,
+                  progress: Progress | None = None) -> np.ndarray:
+    """Mean over tokens of each block's output for each snippet: (snippets, layers, hidden) float32,
+    stopping after block `upto_layer`."""
+    return layer_states(loaded, snippets, upto_layer=upto_layer, max_length=max_length,
+                        batch_tokens=batch_tokens, max_batch=max_batch, progress=progress).pooled

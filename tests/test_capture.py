@@ -236,3 +236,16 @@ def test_merge_adds_sums_and_keeps_the_best_top_k(tiny_llama, snippets):
     np.testing.assert_allclose(doubled.top_values[:, 0], whole.top_values[:, 0])
     np.testing.assert_allclose(doubled.top_values[:, 1], whole.top_values[:, 0])
     np.testing.assert_allclose(doubled.top_values[:, 2], whole.top_values[:, 1])
+
+
+def test_sampled_token_states_match_hidden_states(tiny_llama, snippets):
+    from neuro.capture import layer_states
+
+    states = layer_states(tiny_llama, snippets, tokens_per_snippet=3, batch_tokens=100, seed=1)
+    assert states.tokens.shape == (len(states.token_index), tiny_llama.n_layers, 32)
+    assert states.pooled.shape == (len(snippets), tiny_llama.n_layers, 32)
+    for row, (i, pos) in enumerate(states.token_index):
+        ids = torch.tensor([encode(tiny_llama, snippets[i].code, 512).ids])
+        with torch.no_grad():
+            hs = tiny_llama.model(ids, output_hidden_states=True).hidden_states
+        np.testing.assert_allclose(states.tokens[row, 1], hs[2][0, pos].numpy(), rtol=1e-4, atol=1e-5)

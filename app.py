@@ -7,5 +7,7 @@ st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon="�
 pages = [
     st.Page("pages/home.py", title="Overview", icon="🏠", default=True),
     st.Page("pages/neurons.py", title="Neurons", icon="🔬"),
+    st.Page("pages/layers.py", title="Layers", icon="📶"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon="🗺️"),
 ]
 st.navigation(pages).run()

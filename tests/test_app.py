@@ -72,3 +72,28 @@ def test_neurons_page_end_to_end(monkeypatch, app_env):
     htmls = [h.proto.body for h in at.get("html")]
     text = lambda h: html.unescape(re.sub("<[^>]+>", "", h))  # noqa: E731
     assert any(text(h).strip() == "def twice(x):\n    return 2 * x" and "rgba(" in h for h in htmls)
+
+
+def _page(monkeypatch, app_env, page):
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.switch_page(page)
+    return at.run()
+
+
+def test_layers_page(monkeypatch, app_env):
+    at = _page(monkeypatch, app_env, "pages/layers.py")
+    assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
+    assert any("Concept layers" in m.value for m in at.markdown)
+    at.multiselect(key="concept_override").set_value([1]).run()
+    assert any("Concept layers: [1]" in m.value for m in at.markdown)
+
+
+def test_embeddings_page(monkeypatch, app_env):
+    at = _page(monkeypatch, app_env, "pages/embeddings.py")
+    assert not at.exception, at.exception
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2

@@ -1,0 +1,49 @@
+"""Embeddings: UMAP of pooled program states at a lower layer and at the concept layer, side by side."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from neuro.embeddings import cached_projection
+from neuro.layers import cached_layer_report
+from ui import sidebar
+
+selection = sidebar()
+st.title("Embeddings")
+st.caption("Each point is one program, mean-pooled over its tokens at a layer. Lower layers tend to cluster by "
+           "language (syntax); concept layers by task (the same program in five languages lands together).")
+if selection.model is None or selection.corpus is None:
+    st.warning(selection.model_error or selection.corpus_error)
+    st.stop()
+model, corpus = selection.model, selection.corpus
+if len(corpus) < 4:
+    st.warning("A projection needs at least 4 programs.")
+    st.stop()
+
+report = cached_layer_report(model, corpus, compute=False)
+concept = st.session_state.get("concept_layers") or (report.concept_layers if report else [model.n_layers // 2])
+c1, c2, c3 = st.columns(3)
+low = c1.number_input("Lower layer", 0, model.n_layers - 1, value=0, key="emb_low")
+high = c2.number_input("Concept layer", 0, model.n_layers - 1, value=concept[len(concept) // 2], key="emb_high")
+color = c3.radio("Colour by", ["language", "task"], horizontal=True, key="emb_color")
+if report is None:
+    st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
+
+first = "umap_ready" not in st.session_state
+points = {}
+with st.spinner("Fitting UMAP (the first fit in a process compiles UMAP's code: about 30 s)…" if first
+                else "Fitting UMAP…"):
+    for layer in (int(low), int(high)):
+        points[layer], _ = cached_projection(model, corpus, layer)
+st.session_state["umap_ready"] = True
+
+frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],
+                      "task": [s.task for s in corpus], "code": [s.code[:300] for s in corpus]})
+cols = st.columns(2)
+for col, layer in zip(cols, (int(low), int(high))):
+    data = frame.assign(x=points[layer][:, 0], y=points[layer][:, 1])
+    legend = None if color == "task" else alt.Legend()
+    chart = alt.Chart(data, title=f"Layer {layer}").mark_circle(size=60, opacity=0.8).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color(f"{color}:N", legend=legend), tooltip=["id", "language", "task", "code"])
+    col.altair_chart(chart, width="stretch")

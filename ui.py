@@ -50,6 +50,16 @@ def _init_state() -> None:
     }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
+        # Streamlit drops a widget's state when another page renders "the same" widget, so the choice
+        # lives under a plain key and is copied into the widget's key before every render.
+        widget = _widget(key)
+        if widget in st.session_state:
+            st.session_state[key] = st.session_state[widget]
+        st.session_state[widget] = st.session_state[key]
+
+
+def _widget(key: str) -> str:
+    return f"_w_{key}"
 
 
 def model_source() -> str | None:
@@ -65,20 +75,21 @@ def sidebar() -> Selection:
     _init_state()
     with st.sidebar:
         st.subheader("Model")
-        st.radio("Model source", [DEMO, LOCAL, HUB], key="model_kind", label_visibility="collapsed")
+        st.radio("Model source", [DEMO, LOCAL, HUB], key=_widget("model_kind"), label_visibility="collapsed")
         if st.session_state.model_kind == LOCAL:
-            st.text_input("Folder with config.json and weights", key="model_path",
+            st.text_input("Folder with config.json and weights", key=_widget("model_path"),
                           placeholder="/models/Llama-3.1-8B")
         elif st.session_state.model_kind == HUB:
-            st.text_input("Hub id (must be in the local cache when offline)", key="model_hub",
+            st.text_input("Hub id (must be in the local cache when offline)", key=_widget("model_hub"),
                           placeholder="Qwen/Qwen2.5-Coder-32B")
         if st.session_state.model_kind != DEMO:
-            st.checkbox("Trust remote code", key="trust_remote_code",
+            st.checkbox("Trust remote code", key=_widget("trust_remote_code"),
                         help="Runs Python code shipped with the model. Leave off unless you trust its source.")
         st.subheader("Corpus")
-        st.radio("Corpus source", [DEMO, "Path"], key="corpus_kind", label_visibility="collapsed")
+        st.radio("Corpus source", [DEMO, "Path"], key=_widget("corpus_kind"), label_visibility="collapsed")
         if st.session_state.corpus_kind == "Path":
-            st.text_input("Snippet JSONL, folder of sources, or folder of HumanEval-X files", key="corpus_path")
+            st.text_input("Snippet JSONL, folder of sources, or folder of HumanEval-X files",
+                          key=_widget("corpus_path"))
 
     model, model_error = None, None
     source = model_source()

@@ -119,9 +119,9 @@ class CorpusStats:
     """
 
     languages: list[str]
-    act_abs_sum: np.ndarray   # (languages, layers, neurons) float64
-    active_count: np.ndarray  # (languages, layers, neurons) float64
-    pls_sum: np.ndarray | None  # (languages, layers, neurons) float64, None without gradients
+    act_abs_sum: np.ndarray   # (languages, layers, neurons) float32
+    active_count: np.ndarray  # (languages, layers, neurons) float32
+    pls_sum: np.ndarray | None  # (languages, layers, neurons) float32, None without gradients
     tokens: np.ndarray        # (languages,)
     samples: np.ndarray       # (languages,)
     loss_sum: np.ndarray      # (languages,)
@@ -326,7 +326,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
         raise ValueError("no snippets to capture")
     langs = list(languages or dict.fromkeys(s.lang for s in snippets))
     n_layers, width = loaded.n_layers, loaded.n_neurons
-    out = {name: np.zeros((len(langs), n_layers, width)) for name in ("act_abs", "active", "pls")}
+    # float32 like the accumulators on the device: float64 would double the cache for no precision
+    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in ("act_abs", "active", "pls")}
     tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
     pad_id, device, model = _pad_id(loaded), loaded.device, loaded.model
     embed = model.get_input_embeddings()
@@ -364,9 +365,9 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                     done += len(rows)
                     if progress:
                         progress(done, total)
-                out["act_abs"][li] = hooks.act_abs.double().cpu().numpy()
-                out["active"][li] = hooks.active.double().cpu().numpy()
-                out["pls"][li] = hooks.pls.double().cpu().numpy()
+                out["act_abs"][li] = hooks.act_abs.cpu().numpy()
+                out["active"][li] = hooks.active.cpu().numpy()
+                out["pls"][li] = hooks.pls.cpu().numpy()
 
     meta = {"languages": langs, "gradients": gradients, "max_length": max_length,
             "token_reduction": "mean over the sample's tokens", "model": loaded.identity,

@@ -36,6 +36,28 @@ def cached_selection(key: str, method: str, params, _stats):
     return select_neurons(_stats, method, params)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cached_views(key: str, method: str, params, _stats) -> dict:
+    """Everything the page derives from one selection, computed once per parameter setting."""
+    chosen = cached_selection(key, method, params, _stats)
+    table = chosen.selected()
+    labels = [f"L{r.layer} N{r.neuron} ({r.cls}{': ' + str(r.langs) if r.langs else ''})" for r in table.itertuples()]
+    return {"selection": chosen, "counts": chosen.counts_by_language(), "share": chosen.share(),
+            "by_layer": chosen.counts_by_layer(), "table": table, "labels": labels}
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cached_overlap(key: str, method: str, params, _stats) -> pd.DataFrame:
+    chosen = cached_selection(key, method, params, _stats)
+    other = cached_selection(key, "lape" if method == "pls" else "pls", None, _stats)
+    return overlap(chosen, other).round(3)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def export_bytes(key: str, filters: str, kind: str, _view: pd.DataFrame) -> bytes:
+    return _view.to_csv(index=False).encode() if kind == "csv" else _view.to_parquet(index=False)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def cached_relations(key: str, _stats):
     return language_relations(_stats)
@@ -58,9 +80,8 @@ with st.expander("Selection method and parameters", expanded=False):
         fq = c2.slider("Eligibility quantile", 0.5, 0.999, 0.95, 0.005, key="lape_filter")
         aq = c3.slider("Activation bar quantile", 0.5, 0.999, 0.95, 0.005, key="lape_bar")
         params = LapeParams(top_fraction=top, filter_quantile=fq, activation_quantile=aq)
-selection = cached_selection(stats_key, method, params, stats)
-counts = selection.counts_by_language()
-share = selection.share()
+views = cached_views(stats_key, method, params, stats)
+selection, counts, share = views["selection"], views["counts"], views["share"]
 st.markdown(
     f"**{selection.total:,} neurons** ({selection.n_layers} layers x {selection.n_neurons:,}). "
     f"Candidate threshold: **{selection.threshold:.4g}** "
@@ -76,7 +97,7 @@ tab_map, tab_table, tab_detail, tab_rel, tab_ablate, tab_inspect = st.tabs(
 
 # --------------------------------------------------------------------------- heatmap
 with tab_map:
-    by_layer = selection.counts_by_layer()
+    by_layer = views["by_layer"]
     as_share = st.toggle("Show share of the layer's neurons (%)", key="neurons_share")
     long = by_layer.reset_index().melt(id_vars="layer", var_name="group", value_name="neurons")
     if as_share:
@@ -86,13 +107,13 @@ with tab_map:
                                    fmt=".2f" if as_share else "d"), width="stretch")
     st.caption("Rows: layers (0 = closest to the input). Columns: the language a neuron is specific to, "
                "and universal neurons (high PLS in every language).")
-    other = select_neurons(stats, "lape" if method == "pls" else "pls")
-    st.markdown(f"**Agreement with {other.method.upper()}** (specific sets per language):")
-    st.dataframe(overlap(selection, other).round(3), width="stretch")
+    other_name = "LAPE" if method == "pls" else "PLS"
+    if st.toggle(f"Compare with {other_name} (agreement of the specific sets per language)", key="neurons_cmp"):
+        st.dataframe(cached_overlap(stats_key, method, params, stats), width="stretch")
 
 # --------------------------------------------------------------------------- table
 with tab_table:
-    table = selection.selected()
+    table = views["table"]
     f1, f2, f3 = st.columns(3)
     langs = f1.multiselect("Language", [*selection.languages, "universal"], key="table_langs")
     layer_range = f2.slider("Layers", 0, selection.n_layers - 1, (0, selection.n_layers - 1), key="table_layers")
@@ -104,21 +125,22 @@ with tab_table:
         keep = view.cls.astype(str).eq("universal") & ("universal" in langs)
         keep |= view.langs.astype(str).apply(lambda s: any(x in s.split(",") for x in langs))
         view = view[keep]
-    st.caption(f"{len(view):,} of {len(table):,} selected neurons")
-    st.dataframe(view.head(5000), width="stretch", hide_index=True)
+    shown = 1000
+    st.caption(f"{len(view):,} of {len(table):,} selected neurons" + (
+        f" (the first {shown:,} shown; the downloads hold all)" if len(view) > shown else ""))
+    st.dataframe(view.head(shown), width="stretch", hide_index=True)
+    filters = f"{stats_key}|{method}|{params}|{langs}|{layer_range}|{classes}"
     d1, d2 = st.columns(2)
-    d1.download_button("Download CSV", view.to_csv(index=False), "neurons.csv", "text/csv")
-    d2.download_button("Download parquet", view.to_parquet(index=False), "neurons.parquet",
+    d1.download_button("Download CSV", export_bytes(filters, filters, "csv", view), "neurons.csv", "text/csv")
+    d2.download_button("Download parquet", export_bytes(filters, filters, "parquet", view), "neurons.parquet",
                        "application/octet-stream")
 
 # --------------------------------------------------------------------------- detail
 with tab_detail:
-    table = selection.selected()
+    table, labels = views["table"], views["labels"]
     if table.empty:
         st.info("No neuron passes the selection; loosen the parameters.")
     else:
-        labels = [f"L{r.layer} N{r.neuron} ({r.cls}{': ' + str(r.langs) if r.langs else ''})"
-                  for r in table.itertuples()]
         pick = st.selectbox("Neuron", range(len(table)), format_func=labels.__getitem__, key="detail_pick")
         row = table.iloc[pick]
         layer, neuron = int(row.layer), int(row.neuron)

@@ -20,20 +20,29 @@ def _stats_key(loaded: LoadedModel, snippets: Sequence[Snippet], params: dict) -
 
 def corpus_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
                       syntax: bool = True, top_k: int = 16, max_length: int = 512, store: Store | None = None,
-                      progress: Progress | None = None) -> tuple[CorpusStats, bool]:
+                      progress: Progress | None = None, capture=capture_statistics,
+                      save: bool = True) -> tuple[CorpusStats, bool]:
     """Per-language neuron statistics (PLS with `gradients`; syntax profiles and top-k examples),
     from the cache when it has them. Returns (stats, cache_hit).
+
+    `capture` computes them (e.g. neuro.distributed.distributed_statistics under torchrun); `save=False`
+    reads the cache but does not write it (the other ranks of a data-parallel run).
     """
     store = store or Store()
     params = dict(gradients=gradients, syntax=syntax, top_k=top_k, max_length=max_length)
     key = _stats_key(loaded, snippets, params)
 
     def compute() -> Entry:
-        stats = capture_statistics(loaded, snippets, progress=progress, **params)
+        stats = capture(loaded, snippets, progress=progress, **params)
         meta = dict(stats.meta, corpus=corpus_hash(snippets), n_snippets=len(snippets))
         return Entry(arrays=stats.to_arrays(), meta=meta)
 
-    entry, hit = store.get_or_compute(STATS_KIND, key, compute)
+    entry = store.load(STATS_KIND, key)
+    hit = entry is not None
+    if not hit:
+        entry = compute()
+        if save:
+            store.save(STATS_KIND, key, entry)
     return CorpusStats.from_arrays(entry.arrays, entry.meta), hit
 
 

@@ -315,8 +315,12 @@ def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet]
 def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
                        syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
                        max_length: int = 512, batch_tokens: int = 4096, max_batch: int = 32,
-                       languages: Sequence[str] | None = None, progress: Progress | None = None) -> CorpusStats:
+                       languages: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
+                       progress: Progress | None = None) -> CorpusStats:
     """Per-language neuron statistics of a corpus: one forward (and one backward) pass per batch.
+
+    `shard=(rank, world)` processes only the snippets whose index % world == rank (data parallel; the
+    shards' statistics sum to the whole corpus's, see neuro.distributed).
 
     Gradients are activation-only: parameters stay frozen and the backward starts from input
     embeddings that require grad, so no parameter gradient is ever computed or stored. `syntax` adds
@@ -333,13 +337,14 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     embed = model.get_input_embeddings()
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     node_types, type_ids = node_type_vocabulary(encoded, snippets, max_node_types) if syntax else ([], None)
-    done, total = 0, sum(s.lang in langs for s in snippets)
+    mine = [i for i in range(len(snippets)) if shard is None or i % shard[1] == shard[0]]
+    done, total = 0, sum(snippets[i].lang in langs for i in mine)
 
     with loaded.lock:
         hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k)
         with hooked(hooks.register):
             for li, lang in enumerate(langs):
-                group = [i for i, s in enumerate(snippets) if s.lang == lang]
+                group = [i for i in mine if snippets[i].lang == lang]
                 hooks.reset()
                 for batch in length_batches([len(encoded[i].ids) for i in group], batch_tokens, max_batch):
                     rows = [group[j] for j in batch]
@@ -376,7 +381,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                         tokens, samples, loss_sum, meta)
     if syntax:
         stats.type_sum = hooks.type_sum.cpu().numpy()
-        stats.type_count = np.array([sum(row.count(t) for row in type_ids) for t in range(len(node_types))],
+        mine_ids = [type_ids[i] for i in mine if snippets[i].lang in langs]
+        stats.type_count = np.array([sum(row.count(t) for row in mine_ids) for t in range(len(node_types))],
                                     dtype=np.float64)
     if top_k:
         stats.top_values, stats.top_ids = hooks.top_values.cpu().numpy(), hooks.top_ids.cpu().numpy()

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import sys
 import time
@@ -116,5 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({"error": str(err)}))
         return 2
-    print(json.dumps(summary, indent=1, default=str) if args.json else text)
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only the first rank reports
+        print(json.dumps(summary, indent=1, default=str) if args.json else text)
     return 0

@@ -27,16 +27,24 @@ def _capture_options(p) -> None:
          _capture_options)
 def cmd_capture(args) -> tuple[dict, str]:
     from ..analyses import corpus_statistics
+    from ..capture import capture_statistics
+    from ..distributed import distributed_statistics, init_from_env, world
 
+    rank, size = world()
+    device = init_from_env()  # under torchrun: one shard of the corpus per rank, accumulators all-reduced
+    if device:
+        args.device = args.device or device
     loaded = open_model(args)
     snippets = open_corpus(args)
     start = time.time()
     stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
                                    syntax=not args.no_syntax, top_k=args.top_k,
                                    max_length=args.max_length, store=Store(args.cache),
-                                   progress=progress("capture"))
+                                   progress=progress(f"capture [rank {rank}/{size}]" if size > 1 else "capture"),
+                                   capture=distributed_statistics if size > 1 else capture_statistics,
+                                   save=rank == 0)
     summary = {
-        "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit,
+        "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit, "ranks": size,
         "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
         "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
         "node_types": len(stats.meta.get("node_types", [])), "top_k": stats.meta.get("top_k", 0),

@@ -1,0 +1,102 @@
+"""A real app server on a free localhost port and Debian's Chromium driven by Playwright.
+
+The app runs on the embedded demo model when the checkout has it (a tiny random model otherwise, so
+the plumbing is still exercised). Tests skip with the reason when Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from neuro.paths import REPO_DIR, demo_corpus_available, demo_model_available
+
+CHROMIUM = os.environ.get("NEURO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+ARTIFACTS = REPO_DIR / "cache" / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def playwright_browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """Start `streamlit run app.py` and wait until it answers; stop it after the session."""
+    work = tmp_path_factory.mktemp("browser-app")
+    env = dict(os.environ, NEURO_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if not (demo_model_available() and demo_corpus_available()):
+        sys.path.insert(0, str(REPO_DIR / "tests"))
+        from conftest import SNIPPETS, tiny_model
+
+        from neuro.corpus import save_jsonl
+        loaded = tiny_model("llama")
+        loaded.model.save_pretrained(work / "model")
+        loaded.tokenizer.save_pretrained(work / "model")
+        save_jsonl(SNIPPETS, work / "corpus.jsonl")
+        env.update(NEURO_MODEL=str(work / "model"), NEURO_CORPUS=str(work / "corpus.jsonl"))
+    port = _free_port()
+    streamlit = shutil.which("streamlit", path=str(Path(sys.executable).parent)) or "streamlit"
+    log = open(work / "server.log", "w")
+    proc = subprocess.Popen([streamlit, "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+                             "--server.address", "127.0.0.1"], cwd=REPO_DIR, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the app did not start: " + (work / "server.log").read_text()[-2000:])
+    yield url
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+
+
+@pytest.fixture()
+def page(playwright_browser):
+    context = playwright_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(240_000)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -144,8 +144,9 @@ class LoadedModel:
 
     @property
     def identity(self) -> str:
-        """Cache identity: where the model came from plus a fingerprint of its weights."""
-        return f"{self.source}@{self.fingerprint}"
+        """Cache identity: architecture plus a fingerprint of the weights, not the path they were loaded
+        from, so results computed on a GPU box from a hub id are found on a laptop from a local copy."""
+        return f"{self.config.model_type}@{self.fingerprint}"
 
     def sites(self) -> list[NeuronSite]:
         return neuron_sites(self.model, self.adapter)

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Overview", icon="🏠", default=True),
-    st.Page("pages/neurons.py", title="Neurons", icon="🔬"),
-    st.Page("pages/layers.py", title="Layers", icon="📶"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon="🗺️"),
+    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/neurons.py", title="Neurons", icon=":material/neurology:"),
+    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
 ]
 st.navigation(pages).run()

@@ -13,7 +13,7 @@ PAGES = ["", "neurons", "layers", "embeddings"]
 
 def settle(page, quiet_s: float = 1.5, timeout_s: float = 600) -> None:
     """Wait until Streamlit has finished running the script (its status widget stays gone)."""
-    page.wait_for_selector('[data-testid="stApp"]')
+    page.wait_for_selector("h1")  # every page starts with a title: the script has started
     deadline, calm_since = time.time() + timeout_s, None
     while time.time() < deadline:
         running = page.locator('[data-testid="stStatusWidget"]').count() > 0

@@ -36,6 +36,9 @@ _SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
 
 # --------------------------------------------------------------------------- parameters
 
+NORMALIZATIONS = ("none", "language", "language_layer")
+
+
 @dataclass(frozen=True)
 class SelectionParams:
     """PLS selection parameters (the design's three numbers; part of any cache key or UI caption).
@@ -45,13 +48,22 @@ class SelectionParams:
     ratio: the top language's PLS must be at least `ratio` x the second language's.
     top_fraction: the neuron must rank in this top share of ALL neurons by max PLS (for universal
         neurons: by min PLS).
+    normalize: "none" compares raw PLS, as the paper defines it. PLS scales with how hard a language is
+        for the model (larger loss, larger gradients) and differs several-fold between layers (the first
+        layer's is largest in small models), so one hard language or one layer can claim every
+        selection. "language" divides each language's PLS by its mean over all neurons;
+        "language_layer" (default) by its mean over each layer's neurons, so selection reflects
+        specialization rather than scale.
     """
 
     candidate_quantile: float = 0.90
     ratio: float = 1.5
     top_fraction: float = 0.01
+    normalize: str = "language_layer"
 
     def __post_init__(self):
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if not 0.0 <= self.candidate_quantile <= 1.0:
             raise ValueError(f"candidate_quantile must lie in [0, 1], got {self.candidate_quantile}")
         if not self.ratio >= 1.0:
@@ -285,9 +297,19 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
                            extra={"top_count": k})
 
 
+def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
+    """PLS (languages, layers, neurons) divided by its mean per language or per (language, layer)."""
+    if how == "none":
+        return pls
+    axes = (1, 2) if how == "language" else (2,)
+    mean = pls.mean(axis=axes, keepdims=True)
+    return pls / np.where(mean > 0, mean, 1.0)
+
+
 def select_pls(stats: CorpusStats, params: SelectionParams | None = None) -> NeuronSelection:
-    """Language-specific and universal neurons by PLS (the paper's method)."""
-    return select_pls_scores(stats.pls(), stats.languages, params)
+    """Language-specific and universal neurons by PLS (the paper's method; see SelectionParams.normalize)."""
+    params = params or SelectionParams()
+    return select_pls_scores(normalized_pls(stats.pls(), params.normalize), stats.languages, params)
 
 
 # --------------------------------------------------------------------------- LAPE
@@ -390,10 +412,10 @@ def language_vectors(stats: CorpusStats, candidates_only: bool = False,
     Candidates (max PLS >= the candidate threshold) drop the mass of near-silent neurons that make all
     languages look alike.
     """
-    pls = _check_scores(stats.pls(), list(stats.languages))
+    params = params or SelectionParams()
+    pls = _check_scores(normalized_pls(stats.pls(), params.normalize), list(stats.languages))
     flat = pls.reshape(pls.shape[0], -1)
     if candidates_only:
-        params = params or SelectionParams()
         top = flat.max(axis=0)
         flat = flat[:, top >= np.quantile(top, params.candidate_quantile)]
     return flat

@@ -74,7 +74,14 @@ with st.expander("Selection method and parameters", expanded=False):
                       help="The paper does not publish its threshold: default = 90th percentile of all max PLS.")
         ratio = c2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="neurons_ratio")
         top = c3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="neurons_top")
-        params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top)
+        normalize = st.radio(
+            "Scale", ["language_layer", "language", "none"], horizontal=True, key="neurons_norm",
+            format_func={"language_layer": "per language and layer (default)", "language": "per language",
+                         "none": "raw PLS (the paper)"}.get,
+            help="PLS grows with a language's loss (harder language, larger gradients) and differs several-fold "
+                 "between layers. Dividing by the mean of each language (and layer) makes selection reflect "
+                 "specialization rather than scale; 'raw' compares PLS values as the paper defines them.")
+        params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize)
     else:
         top = c1.slider("Top fraction (lowest entropy)", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="lape_top")
         fq = c2.slider("Eligibility quantile", 0.5, 0.999, 0.95, 0.005, key="lape_filter")
@@ -85,7 +92,7 @@ selection, counts, share = views["selection"], views["counts"], views["share"]
 st.markdown(
     f"**{selection.total:,} neurons** ({selection.n_layers} layers x {selection.n_neurons:,}). "
     f"Candidate threshold: **{selection.threshold:.4g}** "
-    + ("(PLS quantile)." if method == "pls" else "(activation probability bar).")
+    + (f"(quantile of max PLS, scale: {params.normalize})." if method == "pls" else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
 cols = st.columns(len(counts))

@@ -15,6 +15,7 @@ from neuro.selectivity import (LapeParams, NeuronSelection, SelectionParams, clu
                                language_similarity, lape_entropy, overlap, select_lape, select_lape_scores,
                                select_neurons, select_pls, select_pls_scores, similarity_matrix, top_count)
 
+RAW = SelectionParams(normalize="none")  # the paper's raw comparison
 LANGS = ["cpp", "java", "python", "go", "javascript"]
 
 
@@ -89,7 +90,7 @@ def planted():
 
 
 def test_planted_neurons_get_their_classes():
-    sel = select_pls(make_stats(planted()))
+    sel = select_pls(make_stats(planted()), RAW)
     f = sel.frame.set_index(["layer", "neuron"])
     assert f.loc[(1, 7), "cls"] == "specific" and f.loc[(1, 7), "top_lang"] == "go"
     assert f.loc[(1, 7), "ratio"] == pytest.approx(5000.0) and f.loc[(1, 7), "max_pls"] == 50.0
@@ -111,10 +112,10 @@ def test_planted_neurons_get_their_classes():
 
 
 def test_ratio_param_changes_the_boundary():
-    sel = select_pls(make_stats(planted()), SelectionParams(ratio=1.3))
+    sel = select_pls(make_stats(planted()), SelectionParams(ratio=1.3, normalize="none"))
     f = sel.frame.set_index(["layer", "neuron"])
     assert f.loc[(3, 5), "cls"] == "specific" and f.loc[(3, 5), "langs"] == "python"
-    sel = select_pls(make_stats(planted()), SelectionParams(ratio=1.6))
+    sel = select_pls(make_stats(planted()), SelectionParams(ratio=1.6, normalize="none"))
     assert sel.frame.set_index(["layer", "neuron"]).loc[(0, 9), "cls"] == "other"
 
 
@@ -335,7 +336,7 @@ def related_vectors():
 @pytest.mark.parametrize("method", ["cosine", "spearman"])
 def test_similarity_is_symmetric_with_unit_diagonal(method):
     pls = related_vectors()
-    sim = language_similarity(make_stats(pls), method=method)
+    sim = language_similarity(make_stats(pls), method=method, params=RAW)
     assert list(sim.index) == LANGS and list(sim.columns) == LANGS
     np.testing.assert_allclose(sim.to_numpy(), sim.to_numpy().T)
     np.testing.assert_allclose(np.diag(sim.to_numpy()), 1.0)
@@ -352,7 +353,7 @@ def test_similarity_is_symmetric_with_unit_diagonal(method):
 
 @pytest.mark.parametrize("method", ["cosine", "spearman"])
 def test_near_identical_languages_cluster_first(method):
-    rel = language_relations(make_stats(related_vectors()), method=method)
+    rel = language_relations(make_stats(related_vectors()), method=method, params=RAW)
     first = sorted(rel.tree.linkage[0, :2].astype(int))
     assert first == sorted([LANGS.index("python"), LANGS.index("go")])
     leaves = rel.tree.leaves
@@ -367,8 +368,8 @@ def test_near_identical_languages_cluster_first(method):
 def test_candidates_only_restricts_the_vectors():
     pls = related_vectors()
     stats = make_stats(pls)
-    everything = language_similarity(stats)
-    candidates = language_similarity(stats, candidates_only=True, params=SelectionParams(candidate_quantile=0.5))
+    everything = language_similarity(stats, params=RAW)
+    candidates = language_similarity(stats, candidates_only=True, params=SelectionParams(candidate_quantile=0.5, normalize="none"))
     flat = pls.reshape(5, -1)
     keep = flat.max(axis=0) >= np.quantile(flat.max(axis=0), 0.5)
     np.testing.assert_allclose(candidates.to_numpy(), similarity_matrix(flat[:, keep], LANGS).to_numpy())
@@ -391,13 +392,13 @@ def test_constant_vector_and_tiny_inputs():
 
 def test_selection_on_a_real_capture(tiny_llama, snippets):
     stats = capture_statistics(tiny_llama, snippets)
-    sel = select_pls(stats)
+    sel = select_pls(stats, RAW)
     assert len(sel.frame) == tiny_llama.n_layers * tiny_llama.n_neurons
     assert sel.languages == stats.languages == ["python", "go", "java"]
     assert sel.threshold == pytest.approx(np.quantile(stats.pls().max(axis=0), 0.9))
     assert_consistent(sel)
     assert sel.frame["cls"].astype(str).tolist() == reference_pls_classes(stats.pls(), sel.params)
-    loose = select_pls(stats, SelectionParams(candidate_quantile=0.5, ratio=1.1, top_fraction=0.2))
+    loose = select_pls(stats, SelectionParams(candidate_quantile=0.5, ratio=1.1, top_fraction=0.2, normalize="none"))
     assert_consistent(loose)
     assert (loose.frame["cls"] != "other").sum() > 0
     assert loose.counts_by_layer().sum().to_dict() == loose.counts_by_language()
@@ -425,3 +426,21 @@ def test_scale_of_a_full_llama_8b():
     assert 0 < (sel.frame["cls"] == "specific").sum() <= k
     assert 0 < (lape.frame["cls"] != "other").sum() <= k
     assert sel.counts_by_layer().sum().to_dict() == sel.counts_by_language()
+
+
+def test_normalization_removes_language_and_layer_scale():
+    rng = np.random.default_rng(3)
+    pls = rng.uniform(1.0, 1.2, size=(5, 4, 500))
+    pls[2] *= 3.0             # one language the model finds hard: every PLS three times larger
+    pls[:, 0] *= 10.0         # the first layer's PLS ten times larger
+    pls[0, 2, 7] *= 2.5       # one truly cpp-specific neuron in layer 2
+    stats = make_stats(pls)
+    raw = select_pls(stats, SelectionParams(normalize="none", top_fraction=0.05))
+    assert set(raw.frame.loc[raw.frame.cls == "specific", "top_lang"].astype(str)) <= {LANGS[2]}
+    assert set(raw.selected().layer) == {0}
+    norm = select_pls(stats, SelectionParams(top_fraction=0.05))
+    picked = norm.frame[norm.frame.cls == "specific"]
+    assert (picked.layer.tolist(), picked.neuron.tolist(), picked.top_lang.astype(str).tolist()) == \
+        ([2], [7], [LANGS[0]])
+    with pytest.raises(ValueError, match="normalize"):
+        SelectionParams(normalize="zscore")

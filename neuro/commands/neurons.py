@@ -14,6 +14,8 @@ def _selection_options(p) -> None:
                    help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
     p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
     p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
+    p.add_argument("--normalize", choices=["language_layer", "language", "none"], default="language_layer",
+                   help="divide PLS by its mean per language and layer (default), per language, or not (raw)")
 
 
 def _seed_option(p) -> None:
@@ -45,7 +47,7 @@ def _selection(args, stats):
         params = LapeParams(top_fraction=args.top_fraction)
     else:
         params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
-                                 top_fraction=args.top_fraction)
+                                 top_fraction=args.top_fraction, normalize=args.normalize)
     return select_neurons(stats, args.method, params)
 
 

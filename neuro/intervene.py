@@ -100,21 +100,30 @@ class AblationResult:
     sizes: dict[str, int]
 
     def selectivity(self, random: bool = False) -> dict[str, float]:
-        """Loss change on the own language / mean change on the other languages."""
+        """Loss change on the own language / mean change on the other languages (nan for a group that
+        is not a language, e.g. the universal neurons)."""
         frame = self.delta_random if random else self.delta
         out = {}
         for lang in frame.index:
-            others = frame.loc[lang].drop(lang)
+            if lang not in frame.columns:
+                out[lang] = float("nan")
+                continue
+            own, others = float(frame.loc[lang, lang]), frame.loc[lang].drop(lang)
             mean_other = float(others.mean()) if len(others) else float("nan")
-            out[lang] = float(frame.loc[lang, lang] / mean_other) if mean_other > 0 else float("inf")
+            if own <= 0:
+                out[lang] = 0.0  # silencing the group did not hurt its own language
+            else:
+                out[lang] = own / mean_other if mean_other > 0 else float("inf")
         return out
 
     def summary(self) -> pd.DataFrame:
-        diag = lambda f: [float(f.loc[lang, lang]) for lang in f.index]  # noqa: E731
+        own = lambda f: [float(f.loc[g, g]) if g in f.columns else float("nan") for g in f.index]  # noqa: E731
         return pd.DataFrame({
-            "neurons": [self.sizes[lang] for lang in self.delta.index],
-            "own_loss_change": diag(self.delta),
-            "own_loss_change_random": diag(self.delta_random),
+            "neurons": [self.sizes[g] for g in self.delta.index],
+            "own_loss_change": own(self.delta),
+            "own_loss_change_random": own(self.delta_random),
+            "mean_loss_change": self.delta.mean(axis=1).tolist(),
+            "mean_loss_change_random": self.delta_random.mean(axis=1).tolist(),
             "selectivity": list(self.selectivity().values()),
             "selectivity_random": list(self.selectivity(random=True).values()),
         }, index=self.delta.index)

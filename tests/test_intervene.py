@@ -94,3 +94,10 @@ def test_selectivity_arithmetic():
     assert result.selectivity() == pytest.approx({"python": 4.0, "go": 5.0})
     assert result.selectivity(random=True) == pytest.approx({"python": 1.0, "go": 1.0})
     assert list(result.summary().columns)[:2] == ["neurons", "own_loss_change"]
+    both = pd.concat([delta, delta.iloc[[0]].rename(index={"python": "universal"})])
+    with_universal = AblationResult(result.base, both, both, {"python": 1, "go": 1, "universal": 2})
+    table = with_universal.summary()
+    assert np.isnan(table.loc["universal", "selectivity"]) and np.isnan(table.loc["universal", "own_loss_change"])
+    assert table.loc["universal", "mean_loss_change"] == pytest.approx(0.4)
+    helped = AblationResult(result.base, -delta, delta, {"python": 1, "go": 1})
+    assert helped.selectivity() == {"python": 0.0, "go": 0.0}  # the own loss fell: not selective

@@ -9,5 +9,6 @@ pages = [
     st.Page("pages/neurons.py", title="Neurons", icon=":material/neurology:"),
     st.Page("pages/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/clones.py", title="Clones", icon=":material/content_copy:"),
 ]
 st.navigation(pages).run()

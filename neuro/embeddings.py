@@ -15,11 +15,16 @@ POOLED_KIND = "pooled_states"
 PROJECTION_KIND = "projection"
 
 
+def pooled_key(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int = 512) -> str:
+    """The cache key of a corpus's all-layer pooled states."""
+    return make_key(POOLED_KIND, model=loaded.identity, corpus=corpus_hash(snippets), max_length=max_length)
+
+
 def cached_pooled(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
                   store: Store | None = None, progress: Progress | None = None) -> np.ndarray:
     """Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden), cached."""
     store = store or Store()
-    key = make_key(POOLED_KIND, model=loaded.identity, corpus=corpus_hash(snippets), max_length=max_length)
+    key = pooled_key(loaded, snippets, max_length)
     entry, _ = store.get_or_compute(POOLED_KIND, key, lambda: Entry(arrays={"pooled": pooled_states(
         loaded, snippets, max_length=max_length, progress=progress)}))
     return entry.arrays["pooled"]

@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import screenshot
 
-PAGES = ["", "neurons", "layers", "embeddings"]
+PAGES = ["", "neurons", "layers", "embeddings", "clones"]
 
 
 def settle(page, quiet_s: float = 1.5, timeout_s: float = 600) -> None:

@@ -1,0 +1,253 @@
+"""Clone detection: metrics against hand-computed values, search, early exit, baselines, bad input,
+CLI and the page."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import HUMANEVAL_X, SNIPPETS, tiny_model
+from neuro.capture import pooled_states
+from neuro.cli import main
+from neuro.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
+from neuro.paths import REPO_DIR
+from neuro.store import Store
+from neuro.tasks.clones import (EMPTY_MESSAGE, CloneInputError, VectorIndex, all_layer_embeddings, build_index,
+                                code_tokens, decode_upload, embed_code, layer_embeddings, map_at_r, prepare_query,
+                                recall_at_1, retrieval_table, strip_comments, tfidf_vectors,
+                                unit_rows)
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_map_at_r_and_recall_at_1_hand_computed():
+    # Query 0: R = 2, ranking rel, non, rel, non, non      -> AP@R = (1/1) / 2           = 0.5,   top-1 hit
+    # Query 1: R = 1, ranking non, rel, ...                -> AP@R = 0                          , top-1 miss
+    # Query 2: R = 3, ranking rel, rel, non, rel, non      -> AP@R = (1 + 1 + 0) / 3     = 2/3,   top-1 hit
+    sims = np.array([[0.9, 0.8, 0.7, 0.6, 0.5],
+                     [0.9, 0.8, 0.7, 0.6, 0.5],
+                     [0.9, 0.8, 0.7, 0.6, 0.5]])
+    relevant = np.array([[1, 0, 1, 0, 0],
+                         [0, 1, 0, 0, 0],
+                         [1, 1, 0, 1, 0]], dtype=bool)
+    assert map_at_r(sims, relevant) == pytest.approx((0.5 + 0 + 2 / 3) / 3)
+    assert recall_at_1(sims, relevant) == pytest.approx(2 / 3)
+    # Restricting the candidates re-ranks among them: query 1 without candidate 0 finds its clone first.
+    candidates = np.array([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=bool)
+    assert map_at_r(sims, relevant, candidates) == pytest.approx((0.5 + 1 + 2 / 3) / 3)
+    assert recall_at_1(sims, relevant, candidates) == pytest.approx(1.0)
+
+
+def _reference(vectors, snippets, query_lang=None, candidate=lambda q, c: True):
+    """Brute-force MAP@R / Recall@1 straight from the definitions."""
+    aps, hits = [], []
+    for i, q in enumerate(snippets):
+        if query_lang and q.lang != query_lang:
+            continue
+        cands = [j for j, c in enumerate(snippets) if j != i and candidate(q, c)]
+        ranked = sorted(cands, key=lambda j: -float(vectors[i] @ vectors[j]))
+        rel = [snippets[j].task == q.task for j in ranked]
+        r = sum(rel)
+        if r == 0:
+            continue
+        aps.append(sum(sum(rel[:n + 1]) / (n + 1) for n in range(r) if rel[n]) / r)
+        hits.append(float(rel[0]))
+    return np.mean(aps), np.mean(hits), len(aps)
+
+
+def test_retrieval_table_matches_the_definitions():
+    rng = np.random.default_rng(3)
+    langs = ["python", "go", "java"]
+    snippets = [Snippet(f"t{t}/{lang}", lang, f"t{t}", "") for t in range(9) for lang in langs if (t + len(lang)) % 4]
+    centers = rng.standard_normal((9, 6))
+    vectors = unit_rows(centers[[int(s.task[1:]) for s in snippets]] + rng.standard_normal((len(snippets), 6)))
+    table = retrieval_table(vectors, snippets, chunk=5).set_index(["setting", "query_lang", "candidate_lang"])
+    checks = {("cross-language", "all", "others"): _reference(vectors, snippets, None, lambda q, c: c.lang != q.lang),
+              ("all-language", "all", "all"): _reference(vectors, snippets),
+              ("all-language", "go", "all"): _reference(vectors, snippets, "go"),
+              ("pair", "python", "java"): _reference(vectors, snippets, "python", lambda q, c: c.lang == "java")}
+    for row, (ap, hit, n) in checks.items():
+        assert table.loc[row, "map_at_r"] == pytest.approx(ap)
+        assert table.loc[row, "recall_at_1"] == pytest.approx(hit)
+        assert table.loc[row, "queries"] == n
+
+
+# --------------------------------------------------------------------------- search
+
+def test_search_returns_the_planted_clone_first():
+    rng = np.random.default_rng(0)
+    langs = ["cpp", "java", "python", "go", "javascript"]
+    snippets = [Snippet(f"s{i}", langs[i % 5], f"t{i}", f"code {i}") for i in range(500)]
+    emb = rng.standard_normal((500, 64)).astype(np.float32) + 3.0  # a shared offset, removed by centring
+    index = VectorIndex(emb, snippets)
+    query = emb[137] + 0.05 * rng.standard_normal(64)
+    hits = index.search_vector(query, k=5)
+    assert hits[0].id == "s137" and hits[0].lang == "python" and hits[0].score > 0.99
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    filtered = index.search_vector(query, k=5, languages=["go", "java"])
+    assert len(filtered) == 5 and {h.lang for h in filtered} <= {"go", "java"}
+    assert "s137" not in {h.id for h in filtered}
+    assert len(index.search_vector(query, k=10_000)) == 500
+    assert index.search_vector(query, k=3, languages=["rust"]) == []
+
+
+def test_early_exit_embedding_equals_the_full_pass(tiny_llama, snippets, tmp_path):
+    full = pooled_states(tiny_llama, snippets)
+    store = Store(tmp_path)
+    early = layer_embeddings(tiny_llama, snippets, 1, store=store)
+    np.testing.assert_allclose(early, full[:, 1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embed_code(tiny_llama, snippets[2].code, 1), full[2, 1], rtol=1e-4, atol=1e-5)
+    all_layers = all_layer_embeddings(tiny_llama, snippets, store=store)  # now sliced from the shared entry
+    np.testing.assert_allclose(layer_embeddings(tiny_llama, snippets, 2, store=store), all_layers[:, 2])
+    with pytest.raises(ValueError, match="layer must lie"):
+        layer_embeddings(tiny_llama, snippets, 3, store=store)
+
+
+def test_index_search_on_a_tiny_model(tiny_llama, snippets, tmp_path):
+    index = build_index(tiny_llama, snippets, store=Store(tmp_path))
+    assert 0 <= index.layer < 3
+    result = index.search(snippets[1].code, k=3)  # a Go program from the corpus finds itself first
+    assert result.query.lang == "go" and result[0].id == "add/go" and result[0].score == pytest.approx(1.0, abs=1e-4)
+    assert len(result) == 3 and result.summary()["hits"][0]["rank"] == 1
+    cross = index.search(snippets[1].code, k=10, cross_language=True)
+    assert len(cross) == 5 and all(h.lang != "go" for h in cross)
+    given = index.search("x = 1", lang="java", languages=["python"])
+    assert given.query.lang == "java" and given.query.overridden and {h.lang for h in given} == {"python"}
+    assert len(index.search("x = 1", languages=[])) == 0
+
+
+# --------------------------------------------------------------------------- TF-IDF baseline
+
+def test_tfidf_baseline():
+    assert code_tokens("hasCloseElements(has_close_elements, HTTPServer2) ==") == [
+        "has", "close", "elements", "(", "has", "close", "elements", ",", "http", "server", "2", ")", "=", "="]
+    vectors = tfidf_vectors(SNIPPETS)
+    assert vectors.shape[0] == len(SNIPPETS)
+    np.testing.assert_allclose(np.sqrt(vectors.multiply(vectors).sum(1)).A1, 1.0, rtol=1e-6)
+    table = retrieval_table(vectors, SNIPPETS).set_index(["setting", "query_lang", "candidate_lang"])
+    assert table.loc[("cross-language", "all", "others"), "queries"] == 6  # "sum" has no clone
+    assert 0 < table.loc[("cross-language", "all", "others"), "map_at_r"] <= 1
+
+
+def test_strip_comments_keeps_the_code():
+    python = 'def f(x):\n    """Twice x.\n\n    >>> f(2)\n    4\n    """\n    return 2 * x  # double\n'
+    assert strip_comments(python, "python") == "def f(x):\n    return 2 * x\n"
+    java = "/** Twice x. */\nclass A {\n    // double\n    int f(int x) { return 2 * x; /* here */ }\n}\n"
+    assert strip_comments(java, "java") == "class A {\n    int f(int x) { return 2 * x;  }\n}\n"
+    go = "package main\n\n// F doubles x.\nfunc F(x int) int {\n\treturn 2 * x\n}\n"
+    assert strip_comments(go, "go") == "package main\nfunc F(x int) int {\n\treturn 2 * x\n}\n"
+    assert strip_comments("const s = '// not a comment'; // one\n", "javascript") == "const s = '// not a comment';\n"
+
+
+@pytest.mark.skipif(not HUMANEVAL_X.is_dir(), reason="HumanEval-X is not in ../shared/data")
+def test_tfidf_on_humaneval_x():
+    snippets = load_humaneval_x(HUMANEVAL_X)
+    table = retrieval_table(tfidf_vectors(snippets), snippets).set_index(["setting", "query_lang", "candidate_lang"])
+    cross = table.loc[("cross-language", "all", "others")]
+    assert cross.queries == 820 and 0.3 < cross.map_at_r < 1  # shared docstrings make TF-IDF strong
+    assert len(table.xs("pair", level="setting")) == 20
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_give_the_documented_messages():
+    for empty in ("", "   \n\t"):
+        with pytest.raises(CloneInputError, match="No code to search"):
+            prepare_query(empty)
+    assert str(CloneInputError(EMPTY_MESSAGE)) == "No code to search: paste a function or upload a source file."
+    huge = prepare_query("def f(x):\n    return x\n" * 2000, max_chars=1000)
+    assert huge.truncated and len(huge.code) == 1000 and huge.original_chars == 46_000
+    assert "only the first 1,000 are used" in huge.notices[0]
+    prose = prepare_query("Dear team, please find attached the report for March. Let me know!")
+    assert not prose.looks_like_code and "does not look like" in prose.notices[0]
+    good = prepare_query("def add(a, b):\n    return a + b\n")
+    assert good.lang == "python" and good.looks_like_code and not good.notices
+    vague = prepare_query("return a + b")
+    assert vague.low_confidence and "language is uncertain" in vague.notices[0]
+    assert not prepare_query("return a + b", lang="go").low_confidence
+    with pytest.raises(CorpusError, match="unknown language"):
+        prepare_query("x = 1", lang="cobol")
+
+    assert decode_upload(b"def f(): pass\n").text == "def f(): pass\n"
+    assert decode_upload("é = 1\n".encode("utf-16")).text == "é = 1\n"
+    bad = decode_upload(b"x = '\xe9'\n", "a.py")
+    assert bad.text is None and bad.error.startswith("a.py is not UTF-8 text (byte 0xe9 at offset 5")
+    assert "binary" in decode_upload(b"\x7fELF\x00\x00", "a.out").error
+    assert decode_upload(b"", "e.py").error == "e.py is empty."
+
+
+# --------------------------------------------------------------------------- CLI and page
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clones")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder / "model")
+    loaded.tokenizer.save_pretrained(folder / "model")
+    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
+    return folder
+
+
+def neuro(folder, *args):
+    cmd = [sys.executable, "-m", "neuro", "clones", *args, "--model", str(folder / "model"),
+           "--corpus", str(folder / "corpus.jsonl"), "--cache", str(folder / "cache"), "--json"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_eval_and_search_json(folder, capsys):
+    out = neuro(folder, "eval")  # end to end in a subprocess: stdout is exactly one JSON document
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    methods = {row["method"] for row in summary["overall"]}
+    assert methods == {"concept layer", "first layer", "last layer", "mean of layers", "token TF-IDF"}
+    assert {"cross-language MAP@R", "all-language Recall@1"} <= set(summary["overall"][0])
+    assert sorted({row["layer"] for row in summary["sweep"]}) == [0, 1, 2]
+    assert summary["layer"] in summary["concept_layers"] and summary["snippets"] == 7
+
+    def run(*args):  # in-process: the same parser and handler, without a second interpreter start-up
+        code = main(["clones", *args, "--model", str(folder / "model"), "--corpus", str(folder / "corpus.jsonl"),
+                     "--cache", str(folder / "cache"), "--json"])
+        return code, json.loads(capsys.readouterr().out)
+
+    (folder / "q.go").write_text(SNIPPETS[4].code)
+    code, result = run("search", "--code-file", str(folder / "q.go"), "-k", "4", "--hit-languages", "go,java")
+    assert code == 0 and result["lang"] == "go" and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
+    assert result["hits"][0]["id"] == "rev/go" and {h["lang"] for h in result["hits"]} <= {"go", "java"}
+    (folder / "bin").write_bytes(b"\x00\x01\x02")
+    code, result = run("search", "--code-file", str(folder / "bin"))
+    assert code == 2 and "binary" in result["error"]
+    code, result = run("search")
+    assert code == 2 and "--code-file" in result["error"]
+
+
+def test_page_search_and_evaluation(folder, monkeypatch):
+    monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(folder / "page-cache"))
+    at = AppTest.from_file(str(REPO_DIR / "pages" / "clones.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    at.text_area(key="clones_code").set_value(SNIPPETS[5].code).run()  # the Java "rev" program
+    assert not at.exception, at.exception
+    hits = at.dataframe[0].value  # other languages only, by default
+    assert list(hits.columns) == ["rank", "similarity", "language", "task", "id"] and len(hits) == 5
+    assert "java" not in set(hits.language)
+    at.checkbox(key="clones_cross").uncheck().run()
+    hits = at.dataframe[0].value
+    assert len(hits) == 7
+    assert hits.iloc[0]["id"] == "rev/java" and hits.similarity.is_monotonic_decreasing
+    assert any("Query language: java" in m.value for m in at.markdown)
+    codes = [c.value.strip() for c in at.code]
+    assert codes[0] == SNIPPETS[5].code.strip() and codes[0] in codes[1:]  # the query beside its hits
+    at.multiselect(key="clones_filter").set_value(["python"]).run()
+    assert set(at.dataframe[0].value.language) == {"python"}
+    at.text_area(key="clones_code").set_value("  ").run()
+    assert any("No code to search" in i.value for i in at.info)
+    at.button(key="clones_eval").click().run()
+    assert not at.exception, at.exception
+    overall = at.dataframe[0].value
+    assert "token TF-IDF" in set(overall.method) and "cross-language MAP@R" in overall.columns
+    assert len(at.get("vega_lite_chart")) >= 2  # pair heatmap and layer sweep

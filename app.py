@@ -10,5 +10,8 @@ pages = [
     st.Page("pages/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/clones.py", title="Clones", icon=":material/content_copy:"),
+    st.Page("pages/finetune.py", title="Fine-tuning", icon=":material/tune:"),
+    st.Page("pages/transfer.py", title="Transfer", icon=":material/translate:"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
 st.navigation(pages).run()

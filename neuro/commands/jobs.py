@@ -1,0 +1,177 @@
+"""finetune, transfer, jobs: start the training tasks headless (foreground by default, --detach for the
+background) and list, show or cancel jobs. Jobs live in <cache>/jobs, where the app's Jobs page sees them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cli import command, open_corpus, open_model
+from ..store import Store
+
+
+def _jobs_root(args) -> Path | None:
+    return Path(args.cache) / "jobs" if args.cache else None
+
+
+def _common_options(p) -> None:
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adapters, 1e-4 full fine-tuning)")
+    p.add_argument("--heldout", type=float, help="held-out share of tasks (split by task)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    p.add_argument("--memory-budget-gb", type=float, help="refuse runs estimated above this (default: available)")
+
+
+def _budget(args) -> int | None:
+    return int(args.memory_budget_gb * (1 << 30)) if args.memory_budget_gb else None
+
+
+def _finetune_options(p) -> None:
+    from ..tasks.finetune import METHODS, NEURON_SETS
+
+    _common_options(p)
+    p.add_argument("--target", required=True, help="language to fine-tune for")
+    p.add_argument("--method", default="neurons",
+                   help=f"{', '.join(METHODS)}; comma-separated for a comparison at equal steps")
+    p.add_argument("--neuron-set", choices=NEURON_SETS, default="specific")
+    p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
+    p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on held-out programs with tests")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--export", help="after a single run, export the model as a Hugging Face folder here")
+    p.add_argument("--candidate-quantile", type=float, default=0.90)
+    p.add_argument("--ratio", type=float, default=1.5)
+    p.add_argument("--top-fraction", type=float, default=0.01)
+
+
+def _finish(infos, table, summary_of) -> tuple[dict, str]:
+    from ..jobs import job_result
+
+    summary = {"jobs": [{**info.row(), "path": str(info.path), "result": summary_of(job_result(info))}
+                        for info in infos]}
+    lines = [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
+    if table is not None and not table.empty:
+        lines.append(table.to_string(index=False))
+    return summary, "\n".join(lines)
+
+
+@command("finetune", "neuron-guided fine-tuning (and its baselines) as jobs; results in <cache>/jobs",
+         _finetune_options)
+def cmd_finetune(args) -> tuple[dict, str]:
+    from ..analyses import corpus_statistics
+    from ..selectivity import SelectionParams, select_neurons
+    from ..tasks.finetune import export_finetuned, plan_finetune, results_table, start_finetune
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    stats, _ = corpus_statistics(loaded, snippets, max_length=args.max_length, store=Store(args.cache))
+    selection = select_neurons(stats, "pls", SelectionParams(args.candidate_quantile, args.ratio, args.top_fraction))
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    infos = []
+    for method in methods:
+        lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
+        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens, max_length=min(args.max_length, 1024),
+                       seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
+                       checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code)
+        if args.heldout is not None:
+            options["heldout_fraction"] = args.heldout
+        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set, **options)
+        # A single foreground run trains the model already loaded; several load fresh copies each,
+        # since full fine-tuning and LoRA change the model they train.
+        run_loaded = loaded if len(methods) == 1 else None
+        infos.append(start_finetune(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
+                                    detach=args.detach, run_loaded=run_loaded))
+    if args.export and len(infos) == 1 and infos[0].state == "finished":
+        export_finetuned(infos[0].path, args.export)
+    table = None if args.detach else results_table(infos)
+    summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"})
+    if args.export:
+        summary["exported"] = args.export
+    return summary, text
+
+
+def _transfer_options(p) -> None:
+    from ..tasks.transfer import METHODS
+
+    _common_options(p)
+    p.add_argument("--source", required=True, help="language whose (code, summary) pairs are trained on")
+    p.add_argument("--layers", action="append",
+                   help="concept, all, lower, or a comma-separated layer list; repeat to compare (default concept)")
+    p.add_argument("--method", choices=METHODS, default="lora", help="LoRA on the chosen blocks, or their weights")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--targets", help="comma-separated languages to evaluate (default: all)")
+    p.add_argument("--keep-comments", action="store_true", help="do not strip comments from the code")
+    p.add_argument("--no-before", action="store_true", help="skip the evaluation before training")
+
+
+@command("transfer", "concept-layer-guided summarization transfer as jobs: BLEU-4 / ROUGE-L per language",
+         _transfer_options)
+def cmd_transfer(args) -> tuple[dict, str]:
+    from ..tasks.transfer import LAYER_CHOICES, comparison_table, plan_transfer, start_transfer
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    choices = args.layers or ["concept"]
+    infos = []
+    for choice in choices:
+        custom = None
+        if choice not in LAYER_CHOICES:
+            custom, choice = [int(x) for x in choice.split(",") if x.strip()], "custom"
+        options = dict(method=args.method, rank=args.rank, steps=args.steps, seed=args.seed,
+                       lr=args.lr if args.lr is not None else (1e-4 if args.method == "full" else 1e-3),
+                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                       strip_comments=not args.keep_comments, eval_before=not args.no_before,
+                       targets=args.targets.split(",") if args.targets else [], device=args.device,
+                       dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+        if args.heldout is not None:
+            options["heldout_fraction"] = args.heldout
+        config = plan_transfer(loaded, snippets, args.source, choice, custom, store=Store(args.cache), **options)
+        run_loaded = loaded if len(choices) == 1 else None
+        infos.append(start_transfer(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
+                                    detach=args.detach, run_loaded=run_loaded))
+    text_tables = None
+    if not args.detach:
+        bleu, rouge = comparison_table(infos, "bleu4"), comparison_table(infos, "rouge_l")
+        if not bleu.empty:
+            import pandas as pd
+            text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
+                                    names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
+            text_tables = text_tables.reset_index()
+    return _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k not in ("config",)})
+
+
+def _jobs_options(p) -> None:
+    p.add_argument("action", choices=["list", "show", "cancel"])
+    p.add_argument("job", nargs="?", help="job id (show, cancel)")
+    p.add_argument("--kind", help="list only this kind (finetune, transfer, export)")
+    p.add_argument("--log", action="store_true", help="show: include the log")
+
+
+@command("jobs", "list, show or cancel background jobs (fine-tuning, transfer, export)", _jobs_options)
+def cmd_jobs(args) -> tuple[dict, str]:
+    from ..jobs import cancel_job, find_job, job_metrics, job_result, list_jobs, log_tail
+
+    root = _jobs_root(args)
+    if args.action == "list":
+        jobs = list_jobs(root, kind=args.kind)
+        rows = [job.row() for job in jobs]
+        text = "\n".join(f"{r['id']:<40} {r['state']:<10} {r['progress']:>6.1f}%  {r['label']}" for r in rows)
+        return {"jobs": rows}, text or "no jobs"
+    if not args.job:
+        raise ValueError(f"jobs {args.action} needs a job id")
+    if args.action == "cancel":
+        info = cancel_job(args.job, root=root)
+        return info.row(), f"{info.id}: {info.state}"
+    info = find_job(args.job, root)
+    metrics = job_metrics(info)
+    summary = {**info.row(), "path": str(info.path), "params": info.params, "result": job_result(info),
+               "metrics": metrics[-20:]}
+    text = "\n".join(f"{k}: {v}" for k, v in info.row().items())
+    if metrics:
+        text += f"\nlast metric: {metrics[-1]}"
+    if args.log:
+        summary["log"] = log_tail(info)
+        text += "\n--- log ---\n" + summary["log"]
+    return summary, text

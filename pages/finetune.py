@@ -1,0 +1,131 @@
+"""Fine-tuning: neuron-guided fine-tuning for code generation beside its baselines, run as background jobs.
+Thin: widgets and charts here; planning, validation, training and export in neuro/tasks/finetune.py."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from neuro.jobs import JobRefused, job_metrics, list_jobs
+from neuro.selectivity import SelectionParams, select_neurons
+from neuro.tasks.finetune import (METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table,
+                                  start_export, start_finetune, trainable_count)
+from ui import corpus_key, sidebar, statistics
+
+selection_ui = sidebar()
+st.title("Neuron-guided fine-tuning")
+st.caption("Train only the parameters a language's neurons own (their rows of the FFN gate/up projections "
+           "and their columns of the down projection), and compare with the same number of random neurons, "
+           "LoRA of a similar size, and full fine-tuning. Each run is a background job: it keeps running "
+           "when you close the tab, and the Jobs page lists it.")
+if selection_ui.model is None or selection_ui.corpus is None:
+    st.warning(selection_ui.model_error or selection_ui.corpus_error)
+    st.stop()
+model, corpus = selection_ui.model, selection_ui.corpus
+stats = statistics(model, corpus)
+if stats is None:
+    st.stop()
+if stats.pls_sum is None:
+    st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
+    st.stop()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cached_selection(key: str, params: SelectionParams, _stats):
+    return select_neurons(_stats, "pls", params)
+
+
+with st.expander("Neuron selection (PLS)", expanded=False):
+    s1, s2, s3 = st.columns(3)
+    q = s1.slider("Candidate threshold quantile", 0.5, 0.999, 0.90, 0.005, key="ft_q")
+    ratio = s2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="ft_ratio")
+    top = s3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="ft_top",
+                    help="A larger fraction selects more neurons.")
+selection = cached_selection(f"{model.identity}|{corpus_key(corpus)}", SelectionParams(q, ratio, top), stats)
+
+# --------------------------------------------------------------------------- the run
+c1, c2, c3 = st.columns(3)
+target = c1.selectbox("Target language", selection.languages, key="ft_target")
+neuron_set = c2.radio("Neuron set", NEURON_SETS, key="ft_set",
+                      format_func={"specific": "Language-specific",
+                                   "specific+universal": "Specific + universal"}.get)
+method = c3.radio("Method", METHODS, format_func=METHOD_LABELS.get, key="ft_method")
+c4, c5, c6, c7 = st.columns(4)
+steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=100, key="ft_steps"))
+lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="ft_lr",
+                           help="1e-3 suits the neuron deltas and LoRA; full fine-tuning wants about 1e-4."))
+batch_tokens = int(c6.number_input("Tokens per batch", min_value=16, max_value=1 << 20, value=2048, step=256,
+                                   key="ft_batch"))
+heldout = c7.slider("Held-out tasks", 0.05, 0.5, 0.2, 0.05, key="ft_heldout",
+                    help="Share of tasks held out (in every language) for the before/after evaluation.")
+pass_k = st.checkbox("Also pass@1 on held-out programs with tests (slow; needs a capable model)", key="ft_passk")
+config = plan_finetune(model, selection, target, method=method, neuron_set=neuron_set, steps=steps, lr=lr,
+                       batch_tokens=batch_tokens, heldout_fraction=heldout, pass_at_k=pass_k,
+                       trust_remote_code=bool(st.session_state.get("trust_remote_code")))
+total = sum(p.numel() for p in model.model.parameters())
+count = trainable_count(model, config)
+per_layer = ", ".join(f"L{layer}: {len(idx)}" for layer, idx in sorted(config.neurons.items())) or "none"
+what = {"neurons": f"**{config.n_neurons} {neuron_set} neurons** ({per_layer})",
+        "random": f"**{config.n_neurons} random neurons** ({per_layer}), as many per layer as the {neuron_set} set",
+        "lora": f"**LoRA rank {lora_rank_for(model, config)}** on the FFN projections of layers "
+                f"{sorted(config.neurons)}, sized to the {neuron_set} neurons' parameter count",
+        "full": "**every parameter**"}[method]
+st.markdown(f"{what} · **{count:,} trainable parameters** ({100 * count / total:.3f} % of {total:,})")
+if st.button("Start fine-tuning", type="primary", key="ft_start"):
+    try:
+        info = start_finetune(config, model, corpus)
+        st.success(f"Started job `{info.id}`: {info.label}")
+    except JobRefused as err:
+        st.error("Not started:\n" + "\n".join(f"- {reason}" for reason in err.reasons))
+
+
+# --------------------------------------------------------------------------- live jobs and results
+@st.fragment(run_every=2.0)
+def live_panel() -> None:
+    jobs = list_jobs(kind="finetune")
+    if not jobs:
+        st.info("No fine-tuning runs yet.")
+        return
+    for job in [j for j in jobs if j.active]:
+        st.progress(job.fraction, text=f"{job.label} — {job.phase or job.state} ({job.done}/{job.total})")
+    curves = []
+    for job in jobs[:6]:
+        for point in job_metrics(job):
+            curves.append({"job": f"{job.id[-6:]} {job.label}", "step": point["step"], "loss": point["loss"]})
+    if curves:
+        legend = alt.Legend(orient="bottom", columns=1, labelLimit=600)
+        chart = alt.Chart(pd.DataFrame(curves), title="Training loss (latest runs)").mark_line().encode(
+            x="step:Q", y=alt.Y("loss:Q", title="loss on the batch", scale=alt.Scale(zero=False)),
+            color=alt.Color("job:N", legend=legend),
+            tooltip=["job", "step", alt.Tooltip("loss:Q", format=".4f")])
+        st.altair_chart(chart, width="stretch")
+    table = results_table(jobs)
+    st.subheader("Finished runs")
+    if table.empty:
+        st.caption("Results appear here when a run finishes.")
+    else:
+        st.dataframe(table.round(4), hide_index=True, width="stretch")
+        st.caption("Losses: mean next-token cross-entropy on held-out tasks (split by task). target_delta < 0: "
+                   "the target language improved; others_delta_mean: the other languages' mean change. "
+                   "Memory: peak during training (process RSS on a CPU, allocated memory on a GPU) and its "
+                   "increase over the level before training; optimizer_state counts AdamW moment elements.")
+
+
+live_panel()
+
+# --------------------------------------------------------------------------- export
+st.subheader("Export")
+done = [j for j in list_jobs(kind="finetune") if j.state == "finished"]
+if not done:
+    st.caption("Finish a run to export its weights as a Hugging Face folder.")
+else:
+    pick = st.selectbox("Run", done, format_func=lambda j: f"{j.id}: {j.label}", key="ft_export_job")
+    out = st.text_input("Folder (empty: inside the job's folder)", key="ft_export_out")
+    if st.button("Export as a Hugging Face folder", key="ft_export"):
+        try:
+            info = start_export(pick, out.strip() or None)
+            st.success(f"Exporting in the background (job `{info.id}`) to `{info.params['out']}`; "
+                       "load it with any Hugging Face loader or as a local model in the sidebar.")
+        except JobRefused as err:
+            st.error("; ".join(err.reasons))
+    for job in list_jobs(kind="export")[:5]:
+        st.caption(f"{job.label}: **{job.state}**" + (f" ({job.error})" if job.error else ""))

@@ -1,0 +1,70 @@
+"""Jobs: every background job (fine-tuning, transfer, export) read from disk, with cancel and logs.
+A refresh, a second tab or a restarted app shows the same list: the job folders are the only state."""
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from neuro.jobs import cancel_job, job_metrics, job_result, jobs_root, list_jobs, log_tail
+
+st.title("Jobs")
+st.caption(f"Background runs started here or with `python -m neuro finetune|transfer` (folder: "
+           f"`{jobs_root()}`). A job whose process died without finishing shows as failed.")
+
+
+@st.fragment(run_every=2.0)
+def board() -> None:
+    jobs = list_jobs()
+    if not jobs:
+        st.info("No jobs yet. Start one on the Fine-tuning or Summarization transfer page.")
+        return
+    st.dataframe(pd.DataFrame([j.row() for j in jobs]), hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0,
+                                                                            max_value=100, format="%.0f%%")})
+    for job in [j for j in jobs if j.active]:
+        left, right = st.columns([5, 1])
+        left.progress(job.fraction, text=f"{job.id}: {job.label} — {job.phase or job.state}")
+        if right.button("Cancel", key=f"cancel_{job.id}"):
+            with st.spinner("Stopping…"):
+                info = cancel_job(job)
+            st.toast(f"{info.id}: {info.state}")
+
+
+board()
+
+st.subheader("Details")
+jobs = list_jobs()
+if jobs:
+    pick = st.selectbox("Job", [j.id for j in jobs], key="jobs_pick",
+                        format_func=lambda i: next(f"{j.id} ({j.state}): {j.label}" for j in jobs if j.id == i))
+
+    @st.fragment(run_every=3.0)
+    def details(job_id: str) -> None:
+        job = next((j for j in list_jobs() if j.id == job_id), None)
+        if job is None:
+            st.warning("This job's folder is gone.")
+            return
+        c1, c2, c3 = st.columns(3)
+        c1.metric("State", job.state)
+        c2.metric("Progress", f"{100 * job.fraction:.0f} %")
+        c3.metric("Elapsed", f"{job.elapsed:.0f} s")
+        if job.error:
+            st.error(job.error)
+        points = job_metrics(job)
+        if points:
+            chart = alt.Chart(pd.DataFrame(points), title="Training loss").mark_line().encode(
+                x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)),
+                tooltip=["step", alt.Tooltip("loss:Q", format=".4f")])
+            st.altair_chart(chart, width="stretch")
+        with st.expander("Parameters"):
+            st.code(json.dumps(job.params, indent=1), language="json")
+        result = job_result(job)
+        if result:
+            with st.expander("Result"):
+                st.code(json.dumps(result, indent=1, default=str)[:50_000], language="json")
+        st.markdown("**Log** (last lines)")
+        st.code(log_tail(job, 8_000) or "(empty)", language="text")
+
+    details(pick)

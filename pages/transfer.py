@@ -1,0 +1,134 @@
+"""Transfer: concept-layer-guided summarization transfer from one language to the others, as background
+jobs. Thin: widgets and charts here; the task in neuro/tasks/transfer.py."""
+
+from dataclasses import replace
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from neuro.jobs import JobRefused, job_metrics, job_result, list_jobs
+from neuro.tasks.transfer import LAYER_CHOICES, METHODS, TransferConfig, comparison_table, plan_transfer, \
+    start_transfer, trainable_count
+from ui import sidebar
+
+selection_ui = sidebar()
+st.title("Summarization transfer")
+st.caption("Teach the model to write a one-sentence summary of code in ONE language, changing only chosen "
+           "layers, then ask it to summarize the other languages it never saw summarized. The paper's claim: "
+           "adapting the concept layers (where languages share semantics) transfers best. Scores: smoothed "
+           "BLEU-4 (CodeXGLUE) and ROUGE-L on held-out tasks.")
+if selection_ui.model is None or selection_ui.corpus is None:
+    st.warning(selection_ui.model_error or selection_ui.corpus_error)
+    st.stop()
+model, corpus = selection_ui.model, selection_ui.corpus
+languages = sorted({s.lang for s in corpus if s.summary.strip()})
+if not languages:
+    st.warning("No program in this corpus has a summary. Use the demo corpus or HumanEval-X (docstring first "
+               "sentences).")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+source = c1.selectbox("Source language (trained on)", languages, key="tr_source")
+choice = c2.radio("Layers to adapt", LAYER_CHOICES, key="tr_layers", horizontal=True,
+                  format_func={"concept": "Concept", "all": "All", "lower": "Lower", "custom": "Custom"}.get)
+method = c3.radio("Adaptation", METHODS, key="tr_method", horizontal=True,
+                  format_func={"lora": "LoRA on the layers", "full": "All weights of the layers"}.get)
+custom = []
+if choice == "custom":
+    custom = st.multiselect("Layers", list(range(model.n_layers)), default=[model.n_layers // 2], key="tr_custom")
+c4, c5, c6, c7 = st.columns(4)
+steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=150, key="tr_steps"))
+lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="tr_lr"))
+rank = int(c6.number_input("LoRA rank", min_value=1, max_value=256, value=8, key="tr_rank"))
+heldout = c7.slider("Held-out tasks", 0.1, 0.5, 0.25, 0.05, key="tr_heldout")
+strip = st.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
+                    help="The demo corpus states each summary in a comment; without this the model learns to copy.")
+options = dict(method=method, rank=rank, steps=steps, lr=lr, heldout_fraction=heldout, strip_comments=strip,
+               trust_remote_code=bool(st.session_state.get("trust_remote_code")))
+
+
+def plan(layer_choice: str) -> TransferConfig:
+    override = st.session_state.get("concept_layers")  # set on the Layers page
+    if override and layer_choice in ("concept", "lower"):
+        layers = sorted(override) if layer_choice == "concept" else list(range(len(override)))
+        note = ("concept layers as set on the Layers page" if layer_choice == "concept"
+                else f"the lowest {len(layers)} layers (as many as the concept layers)")
+        return replace(plan_transfer(model, corpus, source, "custom", layers, **options),
+                       layer_choice=layer_choice, layer_note=note)
+    with st.spinner("Finding the concept layers (cached after the first time)…"):
+        return plan_transfer(model, corpus, source, layer_choice, custom, **options)
+
+
+config = plan(choice)
+st.markdown(f"**Layers {config.layers}** — {config.layer_note}. "
+            f"**{trainable_count(model, config):,} trainable parameters.**")
+
+
+def start(configs: list[TransferConfig]) -> None:
+    for cfg in configs:
+        try:
+            info = start_transfer(cfg, model, corpus)
+            st.success(f"Started job `{info.id}`: {info.label}")
+        except JobRefused as err:
+            st.error(f"Not started ({cfg.layer_choice} layers):\n" + "\n".join(f"- {r}" for r in err.reasons))
+
+
+b1, b2 = st.columns(2)
+if b1.button("Start transfer", type="primary", key="tr_start"):
+    start([config])
+if b2.button("Compare concept / all / lower layers", key="tr_compare",
+             help="Starts three jobs with the same settings; on a CPU they share the cores."):
+    start([plan(c) for c in ("concept", "all", "lower")])
+
+
+# --------------------------------------------------------------------------- live jobs and results
+@st.fragment(run_every=2.0)
+def live_panel() -> None:
+    jobs = list_jobs(kind="transfer")
+    if not jobs:
+        st.info("No transfer runs yet.")
+        return
+    for job in [j for j in jobs if j.active]:
+        st.progress(job.fraction, text=f"{job.label} — {job.phase or job.state} ({job.done}/{job.total})")
+        points = job_metrics(job)
+        if points:
+            st.caption(f"last training loss {points[-1]['loss']:.4f} at step {points[-1]['step']}")
+    st.subheader("Comparison")
+    bleu, rouge = comparison_table(jobs, "bleu4"), comparison_table(jobs, "rouge_l")
+    if bleu.empty:
+        st.caption("Scores appear here when a run finishes.")
+        return
+    left, right = st.columns(2)
+    left.markdown("**BLEU-4** (after training)")
+    left.dataframe(bleu, hide_index=True, width="stretch")
+    right.markdown("**ROUGE-L** (after training)")
+    right.dataframe(rouge, hide_index=True, width="stretch")
+    lang_cols = [c for c in bleu.columns if c not in ("job", "source", "layers", "method", "trainable_params", "steps")]
+    long = bleu.head(6).melt(id_vars=["layers"], value_vars=lang_cols, var_name="language", value_name="BLEU-4")
+    st.altair_chart(alt.Chart(long, title="BLEU-4 per language (latest runs)").mark_bar().encode(
+        x=alt.X("layers:N", title=None, axis=alt.Axis(labels=False)), y="BLEU-4:Q", color="layers:N",
+        column=alt.Column("language:N", title=None), tooltip=["layers", "language", "BLEU-4"]))
+
+
+live_panel()
+
+st.subheader("Examples")
+finished = [j for j in list_jobs(kind="transfer") if j.state == "finished"]
+if finished:
+    pick = st.selectbox("Run", finished, format_func=lambda j: f"{j.id}: {j.label}", key="tr_examples_job")
+    result = job_result(pick) or {}
+    samples = pd.DataFrame(result.get("samples", []))
+    if not samples.empty:
+        st.dataframe(samples[["lang", "task", "reference", "prediction", "before", "bleu4", "rouge_l"]],
+                     hide_index=True, width="stretch")
+        row = st.selectbox("Show code of", range(len(samples)), key="tr_examples_row",
+                           format_func=lambda i: f"{samples.lang[i]} {samples.task[i]}")
+        st.code(samples.code[row], language={"cpp": "cpp", "javascript": "javascript"}.get(samples.lang[row],
+                                                                                          samples.lang[row]))
+    before = {lang: (v.get("bleu4_before"), v.get("rouge_l_before")) for lang, v in result.get("scores", {}).items()}
+    if any(b[0] is not None for b in before.values()):
+        st.caption("Before training (same prompts): " + "; ".join(
+            f"{lang} BLEU-4 {b:.1f} / ROUGE-L {r:.1f}" for lang, (b, r) in before.items() if b is not None))
+else:
+    st.caption("Sample summaries appear here when a run finishes.")

@@ -1,0 +1,183 @@
+"""Jobs as real subprocesses on a tiny model: they finish writing progress, metrics, a result and a
+checkpoint; a fresh process (an "app restart") lists them from disk; cancel and a killed worker both
+leave a clean, final state."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SNIPPETS, tiny_model
+from neuro.corpus import save_jsonl
+from neuro.jobs import (JobContext, cancel_job, create_job, find_job, job_metrics, job_result, list_jobs,
+                        process_alive, read_json, write_json)
+from neuro.models import load_model
+from neuro.paths import REPO_DIR
+from neuro.tasks.finetune import FinetuneConfig, start_finetune
+
+NEURONS = {0: [1, 5, 7], 2: [0, 33]}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jobs")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder / "model")
+    loaded.tokenizer.save_pretrained(folder / "model")
+    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(env):
+    return load_model(env / "model", device="cpu")
+
+
+def _config(env, **changes) -> FinetuneConfig:
+    base = dict(model=str(env / "model"), target="python", neurons=NEURONS, steps=6, lr=1e-2,
+                batch_tokens=4096, max_length=64, heldout_fraction=0.3)
+    return FinetuneConfig(**{**base, **changes})
+
+
+def _wait(path, predicate, timeout=240.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = find_job(path)
+        if predicate(info):
+            return info
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; job is {find_job(path)}; log:\n{(path / 'log.txt').read_text()}")
+
+
+def _temporaries(path):
+    return [p.name for p in path.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def finished(env, model):
+    root = env / "cache" / "jobs"
+    info = start_finetune(_config(env), model, SNIPPETS, root=root)
+    assert info.state in ("queued", "running")
+    return _wait(info.path, lambda i: not i.active)
+
+
+def test_a_job_subprocess_runs_to_completion(finished):
+    assert finished.state == "finished", (finished.path / "log.txt").read_text()
+    assert (finished.done, finished.total) == (1, 1) or finished.fraction == 1.0
+    metrics = job_metrics(finished)
+    assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert all(m["loss"] > 0 for m in metrics)
+    result = job_result(finished)
+    assert set(result["heldout_before"]) == set(result["heldout_after"]) >= {"python"}
+    assert result["trainable_params"] == 5 * 3 * 32 and result["optimizer_state"] == 2 * 5 * 3 * 32
+    assert (finished.path / "checkpoint" / "weights.safetensors").is_file()
+    assert not _temporaries(finished.path)
+    deadline = time.time() + 30  # the state is final before the interpreter exits
+    while process_alive(finished.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(finished.pid)
+    assert "finished" in (finished.path / "log.txt").read_text()
+
+
+def test_jobs_survive_an_app_restart(finished, env):
+    """A new process (like a restarted app or a second tab) sees the job from disk alone."""
+    out = subprocess.run([sys.executable, "-m", "neuro", "jobs", "list", "--json", "--cache", str(env / "cache")],
+                         capture_output=True, text=True, cwd=REPO_DIR, timeout=120,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    rows = {row["id"]: row for row in json.loads(out.stdout)["jobs"]}
+    assert rows[finished.id]["state"] == "finished" and rows[finished.id]["progress"] == 100.0
+    assert [j.id for j in list_jobs(env / "cache" / "jobs")] .count(finished.id) == 1
+
+
+def test_cancel_leaves_a_clean_state(env, model):
+    root = env / "cache" / "jobs"
+    info = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
+    running = _wait(info.path, lambda i: i.state == "running" and i.phase == "training" and i.done >= 1)
+    pid = running.pid
+    assert process_alive(pid)
+    cancelled = cancel_job(running.id, root=root)
+    assert cancelled.state == "cancelled"
+    assert not process_alive(pid)
+    assert not _temporaries(info.path)
+    status = read_json(info.path / "status.json")
+    assert status["finished"] and status["message"] == "cancelled by user"
+    # a second cancel (another tab) changes nothing
+    assert cancel_job(running.id, root=root).state == "cancelled"
+
+
+def test_a_killed_worker_is_shown_as_failed(env, model):
+    root = env / "cache" / "jobs"
+    info = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
+    running = _wait(info.path, lambda i: i.state == "running" and i.done >= 1)
+    os.killpg(os.getpgid(running.pid), signal.SIGKILL)
+    failed = _wait(info.path, lambda i: not i.active, timeout=30)
+    assert failed.state == "failed" and "ended without finishing" in failed.error
+    assert read_json(info.path / "status.json")["state"] == "failed"  # recorded, not only displayed
+
+
+def test_cancel_of_a_queued_job_and_atomic_writes(tmp_path):
+    folder = create_job("finetune", {"model": "x"}, label="never started", root=tmp_path)
+    assert find_job(folder).state == "queued"
+    assert cancel_job(folder.name, root=tmp_path).state == "cancelled"
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(ValueError):
+        create_job("nonsense", {}, root=tmp_path)
+
+
+def test_checkpoint_replaces_the_whole_folder(tmp_path):
+    folder = create_job("finetune", {}, root=tmp_path)
+    ctx = JobContext(folder)
+    ctx.save_checkpoint(lambda d: (d / "a.txt").write_text("1"))
+    ctx.save_checkpoint(lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in (folder / "checkpoint").iterdir()) == ["b.txt"]
+    assert not _temporaries(folder)
+
+
+def test_jobs_page_lists_and_cancels(finished, env, model, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
+    root = env / "cache" / "jobs"
+    running = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
+    _wait(running.path, lambda i: i.state == "running" and i.done >= 1)
+    at = AppTest.from_file(str(REPO_DIR / "pages" / "jobs.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    listed = at.dataframe[0].value
+    assert {finished.id, running.id} <= set(listed["id"])
+    assert listed.set_index("id").loc[finished.id, "state"] == "finished"
+    at.button(key=f"cancel_{running.id}").click().run()
+    assert not at.exception, at.exception
+    assert find_job(running.path).state == "cancelled"
+    at.selectbox(key="jobs_pick").set_value(finished.id).run()
+    assert any(m.label == "State" and m.value == "finished" for m in at.metric)
+    assert any("finished" in c.value for c in at.code)  # the log
+
+
+def _cli(*args, env_dir):
+    return subprocess.run([sys.executable, "-m", "neuro", *args, "--cache", str(env_dir / "cli-cache")],
+                          capture_output=True, text=True, cwd=REPO_DIR, timeout=600,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_cli_finetune_compares_methods_and_refuses_bad_input(env):
+    common = ("--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--target", "python",
+              "--top-fraction", "0.2", "--heldout", "0.3", "--json")
+    out = _cli("finetune", *common, "--method", "neurons,random", "--steps", "2", env_dir=env)
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads(out.stdout)["jobs"]
+    assert [j["state"] for j in jobs] == ["finished", "finished"]
+    results = [j["result"] for j in jobs]
+    assert results[0]["method"] == "neurons" and results[1]["method"] == "random"
+    assert results[0]["trainable_params"] == results[1]["trainable_params"] > 0
+    assert results[0]["neurons_per_layer"] == results[1]["neurons_per_layer"]
+    listed = json.loads(_cli("jobs", "list", "--json", env_dir=env).stdout)["jobs"]
+    assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
+    bad = _cli("finetune", *common, "--lr", "nan", env_dir=env)
+    assert bad.returncode == 2 and "learning rate" in json.loads(bad.stdout)["error"]

@@ -1,0 +1,193 @@
+"""Summarization transfer: metrics against hand-computed values, comment stripping, adaptation confined
+to the chosen layers (LoRA and full), the evaluation loop, layer choices and refusals."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import SNIPPETS, tiny_model
+from neuro.jobs import JobRefused, NullContext, list_jobs
+from neuro.tasks.metrics import (bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l,
+                                 smoothed_bleu4)
+from neuro.tasks.transfer import (TransferConfig, adapt_layers, middle_layers, resolve_layers, start_transfer,
+                                  strip_comments, summary_pairs, training_sequence, transfer, validate_transfer)
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_bleu_tokenization_matches_codexglue():
+    assert bleu_tokens("Return the sum of two numbers.") == ["return", "the", "sum", "of", "two", "numbers", "."]
+    assert bleu_tokens("x.y, 3.5") == ["x", ".", "y", ",", "3", ".", "5"]
+
+
+def test_smoothed_bleu_hand_computed():
+    ref = "Return the sum of two numbers."
+    # 7 reference tokens, 4 candidate tokens; matches 4/4, 2/3, 1/2, 0/1; n >= 2 smoothed by +1:
+    # exp(mean(log 1, log 3/4, log 2/3, log 1/2) + min(0, 1 - 8/5)) = 0.25 ** 0.25 * exp(-0.6)
+    assert sentence_bleu(ref, "Return the sum.") == pytest.approx(0.25 ** 0.25 * math.exp(-0.6))
+    assert sentence_bleu(ref, "Return the sum.") == pytest.approx(0.388068, abs=1e-6)
+    # bigram miss, no trigram/4-gram to guess: (1 * 1/2 * 1/1 * 1/1) ** 0.25, no brevity penalty
+    assert sentence_bleu("two numbers", "numbers two") == pytest.approx(0.5 ** 0.25)
+    assert sentence_bleu(ref, ref) == pytest.approx(1.0)
+    # an empty candidate scores exp(1 - (7 + 1) / 1) under this smoothing, as in CodeXGLUE
+    assert sentence_bleu(ref, "") == pytest.approx(math.exp(-7))
+    assert smoothed_bleu4([ref, "two numbers"], ["Return the sum.", "numbers two"]) == pytest.approx(
+        50 * (0.25 ** 0.25 * math.exp(-0.6) + 0.5 ** 0.25))
+
+
+def test_rouge_l_hand_computed():
+    assert lcs_length("a b c d e f".split(), "a c f z".split()) == 3
+    # P = 3/4, R = 3/6: F1 = 2 * 0.375 / 1.25
+    assert sentence_rouge_l("a b c d e f", "a c f z") == pytest.approx(0.6)
+    assert sentence_rouge_l("Return the sum of two numbers.", "return THE sum") == pytest.approx(2 / 3)
+    assert sentence_rouge_l("abc", "") == 0.0
+    assert rouge_l(["a b", "a b"], ["a b", "c"]) == pytest.approx(50.0)
+
+
+# --------------------------------------------------------------------------- data
+
+def test_strip_comments():
+    py = 'def f(x):\n    """Add one."""\n    # the answer\n    return x + 1  # done\n'
+    assert strip_comments(py, "python") == "def f(x):\n\n    return x + 1\n"
+    java = "class A {\n    // Return s reversed.\n    /* block */ int f() { return 1; }\n}\n"
+    assert strip_comments(java, "java") == "class A {\n\n     int f() { return 1; }\n}\n"  # the space after */ stays
+    assert "Summary" not in strip_comments("// Summary here\nint x;\n", "cpp")
+
+
+def test_loss_targets_are_the_summary_tokens_only(tiny_llama):
+    pair = summary_pairs(SNIPPETS[:1])[0]
+    ids, flags = training_sequence(tiny_llama, pair, 384, 48)
+    tok = tiny_llama.tokenizer
+    target = [i for i, f in zip(ids, flags) if f]
+    assert tok.decode(target, skip_special_tokens=True) == " " + pair.summary
+    assert target[-1] == tok.eos_token_id and flags.count(1) == len(target)
+    assert tok.decode([i for i, f in zip(ids, flags) if not f], skip_special_tokens=True).endswith("# Summary:")
+
+
+# --------------------------------------------------------------------------- adaptation
+
+def _state(loaded):
+    return {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+
+
+def _changed_layers(before, after, blocks="model.layers"):
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    layers = set()
+    for name in changed:
+        assert name.startswith(blocks + "."), f"{name} changed outside the chosen layers"
+        layers.add(int(name.split(".")[2]))
+    return layers
+
+
+def _config(**changes):
+    base = dict(model="x", source="python", layers=[1], steps=4, lr=5e-2, batch_size=4, max_new_tokens=6,
+                heldout_fraction=0.34, rank=2, eval_before=False)
+    return TransferConfig(**{**base, **changes})
+
+
+def test_lora_transfer_trains_only_the_chosen_layers():
+    loaded = tiny_model("llama")
+    before = _state(loaded)
+    config = _config(layers=[1])
+    saved = {}
+    result = transfer(loaded, SNIPPETS, config, NullContext(), checkpoint=lambda params, peft: saved.update(
+        params=params, peft=peft))
+    names = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
+    assert names and all(n.startswith("base_model.model.model.layers.1.") or n.startswith("model.layers.1.")
+                         for n in names)
+    assert result["trainable_params"] == sum(p.numel() for p in saved["params"])
+    merged = saved["peft"].merge_and_unload()
+    assert _changed_layers(before, {k: v for k, v in merged.state_dict().items()}) == {1}
+    assert set(result["scores"]) >= {"go", "java"} and all(
+        0 <= v["bleu4"] <= 100 and 0 <= v["rouge_l"] <= 100 for v in result["scores"].values())
+    assert result["samples"] and {"reference", "prediction", "code"} <= set(result["samples"][0])
+
+
+def test_full_transfer_trains_only_the_chosen_layers():
+    loaded = tiny_model("llama")
+    before = _state(loaded)
+    params, peft = adapt_layers(loaded, _config(method="full", layers=[0, 2]))
+    assert peft is None
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    from neuro.tasks import make_batches, batch_loss
+    seqs = [training_sequence(loaded, p, 64, 16) for p in summary_pairs(SNIPPETS)]
+    batch = make_batches(seqs, loaded.tokenizer.pad_token_id, loaded.device, 4096)[0]
+    batch_loss(loaded.model, batch).backward()
+    optimizer.step()
+    assert _changed_layers(before, _state(loaded)) == {0, 2}
+
+
+def test_layer_choices(tiny_llama, tmp_path):
+    assert middle_layers(8) == [2, 3, 4, 5] and middle_layers(3) == [1] and middle_layers(1) == [0]
+    from neuro.store import Store
+    store = Store(tmp_path)
+    concept, note = resolve_layers("concept", tiny_llama, SNIPPETS, store=store)
+    assert concept and all(0 <= x < 3 for x in concept) and note
+    lower, _ = resolve_layers("lower", tiny_llama, SNIPPETS, store=store)
+    assert lower == list(range(len(concept)))
+    assert resolve_layers("all", tiny_llama, SNIPPETS)[0] == [0, 1, 2]
+    assert resolve_layers("custom", tiny_llama, SNIPPETS, [2, 0, 2])[0] == [0, 2]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(layers=[]), "no layers"),
+    (dict(layers=[5]), "outside"),
+    (dict(lr=math.nan), "learning rate"),
+    (dict(steps=0), "steps"),
+    (dict(source="cpp"), "empty training set"),
+    (dict(rank=0), "rank"),
+])
+def test_bad_transfer_parameters_are_refused(tiny_llama, tmp_path, change, message):
+    config = _config(**change)
+    assert any(message in r for r in validate_transfer(config, tiny_llama, SNIPPETS)), \
+        validate_transfer(config, tiny_llama, SNIPPETS)
+    with pytest.raises(JobRefused):
+        start_transfer(config, tiny_llama, SNIPPETS, root=tmp_path)
+    assert list_jobs(tmp_path) == []
+
+
+def test_a_valid_transfer_passes_validation(tiny_llama):
+    assert validate_transfer(_config(), tiny_llama, SNIPPETS) == []
+    assert "does not fit" in validate_transfer(_config(), tiny_llama, SNIPPETS, memory_budget=1000)[0]
+
+
+def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory):
+    import time
+
+    from streamlit.testing.v1 import AppTest
+
+    from neuro.corpus import save_jsonl
+    from neuro.paths import REPO_DIR
+
+    env = tmp_path_factory.mktemp("trpage")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(env / "model")
+    loaded.tokenizer.save_pretrained(env / "model")
+    save_jsonl(SNIPPETS, env / "corpus.jsonl")
+    monkeypatch.setenv("NEURO_MODEL", str(env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
+    root = env / "cache" / "jobs"
+    at = AppTest.from_file(str(REPO_DIR / "pages" / "transfer.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    at.number_input(key="tr_steps").set_value(0).run()
+    at.button(key="tr_start").click().run()
+    assert any("Not started" in e.value for e in at.error) and list_jobs(root) == []
+    at.number_input(key="tr_steps").set_value(3)
+    at.radio(key="tr_layers").set_value("all")
+    at.slider(key="tr_heldout").set_value(0.35).run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception, at.exception
+    assert any("Started job" in s.value for s in at.success)
+    deadline = time.time() + 240
+    while any(j.active for j in list_jobs(root)) and time.time() < deadline:
+        time.sleep(0.5)
+    job = list_jobs(root)[0]
+    assert job.state == "finished", (job.path / "log.txt").read_text()
+    at.run()
+    assert not at.exception, at.exception
+    bleu = [d.value for d in at.dataframe if "zero-shot mean" in getattr(d.value, "columns", [])]
+    assert bleu and bleu[0]["layers"].tolist() == ["all [0, 1, 2]"]
+    samples = [d.value for d in at.dataframe if "prediction" in getattr(d.value, "columns", [])]
+    assert samples and len(samples[0]) >= 2

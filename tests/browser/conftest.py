@@ -46,9 +46,10 @@ def playwright_browser():
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """Start `streamlit run app.py` and wait until it answers; stop it after the session."""
+    """Start `streamlit run app.py` and wait until it answers; stop it (and any analysis a page left
+    running) as soon as the browser tests are done, not at the end of the whole test session."""
     work = tmp_path_factory.mktemp("browser-app")
     env = dict(os.environ, NEURO_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if not (demo_model_available() and demo_corpus_available()):

@@ -83,10 +83,10 @@ PYPI_PACKAGES = (
     "click pygments huggingface_hub rich jsonschema fsspec pydantic"
 ).split()
 
-# Programs the model must not have seen: the project's parallel demo corpus and HumanEval-X.
+# Programs the model must not have seen: the project's parallel demo corpus and HumanEval-X (a local
+# copy beside the repository, or pass --exclude with its files).
 DEFAULT_EXCLUDE = (
-    "/work/scratch/corpus_*/corpus.jsonl",
-    "/work/shared/data/humaneval-x/humaneval_*.jsonl.gz",
+    str(REPO.parent / "shared" / "data" / "humaneval-x" / "humaneval_*.jsonl.gz"),
     str(REPO / "neuro" / "assets" / "**" / "*.jsonl"),
     str(REPO / "neuro" / "assets" / "**" / "*.jsonl.gz"),
 )

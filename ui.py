@@ -164,3 +164,28 @@ def statistics(model: LoadedModel, corpus: list[Snippet]):
     if st.button("Capture statistics now", type="primary"):
         return compute_stats(model, corpus)
     return None
+
+
+# --------------------------------------------------------------------------- page scaffolding
+
+def page_header(title: str, caption: str) -> tuple[LoadedModel, list[Snippet]]:
+    """Sidebar, title and caption of a page; stops the page with the reason when the selected model
+    or corpus could not be loaded."""
+    selection = sidebar()
+    st.title(title)
+    st.caption(caption)
+    if selection.model is None or selection.corpus is None:
+        st.warning(selection.model_error or selection.corpus_error)
+        st.stop()
+    return selection.model, selection.corpus
+
+
+def pls_statistics(model: LoadedModel, corpus: list[Snippet]):
+    """The corpus statistics with gradients (PLS), or stop the page saying why they are missing."""
+    stats = statistics(model, corpus)
+    if stats is None:
+        st.stop()
+    if stats.pls_sum is None:
+        st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
+        st.stop()
+    return stats

@@ -8,17 +8,13 @@ import streamlit as st
 import charts
 from neuro.corpus import LANGS
 from neuro.tasks.clones import CloneIndex, CloneInputError, build_index, cached_evaluation, decode_upload
-from ui import corpus_key, sidebar, small_enough_to_auto_run
+from ui import corpus_key, page_header, small_enough_to_auto_run
 
-selection = sidebar()
-st.title("Clones")
-st.caption("Zero-shot clone detection: every program is embedded as the mean of its hidden states at one layer "
-           "(by default a concept layer, where programs of the same task align across languages), and clones "
-           "are the nearest programs by cosine similarity, in any language.")
-if selection.model is None or selection.corpus is None:
-    st.warning(selection.model_error or selection.corpus_error)
-    st.stop()
-model, corpus = selection.model, selection.corpus
+model, corpus = page_header(
+    "Clones",
+    "Zero-shot clone detection: every program is embedded as the mean of its hidden states at one layer "
+    "(by default a concept layer, where programs of the same task align across languages), and clones "
+    "are the nearest programs by cosine similarity, in any language.")
 key = f"{model.identity}|{corpus_key(corpus)}"
 parallel = len({s.task for s in corpus}) < len(corpus)
 

@@ -6,16 +6,12 @@ import streamlit as st
 
 from neuro.embeddings import cached_projection
 from neuro.layers import cached_layer_report
-from ui import sidebar
+from ui import page_header
 
-selection = sidebar()
-st.title("Embeddings")
-st.caption("Each point is one program, mean-pooled over its tokens at a layer. Lower layers tend to cluster by "
-           "language (syntax); concept layers by task (the same program in five languages lands together).")
-if selection.model is None or selection.corpus is None:
-    st.warning(selection.model_error or selection.corpus_error)
-    st.stop()
-model, corpus = selection.model, selection.corpus
+model, corpus = page_header(
+    "Embeddings",
+    "Each point is one program, mean-pooled over its tokens at a layer. Lower layers tend to cluster by "
+    "language (syntax); concept layers by task (the same program in five languages lands together).")
 if len(corpus) < 4:
     st.warning("A projection needs at least 4 programs.")
     st.stop()

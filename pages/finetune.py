@@ -9,24 +9,15 @@ from neuro.jobs import JobRefused, job_metrics, list_jobs
 from neuro.selectivity import SelectionParams, select_neurons
 from neuro.tasks.finetune import (METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table,
                                   start_export, start_finetune, trainable_count)
-from ui import corpus_key, sidebar, statistics
+from ui import corpus_key, page_header, pls_statistics
 
-selection_ui = sidebar()
-st.title("Neuron-guided fine-tuning")
-st.caption("Train only the parameters a language's neurons own (their rows of the FFN gate/up projections "
-           "and their columns of the down projection), and compare with the same number of random neurons, "
-           "LoRA of a similar size, and full fine-tuning. Each run is a background job: it keeps running "
-           "when you close the tab, and the Jobs page lists it.")
-if selection_ui.model is None or selection_ui.corpus is None:
-    st.warning(selection_ui.model_error or selection_ui.corpus_error)
-    st.stop()
-model, corpus = selection_ui.model, selection_ui.corpus
-stats = statistics(model, corpus)
-if stats is None:
-    st.stop()
-if stats.pls_sum is None:
-    st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
-    st.stop()
+model, corpus = page_header(
+    "Neuron-guided fine-tuning",
+    "Train only the parameters a language's neurons own (their rows of the FFN gate/up projections "
+    "and their columns of the down projection), and compare with the same number of random neurons, "
+    "LoRA of a similar size, and full fine-tuning. Each run is a background job: it keeps running "
+    "when you close the tab, and the Jobs page lists it.")
+stats = pls_statistics(model, corpus)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

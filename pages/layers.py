@@ -5,17 +5,13 @@ import streamlit as st
 
 import charts
 from neuro.layers import cached_layer_report
-from ui import sidebar, small_enough_to_auto_run
+from ui import page_header, small_enough_to_auto_run
 
-selection = sidebar()
-st.title("Layers")
-st.caption("Per layer: can a probe tell the language (syntax-specific), do parallel programs in different "
-           "languages align (shared semantics), can a probe read the syntax node of a token, and how much "
-           "does the layer's FFN matter. Concept layers are where alignment peaks after language identity fades.")
-if selection.model is None or selection.corpus is None:
-    st.warning(selection.model_error or selection.corpus_error)
-    st.stop()
-model, corpus = selection.model, selection.corpus
+model, corpus = page_header(
+    "Layers",
+    "Per layer: can a probe tell the language (syntax-specific), do parallel programs in different "
+    "languages align (shared semantics), can a probe read the syntax node of a token, and how much "
+    "does the layer's FFN matter. Concept layers are where alignment peaks after language identity fades.")
 if len({s.task for s in corpus}) == len(corpus):
     st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
                "alignment cannot be measured. Use the demo corpus or HumanEval-X.")

@@ -11,24 +11,15 @@ from neuro.corpus import LANGS
 from neuro.profiles import syntax_profile, top_examples
 from neuro.selectivity import LapeParams, SelectionParams, language_relations, overlap, select_neurons
 from neuro.syntax import align_tokens, detect_language
-from ui import corpus_key, sidebar, statistics
+from ui import corpus_key, page_header, pls_statistics
 
 MAX_PASTE = 20_000
 
-selection_ui = sidebar()
-st.title("Neurons")
-st.caption("Which FFN neurons are specific to one programming language, which are shared by all, "
-           "and what happens when they are silenced.")
-if selection_ui.model is None or selection_ui.corpus is None:
-    st.warning(selection_ui.model_error or selection_ui.corpus_error)
-    st.stop()
-model, corpus = selection_ui.model, selection_ui.corpus
-stats = statistics(model, corpus)
-if stats is None:
-    st.stop()
-if stats.pls_sum is None:
-    st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
-    st.stop()
+model, corpus = page_header(
+    "Neurons",
+    "Which FFN neurons are specific to one programming language, which are shared by all, "
+    "and what happens when they are silenced.")
+stats = pls_statistics(model, corpus)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

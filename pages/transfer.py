@@ -10,18 +10,14 @@ import streamlit as st
 from neuro.jobs import JobRefused, job_metrics, job_result, list_jobs
 from neuro.tasks.transfer import LAYER_CHOICES, METHODS, TransferConfig, comparison_table, plan_transfer, \
     start_transfer, trainable_count
-from ui import sidebar
+from ui import page_header
 
-selection_ui = sidebar()
-st.title("Summarization transfer")
-st.caption("Teach the model to write a one-sentence summary of code in ONE language, changing only chosen "
-           "layers, then ask it to summarize the other languages it never saw summarized. The paper's claim: "
-           "adapting the concept layers (where languages share semantics) transfers best. Scores: smoothed "
-           "BLEU-4 (CodeXGLUE) and ROUGE-L on held-out tasks.")
-if selection_ui.model is None or selection_ui.corpus is None:
-    st.warning(selection_ui.model_error or selection_ui.corpus_error)
-    st.stop()
-model, corpus = selection_ui.model, selection_ui.corpus
+model, corpus = page_header(
+    "Summarization transfer",
+    "Teach the model to write a one-sentence summary of code in ONE language, changing only chosen "
+    "layers, then ask it to summarize the other languages it never saw summarized. The paper's claim: "
+    "adapting the concept layers (where languages share semantics) transfers best. Scores: smoothed "
+    "BLEU-4 (CodeXGLUE) and ROUGE-L on held-out tasks.")
 languages = sorted({s.lang for s in corpus if s.summary.strip()})
 if not languages:
     st.warning("No program in this corpus has a summary. Use the demo corpus or HumanEval-X (docstring first "

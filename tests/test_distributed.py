@@ -31,9 +31,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_equal_one_process(tmp_path):
+def test_two_gloo_ranks_equal_one_process(tmp_path, monkeypatch):
+    import sys
+    import types
+
     from neuro.capture import POSITION_BITS, capture_statistics, trace_tokens
 
+    # Spawned workers re-run the parent's __main__ module; after an AppTest in this process that is a
+    # Streamlit page script, so give them an empty one.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     loaded = tiny_model("llama")
     single = capture_statistics(loaded, SNIPPETS, syntax=True, top_k=4, batch_tokens=150)

@@ -7,6 +7,7 @@ Only UI code lives here; all computation is in `neuro/`. Defaults can be set fro
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -189,3 +190,12 @@ def pls_statistics(model: LoadedModel, corpus: list[Snippet]):
         st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
         st.stop()
     return stats
+
+
+def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
+    """Tabs whose open one lives in the URL (?tab=...): a rerun (pasted code, a moved slider) stays on
+    it, a view can be linked, and only the open tab's content runs."""
+    for tab, show in zip(st.tabs(list(tabs), key="tab", bind="query-params"), tabs.values()):
+        with tab:
+            if tab.open is not False:
+                show()

@@ -8,7 +8,7 @@ import streamlit as st
 import charts
 from neuro.corpus import LANGS
 from neuro.tasks.clones import CloneIndex, CloneInputError, build_index, cached_evaluation, decode_upload
-from ui import corpus_key, page_header, small_enough_to_auto_run
+from ui import corpus_key, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Clones",
@@ -56,10 +56,8 @@ index = default if layer == default.layer else get_index(layer, f"Embedding the 
 st.caption(f"{len(corpus)} programs in {', '.join(index.index.languages)}; embeddings from block {index.layer} "
            f"(of 0..{model.n_layers - 1}, {'the concept layer' if layer == default.layer else 'chosen by you'}).")
 
-tab_search, tab_eval = st.tabs(["Search", "Evaluation"])
-
 # --------------------------------------------------------------------------- search
-with tab_search:
+def search_tab() -> None:
     example = next((s.code for s in corpus if s.lang == "python"), corpus[0].code)
     code = st.text_area("Paste a function", value=example, height=220, key="clones_code")
     upload = st.file_uploader("…or upload a source file", key="clones_upload")
@@ -108,7 +106,7 @@ with tab_search:
                         st.code(hit.code, language=hit.lang)
 
 # --------------------------------------------------------------------------- evaluation
-with tab_eval:
+def evaluation_tab() -> None:
     st.markdown("Every program is a query; relevant = the programs of the same task. **Cross-language**: "
                 "candidates are the programs in the other languages; **all-language**: every other program. "
                 "**MAP@R**: mean average precision over the first R candidates, R = the number of relevant ones; "
@@ -116,7 +114,7 @@ with tab_eval:
     if not parallel:
         st.info("This corpus has no parallel programs (no task in two languages): nothing to evaluate. "
                 "Use the demo corpus or HumanEval-X.")
-        st.stop()
+        return
     at = None if layer == default.layer else layer
     strip = st.toggle("Without comments and docstrings", key="clones_strip",
                       help="Parallel corpora often carry the same English docstring in every language, which "
@@ -153,3 +151,8 @@ with tab_eval:
                    "Baselines in the table: first and last layer, the mean of all layers' states, and TF-IDF "
                    "over identifier pieces and symbols. Embeddings are centred on the corpus mean before cosine.")
         st.download_button("Download all scores (CSV)", result.scores.to_csv(index=False), "clone_scores.csv")
+
+
+# --------------------------------------------------------------------------- tabs
+TABS = {"Search": search_tab, "Evaluation": evaluation_tab}
+lazy_tabs(TABS)

@@ -11,7 +11,7 @@ from neuro.corpus import LANGS
 from neuro.profiles import syntax_profile, top_examples
 from neuro.selectivity import LapeParams, SelectionParams, language_relations, overlap, select_neurons
 from neuro.syntax import align_tokens, detect_language
-from ui import corpus_key, page_header, pls_statistics
+from ui import corpus_key, lazy_tabs, page_header, pls_statistics
 
 MAX_PASTE = 20_000
 
@@ -90,11 +90,9 @@ cols = st.columns(len(counts))
 for col, (name, value) in zip(cols, counts.items()):
     col.metric(name, value)
 
-tab_map, tab_table, tab_detail, tab_rel, tab_ablate, tab_inspect = st.tabs(
-    ["Layer map", "Neuron table", "Neuron detail", "Language relations", "Ablation", "Token inspector"])
 
 # --------------------------------------------------------------------------- heatmap
-with tab_map:
+def layer_map() -> None:
     by_layer = views["by_layer"]
     as_share = st.toggle("Show share of the layer's neurons (%)", key="neurons_share")
     long = by_layer.reset_index().melt(id_vars="layer", var_name="group", value_name="neurons")
@@ -110,7 +108,7 @@ with tab_map:
         st.dataframe(cached_overlap(stats_key, method, params, stats), width="stretch")
 
 # --------------------------------------------------------------------------- table
-with tab_table:
+def neuron_table() -> None:
     table = views["table"]
     f1, f2, f3 = st.columns(3)
     langs = f1.multiselect("Language", [*selection.languages, "universal"], key="table_langs")
@@ -134,7 +132,7 @@ with tab_table:
                        "application/octet-stream")
 
 # --------------------------------------------------------------------------- detail
-with tab_detail:
+def neuron_detail() -> None:
     table, labels = views["table"], views["labels"]
     if table.empty:
         st.info("No neuron passes the selection; loosen the parameters.")
@@ -169,7 +167,7 @@ with tab_detail:
             st.caption("Run the ablation (Ablation tab) to see the effect of this neuron's group.")
 
 # --------------------------------------------------------------------------- relations
-with tab_rel:
+def relations() -> None:
     relations = cached_relations(stats_key, stats)
     left, right = st.columns(2)
     left.altair_chart(charts.matrix_heatmap(relations.similarity.round(3), "language", "other", "cosine",
@@ -180,7 +178,7 @@ with tab_rel:
     st.caption("The paper reports a family-tree-like structure (e.g. C++ and Java close, Python apart).")
 
 # --------------------------------------------------------------------------- ablation
-with tab_ablate:
+def ablation_tab() -> None:
     st.markdown("Zero each group's neurons and measure the change of mean next-token loss per language, "
                 "beside a random control of the same size in each layer. **Selectivity** = change on the "
                 "own language / mean change on the others.")
@@ -204,7 +202,7 @@ with tab_ablate:
         st.dataframe(result.summary().round(3), width="stretch")
 
 # --------------------------------------------------------------------------- token inspector
-with tab_inspect:
+def token_inspector() -> None:
     code = st.text_area("Paste code", height=200, key="inspect_code",
                         value=next((s.code for s in corpus if s.lang == "python"), corpus[0].code))
     if len(code) > MAX_PASTE:
@@ -227,3 +225,9 @@ with tab_inspect:
         st.caption(f"Neuron L{layer} N{chosen}; red = positive, blue = negative; hover a token for its value "
                    "and syntax node.")
         st.html(charts.token_html(code, trace.offsets, acts[:, chosen], [n.type for n in nodes]))
+
+
+# --------------------------------------------------------------------------- tabs
+TABS = {"Layer map": layer_map, "Neuron table": neuron_table, "Neuron detail": neuron_detail,
+        "Language relations": relations, "Ablation": ablation_tab, "Token inspector": token_inspector}
+lazy_tabs(TABS)

@@ -61,12 +61,21 @@ def _neurons(monkeypatch, app_env):
 def test_neurons_page_end_to_end(monkeypatch, app_env):
     at = _neurons(monkeypatch, app_env)
     assert not at.exception, at.exception
-    assert len(at.get("vega_lite_chart")) >= 3  # layer map, PLS bars, syntax profile, relations...
+    assert len(at.get("vega_lite_chart")) == 1  # only the open tab runs: the layer map
     assert any(m.label == "universal" for m in at.metric)
+    at.session_state["tab"] = "Neuron detail"
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 2  # PLS per language and the syntax profile
+    at.session_state["tab"] = "Ablation"
+    at.run()
     at.button(key="run_ablation").click().run()
     assert not at.exception, at.exception
     summaries = [d.value for d in at.dataframe if "selectivity" in getattr(d.value, "columns", [])]
     assert summaries and set(summaries[0].index) <= {"python", "go", "java", "universal"}
+    at.session_state["tab"] = "Token inspector"
+    at.run()
+    assert at.session_state["tab"] == "Token inspector"
     at.text_area(key="inspect_code").set_value("def twice(x):\n    return 2 * x\n").run()
     assert not at.exception
     htmls = [h.proto.body for h in at.get("html")]

@@ -246,6 +246,9 @@ def test_page_search_and_evaluation(folder, monkeypatch):
     assert set(at.dataframe[0].value.language) == {"python"}
     at.text_area(key="clones_code").set_value("  ").run()
     assert any("No code to search" in i.value for i in at.info)
+    assert not at.button  # only the open tab runs
+    at.session_state["tab"] = "Evaluation"
+    at.run()
     at.button(key="clones_eval").click().run()
     assert not at.exception, at.exception
     overall = at.dataframe[0].value

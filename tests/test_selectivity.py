@@ -369,7 +369,8 @@ def test_candidates_only_restricts_the_vectors():
     pls = related_vectors()
     stats = make_stats(pls)
     everything = language_similarity(stats, params=RAW)
-    candidates = language_similarity(stats, candidates_only=True, params=SelectionParams(candidate_quantile=0.5, normalize="none"))
+    candidates = language_similarity(stats, candidates_only=True,
+                                     params=SelectionParams(candidate_quantile=0.5, normalize="none"))
     flat = pls.reshape(5, -1)
     keep = flat.max(axis=0) >= np.quantile(flat.max(axis=0), 0.5)
     np.testing.assert_allclose(candidates.to_numpy(), similarity_matrix(flat[:, keep], LANGS).to_numpy())

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from neuro.browse import WeightsNotLoaded
+
 st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 
 pages = [
@@ -14,4 +16,7 @@ pages = [
     st.Page("pages/transfer.py", title="Transfer", icon=":material/translate:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+except WeightsNotLoaded as err:  # a browse-only session (no weights) reached a view that must run the model
+    st.info(str(err))

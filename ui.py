@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from neuro.browse import WeightsNotLoaded, list_cards
 from neuro.corpus import CorpusError, Snippet, load_corpus
 from neuro.models import LoadedModel, ModelLoadError, load_model
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
@@ -19,6 +20,9 @@ from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_availa
 DEMO = "Embedded demo"
 LOCAL = "Local folder"
 HUB = "Hugging Face hub id"
+CACHED = "Cached results only"
+CHECKPOINT_HELP = ("A run stopped midway (process killed, machine restarted, cancelled) can be resumed from its "
+                   "last checkpoint on the Jobs page. 0: only after the last step.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ def _init_state() -> None:
         "model_kind": LOCAL if env_model else DEMO,
         "model_path": env_model or "",
         "model_hub": "",
+        "model_card": "",
         "trust_remote_code": False,
         "corpus_kind": "Path" if env_corpus else DEMO,
         "corpus_path": env_corpus or "",
@@ -67,7 +72,8 @@ def model_source() -> str | None:
     kind = st.session_state.model_kind
     if kind == DEMO:
         return str(DEMO_MODEL_DIR) if demo_model_available() else None
-    text = (st.session_state.model_path if kind == LOCAL else st.session_state.model_hub).strip()
+    text = {LOCAL: st.session_state.model_path, HUB: st.session_state.model_hub,
+            CACHED: st.session_state.model_card}[kind].strip()
     return text or None
 
 
@@ -76,14 +82,25 @@ def sidebar() -> Selection:
     _init_state()
     with st.sidebar:
         st.subheader("Model")
-        st.radio("Model source", [DEMO, LOCAL, HUB], key=_widget("model_kind"), label_visibility="collapsed")
+        st.radio("Model source", [DEMO, LOCAL, HUB, CACHED], key=_widget("model_kind"), label_visibility="collapsed",
+                 help="Cached results only: browse what was computed (here, or on a GPU box whose cache/ was "
+                      "copied here) without loading the weights.")
         if st.session_state.model_kind == LOCAL:
             st.text_input("Folder with config.json and weights", key=_widget("model_path"),
                           placeholder="/models/Llama-3.1-8B")
         elif st.session_state.model_kind == HUB:
             st.text_input("Hub id (must be in the local cache when offline)", key=_widget("model_hub"),
                           placeholder="Qwen/Qwen2.5-Coder-32B")
-        if st.session_state.model_kind != DEMO:
+        elif st.session_state.model_kind == CACHED:
+            cards = {str(c.folder): c.label for c in list_cards()}
+            if cards:
+                if st.session_state[_widget("model_card")] not in cards:
+                    st.session_state[_widget("model_card")] = next(iter(cards))
+                st.selectbox("Model with cached results", list(cards), format_func=cards.get,
+                             key=_widget("model_card"))
+            else:
+                st.caption("No cached results yet: run an analysis, or copy `cache/` from another machine.")
+        if st.session_state.model_kind not in (DEMO, CACHED):
             st.checkbox("Trust remote code", key=_widget("trust_remote_code"),
                         help="Runs Python code shipped with the model. Leave off unless you trust its source.")
         st.subheader("Corpus")
@@ -95,8 +112,9 @@ def sidebar() -> Selection:
     model, model_error = None, None
     source = model_source()
     if source is None:
-        model_error = ("The embedded demo model is not in this checkout." if st.session_state.model_kind == DEMO
-                       else "Enter a model folder or hub id in the sidebar.")
+        model_error = {DEMO: "The embedded demo model is not in this checkout.",
+                       CACHED: "No model has cached results yet."}.get(
+            st.session_state.model_kind, "Enter a model folder or hub id in the sidebar.")
     else:
         try:
             model = cached_model(source, bool(st.session_state.trust_remote_code))
@@ -147,6 +165,8 @@ def compute_stats(model: LoadedModel, corpus: list[Snippet]):
 
 def small_enough_to_auto_run(model: LoadedModel, corpus: list[Snippet]) -> bool:
     """Small model and corpus: compute on first view instead of asking (a couple of minutes on a CPU)."""
+    if not model.weights_loaded:
+        return False  # cached results only: nothing can be computed
     params = sum(p.numel() for p in model.model.parameters())
     return params < 50_000_000 and len(corpus) <= 1000
 
@@ -157,6 +177,11 @@ def statistics(model: LoadedModel, corpus: list[Snippet]):
     stats = stats_from_cache(model.identity, corpus_key(corpus), model, corpus)
     if stats is not None:
         return stats
+    if not model.weights_loaded:
+        st.info(f"No cached statistics for {model.source} on this corpus ({len(corpus)} programs), and this "
+                "session has no weights to compute them (cached results only). Compute them where the model "
+                "is (`python -m neuro capture`) and copy `cache/` here, or pick the corpus they were computed on.")
+        return None
     if small_enough_to_auto_run(model, corpus):
         return compute_stats(model, corpus)
     st.info(f"No cached statistics for {model.source} on this corpus ({len(corpus)} programs). "
@@ -198,4 +223,32 @@ def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
     for tab, show in zip(st.tabs(list(tabs), key="tab", bind="query-params"), tabs.values()):
         with tab:
             if tab.open is not False:
-                show()
+                try:
+                    show()
+                except WeightsNotLoaded as err:
+                    st.info(str(err))
+
+
+def export_panel(kind: str, key: str) -> None:
+    """Export a finished `kind` job's adapted model as a Hugging Face folder (in the background, as an
+    "export" job); the same panel on the Fine-tuning and Transfer pages."""
+    from neuro.jobs import JobRefused, list_jobs
+    from neuro.tasks.export import start_export
+
+    st.subheader("Export")
+    done = [j for j in list_jobs(kind=kind) if j.state == "finished"]
+    if not done:
+        st.caption("Finish a run to export its weights as a Hugging Face folder.")
+        return
+    pick = st.selectbox("Run", done, format_func=lambda j: f"{j.id}: {j.label}", key=f"{key}_job")
+    out = st.text_input("Folder (empty: inside the job's folder)", key=f"{key}_out")
+    if st.button("Export as a Hugging Face folder", key=key):
+        try:
+            info = start_export(pick, out.strip() or None)
+            st.success(f"Exporting in the background (job `{info.id}`) to `{info.params['out']}`; "
+                       "load it with any Hugging Face loader or as a local model in the sidebar.")
+        except JobRefused as err:
+            st.error("; ".join(err.reasons))
+    exports = [j for j in list_jobs(kind="export") if j.params.get("kind", "finetune") == kind]
+    for job in exports[:5]:
+        st.caption(f"{job.label}: **{job.state}**" + (f" ({job.error})" if job.error else ""))

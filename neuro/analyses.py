@@ -9,6 +9,7 @@ from .corpus import Snippet, corpus_hash
 from .intervene import AblationResult, ablation_matrix
 from .models import LoadedModel
 from .selectivity import NeuronSelection
+from .browse import remember_model
 from .store import Entry, Store, make_key
 
 STATS_KIND = "corpus_stats"
@@ -43,6 +44,7 @@ def corpus_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradi
         entry = compute()
         if save:
             store.save(STATS_KIND, key, entry)
+            remember_model(loaded, store.root)
     return CorpusStats.from_arrays(entry.arrays, entry.meta), hit
 
 

@@ -282,9 +282,11 @@ class StatisticsHooks:
         def hook(module, args, up):
             # Gated FFN: a = act(gate) * up, so a * dL/da = up * dL/dup. Autograd keeps `up` for the
             # product's backward anyway, so holding it here until its gradient arrives costs nothing.
+            # The hook must not refer to `up` itself: up -> its hook -> up is a reference cycle that keeps
+            # every batch's `up` alive until Python's cyclic GC runs (peak memory grew with the corpus).
             if up.requires_grad:
-                weight = self.sample_weight
-                up.register_hook(lambda g: self._add_pls(site.layer, weight, up.detach() * g))
+                weight, held = self.sample_weight, up.detach()
+                up.register_hook(lambda g: self._add_pls(site.layer, weight, held * g))
         return hook
 
     def _add_pls(self, layer: int, weight: torch.Tensor, product: torch.Tensor) -> None:
@@ -328,6 +330,7 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     """
     if not snippets:
         raise ValueError("no snippets to capture")
+    loaded.require_weights()
     langs = list(languages or dict.fromkeys(s.lang for s in snippets))
     n_layers, width = loaded.n_layers, loaded.n_neurons
     # float32 like the accumulators on the device: float64 would double the cache for no precision
@@ -422,6 +425,7 @@ def trace_tokens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = 
     """One forward pass over `code`, keeping the neuron activations of `layers` (default: all)."""
     if not code.strip():
         raise ValueError("no code to trace")
+    loaded.require_weights()
     sites = loaded.sites()
     layers = sorted(set(range(len(sites)) if layers is None else layers))
     if any(not 0 <= layer < len(sites) for layer in layers):
@@ -489,6 +493,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
 
     Token positions are sampled uniformly per snippet (the first, BOS, position excluded).
     """
+    loaded.require_weights()
     sites = loaded.sites()
     last = len(sites) - 1 if upto_layer is None else upto_layer
     if not 0 <= last < len(sites):

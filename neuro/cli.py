@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .browse import WeightsNotLoaded
 from .corpus import CorpusError, load_corpus
 from .models import ModelLoadError, load_model
 from .paths import DEMO_MODEL_DIR
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         summary, text = args.handler(args)
-    except (ModelLoadError, CorpusError, ValueError, FileNotFoundError) as err:
+    except (ModelLoadError, CorpusError, WeightsNotLoaded, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         if args.json:
             print(json.dumps({"error": str(err)}))

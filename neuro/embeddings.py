@@ -9,6 +9,7 @@ import numpy as np
 from .capture import Progress, pooled_states
 from .corpus import Snippet, corpus_hash
 from .models import LoadedModel
+from .browse import remember_model
 from .store import Entry, Store, make_key
 
 POOLED_KIND = "pooled_states"
@@ -25,8 +26,10 @@ def cached_pooled(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_lengt
     """Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden), cached."""
     store = store or Store()
     key = pooled_key(loaded, snippets, max_length)
-    entry, _ = store.get_or_compute(POOLED_KIND, key, lambda: Entry(arrays={"pooled": pooled_states(
+    entry, hit = store.get_or_compute(POOLED_KIND, key, lambda: Entry(arrays={"pooled": pooled_states(
         loaded, snippets, max_length=max_length, progress=progress)}))
+    if not hit:
+        remember_model(loaded, store.root)
     return entry.arrays["pooled"]
 
 

@@ -109,6 +109,7 @@ class GenerationParams:
 def complete(loaded: LoadedModel, prompts: Sequence[str], params: GenerationParams,
              max_prompt_tokens: int = 1024) -> list[list[str]]:
     """`params.samples` completions (text after the prompt) for each prompt, one prompt at a time."""
+    loaded.require_weights()
     tok = loaded.tokenizer
     out = []
     with loaded.lock, torch.inference_mode():

@@ -78,6 +78,7 @@ def random_like(neurons: NeuronSet, width: int, seed: int = 0,
 def language_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
                     batch_tokens: int = 8192, max_batch: int = 32) -> dict[str, float]:
     """Mean next-token cross-entropy per language (mean over programs of each program's mean)."""
+    loaded.require_weights()
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     totals: dict[str, list[float]] = {}
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0

@@ -9,7 +9,8 @@ or a restarted app sees every job as it is:
     metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1} (rewritten atomically)
     result.json    the final result (written atomically before the state becomes "finished")
     log.txt        append-only log; the detached process's stdout and stderr land here too
-    checkpoint/    the trainable state, replaced atomically as a whole folder
+    checkpoint/    the trainable state and what resuming needs (train_state.json: step, losses, batch order
+                   and its RNG; optimizer.pt while steps remain), replaced atomically as a whole folder
     cancel         present when a cancel was requested
 
 States: queued -> running -> finished | failed | cancelled. A queued or running job whose process is
@@ -18,12 +19,17 @@ recorded, as failed. Cancel: the cancel file plus SIGTERM to the job's process g
 at its next check and records "cancelled"; a worker that does not stop within a grace period is killed
 and the canceller records the state and removes temporary files.
 
+Resume: a failed or cancelled job whose checkpoint holds train_state.json goes back to "queued" and a
+new worker continues from that checkpoint (metrics after its step are dropped, the task skips what the
+checkpoint already holds). A finished job, or one without such a checkpoint, is refused.
+
 The worker is `python -m neuro.jobs run <job_dir>`. Task code receives a `JobContext` (progress,
 metric, log, check, checkpoint) and returns a JSON-ready result.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -46,11 +52,12 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled")
 HEARTBEAT_S = 5.0
 STALE_S = 300.0  # a job on another host with no heartbeat for this long is considered dead
+TRAIN_STATE = "train_state.json"  # in a checkpoint: the training step and what resuming needs
 
 # kind -> "module:function"; the function is fn(ctx, params, loaded=None) -> dict
 KINDS: dict[str, str] = {
     "finetune": "neuro.tasks.finetune:run_job",
-    "export": "neuro.tasks.finetune:run_export",
+    "export": "neuro.tasks.export:run_export",
     "transfer": "neuro.tasks.transfer:run_job",
 }
 
@@ -93,11 +100,20 @@ def read_json(path: Path, default=None):
 
 def remove_temporaries(job_dir: Path) -> None:
     """Temporary files and folders left by a killed writer (names start with '.', end with '.tmp')."""
+    recover_checkpoint(job_dir)
     for path in job_dir.glob(".*.tmp"):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def recover_checkpoint(job_dir: Path, name: str = "checkpoint") -> None:
+    """A writer killed between its two renames (see JobContext.save_checkpoint) left the previous
+    checkpoint as `.<name>.old.tmp` and none in place: put it back, so a resume still finds it."""
+    old = job_dir / f".{name}.old.tmp"
+    if old.is_dir() and not (job_dir / name).exists():
+        os.replace(old, job_dir / name)
 
 
 # --------------------------------------------------------------------------- process liveness
@@ -306,6 +322,61 @@ def start_job(kind: str, params: dict, *, label: str = "", snippets=None,
     return read_job(folder, reconcile=False)
 
 
+# --------------------------------------------------------------------------- resume
+
+def checkpoint_step(job: JobInfo) -> int | None:
+    """The training step of the job's resumable checkpoint, None when it has none."""
+    state = read_json(job.path / "checkpoint" / TRAIN_STATE)
+    return int(state["step"]) if isinstance(state, dict) and "step" in state else None
+
+
+def resume_reason(job: JobInfo) -> str | None:
+    """Why `job` cannot be resumed (None: it can)."""
+    if job.state == "finished":
+        return f"job {job.id} already finished; there is nothing to resume"
+    if job.active:
+        return f"job {job.id} is {job.state}; only a failed or cancelled job can be resumed"
+    if checkpoint_step(job) is None:
+        return (f"job {job.id} has no checkpoint to resume from (it stopped before its first one; "
+                "set 'checkpoint every' to save them during training)")
+    return None
+
+
+def resume_job(job: str | os.PathLike | JobInfo, *, root: str | os.PathLike | None = None,
+               detach: bool = True) -> JobInfo:
+    """Continue a failed or cancelled job from its last checkpoint (detached: in the background, else
+    here, returning when done). Raises JobRefused when it cannot be resumed."""
+    path = find_job(job, root).path
+    _requeue(path)
+    if not detach:
+        return run_job(path, echo=True)
+    try:
+        launch(path)
+    except OSError as err:
+        write_json(path / "status.json", {"state": "failed", "created": time.time(), "finished": time.time(),
+                                          "error": f"could not start the job process: {err}"})
+    return read_job(path, reconcile=False)
+
+
+def _requeue(path: Path) -> None:
+    """Put a resumable job back to "queued": metrics cut at the checkpoint's step, cancel and result
+    gone. Under a lock, so two tabs clicking Resume at once start one worker (the second is refused)."""
+    with open(path / ".resume.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = read_job(path)
+        reason = resume_reason(info)
+        if reason:
+            raise JobRefused([reason])
+        step = checkpoint_step(info)
+        write_json(path / "metrics.json", [m for m in job_metrics(info) if int(m.get("step", 0)) <= step])
+        for name in ("cancel", "result.json", "launcher.json"):
+            (path / name).unlink(missing_ok=True)
+        write_json(path / "status.json", {"state": "queued", "created": time.time(), "resumed_from": step,
+                                          "message": f"resuming from step {step}"})
+        with open(path / "log.txt", "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} resuming from the checkpoint at step {step}\n")
+
+
 # --------------------------------------------------------------------------- cancel
 
 def _wait_gone(pid: int, start: str | None, timeout: float) -> bool:
@@ -380,6 +451,11 @@ class JobContext:
         return self.path / "checkpoint"
 
     @property
+    def resume_from(self) -> Path | None:
+        """The checkpoint to continue from: a job that starts with a resumable checkpoint was resumed."""
+        return self.checkpoint_dir if (self.checkpoint_dir / TRAIN_STATE).is_file() else None
+
+    @property
     def spec(self) -> dict:
         return read_json(self.path / "spec.json", {})
 
@@ -397,6 +473,7 @@ class JobContext:
 
     def begin(self) -> None:
         self._status = read_json(self.path / "status.json", {}) or {}
+        self._metrics = read_json(self.path / "metrics.json", []) or []  # a resumed job's earlier steps
         self._write_status(state="running", pid=os.getpid(), proc_start=_proc_start(os.getpid()),
                            host=socket.gethostname(), own_group=os.getpgid(0) == os.getpid(),
                            started=time.time(), message="starting", error=None)
@@ -454,13 +531,18 @@ class JobContext:
 
     # checkpoints and artifacts
     def save_checkpoint(self, write: Callable[[Path], None], name: str = "checkpoint") -> Path:
-        """`write(folder)` fills a temporary folder that then replaces `<job>/<name>` as a whole."""
+        """`write(folder)` fills a temporary folder that then replaces `<job>/<name>` as a whole.
+
+        Metrics are flushed first, so metrics.json always reaches the checkpoint's step (a resume keeps
+        the points up to it). A kill between the two renames is repaired by `recover_checkpoint`."""
+        self._flush_metrics()
         final = self.path / name
         tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
         tmp.mkdir()
         try:
             write(tmp)
             old = self.path / f".{name}.old.tmp"
+            shutil.rmtree(old, ignore_errors=True)  # a stale one would block the rename
             if final.exists():
                 os.replace(final, old)
             os.replace(tmp, final)

@@ -27,6 +27,7 @@ from .capture import LayerStates, Progress, encode, layer_states
 from .corpus import Snippet, corpus_hash
 from .intervene import ablated, language_losses
 from .models import LoadedModel
+from .browse import remember_model
 from .store import Entry, Store, make_key
 from .syntax import align_tokens
 
@@ -231,6 +232,7 @@ def cached_layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, sto
         entry = Entry(tables={"scores": report.scores, "pairs": report.pairs},
                       meta={"concept_layers": report.concept_layers, "rule": report.rule, "meta": report.meta})
         store.save(LAYERS_KIND, key, entry)
+        remember_model(loaded, store.root)
     return LayerReport(entry.tables["scores"], entry.tables["pairs"], list(entry.meta["concept_layers"]),
                        entry.meta["rule"], entry.meta["meta"])
 

@@ -114,6 +114,15 @@ def neuron_sites(model: nn.Module, adapter: Adapter) -> list[NeuronSite]:
     return sites
 
 
+class WeightsNotLoaded(RuntimeError):
+    """A browse-only model (opened from its cached card, no weights; see neuro.browse) was asked to run."""
+
+
+BROWSE_ONLY_MESSAGE = (
+    "This needs to run the model, but it was opened from its cached card without weights (browse-only): only "
+    "results already in the cache can be shown. Load the model's folder or hub id to compute.")
+
+
 @dataclass
 class LoadedModel:
     """A model ready for analysis, shared by every caller in the process (calls serialize on `lock`)."""
@@ -141,6 +150,16 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @property
+    def weights_loaded(self) -> bool:
+        """False for a model opened from its cached card (browse-only, see neuro.browse)."""
+        return not next(self.model.parameters()).is_meta
+
+    def require_weights(self) -> None:
+        """Called before any forward pass: a browse-only model fails here with a clear message."""
+        if not self.weights_loaded:
+            raise WeightsNotLoaded(BROWSE_ONLY_MESSAGE)
 
     @property
     def identity(self) -> str:
@@ -288,6 +307,10 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = resolve_source(source)
+    from .browse import is_card_folder, load_browse_only
+
+    if is_card_folder(folder) and not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+        return load_browse_only(folder, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ValueError as err:

@@ -8,8 +8,8 @@ import streamlit as st
 from neuro.jobs import JobRefused, job_metrics, list_jobs
 from neuro.selectivity import SelectionParams, select_neurons
 from neuro.tasks.finetune import (METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table,
-                                  start_export, start_finetune, trainable_count)
-from ui import corpus_key, page_header, pls_statistics
+                                  start_finetune, trainable_count)
+from ui import CHECKPOINT_HELP, corpus_key, export_panel, page_header, pls_statistics
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",
@@ -48,9 +48,12 @@ batch_tokens = int(c6.number_input("Tokens per batch", min_value=16, max_value=1
                                    key="ft_batch"))
 heldout = c7.slider("Held-out tasks", 0.05, 0.5, 0.2, 0.05, key="ft_heldout",
                     help="Share of tasks held out (in every language) for the before/after evaluation.")
-pass_k = st.checkbox("Also pass@1 on held-out programs with tests (slow; needs a capable model)", key="ft_passk")
+c8, c9 = st.columns([3, 1])
+pass_k = c8.checkbox("Also pass@1 on held-out programs with tests (slow; needs a capable model)", key="ft_passk")
+every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="ft_ckpt",
+                            help=CHECKPOINT_HELP))
 config = plan_finetune(model, selection, target, method=method, neuron_set=neuron_set, steps=steps, lr=lr,
-                       batch_tokens=batch_tokens, heldout_fraction=heldout, pass_at_k=pass_k,
+                       batch_tokens=batch_tokens, heldout_fraction=heldout, pass_at_k=pass_k, checkpoint_every=every,
                        trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 total = sum(p.numel() for p in model.model.parameters())
 count = trainable_count(model, config)
@@ -104,19 +107,4 @@ def live_panel() -> None:
 live_panel()
 
 # --------------------------------------------------------------------------- export
-st.subheader("Export")
-done = [j for j in list_jobs(kind="finetune") if j.state == "finished"]
-if not done:
-    st.caption("Finish a run to export its weights as a Hugging Face folder.")
-else:
-    pick = st.selectbox("Run", done, format_func=lambda j: f"{j.id}: {j.label}", key="ft_export_job")
-    out = st.text_input("Folder (empty: inside the job's folder)", key="ft_export_out")
-    if st.button("Export as a Hugging Face folder", key="ft_export"):
-        try:
-            info = start_export(pick, out.strip() or None)
-            st.success(f"Exporting in the background (job `{info.id}`) to `{info.params['out']}`; "
-                       "load it with any Hugging Face loader or as a local model in the sidebar.")
-        except JobRefused as err:
-            st.error("; ".join(err.reasons))
-    for job in list_jobs(kind="export")[:5]:
-        st.caption(f"{job.label}: **{job.state}**" + (f" ({job.error})" if job.error else ""))
+export_panel("finetune", "ft_export")

@@ -1,4 +1,4 @@
-"""Jobs: every background job (fine-tuning, transfer, export) read from disk, with cancel and logs.
+"""Jobs: every background job (fine-tuning, transfer, export) read from disk, with cancel, resume and logs.
 A refresh, a second tab or a restarted app shows the same list: the job folders are the only state."""
 
 import json
@@ -7,11 +7,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.jobs import cancel_job, job_metrics, job_result, jobs_root, list_jobs, log_tail
+from neuro.jobs import (JobRefused, cancel_job, checkpoint_step, job_metrics, job_result, jobs_root, list_jobs,
+                        log_tail, resume_job, resume_reason)
 
 st.title("Jobs")
 st.caption(f"Background runs started here or with `python -m neuro finetune|transfer` (folder: "
-           f"`{jobs_root()}`). A job whose process died without finishing shows as failed.")
+           f"`{jobs_root()}`). A job whose process died without finishing shows as failed; a failed or "
+           "cancelled training job with a checkpoint can be resumed from it.")
 
 
 @st.fragment(run_every=2.0)
@@ -30,6 +32,16 @@ def board() -> None:
             with st.spinner("Stopping…"):
                 info = cancel_job(job)
             st.toast(f"{info.id}: {info.state}")
+    for job in [j for j in jobs if resume_reason(j) is None]:
+        left, right = st.columns([5, 1])
+        left.caption(f"{job.id}: {job.label} — {job.state}; checkpoint at step {checkpoint_step(job)} "
+                     f"of {job.params.get('steps', '?')}")
+        if right.button("Resume", key=f"resume_{job.id}"):
+            try:
+                info = resume_job(job)
+                st.toast(f"{info.id}: resuming from step {checkpoint_step(info)}")
+            except JobRefused as err:  # e.g. resumed in another tab a moment ago
+                st.toast("; ".join(err.reasons))
 
 
 board()
@@ -52,6 +64,9 @@ if jobs:
         c3.metric("Elapsed", f"{job.elapsed:.0f} s")
         if job.error:
             st.error(job.error)
+        if job.state in ("failed", "cancelled") and job.kind != "export":
+            st.caption(resume_reason(job) or f"Resumable from the checkpoint at step {checkpoint_step(job)} "
+                       "(Resume button above).")
         points = job_metrics(job)
         if points:
             chart = alt.Chart(pd.DataFrame(points), title="Training loss").mark_line().encode(

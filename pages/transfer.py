@@ -10,7 +10,7 @@ import streamlit as st
 from neuro.jobs import JobRefused, job_metrics, job_result, list_jobs
 from neuro.tasks.transfer import LAYER_CHOICES, METHODS, TransferConfig, comparison_table, plan_transfer, \
     start_transfer, trainable_count
-from ui import page_header
+from ui import CHECKPOINT_HELP, export_panel, page_header
 
 model, corpus = page_header(
     "Summarization transfer",
@@ -38,10 +38,13 @@ steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=150
 lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="tr_lr"))
 rank = int(c6.number_input("LoRA rank", min_value=1, max_value=256, value=8, key="tr_rank"))
 heldout = c7.slider("Held-out tasks", 0.1, 0.5, 0.25, 0.05, key="tr_heldout")
-strip = st.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
+c8, c9 = st.columns([3, 1])
+strip = c8.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
                     help="The demo corpus states each summary in a comment; without this the model learns to copy.")
+every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="tr_ckpt",
+                            help=CHECKPOINT_HELP))
 options = dict(method=method, rank=rank, steps=steps, lr=lr, heldout_fraction=heldout, strip_comments=strip,
-               trust_remote_code=bool(st.session_state.get("trust_remote_code")))
+               checkpoint_every=every, trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 
 
 def plan(layer_choice: str) -> TransferConfig:
@@ -128,3 +131,5 @@ if finished:
             f"{lang} BLEU-4 {b:.1f} / ROUGE-L {r:.1f}" for lang, (b, r) in before.items() if b is not None))
 else:
     st.caption("Sample summaries appear here when a run finishes.")
+
+export_panel("transfer", "tr_export")

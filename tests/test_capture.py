@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -110,6 +112,24 @@ def test_hooks_removed_after_success_and_after_exception(tiny_llama, snippets):
         capture_statistics(tiny_llama, snippets, progress=boom)
     assert _hook_count(tiny_llama.model) == before
     assert all(not p.requires_grad for p in tiny_llama.model.parameters())
+
+
+def test_gradient_capture_frees_each_batch_without_the_cyclic_gc(tiny_llama, snippets):
+    """A batch's activations die with its backward: no reference cycle keeps them until gc runs
+    (peak memory would otherwise grow with the corpus)."""
+    refs = []
+    handles = [site.up.register_forward_hook(lambda module, args, out: refs.append(weakref.ref(out)))
+               for site in tiny_llama.sites()]
+    gc.collect()
+    gc.disable()
+    try:
+        capture_statistics(tiny_llama, snippets, gradients=True, batch_tokens=64)
+        alive = sum(ref() is not None for ref in refs)
+    finally:
+        gc.enable()
+        for handle in handles:
+            handle.remove()
+    assert refs and alive == 0
 
 
 def test_two_threads_share_one_model(tiny_llama, snippets):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import SNIPPETS, tiny_model
-from neuro.jobs import JobRefused, NullContext, list_jobs
+from neuro.jobs import JobContext, JobRefused, NullContext, list_jobs
 from neuro.models import load_model
-from neuro.tasks import Batch, lora_size, optimizer_state_size, split_by_task, train
-from neuro.tasks.finetune import (FinetuneConfig, NeuronDeltas, _Adaptation, export_finetuned, ffn_parts, finetune,
-                                  lm_sequences, lora_rank_for, owned_parameters, start_finetune, trainable_count,
-                                  validate_finetune)
+from neuro.tasks import Batch, load_tensors, lora_size, optimizer_state_size, split_by_task, train
+from neuro.tasks.export import export_model
+from neuro.tasks.finetune import (FinetuneConfig, NeuronDeltas, _Adaptation, ffn_parts, finetune, lm_sequences,
+                                  lora_rank_for, owned_parameters, start_finetune, trainable_count, validate_finetune)
 from neuro.tasks import make_batches
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
@@ -96,23 +96,23 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
     config = FinetuneConfig(model=str(folder), target="python", method=method, neurons=NEURONS, steps=4, lr=1e-2,
                             batch_tokens=4096, max_length=64, heldout_fraction=0.3)
     job = tmp_path / "job"
-    (job / "checkpoint").mkdir(parents=True)
+    job.mkdir()
     from neuro.jobs import write_json
     write_json(job / "spec.json", {"kind": "finetune", "params": config.to_params()})
-    saved = {}
-
-    def checkpoint(adaptation):
-        saved["adaptation"] = adaptation
-        adaptation.save(job / "checkpoint")
-
     batch = _batches(base)[0]
     plain = _logits(base, batch)
-    result = finetune(base, SNIPPETS, config, NullContext(), checkpoint=checkpoint)
-    assert result["trainable_params"] == sum(p.numel() for p in saved["adaptation"].params)
-    with saved["adaptation"].applied():  # neuron deltas apply inside; LoRA stays injected
+    planned = trainable_count(base, config)  # before peft changes the model
+    result = finetune(base, SNIPPETS, config, NullContext(), checkpoint=JobContext(job).save_checkpoint)
+    assert result["trainable_params"] == planned
+    if method == "neurons":  # the deltas apply in hooks only while training: re-apply the saved ones
+        deltas = NeuronDeltas(base, NEURONS)
+        deltas.load_tensors(load_tensors(job / "checkpoint")[0])
+        with deltas.applied(base):
+            adapted = _logits(base, batch)
+    else:  # LoRA stays injected
         adapted = _logits(base, batch)
     assert not torch.allclose(adapted, plain)  # the training did something
-    out = export_finetuned(job, tmp_path / "export")
+    out = export_model(job, tmp_path / "export")
     reloaded = load_model(out, device="cpu")
     torch.testing.assert_close(_logits(reloaded, batch), adapted, atol=1e-5, rtol=1e-4)
 

@@ -1,6 +1,6 @@
 """Jobs as real subprocesses on a tiny model: they finish writing progress, metrics, a result and a
 checkpoint; a fresh process (an "app restart") lists them from disk; cancel and a killed worker both
-leave a clean, final state."""
+leave a clean, final state; a killed job resumes from its checkpoint to the uninterrupted result."""
 
 import json
 import os
@@ -13,11 +13,12 @@ import pytest
 
 from conftest import SNIPPETS, tiny_model
 from neuro.corpus import save_jsonl
-from neuro.jobs import (JobContext, cancel_job, create_job, find_job, job_metrics, job_result, list_jobs,
-                        process_alive, read_json, write_json)
+from neuro.jobs import (JobContext, JobRefused, NullContext, cancel_job, checkpoint_step, create_job, find_job,
+                        job_metrics, job_result, list_jobs, process_alive, read_json, resume_job, write_json)
 from neuro.models import load_model
 from neuro.paths import REPO_DIR
-from neuro.tasks.finetune import FinetuneConfig, start_finetune
+from neuro.tasks.export import export_model
+from neuro.tasks.finetune import FinetuneConfig, finetune, start_finetune
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
@@ -75,6 +76,7 @@ def test_a_job_subprocess_runs_to_completion(finished):
     assert set(result["heldout_before"]) == set(result["heldout_after"]) >= {"python"}
     assert result["trainable_params"] == 5 * 3 * 32 and result["optimizer_state"] == 2 * 5 * 3 * 32
     assert (finished.path / "checkpoint" / "weights.safetensors").is_file()
+    assert checkpoint_step(finished) == 6 and not (finished.path / "checkpoint" / "optimizer.pt").exists()
     assert not _temporaries(finished.path)
     deadline = time.time() + 30  # the state is final before the interpreter exits
     while process_alive(finished.pid) and time.time() < deadline:
@@ -140,13 +142,13 @@ def test_checkpoint_replaces_the_whole_folder(tmp_path):
     assert not _temporaries(folder)
 
 
-def test_jobs_page_lists_and_cancels(finished, env, model, monkeypatch):
+def test_jobs_page_lists_cancels_and_resumes(finished, env, model, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
     root = env / "cache" / "jobs"
-    running = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
-    _wait(running.path, lambda i: i.state == "running" and i.done >= 1)
+    running = start_finetune(_config(env, steps=1_000_000, checkpoint_every=1), model, SNIPPETS, root=root)
+    _wait(running.path, lambda i: i.state == "running" and checkpoint_step(i))
     at = AppTest.from_file(str(REPO_DIR / "pages" / "jobs.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     listed = at.dataframe[0].value
@@ -155,15 +157,94 @@ def test_jobs_page_lists_and_cancels(finished, env, model, monkeypatch):
     at.button(key=f"cancel_{running.id}").click().run()
     assert not at.exception, at.exception
     assert find_job(running.path).state == "cancelled"
+    at.run()  # the cancelled job has checkpoints: it offers Resume; the finished one does not
+    keys = {b.key for b in at.button}
+    assert f"resume_{running.id}" in keys and f"resume_{finished.id}" not in keys
+    at.button(key=f"resume_{running.id}").click().run()
+    assert not at.exception, at.exception
+    assert find_job(running.path).state in ("queued", "running")
+    assert cancel_job(running.id, root=root).state == "cancelled"
     at.selectbox(key="jobs_pick").set_value(finished.id).run()
     assert any(m.label == "State" and m.value == "finished" for m in at.metric)
     assert any("finished" in c.value for c in at.code)  # the log
 
 
-def _cli(*args, env_dir):
+def test_a_killed_job_resumes_from_its_checkpoint(env, model, monkeypatch):
+    """SIGKILL right after the first checkpoint; `jobs resume` continues there and ends with every step's
+    metric and the losses and held-out result of an uninterrupted run."""
+    import torch
+
+    # One thread: on a busy machine two OpenMP threads wait on each other (~30x slower steps here).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    root = env / "cli-cache" / "jobs"
+    steps = 120
+    config = _config(env, steps=steps, checkpoint_every=10)
+    info = start_finetune(config, model, SNIPPETS, root=root)
+    state = info.path / "checkpoint" / "train_state.json"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(os.getpgid(read_json(info.path / "launcher.json")["pid"]), signal.SIGKILL)
+    killed = _wait(info.path, lambda i: not i.active, timeout=30)
+    step = checkpoint_step(killed)
+    assert killed.state == "failed" and 10 <= step < steps and step % 10 == 0
+    with pytest.raises(ValueError, match="resume the job"):  # no export of a half-trained model
+        export_model(info.path, env / "half-export")
+
+    out = _cli("jobs", "resume", info.id, "--json", env_dir=env, OMP_NUM_THREADS="1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"] == "finished"
+    done = find_job(info.path)
+    metrics = job_metrics(done)
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
+    assert f"resuming from the checkpoint at step {step}" in (info.path / "log.txt").read_text()
+    result = job_result(done)
+    assert result["steps"] == steps and checkpoint_step(done) == steps
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = finetune(load_model(env / "model", device="cpu"), SNIPPETS, config, NullContext())
+    finally:
+        torch.set_num_threads(threads)
+    assert [m["loss"] for m in metrics] == pytest.approx(whole["losses"], rel=1e-4)
+    assert result["heldout_after"] == pytest.approx(whole["heldout_after"], rel=1e-4)
+    assert result["heldout_before"] == pytest.approx(whole["heldout_before"], rel=1e-6)
+    assert result["optimizer_state"] == whole["optimizer_state"]
+    again = _cli("jobs", "resume", info.id, "--json", env_dir=env, OMP_NUM_THREADS="1")
+    assert again.returncode == 2 and "already finished" in json.loads(again.stdout)["error"]
+
+
+def test_resume_is_refused_without_a_checkpoint_or_when_finished(finished, tmp_path):
+    with pytest.raises(JobRefused, match="already finished"):
+        resume_job(finished)
+    assert find_job(finished.path).state == "finished" and job_result(finished)
+    queued = create_job("finetune", {"model": "x"}, root=tmp_path)
+    with pytest.raises(JobRefused, match="is queued"):
+        resume_job(queued.name, root=tmp_path)
+    cancelled = cancel_job(queued.name, root=tmp_path)
+    with pytest.raises(JobRefused, match="no checkpoint"):
+        resume_job(cancelled)
+    failed = create_job("finetune", {"model": "x"}, root=tmp_path)
+    write_json(failed / "status.json", {"state": "failed", "created": time.time(), "error": "killed"})
+    with pytest.raises(JobRefused, match="no checkpoint"):
+        resume_job(failed.name, root=tmp_path)
+    assert find_job(failed).state == "failed"  # a refusal changes nothing
+
+
+def test_a_checkpoint_killed_between_its_renames_is_recovered(tmp_path):
+    folder = create_job("finetune", {}, root=tmp_path)
+    JobContext(folder).save_checkpoint(lambda d: (d / "train_state.json").write_text('{"step": 4}'))
+    os.replace(folder / "checkpoint", folder / ".checkpoint.old.tmp")  # where a kill would leave it
+    write_json(folder / "status.json", {"state": "failed", "created": time.time()})
+    from neuro.jobs import remove_temporaries
+    remove_temporaries(folder)
+    assert checkpoint_step(find_job(folder)) == 4 and not _temporaries(folder)
+
+
+def _cli(*args, env_dir, **env):
     return subprocess.run([sys.executable, "-m", "neuro", *args, "--cache", str(env_dir / "cli-cache")],
                           capture_output=True, text=True, cwd=REPO_DIR, timeout=600,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **env})
 
 
 def test_cli_finetune_compares_methods_and_refuses_bad_input(env):

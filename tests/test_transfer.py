@@ -1,13 +1,17 @@
 """Summarization transfer: metrics against hand-computed values, comment stripping, adaptation confined
-to the chosen layers (LoRA and full), the evaluation loop, layer choices and refusals."""
+to the chosen layers (LoRA and full), the export of the adapted model, resuming from a checkpoint, the
+evaluation loop, layer choices and refusals."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from conftest import SNIPPETS, tiny_model
-from neuro.jobs import JobRefused, NullContext, list_jobs
+from neuro.jobs import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
+from neuro.models import load_model
+from neuro.tasks.export import export_model
 from neuro.tasks.metrics import (bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l,
                                  smoothed_bleu4)
 from neuro.tasks.transfer import (TransferConfig, adapt_layers, middle_layers, resolve_layers, start_transfer,
@@ -86,22 +90,83 @@ def _config(**changes):
     return TransferConfig(**{**base, **changes})
 
 
-def test_lora_transfer_trains_only_the_chosen_layers():
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("transfer-base")
     loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("method, layers", [("lora", [1]), ("lora", [0, 1, 2]), ("full", [0, 2])])
+def test_transfer_trains_only_the_chosen_layers_and_exports_them(base_folder, tmp_path, method, layers):
+    """The export (weights merged) reloads with plain transformers and gives the in-memory adapted model's
+    logits; against the base, only the chosen layers differ."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = load_model(base_folder, device="cpu")
     before = _state(loaded)
-    config = _config(layers=[1])
-    saved = {}
-    result = transfer(loaded, SNIPPETS, config, NullContext(), checkpoint=lambda params, peft: saved.update(
-        params=params, peft=peft))
-    names = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
-    assert names and all(n.startswith("base_model.model.model.layers.1.") or n.startswith("model.layers.1.")
-                         for n in names)
-    assert result["trainable_params"] == sum(p.numel() for p in saved["params"])
-    merged = saved["peft"].merge_and_unload()
-    assert _changed_layers(before, {k: v for k, v in merged.state_dict().items()}) == {1}
+    config = _config(model=str(base_folder), method=method, layers=layers)
+    job = tmp_path / "job"
+    job.mkdir()
+    write_json(job / "spec.json", {"kind": "transfer", "params": config.to_params()})
+    result = transfer(loaded, SNIPPETS, config, NullContext(), checkpoint=JobContext(job).save_checkpoint)
+    trainable = [(n, p) for n, p in loaded.model.named_parameters() if p.requires_grad]
+    assert trainable and all(any(f"layers.{layer}." in n for layer in layers) for n, _ in trainable)
+    assert result["trainable_params"] == sum(p.numel() for _, p in trainable)
     assert set(result["scores"]) >= {"go", "java"} and all(
         0 <= v["bleu4"] <= 100 and 0 <= v["rouge_l"] <= 100 for v in result["scores"].values())
     assert result["samples"] and {"reference", "prediction", "code"} <= set(result["samples"][0])
+
+    out = export_model(job, tmp_path / "export")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    text = SNIPPETS[0].code
+    assert tokenizer(text)["input_ids"] == loaded.tokenizer(text)["input_ids"]
+    ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+    adapted = _logits(loaded.model, ids)  # LoRA stays injected; full: the layers' weights changed in place
+    assert not torch.allclose(adapted, _logits(load_model(base_folder, device="cpu").model, ids))
+    torch.testing.assert_close(_logits(model, ids), adapted, atol=1e-5, rtol=1e-4)
+    assert _changed_layers(before, model.state_dict()) == set(layers)
+    with pytest.raises(FileExistsError):
+        export_model(job, out)
+
+
+class _StopAfter(NullContext):
+    """Stops as a cancel would, at the first check after training step `step`."""
+
+    def __init__(self, step: int):
+        self.stop, self.step = step, 0
+
+    def metric(self, **values) -> None:
+        self.step = values["step"]
+
+    def check(self) -> None:
+        if self.step >= self.stop:
+            raise JobCancelled()
+
+
+def test_a_stopped_transfer_resumes_to_the_uninterrupted_result(tmp_path):
+    config = _config(steps=6, checkpoint_every=2, batch_size=1, eval_before=True)
+    whole = transfer(tiny_model("llama"), SNIPPETS, config, NullContext())
+    ctx = JobContext(tmp_path)
+    with pytest.raises(JobCancelled):
+        transfer(tiny_model("llama"), SNIPPETS, config, _StopAfter(3), checkpoint=ctx.save_checkpoint)
+    state = json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == 2 and (tmp_path / "checkpoint" / "optimizer.pt").is_file()
+    resumed = transfer(tiny_model("llama"), SNIPPETS, config, NullContext(), checkpoint=ctx.save_checkpoint,
+                       resume=tmp_path / "checkpoint")
+    assert resumed["steps"] == 6 and resumed["optimizer_state"] == whole["optimizer_state"]
+    assert resumed["train_loss_first"] == pytest.approx(whole["train_loss_first"], rel=1e-5)
+    assert resumed["train_loss_last"] == pytest.approx(whole["train_loss_last"], rel=1e-5)
+    assert resumed["scores"] == whole["scores"] and resumed["samples"] == whole["samples"]
+    # the last checkpoint needs no optimizer state: nothing is left to train
+    assert not (tmp_path / "checkpoint" / "optimizer.pt").exists()
 
 
 def test_full_transfer_trains_only_the_chosen_layers():
@@ -191,3 +256,12 @@ def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory
     assert bleu and bleu[0]["layers"].tolist() == ["all [0, 1, 2]"]
     samples = [d.value for d in at.dataframe if "prediction" in getattr(d.value, "columns", [])]
     assert samples and len(samples[0]) >= 2
+    at.button(key="tr_export").click().run()
+    assert not at.exception, at.exception
+    assert any("Exporting" in s.value for s in at.success)
+    deadline = time.time() + 240
+    while any(j.active for j in list_jobs(root, kind="export")) and time.time() < deadline:
+        time.sleep(0.5)
+    export = list_jobs(root, kind="export")[0]
+    assert export.state == "finished", (export.path / "log.txt").read_text()
+    assert load_model(job.path / "export", device="cpu").n_layers == 3

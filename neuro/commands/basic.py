@@ -57,3 +57,14 @@ def cmd_capture(args) -> tuple[dict, str]:
               for lang, v in summary["languages"].items()]
     lines.append(f"{'(cache hit)' if hit else '(computed)'} in {summary['seconds']} s")
     return summary, "\n".join(lines)
+
+
+@command("models", "models with cached results: their card folders open with --model without the weights")
+def cmd_models(args) -> tuple[dict, str]:
+    from ..browse import list_cards
+
+    cards = list_cards(Store(args.cache).root)
+    rows = [{**{k: v for k, v in dataclasses.asdict(c).items() if k != "folder"}, "folder": str(c.folder)}
+            for c in cards]
+    text = "\n".join(f"{c.folder}  {c.label}" for c in cards) or "no cached results yet"
+    return {"models": rows}, text

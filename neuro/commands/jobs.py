@@ -1,5 +1,6 @@
 """finetune, transfer, jobs: start the training tasks headless (foreground by default, --detach for the
-background) and list, show or cancel jobs. Jobs live in <cache>/jobs, where the app's Jobs page sees them.
+background) and list, show, cancel, resume or export jobs. Jobs live in <cache>/jobs, where the app's Jobs
+page sees them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def _common_options(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     p.add_argument("--memory-budget-gb", type=float, help="refuse runs estimated above this (default: available)")
+    p.add_argument("--checkpoint-every", type=int, default=50,
+                   help="steps between checkpoints that `jobs resume` continues from (0: only the last step)")
+    p.add_argument("--export", help="after a single foreground run, export the model as a Hugging Face folder here")
 
 
 def _budget(args) -> int | None:
@@ -38,8 +42,6 @@ def _finetune_options(p) -> None:
     p.add_argument("--batch-tokens", type=int, default=2048)
     p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
     p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on held-out programs with tests")
-    p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--export", help="after a single run, export the model as a Hugging Face folder here")
     p.add_argument("--candidate-quantile", type=float, default=0.90)
     p.add_argument("--ratio", type=float, default=1.5)
     p.add_argument("--top-fraction", type=float, default=0.01)
@@ -61,12 +63,13 @@ def _finish(infos, table, summary_of) -> tuple[dict, str]:
 def cmd_finetune(args) -> tuple[dict, str]:
     from ..analyses import corpus_statistics
     from ..selectivity import SelectionParams, select_neurons
-    from ..tasks.finetune import export_finetuned, plan_finetune, results_table, start_finetune
+    from ..tasks.finetune import plan_finetune, results_table, start_finetune
 
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    _check_export(args, len(methods))
     loaded, snippets = open_model(args), open_corpus(args)
     stats, _ = corpus_statistics(loaded, snippets, max_length=args.max_length, store=Store(args.cache))
     selection = select_neurons(stats, "pls", SelectionParams(args.candidate_quantile, args.ratio, args.top_fraction))
-    methods = [m.strip() for m in args.method.split(",") if m.strip()]
     infos = []
     for method in methods:
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
@@ -82,13 +85,37 @@ def cmd_finetune(args) -> tuple[dict, str]:
         run_loaded = loaded if len(methods) == 1 else None
         infos.append(start_finetune(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
                                     detach=args.detach, run_loaded=run_loaded))
-    if args.export and len(infos) == 1 and infos[0].state == "finished":
-        export_finetuned(infos[0].path, args.export)
     table = None if args.detach else results_table(infos)
     summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"})
-    if args.export:
-        summary["exported"] = args.export
-    return summary, text
+    return _export(args, infos, summary, text)
+
+
+def _check_export(args, runs: int) -> None:
+    """--export needs one foreground run: refuse before anything starts."""
+    if args.export and (runs != 1 or args.detach):
+        raise ValueError("--export needs a single foreground run (export detached or compared runs later "
+                         "with `jobs export <id>`)")
+
+
+def _export(args, infos, summary: dict, text: str) -> tuple[dict, str]:
+    """--export: write the finished run's model as a Hugging Face folder."""
+    if not args.export:
+        return summary, text
+    if infos[0].state != "finished":
+        summary["export_error"] = f"not exported: the run {infos[0].state}"
+        return summary, text + "\n" + summary["export_error"]
+    summary["exported"] = _export_to(infos[0].path, args.export)
+    return summary, text + f"\nexported to {summary['exported']}"
+
+
+def _export_to(job_dir: Path, out) -> str:
+    """Export here; an occupied folder is a usage error (exit 2 with the message), not a crash."""
+    from ..tasks.export import export_model
+
+    try:
+        return str(export_model(job_dir, out))
+    except FileExistsError as err:
+        raise ValueError(f"{err}; choose another folder or remove it") from err
 
 
 def _transfer_options(p) -> None:
@@ -112,8 +139,9 @@ def _transfer_options(p) -> None:
 def cmd_transfer(args) -> tuple[dict, str]:
     from ..tasks.transfer import LAYER_CHOICES, comparison_table, plan_transfer, start_transfer
 
-    loaded, snippets = open_model(args), open_corpus(args)
     choices = args.layers or ["concept"]
+    _check_export(args, len(choices))
+    loaded, snippets = open_model(args), open_corpus(args)
     infos = []
     for choice in choices:
         custom = None
@@ -124,7 +152,8 @@ def cmd_transfer(args) -> tuple[dict, str]:
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                        strip_comments=not args.keep_comments, eval_before=not args.no_before,
                        targets=args.targets.split(",") if args.targets else [], device=args.device,
-                       dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+                       checkpoint_every=args.checkpoint_every, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code)
         if args.heldout is not None:
             options["heldout_fraction"] = args.heldout
         config = plan_transfer(loaded, snippets, args.source, choice, custom, store=Store(args.cache), **options)
@@ -139,19 +168,23 @@ def cmd_transfer(args) -> tuple[dict, str]:
             text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
                                     names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
             text_tables = text_tables.reset_index()
-    return _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k not in ("config",)})
+    summary, text = _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k != "config"})
+    return _export(args, infos, summary, text)
 
 
 def _jobs_options(p) -> None:
-    p.add_argument("action", choices=["list", "show", "cancel"])
-    p.add_argument("job", nargs="?", help="job id (show, cancel)")
+    p.add_argument("action", choices=["list", "show", "cancel", "resume", "export"])
+    p.add_argument("job", nargs="?", help="job id (show, cancel, resume, export)")
     p.add_argument("--kind", help="list only this kind (finetune, transfer, export)")
     p.add_argument("--log", action="store_true", help="show: include the log")
+    p.add_argument("--detach", action="store_true", help="resume: continue in the background and return at once")
+    p.add_argument("--out", help="export: the Hugging Face folder to write (default: <job>/export)")
 
 
-@command("jobs", "list, show or cancel background jobs (fine-tuning, transfer, export)", _jobs_options)
+@command("jobs", "list, show, cancel, resume or export background jobs (fine-tuning, transfer, export)",
+         _jobs_options)
 def cmd_jobs(args) -> tuple[dict, str]:
-    from ..jobs import cancel_job, find_job, job_metrics, job_result, list_jobs, log_tail
+    from ..jobs import cancel_job, find_job, job_metrics, job_result, list_jobs, log_tail, resume_job
 
     root = _jobs_root(args)
     if args.action == "list":
@@ -164,6 +197,12 @@ def cmd_jobs(args) -> tuple[dict, str]:
     if args.action == "cancel":
         info = cancel_job(args.job, root=root)
         return info.row(), f"{info.id}: {info.state}"
+    if args.action == "resume":
+        info = resume_job(args.job, root=root, detach=args.detach)
+        return {**info.row(), "result": job_result(info)}, f"{info.id}: {info.state}" + (
+            f" ({info.error})" if info.error else "")
+    if args.action == "export":
+        return _export_job(find_job(args.job, root), args.out)
     info = find_job(args.job, root)
     metrics = job_metrics(info)
     summary = {**info.row(), "path": str(info.path), "params": info.params, "result": job_result(info),
@@ -175,3 +214,15 @@ def cmd_jobs(args) -> tuple[dict, str]:
         summary["log"] = log_tail(info)
         text += "\n--- log ---\n" + summary["log"]
     return summary, text
+
+
+def _export_job(info, out: str | None) -> tuple[dict, str]:
+    """Export a finished fine-tuning or transfer job here (in the foreground)."""
+    from ..jobs import JobRefused
+    from ..tasks.export import export_reason
+
+    reason = export_reason(info)
+    if reason:
+        raise JobRefused([reason])
+    path = _export_to(info.path, out or info.path / "export")
+    return {"id": info.id, "exported": path}, f"{info.id}: exported to {path}"

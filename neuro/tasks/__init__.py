@@ -1,5 +1,5 @@
-"""What the training tasks share: held-out splits by task, batches, one training loop, memory checks
-and measurement, LoRA on named modules, checkpoints.
+"""What the training tasks share: held-out splits by task, batches, one training loop (resumable from
+its checkpoints), memory checks and measurement, LoRA on named modules, checkpoints.
 
 The tasks themselves live in `finetune.py` (neuron-guided fine-tuning for code generation) and
 `transfer.py` (concept-layer-guided summarization transfer); both run as jobs (see neuro/jobs.py).
@@ -23,6 +23,7 @@ from torch import nn
 
 from ..capture import length_batches
 from ..corpus import Snippet
+from ..jobs import TRAIN_STATE
 from ..models import LoadedModel, load_model
 
 # --------------------------------------------------------------------------- data
@@ -184,8 +185,10 @@ def memory_reason(needed: int, budget: int | None, device: str | None) -> str | 
     return None
 
 
-def common_reasons(steps, lr, batch_tokens: int | None = None) -> list[str]:
-    reasons = []
+def common_reasons(steps, lr, batch_tokens: int | None = None, weights_loaded: bool = True) -> list[str]:
+    reasons = [] if weights_loaded else [
+        "the model was opened from its cached card without weights (cached results only): load its folder or "
+        "hub id to train"]
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         reasons.append(f"steps must be a whole number >= 1, got {steps!r}")
     try:
@@ -226,11 +229,14 @@ def optimizer_state_size(optimizer: torch.optim.Optimizer) -> int:
 
 def train(model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Batch], *, steps: int, lr: float,
           ctx, seed: int = 0, clip: float = 1.0, checkpoint=None, checkpoint_every: int = 0,
-          device: torch.device | None = None) -> TrainReport:
+          resume: Path | None = None, device: torch.device | None = None) -> TrainReport:
     """AdamW on `params` only, `steps` batches drawn from a seeded shuffle (reshuffled each epoch).
 
-    Reports each step's loss as a metric, checks for a cancel before each step, and calls
-    `checkpoint()` every `checkpoint_every` steps (0: never; the caller saves the final state).
+    Reports each step's loss as a metric and checks for a cancel before each step. With `checkpoint`,
+    calls `checkpoint(write)` every `checkpoint_every` steps (0: never) and after the last step;
+    `write(folder)` saves what resuming needs besides the weights, which the caller adds. `resume`: a
+    folder so written (with the caller's weights already loaded): training continues at its step with
+    the same optimizer state and batch order, as if it had never stopped.
     """
     params = list(params)
     if not params:
@@ -239,12 +245,20 @@ def train(model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Ba
         raise ValueError("no training batches")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
-    order: list[int] = []
-    losses = []
+    saved = load_training_state(resume, optimizer, rng) if resume is not None else {}
+    order: list[int] = saved.get("order", [])
+    losses: list[float] = saved.get("losses", [])
     device = device or params[0].device
-    start = time.time()
+    start = time.time() - saved.get("seconds", 0.0)
+
+    def save(step: int) -> None:
+        state = {"step": step, "steps": steps, "losses": losses, "order": [int(i) for i in order],
+                 "rng": rng.bit_generator.state, "seconds": time.time() - start,
+                 "optimizer_state": optimizer_state_size(optimizer)}
+        checkpoint(lambda folder: save_training_state(folder, state, optimizer if step < steps else None))
+
     with PeakMemory(device) as memory:
-        for step in range(steps):
+        for step in range(saved.get("step", 0), steps):
             ctx.check()
             if not order:
                 order = list(rng.permutation(len(batches)))
@@ -260,11 +274,35 @@ def train(model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Ba
             losses.append(float(loss.detach()))
             ctx.metric(step=step + 1, loss=losses[-1], tokens=batch.tokens)
             ctx.progress(step + 1, steps, "training")
-            if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 \
-                    and step + 1 < steps:
-                checkpoint()
-    state = optimizer_state_size(optimizer)
+            due = step + 1 == steps or (checkpoint_every and (step + 1) % checkpoint_every == 0)
+            if checkpoint is not None and due:
+                save(step + 1)
+    # resumed after the last step: the optimizer was not reloaded, its size is in the checkpoint
+    state = optimizer_state_size(optimizer) or saved.get("optimizer_state", 0)
     return TrainReport(steps, losses, time.time() - start, sum(p.numel() for p in params), state, memory.summary())
+
+
+def save_training_state(folder: Path, state: dict, optimizer: torch.optim.Optimizer | None) -> None:
+    """train()'s part of a checkpoint: step, losses, batch order and RNG as JSON; the optimizer state and
+    torch RNG (unused by training today: models run in eval mode, so no dropout) while steps remain."""
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                   folder / "optimizer.pt")
+    (folder / TRAIN_STATE).write_text(json.dumps(state))
+
+
+def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> dict:
+    """Restore what `save_training_state` wrote into `optimizer` and `rng`; returns the saved state."""
+    state = json.loads((Path(folder) / TRAIN_STATE).read_text())
+    rng.bit_generator.state = state["rng"]
+    if state["step"] < state["steps"]:
+        saved = torch.load(Path(folder) / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and len(saved["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return state
 
 
 # --------------------------------------------------------------------------- models and modules
@@ -340,3 +378,31 @@ def load_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "weights.safetensors")), json.loads((folder / "meta.json").read_text())
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy saved weights (a subset of the model's, by name) into `model`; unknown names are an error,
+    so a checkpoint of another model never half-loads silently."""
+    unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"the checkpoint holds weights this model lacks: {', '.join(unexpected[:5])}")
+
+
+def load_pretrained_weights(model: nn.Module, folder: Path) -> None:
+    """Load a `save_pretrained` folder's safetensors files (one or sharded) into `model` in place."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights in {folder}")
+    for file in files:
+        load_weights(model, load_file(str(file)))
+
+
+def merged_lora(loaded: LoadedModel, tensors: dict[str, torch.Tensor], targets: Sequence[str], rank: int) -> nn.Module:
+    """`loaded`'s model with saved LoRA weights merged in (peft removed): what an export writes."""
+    from peft import set_peft_model_state_dict
+
+    peft_model = apply_lora(loaded, targets, rank)
+    set_peft_model_state_dict(peft_model, tensors)
+    return peft_model.merge_and_unload()

@@ -31,6 +31,7 @@ from ..capture import Progress, encode, layer_states
 from ..corpus import LANGS, Snippet, corpus_hash, normalize_lang
 from ..embeddings import POOLED_KIND, cached_pooled, pooled_key
 from ..models import LoadedModel
+from ..browse import remember_model
 from ..store import Entry, Store, make_key
 from ..syntax import detect_language
 
@@ -592,5 +593,6 @@ def cached_evaluation(loaded: LoadedModel, snippets: Sequence[Snippet], layer: i
         entry = Entry(tables={"scores": result.scores, "sweep": result.sweep},
                       meta={"layer": result.layer, "concept_layers": result.concept_layers, "meta": result.meta})
         store.save(EVAL_KIND, key, entry)
+        remember_model(loaded, store.root)
     return CloneEvaluation(entry.tables["scores"], entry.tables["sweep"], int(entry.meta["layer"]),
                            [int(x) for x in entry.meta["concept_layers"]], dict(entry.meta["meta"]))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -37,8 +36,8 @@ from ..jobs import JobInfo, JobRefused, create_job, job_result, launch, read_job
 from ..jobs import run_job as run_in_process
 from ..models import LoadedModel, UnsupportedArchitecture, load_model
 from . import (apply_lora, common_reasons, estimate_training_bytes, get_module, is_conv1d, linear_modules,
-               load_job_model, load_tensors, lora_size, make_batches, memory_reason, save_tensors, split_by_task,
-               train, trainable_parameters)
+               load_job_model, load_pretrained_weights, load_tensors, lora_size, make_batches, memory_reason,
+               merged_lora, save_tensors, split_by_task, train, trainable_parameters)
 
 METHODS = ("neurons", "random", "full", "lora")
 NEURON_SETS = ("specific", "specific+universal")
@@ -335,7 +334,7 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
     if needs_neurons and config.n_neurons == 0:
         reasons.append(f"no neurons selected: {config.target} has no {config.neuron_set} neurons with these "
                        "selection parameters (loosen them, e.g. a larger top fraction, or add universal neurons)")
-    reasons += common_reasons(config.steps, config.lr, config.batch_tokens)
+    reasons += common_reasons(config.steps, config.lr, config.batch_tokens, loaded.weights_loaded)
     if config.max_length < 8:
         reasons.append(f"max length must be >= 8 tokens, got {config.max_length}")
     if not 0 < config.heldout_fraction < 1:
@@ -400,8 +399,9 @@ class _Adaptation:
     def applied(self):
         return self.deltas.applied(self.loaded) if self.deltas is not None else nullcontext()
 
-    def save(self, folder: Path) -> None:
-        meta = {"method": self.method, "config": self.config.to_params()}
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """The trainable state; `extra` (JSON) rides along in meta.json, e.g. what a resume need not redo."""
+        meta = {"method": self.method, "config": self.config.to_params(), **(extra or {})}
         if self.deltas is not None:
             save_tensors(folder, self.deltas.state_tensors(), meta)
         elif self.peft is not None:
@@ -411,6 +411,16 @@ class _Adaptation:
         else:
             (folder / "meta.json").write_text(json.dumps(meta, indent=1))
             self.loaded.model.save_pretrained(folder / "model")
+
+    def load(self, folder: Path) -> None:
+        """Restore the trainable state `save` wrote (resuming a job)."""
+        if self.deltas is not None:
+            self.deltas.load_tensors(load_tensors(folder)[0])
+        elif self.peft is not None:
+            from peft import set_peft_model_state_dict
+            set_peft_model_state_dict(self.peft, load_tensors(folder)[0])
+        else:
+            load_pretrained_weights(self.loaded.model, folder / "model")
 
 
 def lm_sequences(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int) -> list[tuple[list, list]]:
@@ -438,34 +448,41 @@ def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: Finetun
 
 
 def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig, ctx,
-             checkpoint=None) -> dict:
+             checkpoint=None, resume: Path | None = None) -> dict:
     """Train `config.method` on the target language's training programs; evaluate held-out loss per
-    language (and pass@k) before and after. `checkpoint(adaptation)` saves the trainable state."""
+    language (and pass@k) before and after. `checkpoint(write)` saves a checkpoint folder that
+    `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
     train_set, heldout = split_by_task(snippets, config.heldout_fraction, config.seed)
     target_train = [s for s in train_set if s.lang == config.target]
     target_heldout = [s for s in heldout if s.lang == config.target]
     ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} held-out programs "
             f"in {len({s.lang for s in heldout})} languages")
     eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
-    ctx.progress(0, 1, "evaluating before training")
-    before = language_losses(loaded, heldout, **eval_kwargs)
-    pass_before = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+    saved = read_json(resume / "meta.json", {}) if resume is not None else {}
+    if "before" in saved:  # resumed: the evaluation before training is in the checkpoint
+        before, pass_before = saved["before"], saved.get("pass_before")
+    else:
+        ctx.progress(0, 1, "evaluating before training")
+        before = language_losses(loaded, heldout, **eval_kwargs)
+        pass_before = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
     ctx.check()
     torch.manual_seed(config.seed)
     adaptation = _Adaptation(loaded, config)
+    if resume is not None:
+        adaptation.load(resume)
     batches = make_batches(lm_sequences(loaded, target_train, config.max_length), _pad_id(loaded), loaded.device,
                            config.batch_tokens)
     ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
             f"{len(batches)} batches")
-    save = (lambda: checkpoint(adaptation)) if checkpoint else None
+    extra = {"before": before, "pass_before": pass_before}
+    save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
+        if checkpoint else None
     with adaptation.applied():
         report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
-                       seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every)
+                       seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
         ctx.progress(0, 1, "evaluating after training")
         after = language_losses(loaded, heldout, **eval_kwargs)
         pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
-    if checkpoint:
-        checkpoint(adaptation)
     delta = {lang: after[lang] - before[lang] for lang in before}
     others = [v for lang, v in delta.items() if lang != config.target]
     model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
@@ -492,75 +509,29 @@ def run_job(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
     ctx.progress(0, 1, "loading the model")
     loaded = load_job_model(params, loaded)
     ctx.log(f"model {loaded.source} on {loaded.device}")
-    result = finetune(loaded, snippets, config, ctx,
-                      checkpoint=lambda adaptation: ctx.save_checkpoint(adaptation.save))
+    result = finetune(loaded, snippets, config, ctx, checkpoint=ctx.save_checkpoint, resume=ctx.resume_from)
     result.pop("losses")  # already in metrics.json
     return result
 
 
 # --------------------------------------------------------------------------- export
 
-def export_finetuned(job_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write the fine-tuned model of a finished job as a Hugging Face folder (weights merged, tokenizer
-    copied) that `load_model` reloads. Written to a temporary folder first, then renamed into place."""
-    job_dir, out = Path(job_dir), Path(out)
-    checkpoint = job_dir / "checkpoint"
-    if not (checkpoint / "meta.json").is_file():
-        raise FileNotFoundError(f"{job_dir} has no checkpoint (has the job finished?)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty")
-    config = FinetuneConfig.from_params((read_json(job_dir / "spec.json", {}) or {}).get("params", {}))
-    base = load_model(config.model, device="cpu", dtype=config.dtype,
-                      trust_remote_code=config.trust_remote_code)
-    model = base.model
+def adapted_model(job_dir: str | os.PathLike):
+    """The job's base model with its trained state merged into the weights, and the tokenizer: what
+    tasks.export writes as a Hugging Face folder (W_eff = W + deltas; LoRA merged; full: the weights)."""
+    checkpoint = Path(job_dir) / "checkpoint"
+    config = FinetuneConfig.from_params((read_json(Path(job_dir) / "spec.json", {}) or {}).get("params", {}))
+    base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     if config.method in ("neurons", "random"):
-        tensors, _ = load_tensors(checkpoint)
         deltas = NeuronDeltas(base, config.neurons)
-        deltas.load_tensors(tensors)
+        deltas.load_tensors(load_tensors(checkpoint)[0])
         deltas.merge_into(base)
-    elif config.method == "lora":
-        from peft import set_peft_model_state_dict
-
+        return base.model, base.tokenizer
+    if config.method == "lora":
         tensors, meta = load_tensors(checkpoint)
-        peft_model = apply_lora(base, meta["targets"], int(meta["rank"]))
-        set_peft_model_state_dict(peft_model, tensors)
-        model = peft_model.merge_and_unload()
-    else:
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(checkpoint / "model", dtype=next(model.parameters()).dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp)
-        base.tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def start_export(job: JobInfo, out: str | os.PathLike | None = None, root=None) -> JobInfo:
-    """Export a finished fine-tuning job in the background (an "export" job)."""
-    if job.kind != "finetune" or job.state != "finished":
-        raise JobRefused([f"job {job.id} is not a finished fine-tuning job (state {job.state})"])
-    out = Path(out) if out else job.path / "export"
-    if out.exists() and any(out.iterdir()):
-        raise JobRefused([f"{out} exists and is not empty"])
-    folder = create_job("export", {"job": str(job.path), "out": str(out)}, label=f"export {job.id} -> {out}",
-                        root=root)
-    launch(folder)
-    return read_job(folder, reconcile=False)
-
-
-def run_export(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
-    """Job entry point ("export")."""
-    ctx.progress(0, 1, "exporting")
-    out = export_finetuned(params["job"], params["out"])
-    ctx.progress(1, 1, "exported")
-    return {"out": str(out), "files": sorted(p.name for p in out.iterdir())}
+        return merged_lora(base, tensors, meta["targets"], int(meta["rank"])), base.tokenizer
+    load_pretrained_weights(base.model, checkpoint / "model")
+    return base.model, base.tokenizer
 
 
 # --------------------------------------------------------------------------- results

@@ -17,19 +17,22 @@ models fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from ..corpus import LANGS, Snippet
-from ..jobs import JobInfo, JobRefused, create_job, job_result, launch, read_job
+from ..jobs import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
 from ..jobs import run_job as run_in_process
-from ..models import LoadedModel
+from ..models import LoadedModel, load_model
 from ..syntax import parse
-from . import (apply_lora, common_reasons, estimate_training_bytes, linear_modules, load_job_model, lora_size,
-               make_batches, memory_reason, save_tensors, split_by_task, train, trainable_parameters)
+from . import (apply_lora, common_reasons, estimate_training_bytes, linear_modules, load_job_model, load_tensors,
+               load_weights, lora_size, make_batches, memory_reason, merged_lora, save_tensors, split_by_task, train,
+               trainable_parameters)
 from .metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 
 LAYER_CHOICES = ("concept", "all", "lower", "custom")
@@ -189,6 +192,7 @@ class TransferConfig:
     targets: list[str] = field(default_factory=list)  # empty: every language of the corpus
     eval_before: bool = True
     keep_samples: int = 6
+    checkpoint_every: int = 0  # steps between checkpoints a stopped job resumes from (0: only the last step)
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
@@ -246,7 +250,7 @@ def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Seq
         reasons.append(f"layers {config.layers} lie outside 0..{loaded.n_layers - 1}")
     if config.method == "lora" and config.rank < 1:
         reasons.append(f"the LoRA rank must be >= 1, got {config.rank}")
-    reasons += common_reasons(config.steps, config.lr)
+    reasons += common_reasons(config.steps, config.lr, weights_loaded=loaded.weights_loaded)
     if config.batch_size < 1:
         reasons.append(f"the batch size must be >= 1, got {config.batch_size}")
     if not 0 < config.heldout_fraction < 1:
@@ -297,26 +301,36 @@ def adapt_layers(loaded: LoadedModel, config: TransferConfig):
 
 
 def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx,
-             checkpoint=None) -> dict:
-    """Adapt on the source language's pairs, then summarize held-out programs of every language."""
+             checkpoint=None, resume: Path | None = None) -> dict:
+    """Adapt on the source language's pairs, then summarize held-out programs of every language.
+    `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see tasks.train);
+    `resume`: such a folder to continue from."""
     train_pairs, eval_pairs = _split(snippets, config)
     ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} held-out pairs; "
             f"layers {config.layers} ({config.layer_note})")
     gen = dict(max_code_tokens=config.max_code_tokens, max_new_tokens=config.max_new_tokens,
                no_repeat_ngram=config.no_repeat_ngram)
-    before = summarize(loaded, eval_pairs, ctx=ctx, phase="summarizing before training", **gen) \
-        if config.eval_before else None
+    saved = read_json(resume / "meta.json", {}) if resume is not None else {}
+    if "before" in saved:  # resumed: the summaries before training are in the checkpoint
+        before = saved["before"]
+    else:
+        before = summarize(loaded, eval_pairs, ctx=ctx, phase="summarizing before training", **gen) \
+            if config.eval_before else None
     torch.manual_seed(config.seed)
     params, peft_model = adapt_layers(loaded, config)
+    if resume is not None:
+        restore_layers(loaded, peft_model, resume)
     sequences = [training_sequence(loaded, p, config.max_code_tokens, config.max_summary_tokens) for p in train_pairs]
     longest = max(len(ids) for ids, _ in sequences)
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     batches = make_batches(sequences, pad, loaded.device, batch_tokens=config.batch_size * longest,
                            max_batch=config.batch_size)
-    report = train(loaded.model, params, batches, steps=config.steps, lr=config.lr, ctx=ctx, seed=config.seed)
-    if checkpoint:
-        checkpoint(params, peft_model)
+    meta = {"config": config.to_params(), "before": before}
+    save = (lambda training: checkpoint(lambda folder: (save_layers(loaded, params, peft_model, folder, meta),
+                                                        training(folder)))) if checkpoint else None
+    report = train(loaded.model, params, batches, steps=config.steps, lr=config.lr, ctx=ctx, seed=config.seed,
+                   checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
     after = summarize(loaded, eval_pairs, ctx=ctx, phase="summarizing after training", **gen)
     scores = score(eval_pairs, after)
     if before is not None:
@@ -356,24 +370,44 @@ def run_job(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
     ctx.progress(0, 1, "loading the model")
     loaded = load_job_model(params, loaded)
     ctx.log(f"model {loaded.source} on {loaded.device}")
-
-    def checkpoint(params_, peft_model):
-        def write(folder):
-            meta = {"config": config.to_params()}
-            if peft_model is not None:
-                from peft import get_peft_model_state_dict
-                save_tensors(folder, get_peft_model_state_dict(peft_model),
-                             {**meta, "targets": _targets_names(peft_model)})
-            else:
-                names = {id(p): n for n, p in loaded.model.named_parameters()}
-                save_tensors(folder, {names[id(p)]: p for p in params_}, meta)
-        ctx.save_checkpoint(write)
-
-    return transfer(loaded, snippets, config, ctx, checkpoint=checkpoint)
+    return transfer(loaded, snippets, config, ctx, checkpoint=ctx.save_checkpoint, resume=ctx.resume_from)
 
 
-def _targets_names(peft_model) -> list[str]:
-    return sorted(peft_model.peft_config["default"].target_modules)
+# --------------------------------------------------------------------------- checkpoints and export
+
+def save_layers(loaded: LoadedModel, params, peft_model, folder: Path, meta: dict) -> None:
+    """The adapted layers' trainable state: LoRA weights (their targets follow from the config), or the
+    chosen blocks' own parameters by name."""
+    if peft_model is not None:
+        from peft import get_peft_model_state_dict
+        save_tensors(folder, get_peft_model_state_dict(peft_model), meta)
+    else:
+        names = {id(p): n for n, p in loaded.model.named_parameters()}
+        save_tensors(folder, {names[id(p)]: p for p in params}, meta)
+
+
+def restore_layers(loaded: LoadedModel, peft_model, folder: Path) -> None:
+    """Load what `save_layers` wrote into the freshly adapted model (resuming a job)."""
+    tensors, _ = load_tensors(folder)
+    if peft_model is not None:
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(peft_model, tensors)
+    else:
+        load_weights(loaded.model, tensors)
+
+
+def adapted_model(job_dir: str | os.PathLike):
+    """The job's base model with the adapted layers merged in, and the tokenizer: what tasks.export
+    writes as a Hugging Face folder."""
+    checkpoint = Path(job_dir) / "checkpoint"
+    config = TransferConfig.from_params((read_json(Path(job_dir) / "spec.json", {}) or {}).get("params", {}))
+    base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    tensors, _ = load_tensors(checkpoint)
+    if config.method == "lora":
+        # the targets as training chose them (peft's own record may be shortened to name suffixes)
+        return merged_lora(base, tensors, _targets(base, config), config.rank), base.tokenizer
+    load_weights(base.model, tensors)
+    return base.model, base.tokenizer
 
 
 # --------------------------------------------------------------------------- results

@@ -24,6 +24,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
 ARTIFACTS = REPO_DIR / "cache" / "test-artifacts"
+# Streamlit is still running a script: its running indicator, or elements of the previous run not yet replaced
+BUSY = '[data-testid="stStatusWidget"], [data-testid="stElementContainer"][data-stale="true"]'
 
 
 def _free_port() -> int:
@@ -46,7 +48,7 @@ def playwright_browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def app_url(tmp_path_factory):
     """Start `streamlit run app.py` and wait until it answers; stop it (and any analysis a page left
     running) as soon as the browser tests are done, not at the end of the whole test session."""

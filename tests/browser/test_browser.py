@@ -1,4 +1,5 @@
-"""The app in a real browser: every page loads, charts render, the token inspector colours tokens."""
+"""The app in a real browser: every page loads, charts render, the token inspector colours tokens, the
+Clones page finds clones of pasted code, and a fine-tuning job started from the page runs to the end."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ import time
 
 import pytest
 
-from .conftest import screenshot
+from .conftest import BUSY, screenshot
 
-PAGES = ["", "neurons", "layers", "embeddings", "clones"]
+PAGES = ["", "neurons", "layers", "embeddings", "clones", "finetune", "transfer", "jobs"]
 
 
 def settle(page, quiet_s: float = 1.5, timeout_s: float = 600) -> None:
-    """Wait until Streamlit has finished running the script (its status widget stays gone)."""
+    """Wait until Streamlit has finished running the script: no running indicator and no stale element
+    (left from the previous run, not yet replaced) for `quiet_s`."""
     page.wait_for_selector("h1")  # every page starts with a title: the script has started
     deadline, calm_since = time.time() + timeout_s, None
     while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        if running:
+        if page.locator(BUSY).count() > 0:
             calm_since = None
         elif calm_since is None:
             calm_since = time.time()
@@ -59,3 +60,41 @@ def test_neurons_heatmap_and_token_inspector(page, app_url):
     styles = [spans.nth(i).get_attribute("style") for i in range(spans.count())]
     assert any("rgba(" in s and not s.startswith("background:rgba(220,50,47,0.00)") for s in styles)
     screenshot(page, "neurons-token-inspector")
+
+
+def test_clones_page_finds_pasted_code(page, app_url):
+    from neuro.corpus import load_corpus
+
+    java = next(s for s in load_corpus(None) if s.lang == "java")  # the served slice holds the first tasks
+    page.goto(f"{app_url}/clones")
+    settle(page)
+    area = page.locator("textarea").first
+    area.fill(java.code)
+    area.press("Control+Enter")
+    page.get_by_text("Query language: java").wait_for()
+    settle(page)
+    assert_no_exception(page)
+    hits = page.locator('[data-testid="stExpander"]')
+    assert hits.count() >= 5  # other languages only by default: at least one program per other language
+    first = hits.first.inner_text()
+    assert "#1" in first and "java" not in first.split("\n")[0]  # cross-language hits by default
+    screenshot(page, "clones-hits")
+
+
+def test_finetune_job_from_the_page_runs_to_the_end(page, app_url):
+    page.goto(f"{app_url}/finetune")
+    settle(page)
+    steps = page.get_by_role("spinbutton", name="Steps", exact=True)
+    steps.fill("6")
+    steps.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Start fine-tuning").click()
+    page.get_by_text("Started job").wait_for()
+    # the live panel polls the job folder: first a progress bar, then the finished run's table
+    page.get_by_text("Losses: mean next-token cross-entropy").wait_for(timeout=300_000)
+    assert_no_exception(page)
+    screenshot(page, "finetune-finished")
+    page.goto(f"{app_url}/jobs")
+    page.locator('[data-testid="stMetricValue"]', has_text="finished").first.wait_for()  # the job's state
+    assert_no_exception(page)
+    screenshot(page, "jobs")

@@ -24,8 +24,10 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage"]
 ARTIFACTS = REPO_DIR / "cache" / "test-artifacts"
-# Streamlit is still running a script: its running indicator, or elements of the previous run not yet replaced
-BUSY = '[data-testid="stStatusWidget"], [data-testid="stElementContainer"][data-stale="true"]'
+# Streamlit is still running a script: its running indicator, elements of the previous run not yet replaced,
+# or a progress bar or spinner of a computation (the app removes both when it is done)
+BUSY = ('[data-testid="stStatusWidget"], [data-testid="stElementContainer"][data-stale="true"], '
+        '[data-testid="stProgress"], [data-testid="stSpinner"]')
 
 
 def _free_port() -> int:

@@ -76,7 +76,10 @@ async def user_session(browser, url: str, code: str) -> tuple[dict, dict]:
         await _paste(page, code)
         lang = "python" if code.startswith("def") else "go"
         await page.get_by_text(f"Query language: {lang}").wait_for()
-        done = await _settle(page)  # the hits below may still be the previous run's
+        # the query shown beside the hits is the pasted code (the default example is Python too, so the
+        # language line alone does not prove the rerun), then the run's end (hits may still be stale)
+        await page.locator('[data-testid="stCode"]', has_text=first_line.split("(")[0]).first.wait_for()
+        done = await _settle(page)
         hits = page.locator('[data-testid="stExpander"] summary')
         await hits.first.wait_for()
         times["clones search"] = done - start

@@ -16,7 +16,8 @@ STATS_KIND = "corpus_stats"
 
 
 def _stats_key(loaded: LoadedModel, snippets: Sequence[Snippet], params: dict) -> str:
-    return make_key(STATS_KIND, model=loaded.identity, corpus=corpus_hash(snippets), **params)
+    # version 2: with the signed attribution (importance_sum)
+    return make_key(STATS_KIND, model=loaded.identity, corpus=corpus_hash(snippets), version=2, **params)
 
 
 def corpus_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,

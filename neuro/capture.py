@@ -110,7 +110,9 @@ class CorpusStats:
     """Per-language, per-(layer, neuron) accumulators over a corpus.
 
     act_abs_sum: sum over tokens of |a|;  pls_sum: sum over samples of mean over the sample's tokens
-    of |a * dLoss/da| (Loss = the sample's mean next-token cross-entropy); active_count: tokens with
+    of |a * dLoss/da| (Loss = the sample's mean next-token cross-entropy); importance_sum: the same
+    with max(0, -a * dLoss/da), the first-order estimate of how much zeroing the neuron raises the loss
+    (PLS's absolute value also credits neurons whose removal would lower it); active_count: tokens with
     act_fn(gate) > 0 (LAPE); tokens / samples / loss_sum per language.
 
     Optional, pooled over languages: type_sum / type_count, the sum of activations per tree-sitter
@@ -130,8 +132,9 @@ class CorpusStats:
     type_count: np.ndarray | None = None  # (node types,)
     top_values: np.ndarray | None = None  # (layers, k, neurons) float32, descending
     top_ids: np.ndarray | None = None     # (layers, k, neurons) int64
+    importance_sum: np.ndarray | None = None  # (languages, layers, neurons) float32, with gradients
 
-    _OPTIONAL = ("pls_sum", "type_sum", "type_count", "top_values", "top_ids")
+    _OPTIONAL = ("pls_sum", "type_sum", "type_count", "top_values", "top_ids", "importance_sum")
 
     @property
     def n_layers(self) -> int:
@@ -151,6 +154,13 @@ class CorpusStats:
         if self.pls_sum is None:
             raise ValueError("these statistics were captured without gradients: no PLS")
         return self.pls_sum / np.maximum(self.samples, 1)[:, None, None]
+
+    def importance(self) -> np.ndarray:
+        """Mean over samples of the per-token mean of max(0, -a * dLoss/da)."""
+        if self.importance_sum is None:
+            raise ValueError("these statistics have no signed attribution (captured without gradients or by an "
+                             "older version): recapture them")
+        return self.importance_sum / np.maximum(self.samples, 1)[:, None, None]
 
     def mean_loss(self) -> dict[str, float]:
         return {lang: float(self.loss_sum[i] / max(self.samples[i], 1)) for i, lang in enumerate(self.languages)}
@@ -186,7 +196,8 @@ class CorpusStats:
                            self.active_count + other.active_count, add(self.pls_sum, other.pls_sum),
                            self.tokens + other.tokens, self.samples + other.samples,
                            self.loss_sum + other.loss_sum, dict(self.meta), add(self.type_sum, other.type_sum),
-                           add(self.type_count, other.type_count), top_values, top_ids)
+                           add(self.type_count, other.type_count), top_values, top_ids,
+                           add(self.importance_sum, other.importance_sum))
 
 
 class StatisticsHooks:
@@ -202,6 +213,7 @@ class StatisticsHooks:
         self.act_abs = torch.zeros(shape, dtype=torch.float32, device=dev)
         self.active = torch.zeros(shape, dtype=torch.float32, device=dev)
         self.pls = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.importance = torch.zeros(shape, dtype=torch.float32, device=dev)
         self.n_types = n_node_types
         self.type_sum = torch.zeros((len(self.sites), n_node_types, self.width), device=dev) if n_node_types else None
         self.top_k = top_k
@@ -228,7 +240,7 @@ class StatisticsHooks:
             self.token_ids = token_ids.reshape(-1)
 
     def reset(self) -> None:
-        for acc in (self.act_abs, self.active, self.pls):
+        for acc in (self.act_abs, self.active, self.pls, self.importance):
             acc.zero_()
 
     def _reduce(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -290,6 +302,7 @@ class StatisticsHooks:
         return hook
 
     def _add_pls(self, layer: int, weight: torch.Tensor, product: torch.Tensor) -> None:
+        self.importance[layer] += self._reduce(weight, product.neg().clamp_(min=0))
         self.pls[layer] += self._reduce(weight, product.abs_())
 
 
@@ -334,7 +347,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     langs = list(languages or dict.fromkeys(s.lang for s in snippets))
     n_layers, width = loaded.n_layers, loaded.n_neurons
     # float32 like the accumulators on the device: float64 would double the cache for no precision
-    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in ("act_abs", "active", "pls")}
+    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32)
+           for name in ("act_abs", "active", "pls", "importance")}
     tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
     pad_id, device, model = _pad_id(loaded), loaded.device, loaded.model
     embed = model.get_input_embeddings()
@@ -376,12 +390,13 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                 out["act_abs"][li] = hooks.act_abs.cpu().numpy()
                 out["active"][li] = hooks.active.cpu().numpy()
                 out["pls"][li] = hooks.pls.cpu().numpy()
+                out["importance"][li] = hooks.importance.cpu().numpy()
 
     meta = {"languages": langs, "gradients": gradients, "max_length": max_length,
             "token_reduction": "mean over the sample's tokens", "model": loaded.identity,
             "node_types": node_types, "top_k": top_k, "snippet_ids": [s.id for s in snippets] if top_k else []}
     stats = CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
-                        tokens, samples, loss_sum, meta)
+                        tokens, samples, loss_sum, meta, importance_sum=out["importance"] if gradients else None)
     if syntax:
         stats.type_sum = hooks.type_sum.cpu().numpy()
         mine_ids = [type_ids[i] for i in mine if snippets[i].lang in langs]

@@ -51,7 +51,8 @@ def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") ->
     """Sum every rank's shard statistics (all ranks receive the result)."""
     device = torch.device(device)
     summed = {name: _all_sum(getattr(stats, name), device) for name in
-              ("act_abs_sum", "active_count", "pls_sum", "tokens", "samples", "loss_sum", "type_sum", "type_count")}
+              ("act_abs_sum", "active_count", "pls_sum", "importance_sum", "tokens", "samples", "loss_sum",
+               "type_sum", "type_count")}
     top_values, top_ids = stats.top_values, stats.top_ids
     if top_values is not None:
         gathered_v = [torch.empty_like(torch.from_numpy(top_values)).to(device) for _ in range(dist.get_world_size())]

@@ -37,6 +37,7 @@ _SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
 # --------------------------------------------------------------------------- parameters
 
 NORMALIZATIONS = ("none", "language", "language_layer")
+SCORES = ("pls", "signed")
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,22 @@ class SelectionParams:
         selection. "language" divides each language's PLS by its mean over all neurons;
         "language_layer" (default) by its mean over each layer's neurons, so selection reflects
         specialization rather than scale.
+    score: "pls" (the paper) ranks by |a * dLoss/da|; "signed" by max(0, -a * dLoss/da), the
+        first-order estimate of the loss increase when the neuron is zeroed. The absolute value credits
+        neurons whose removal would lower a language's loss too; on the demo model that is why the
+        PLS-selected C++ and JavaScript neurons do not hurt their language when ablated, while the
+        signed score's do (see the README).
     """
 
     candidate_quantile: float = 0.90
     ratio: float = 1.5
     top_fraction: float = 0.01
     normalize: str = "language_layer"
+    score: str = "pls"
 
     def __post_init__(self):
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if not 0.0 <= self.candidate_quantile <= 1.0:
@@ -309,7 +318,8 @@ def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
 def select_pls(stats: CorpusStats, params: SelectionParams | None = None) -> NeuronSelection:
     """Language-specific and universal neurons by PLS (the paper's method; see SelectionParams.normalize)."""
     params = params or SelectionParams()
-    return select_pls_scores(normalized_pls(stats.pls(), params.normalize), stats.languages, params)
+    scores = stats.pls() if params.score == "pls" else stats.importance()
+    return select_pls_scores(normalized_pls(scores, params.normalize), stats.languages, params)
 
 
 # --------------------------------------------------------------------------- LAPE

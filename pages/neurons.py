@@ -72,7 +72,14 @@ with st.expander("Selection method and parameters", expanded=False):
             help="PLS grows with a language's loss (harder language, larger gradients) and differs several-fold "
                  "between layers. Dividing by the mean of each language (and layer) makes selection reflect "
                  "specialization rather than scale; 'raw' compares PLS values as the paper defines them.")
-        params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize)
+        score = st.radio(
+            "Score", ["pls", "signed"], horizontal=True, key="neurons_score",
+            format_func={"pls": "PLS |a x dL/da| (the paper)", "signed": "signed: max(0, -a x dL/da)"}.get,
+            help="PLS credits a neuron for a large attribution of either sign, including neurons whose removal "
+                 "would LOWER a language's loss. The signed score is the first-order estimate of the loss "
+                 "increase when the neuron is zeroed, so its selections are the neurons ablation should hurt.")
+        params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize,
+                                 score=score)
     else:
         top = c1.slider("Top fraction (lowest entropy)", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="lape_top")
         fq = c2.slider("Eligibility quantile", 0.5, 0.999, 0.95, 0.005, key="lape_filter")

@@ -24,6 +24,7 @@ def reference_statistics(loaded, snippets, max_length=512):
     act_abs = np.zeros((len(langs), n_layers, width))
     active = np.zeros_like(act_abs)
     pls = np.zeros_like(act_abs)
+    importance = np.zeros_like(act_abs)
     samples = np.zeros(len(langs))
     tokens = np.zeros(len(langs))
     embed = loaded.model.get_input_embeddings()
@@ -50,15 +51,17 @@ def reference_statistics(loaded, snippets, max_length=512):
         n = ids.shape[1]
         for layer in range(n_layers):
             a, g, act = kept[layer][0].detach(), kept[layer].grad[0], acts[layer][0]
-            per_token = np.zeros(width)
+            per_token, per_token_signed = np.zeros(width), np.zeros(width)
             for t in range(n):
                 act_abs[li, layer] += a[t].abs().numpy()
                 active[li, layer] += (act[t] > 0).float().numpy()
                 per_token += (a[t] * g[t]).abs().numpy()
+                per_token_signed += np.maximum(0.0, -(a[t] * g[t]).numpy())
             pls[li, layer] += per_token / n
+            importance[li, layer] += per_token_signed / n
         samples[li] += 1
         tokens[li] += n
-    return dict(act_abs=act_abs, active=active, pls=pls, samples=samples, tokens=tokens)
+    return dict(act_abs=act_abs, active=active, pls=pls, importance=importance, samples=samples, tokens=tokens)
 
 
 def _assert_matches(stats, ref):
@@ -67,6 +70,7 @@ def _assert_matches(stats, ref):
     np.testing.assert_allclose(stats.act_abs_sum, ref["act_abs"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats.active_count, ref["active"])
     np.testing.assert_allclose(stats.pls_sum, ref["pls"], rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(stats.importance_sum, ref["importance"], rtol=1e-3, atol=1e-8)
 
 
 def test_statistics_match_reference_loop(tiny, snippets):
@@ -75,6 +79,9 @@ def test_statistics_match_reference_loop(tiny, snippets):
     _assert_matches(stats, reference_statistics(tiny, snippets))
     assert stats.pls().shape == (len(stats.languages), tiny.n_layers, tiny.n_neurons)
     assert (stats.pls() > 0).all()
+    # max(0, -a g) is one part of |a g|: both parts occur, and neither alone is the whole
+    assert (stats.importance() <= stats.pls() + 1e-6).all()
+    assert 0 < stats.importance().sum() < stats.pls().sum()
 
 
 @pytest.mark.parametrize("kind", [k for k in ARCHITECTURES if k not in ("llama", "qwen2", "gpt2")])

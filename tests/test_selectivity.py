@@ -445,3 +445,26 @@ def test_normalization_removes_language_and_layer_scale():
         ([2], [7], [LANGS[0]])
     with pytest.raises(ValueError, match="normalize"):
         SelectionParams(normalize="zscore")
+
+
+def test_signed_score_selects_by_the_signed_attribution():
+    """score="signed" ranks by importance (max(0, -a g)), not by |a g|: a neuron with a large PLS whose
+    attribution is of the harmless sign is not selected, one with a large signed importance is."""
+    pls = background(seed=3)
+    importance = background(seed=4, high=0.5)
+    pls[0, 1, 7] = 50.0          # huge |a g| for the first language, but nothing of it is "removal hurts"
+    importance[0, 1, 7] = 0.0
+    importance[1, 2, 9] = 40.0   # large signed importance for the second language
+    stats = make_stats(pls)
+    stats.importance_sum = importance * stats.samples[:, None, None]
+    by_pls = select_neurons(stats, "pls", SelectionParams(normalize="none"))
+    by_signed = select_neurons(stats, "pls", SelectionParams(normalize="none", score="signed"))
+    assert (1, 7) in by_pls.neurons_for(LANGS[0], as_pairs=True)
+    assert (1, 7) not in by_signed.neurons_for(LANGS[0], as_pairs=True)
+    assert (2, 9) in by_signed.neurons_for(LANGS[1], as_pairs=True)
+    assert (2, 9) not in by_pls.neurons_for(LANGS[1], as_pairs=True)
+    with pytest.raises(ValueError, match="score"):
+        SelectionParams(score="abs")
+    stats.importance_sum = None
+    with pytest.raises(ValueError, match="recapture"):
+        select_neurons(stats, "pls", SelectionParams(score="signed"))

@@ -16,6 +16,9 @@ def _selection_options(p) -> None:
     p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
     p.add_argument("--normalize", choices=["language_layer", "language", "none"], default="language_layer",
                    help="divide PLS by its mean per language and layer (default), per language, or not (raw)")
+    p.add_argument("--score", choices=["pls", "signed"], default="pls",
+                   help="pls: |a * dL/da| (the paper); signed: max(0, -a * dL/da), the first-order estimate of "
+                        "the loss increase when a neuron is zeroed")
 
 
 def _seed_option(p) -> None:
@@ -47,7 +50,7 @@ def _selection(args, stats):
         params = LapeParams(top_fraction=args.top_fraction)
     else:
         params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
-                                 top_fraction=args.top_fraction, normalize=args.normalize)
+                                 top_fraction=args.top_fraction, normalize=args.normalize, score=args.score)
     return select_neurons(stats, args.method, params)
 
 

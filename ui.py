@@ -98,6 +98,7 @@ def sidebar() -> Selection:
                     st.session_state[_widget("model_card")] = next(iter(cards))
                 st.selectbox("Model with cached results", list(cards), format_func=cards.get,
                              key=_widget("model_card"))
+                st.session_state.model_card = st.session_state[_widget("model_card")]  # used below, this run
             else:
                 st.caption("No cached results yet: run an analysis, or copy `cache/` from another machine.")
         if st.session_state.model_kind not in (DEMO, CACHED):

@@ -38,6 +38,9 @@ with left:
         st.warning(selection.model_error)
     else:
         info = model_info(selection.model)
+        if not selection.model.weights_loaded:
+            st.info("Cached results only: the model is opened from its card without weights (device `meta`). "
+                    "Every view shows what is in the cache; computing anything new needs the model's folder.")
         c1, c2, c3 = st.columns(3)
         c1.metric("Layers", info.n_layers)
         c2.metric("Neurons per layer", f"{info.neurons_per_layer:,}")

@@ -116,3 +116,16 @@ def test_training_is_refused_without_weights(laptop, monkeypatch):
     assert not at.exception, at.exception
     assert any("without weights" in e.value for e in at.error)
     assert not (home / "cache" / "jobs").exists() or not any((home / "cache" / "jobs").iterdir())
+
+
+def test_sidebar_lists_cached_models(laptop, monkeypatch):
+    home, identity, _ = laptop
+    monkeypatch.delenv("NEURO_MODEL", raising=False)
+    monkeypatch.setenv("NEURO_CORPUS", str(home / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
+    at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120).run()
+    at.radio(key="_w_model_kind").set_value("Cached results only").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="_w_model_card").value.endswith(identity)
+    assert {m.label: m.value for m in at.metric}["Layers"] == "3"
+    assert any("Cached results only" in i.value for i in at.info)

@@ -27,6 +27,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         loaded = tiny_model("llama")  # same seed in every rank: identical weights
         stats = distributed_statistics(loaded, SNIPPETS, syntax=True, top_k=4, batch_tokens=150)
         np.savez(f"{out_dir}/rank{rank}.npz", **stats.to_arrays())
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it (SIGABRT at exit)
     finally:
         dist.destroy_process_group()
 

@@ -111,13 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .distributed import finish
+
     try:
         summary, text = args.handler(args)
     except (ModelLoadError, CorpusError, WeightsNotLoaded, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         if args.json:
             print(json.dumps({"error": str(err)}))
+        finish(wait=False)
         return 2
+    finish()  # under torchrun: every rank leaves the process group together
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only the first rank reports
         print(json.dumps(summary, indent=1, default=str) if args.json else text)
     return 0

@@ -39,6 +39,16 @@ def init_from_env() -> str | None:
     return "cpu"
 
 
+def finish(wait: bool = True) -> None:
+    """Leave the process group, together (`wait`): a rank that exits while another still uses gloo
+    aborts it (SIGABRT, "terminate called without an active exception"). After an error other ranks may
+    never reach the barrier, so then just leave."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def _all_sum(array: np.ndarray | None, device: torch.device) -> np.ndarray | None:
     if array is None:
         return None

@@ -37,6 +37,17 @@ def laptop(tmp_path_factory):
     return home, with_weights.identity, stats
 
 
+def laptop_app(monkeypatch, home, model) -> AppTest:
+    """The app on the laptop's copied cache and corpus; `model`: a card folder, or None for the default."""
+    if model is None:
+        monkeypatch.delenv("NEURO_MODEL", raising=False)
+    else:
+        monkeypatch.setenv("NEURO_MODEL", str(model))
+    monkeypatch.setenv("NEURO_CORPUS", str(home / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
+    return AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120)
+
+
 def test_the_card_is_kept_and_listed(laptop):
     home, identity, _ = laptop
     cards = list_cards(home / "cache")
@@ -86,10 +97,7 @@ def test_cli_lists_cards_and_browses(laptop, capsys):
 
 def test_app_browses_the_cache_without_weights(laptop, monkeypatch):
     home, _, _ = laptop
-    monkeypatch.setenv("NEURO_MODEL", str(list_cards(home / "cache")[0].folder))
-    monkeypatch.setenv("NEURO_CORPUS", str(home / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
-    at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120)
+    at = laptop_app(monkeypatch, home, model=list_cards(home / "cache")[0].folder)
     at.switch_page("pages/neurons.py")
     at.run()
     assert not at.exception, at.exception
@@ -105,10 +113,7 @@ def test_app_browses_the_cache_without_weights(laptop, monkeypatch):
 
 def test_training_is_refused_without_weights(laptop, monkeypatch):
     home, _, _ = laptop
-    monkeypatch.setenv("NEURO_MODEL", str(list_cards(home / "cache")[0].folder))
-    monkeypatch.setenv("NEURO_CORPUS", str(home / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
-    at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120)
+    at = laptop_app(monkeypatch, home, model=list_cards(home / "cache")[0].folder)
     at.switch_page("pages/finetune.py")
     at.run()
     assert not at.exception, at.exception
@@ -120,10 +125,7 @@ def test_training_is_refused_without_weights(laptop, monkeypatch):
 
 def test_sidebar_lists_cached_models(laptop, monkeypatch):
     home, identity, _ = laptop
-    monkeypatch.delenv("NEURO_MODEL", raising=False)
-    monkeypatch.setenv("NEURO_CORPUS", str(home / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
-    at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120).run()
+    at = laptop_app(monkeypatch, home, model=None).run()
     at.radio(key="_w_model_kind").set_value("Cached results only").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="_w_model_card").value.endswith(identity)

@@ -1,4 +1,10 @@
-"""Streamlit entry point: `streamlit run app.py`. A router; the views live in pages/."""
+"""Streamlit entry point: `streamlit run app.py`. A router; the views live in views/.
+
+Not in `pages/`: Streamlit treats a `pages/` folder as the old multipage layout until the first
+session has run this script, so a deep link (e.g. /neurons?tab=Token+inspector) opened first on a
+fresh server ran the page file directly: no page config, no router, the folder's file names as
+navigation.
+"""
 
 import streamlit as st
 
@@ -7,14 +13,14 @@ from neuro.browse import WeightsNotLoaded
 st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/neurons.py", title="Neurons", icon=":material/neurology:"),
-    st.Page("pages/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
-    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
-    st.Page("pages/clones.py", title="Clones", icon=":material/content_copy:"),
-    st.Page("pages/finetune.py", title="Fine-tuning", icon=":material/tune:"),
-    st.Page("pages/transfer.py", title="Transfer", icon=":material/translate:"),
-    st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
+    st.Page("views/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("views/neurons.py", title="Neurons", icon=":material/neurology:"),
+    st.Page("views/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
+    st.Page("views/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("views/clones.py", title="Clones", icon=":material/content_copy:"),
+    st.Page("views/finetune.py", title="Fine-tuning", icon=":material/tune:"),
+    st.Page("views/transfer.py", title="Transfer", icon=":material/translate:"),
+    st.Page("views/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
 try:
     st.navigation(pages).run()

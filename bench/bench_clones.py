@@ -52,8 +52,8 @@ def bench_random(args) -> dict:
     unit = index.vectors
     out = {"rows": args.rows, "dim": args.dim,
            "floor_matvec_only": timed(lambda q: unit @ q, queries),
-           "matvec_top10": timed(lambda q: index.search_vector(q, 10), queries),
-           "matvec_top10_one_language": timed(lambda q: index.search_vector(q, 10, ["python"]), queries)}
+           "matvec_top10": timed(lambda q: index.search_vector(q, 10, lang="go"), queries),
+           "matvec_top10_one_language": timed(lambda q: index.search_vector(q, 10, ["python"], lang="go"), queries)}
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(emb)

@@ -76,7 +76,7 @@ def main() -> None:
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     at.run()  # the landing page loads the model once per process (not part of the page's render)
-    at.switch_page("pages/neurons.py")
+    at.switch_page("views/neurons.py")
     start = time.perf_counter()
     at.run()
     first = time.perf_counter() - start

@@ -1,8 +1,17 @@
-"""Pooled program embeddings per layer, cached, and their 2-D projections (UMAP) for the Embeddings view."""
+"""Pooled program embeddings per layer, cached; their centring before cosine; and their 2-D
+projections (UMAP) for the Embeddings view.
+
+Centring: mean-pooled states share a large common direction (anisotropy) and, on top of it, a
+per-language direction (a linear probe reads the language off every layer at ~99 %). Subtracting each
+language's mean leaves what the programs of one language differ in, which is what aligns across
+languages (Libovicky et al., 2020, "On the language neutrality of pre-trained multilingual
+representations"). On the demo model this more than doubles cross-language clone MAP@R.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,6 +23,72 @@ from .store import Entry, Store, make_key
 
 POOLED_KIND = "pooled_states"
 PROJECTION_KIND = "projection"
+
+CENTERINGS = {
+    "language": "each program minus the mean of its language's programs (default)",
+    "corpus": "every program minus the corpus mean",
+    "none": "raw states",
+}
+DEFAULT_CENTERING = "language"
+MIN_LANGUAGE_ROWS = 5  # a language with fewer programs is centred on the corpus mean (its own mean is noise)
+
+
+def unit_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Rows minus `mean` (if given), scaled to unit length: cosine similarity becomes a dot product."""
+    x = np.asarray(x, dtype=np.float32)
+    if mean is not None:
+        x = x - mean
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def check_centering(center: str) -> str:
+    if center not in CENTERINGS:
+        raise ValueError(f"centring must be one of {', '.join(CENTERINGS)}, not {center!r}")
+    return center
+
+
+@dataclass(frozen=True)
+class Centering:
+    """The means subtracted before cosine: per language and for the whole corpus."""
+
+    how: str
+    corpus_mean: np.ndarray
+    language_means: dict[str, np.ndarray]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, langs: Sequence[str], how: str = DEFAULT_CENTERING) -> Centering:
+        x = np.asarray(x, dtype=np.float32)
+        langs = np.asarray(langs)
+        means = {}
+        if check_centering(how) == "language":
+            for lang in dict.fromkeys(langs.tolist()):
+                rows = langs == lang
+                if rows.sum() >= MIN_LANGUAGE_ROWS:
+                    means[lang] = x[rows].mean(0)
+        return cls(how, x.mean(0), means)
+
+    def mean_for(self, lang: str | None) -> np.ndarray | None:
+        """What a program in `lang` is centred on (None: nothing)."""
+        if self.how == "none":
+            return None
+        if self.how == "language" and lang in self.language_means:
+            return self.language_means[lang]
+        return self.corpus_mean
+
+    def apply(self, x: np.ndarray, langs: Sequence[str]) -> np.ndarray:
+        """Unit rows of `x` after centring each row for its language."""
+        out = np.array(x, dtype=np.float32)
+        if self.how != "none":
+            langs = np.asarray(langs)
+            for lang in dict.fromkeys(langs.tolist()):
+                out[langs == lang] -= self.mean_for(lang)
+        return unit_rows(out)
+
+
+def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: str = DEFAULT_CENTERING) -> np.ndarray:
+    """Unit rows of one embedding per snippet, centred as `how` says, fitted on these rows."""
+    langs = [s.lang for s in snippets]
+    return Centering.fit(x, langs, how).apply(x, langs)
 
 
 def pooled_key(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int = 512) -> str:
@@ -45,13 +120,18 @@ def project_2d(points: np.ndarray, seed: int = 0, neighbors: int = 15) -> np.nda
 
 
 def cached_projection(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int, *, seed: int = 0,
-                      store: Store | None = None, progress: Progress | None = None) -> tuple[np.ndarray, bool]:
-    """2-D UMAP of the pooled states at `layer`, cached on disk: (points (snippets, 2), cache_hit)."""
+                      center: str = "none", store: Store | None = None,
+                      progress: Progress | None = None) -> tuple[np.ndarray, bool]:
+    """2-D UMAP of the pooled states at `layer` (centred as `center` says), cached on disk:
+    (points (snippets, 2), cache_hit)."""
+    check_centering(center)
     store = store or Store()
-    key = make_key(PROJECTION_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, seed=seed)
+    key = make_key(PROJECTION_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, seed=seed,
+                   center=center)
 
     def compute() -> Entry:
-        pooled = cached_pooled(loaded, snippets, store=store, progress=progress)
-        return Entry(arrays={"xy": project_2d(pooled[:, layer], seed=seed)})
+        pooled = cached_pooled(loaded, snippets, store=store, progress=progress)[:, layer]
+        points = pooled if center == "none" else centred_rows(pooled, snippets, center)
+        return Entry(arrays={"xy": project_2d(points, seed=seed)})
     entry, hit = store.get_or_compute(PROJECTION_KIND, key, compute)
     return entry.arrays["xy"], hit

@@ -1,6 +1,7 @@
 """The app shell under Streamlit's AppTest, on a tiny model saved to a folder."""
 
 import html
+import json
 import re
 
 import pytest
@@ -54,7 +55,7 @@ def _neurons(monkeypatch, app_env):
     monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
     at = AppTest.from_file(str(APP), default_timeout=180)
-    at.switch_page("pages/neurons.py")
+    at.switch_page("views/neurons.py")
     return at.run()
 
 
@@ -93,7 +94,7 @@ def _page(monkeypatch, app_env, page):
 
 
 def test_layers_page(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "pages/layers.py")
+    at = _page(monkeypatch, app_env, "views/layers.py")
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
     assert any("Concept layers" in m.value for m in at.markdown)
@@ -102,7 +103,11 @@ def test_layers_page(monkeypatch, app_env):
 
 
 def test_embeddings_page(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "pages/embeddings.py")
+    at = _page(monkeypatch, app_env, "views/embeddings.py")
     assert not at.exception, at.exception
     charts = at.get("vega_lite_chart")
     assert len(charts) == 2
+    at.toggle(key="emb_center").set_value(True).run()
+    assert not at.exception, at.exception
+    titles = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
+    assert len(titles) == 2 and all("mean removed" in str(t) for t in titles), titles

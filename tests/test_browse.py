@@ -98,7 +98,7 @@ def test_cli_lists_cards_and_browses(laptop, capsys):
 def test_app_browses_the_cache_without_weights(laptop, monkeypatch):
     home, _, _ = laptop
     at = laptop_app(monkeypatch, home, model=list_cards(home / "cache")[0].folder)
-    at.switch_page("pages/neurons.py")
+    at.switch_page("views/neurons.py")
     at.run()
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 1  # the layer map, from the cache
@@ -106,7 +106,7 @@ def test_app_browses_the_cache_without_weights(laptop, monkeypatch):
     at.run()
     assert not at.exception, at.exception
     assert any("browse-only" in i.value for i in at.info)
-    at.switch_page("pages/layers.py")
+    at.switch_page("views/layers.py")
     at.run()
     assert not at.exception, at.exception
 
@@ -114,7 +114,7 @@ def test_app_browses_the_cache_without_weights(laptop, monkeypatch):
 def test_training_is_refused_without_weights(laptop, monkeypatch):
     home, _, _ = laptop
     at = laptop_app(monkeypatch, home, model=list_cards(home / "cache")[0].folder)
-    at.switch_page("pages/finetune.py")
+    at.switch_page("views/finetune.py")
     at.run()
     assert not at.exception, at.exception
     at.button(key="ft_start").click().run()

@@ -15,10 +15,10 @@ from neuro.cli import main
 from neuro.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
 from neuro.paths import REPO_DIR
 from neuro.store import Store
+from neuro.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
 from neuro.tasks.clones import (EMPTY_MESSAGE, CloneInputError, VectorIndex, all_layer_embeddings, build_index,
                                 code_tokens, decode_upload, embed_code, layer_embeddings, map_at_r, prepare_query,
-                                recall_at_1, retrieval_table, strip_comments, tfidf_vectors,
-                                unit_rows)
+                                recall_at_1, retrieval_table, strip_comments, tfidf_vectors)
 
 # --------------------------------------------------------------------------- metrics
 
@@ -84,7 +84,7 @@ def test_search_returns_the_planted_clone_first():
     emb = rng.standard_normal((500, 64)).astype(np.float32) + 3.0  # a shared offset, removed by centring
     index = VectorIndex(emb, snippets)
     query = emb[137] + 0.05 * rng.standard_normal(64)
-    hits = index.search_vector(query, k=5)
+    hits = index.search_vector(query, k=5, lang="python")
     assert hits[0].id == "s137" and hits[0].lang == "python" and hits[0].score > 0.99
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     filtered = index.search_vector(query, k=5, languages=["go", "java"])
@@ -92,6 +92,55 @@ def test_search_returns_the_planted_clone_first():
     assert "s137" not in {h.id for h in filtered}
     assert len(index.search_vector(query, k=10_000)) == 500
     assert index.search_vector(query, k=3, languages=["rust"]) == []
+
+
+def _offset_corpus(tasks=40, dim=32, offset=4.0, seed=1):
+    """Programs = their task's vector + a large per-language offset + noise: what pooled states look like
+    when a probe reads the language off every layer."""
+    rng = np.random.default_rng(seed)
+    langs = ["cpp", "java", "python", "go", "javascript"]
+    task_vectors = rng.standard_normal((tasks, dim))
+    lang_vectors = offset * rng.standard_normal((len(langs), dim))
+    snippets = [Snippet(f"t{t}/{lang}", lang, f"t{t}", f"code {t} {lang}") for t in range(tasks) for lang in langs]
+    emb = np.stack([task_vectors[t] + lang_vectors[i] + 0.3 * rng.standard_normal(dim)
+                    for t in range(tasks) for i in range(len(langs))]).astype(np.float32)
+    return snippets, emb, task_vectors, lang_vectors
+
+
+def test_language_centring_removes_a_per_language_offset():
+    snippets, emb, _, _ = _offset_corpus()
+
+    def cross_map(center):
+        table = retrieval_table(centred_rows(emb, snippets, center), snippets)
+        return table[(table.setting == "cross-language") & (table.query_lang == "all")].map_at_r.item()
+
+    scores = {center: cross_map(center) for center in CENTERINGS}
+    assert scores["language"] > 0.95
+    assert scores["language"] > scores["corpus"] + 0.3 and scores["language"] > scores["none"] + 0.3
+    # Each language's rows are centred on its own mean: the per-language means of the result are ~0.
+    rows = centred_rows(emb, snippets, "language") * np.linalg.norm(emb - emb.mean(0), axis=1, keepdims=True)
+    langs = np.array([s.lang for s in snippets])
+    for lang in set(langs):
+        assert np.abs(rows[langs == lang].mean(0)).max() < 0.5
+    with pytest.raises(ValueError, match="centring must be one of language, corpus, none"):
+        centred_rows(emb, snippets, "median")
+
+
+def test_search_centres_the_query_on_its_language():
+    snippets, emb, task_vectors, lang_vectors = _offset_corpus()
+    rng = np.random.default_rng(7)
+    query = task_vectors[5] + lang_vectors[1] + 0.3 * rng.standard_normal(task_vectors.shape[1])  # task 5 in Java
+    others = ["cpp", "python", "go", "javascript"]
+    hits = VectorIndex(emb, snippets).search_vector(query, k=4, languages=others, lang="java")
+    assert {h.id for h in hits} == {f"t5/{lang}" for lang in others}
+    plain = VectorIndex(emb, snippets, center="corpus").search_vector(query, k=4, languages=others, lang="java")
+    assert {h.id for h in plain} != {f"t5/{lang}" for lang in others}
+    # A language with too few programs for its own mean falls back to the corpus mean.
+    few = [s for s in snippets if s.lang != "go"] + [s for s in snippets if s.lang == "go"][:MIN_LANGUAGE_ROWS - 1]
+    index = VectorIndex(np.stack([emb[snippets.index(s)] for s in few]), few)
+    assert index.centred_on_language("java") and not index.centred_on_language("go")
+    assert not index.centred_on_language("rust")
+    np.testing.assert_allclose(index.centering.mean_for("go"), index.centering.corpus_mean)
 
 
 def test_early_exit_embedding_equals_the_full_pass(tiny_llama, snippets, tmp_path):
@@ -112,6 +161,7 @@ def test_index_search_on_a_tiny_model(tiny_llama, snippets, tmp_path):
     result = index.search(snippets[1].code, k=3)  # a Go program from the corpus finds itself first
     assert result.query.lang == "go" and result[0].id == "add/go" and result[0].score == pytest.approx(1.0, abs=1e-4)
     assert len(result) == 3 and result.summary()["hits"][0]["rank"] == 1
+    assert any(f"fewer than {MIN_LANGUAGE_ROWS} go programs" in n for n in result.query.notices)  # 2 Go programs
     cross = index.search(snippets[1].code, k=10, cross_language=True)
     assert len(cross) == 5 and all(h.lang != "go" for h in cross)
     given = index.search("x = 1", lang="java", languages=["python"])
@@ -228,7 +278,7 @@ def test_page_search_and_evaluation(folder, monkeypatch):
     monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(folder / "page-cache"))
-    at = AppTest.from_file(str(REPO_DIR / "pages" / "clones.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(REPO_DIR / "views" / "clones.py"), default_timeout=180).run()
     assert not at.exception, at.exception
     at.text_area(key="clones_code").set_value(SNIPPETS[5].code).run()  # the Java "rev" program
     assert not at.exception, at.exception

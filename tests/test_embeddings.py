@@ -16,3 +16,18 @@ def test_cached_pooled_and_projection(tiny_llama, snippets, tmp_path):
     again, hit = cached_projection(tiny_llama, snippets, layer=1, store=store)
     assert hit
     np.testing.assert_array_equal(again, xy)
+
+
+def test_projection_of_language_centred_states(tiny_llama, snippets, tmp_path, monkeypatch):
+    import neuro.embeddings as embeddings
+
+    store = Store(tmp_path)
+    raw, _ = cached_projection(tiny_llama, snippets, layer=1, store=store)
+    seen = []
+    real = embeddings.project_2d
+    monkeypatch.setattr(embeddings, "project_2d", lambda points, seed=0: seen.append(points) or real(points, seed))
+    centred, hit = cached_projection(tiny_llama, snippets, layer=1, center="language", store=store)
+    assert not hit and centred.shape == raw.shape  # its own cache entry
+    pooled = cached_pooled(tiny_llama, snippets, store=store)[:, 1]
+    np.testing.assert_allclose(seen[0], embeddings.centred_rows(pooled, snippets, "language"), rtol=1e-6)
+    assert cached_projection(tiny_llama, snippets, layer=1, center="language", store=store)[1]

@@ -217,7 +217,7 @@ def test_finetune_page_refuses_then_runs_and_exports(monkeypatch, tmp_path_facto
     monkeypatch.setenv("NEURO_MODEL", str(env / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
-    at = AppTest.from_file(str(REPO_DIR / "pages" / "finetune.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(REPO_DIR / "views" / "finetune.py"), default_timeout=180).run()
     assert not at.exception, at.exception
     at.number_input(key="ft_steps").set_value(0).run()
     at.button(key="ft_start").click().run()

@@ -149,7 +149,7 @@ def test_jobs_page_lists_cancels_and_resumes(finished, env, model, monkeypatch):
     root = env / "cache" / "jobs"
     running = start_finetune(_config(env, steps=1_000_000, checkpoint_every=1), model, SNIPPETS, root=root)
     _wait(running.path, lambda i: i.state == "running" and checkpoint_step(i))
-    at = AppTest.from_file(str(REPO_DIR / "pages" / "jobs.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(REPO_DIR / "views" / "jobs.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     listed = at.dataframe[0].value
     assert {finished.id, running.id} <= set(listed["id"])

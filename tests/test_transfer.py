@@ -234,7 +234,7 @@ def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory
     monkeypatch.setenv("NEURO_CORPUS", str(env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
     root = env / "cache" / "jobs"
-    at = AppTest.from_file(str(REPO_DIR / "pages" / "transfer.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(REPO_DIR / "views" / "transfer.py"), default_timeout=180).run()
     assert not at.exception, at.exception
     at.number_input(key="tr_steps").set_value(0).run()
     at.button(key="tr_start").click().run()

@@ -12,7 +12,8 @@ def _options(p) -> None:
     p.add_argument("action", choices=["eval", "search"],
                    help="eval: MAP@R and Recall@1 with baselines and the layer sweep; search: hits for --code-file")
     p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model and corpus)")
-    p.add_argument("--no-center", action="store_true", help="cosine of raw states (no corpus-mean subtraction)")
+    p.add_argument("--center", choices=["language", "corpus", "none"], default="language",
+                   help="what is subtracted before cosine: each language's mean (default), the corpus mean, nothing")
     p.add_argument("--strip-comments", action="store_true",
                    help="eval: programs without comments and docstrings (parallel corpora share their prose)")
     p.add_argument("--code-file", help="search: the query program (UTF-8 text)")
@@ -25,13 +26,14 @@ def _options(p) -> None:
 def _eval(args, loaded, snippets) -> tuple[dict, str]:
     from ..tasks.clones import cached_evaluation
 
-    result = cached_evaluation(loaded, snippets, args.layer, center=not args.no_center,
+    result = cached_evaluation(loaded, snippets, args.layer, center=args.center,
                                strip=args.strip_comments, max_length=args.max_length,
                                store=Store(args.cache), progress=progress("embed"))
     table = result.overall()
     sweep = result.sweep.pivot(index="layer", columns="setting", values="map_at_r")
     text = (f"{result.meta['snippets']} programs, {result.meta['tasks']} tasks; layer {result.layer} "
-            f"(concept layers {result.concept_layers})\n" + table.round(3).to_string(index=False)
+            f"(concept layers {result.concept_layers}), centring: {args.center}\n"
+            + table.round(3).to_string(index=False)
             + "\n\nMAP@R per layer\n" + sweep.round(3).to_string()
             + "\n\ncross-language MAP@R per pair (rows: query language)\n" + result.pair_matrix().round(3).to_string())
     return result.summary(), text
@@ -53,7 +55,7 @@ def _read_query(args) -> str:
 def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
     from ..tasks.clones import build_index
 
-    index = build_index(loaded, snippets, args.layer, center=not args.no_center, max_length=args.max_length,
+    index = build_index(loaded, snippets, args.layer, center=args.center, max_length=args.max_length,
                         store=Store(args.cache), progress=progress("embed"))
     languages = args.hit_languages.split(",") if args.hit_languages else None
     result = index.search(code, k=args.k, languages=languages, lang=args.lang,

@@ -2,16 +2,18 @@
 
 A program's embedding is the mean over its tokens of one block's output (default: the concept layer,
 see neuro/layers.py), from a forward pass that stops at that block. Similarity is cosine after
-subtracting the corpus mean: mean-pooled LLM states share a large common direction (anisotropy) that
-otherwise dominates every cosine.
+centring (neuro/embeddings.py): by default each program minus the mean of its own language's
+programs, which removes the per-language direction that pooled states carry at every layer. On the
+demo model this more than doubles cross-language MAP@R (HumanEval-X, concept layer: 0.256 with the
+corpus mean -> 0.588); "corpus" (one shared mean) and "none" stay available.
 
 Search is a normalized matrix-vector product over the corpus with an exact top-k (argpartition):
-at this scale (10^2..10^5 programs) brute force is exact and fast (38 ms median for 100 000 x 512 on
-a busy 2-core CPU, of which 36 ms is the product itself: see bench/bench_clones.py), and rows are
-grouped by language so a language filter only touches the rows it keeps. scikit-learn's
-NearestNeighbors(metric="cosine", brute) computes the same thing about 10x slower per query here and
-has no filter; FAISS (IndexFlatIP) would be the same exact product, an extra dependency with no gain
-until approximate indexes are needed at millions of rows.
+at this scale (10^2..10^5 programs) brute force is exact and fast (8 ms median for 100 000 x 512 on
+an idle 2-core CPU, 38 ms under heavy load, nearly all of it the product itself: see
+bench/bench_clones.py), and rows are grouped by language so a language filter only touches the rows
+it keeps. scikit-learn's NearestNeighbors(metric="cosine", brute) computes the same thing about 10-20x
+slower per query here and has no filter; FAISS (IndexFlatIP) would be the same exact product, an extra
+dependency with no gain until approximate indexes are needed at millions of rows.
 
 Evaluation (MAP@R, Recall@1; Musgrave et al., 2020): each program is a query; relevant = the programs
 of the same task. Cross-language: candidates are the programs in the other languages; all-language:
@@ -29,7 +31,8 @@ import pandas as pd
 
 from ..capture import Progress, encode, layer_states
 from ..corpus import LANGS, Snippet, corpus_hash, normalize_lang
-from ..embeddings import POOLED_KIND, cached_pooled, pooled_key
+from ..embeddings import (DEFAULT_CENTERING, MIN_LANGUAGE_ROWS, POOLED_KIND, Centering, cached_pooled, centred_rows,
+                          check_centering, pooled_key, unit_rows)
 from ..models import LoadedModel
 from ..browse import remember_model
 from ..store import Entry, Store, make_key
@@ -37,7 +40,7 @@ from ..syntax import detect_language
 
 EMBED_KIND = "clone_embeddings"
 EVAL_KIND = "clone_eval"
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 
 MAX_CODE_CHARS = 20_000      # pasted code beyond this is cut (the model sees max_length tokens anyway)
 NOT_CODE_ERROR_SHARE = 0.15  # "not code": more than this share of bytes fails to parse in every language
@@ -54,6 +57,8 @@ BINARY_MESSAGE = "{name} looks like a binary file (it contains NUL bytes), not s
 UNDECODABLE_MESSAGE = ("{name} is not UTF-8 text (byte 0x{byte:02x} at offset {offset:,} cannot be decoded); "
                        "save it as UTF-8 and upload it again.")
 EMPTY_FILE_MESSAGE = "{name} is empty."
+NO_LANGUAGE_MEAN_MESSAGE = ("The corpus has fewer than {min} {lang} programs, so the query is centred on the corpus "
+                            "mean rather than its language's mean.")
 
 
 class CloneInputError(ValueError):
@@ -171,14 +176,6 @@ def embed_code(loaded: LoadedModel, code: str, layer: int, max_length: int = 512
     return layer_states(loaded, [probe], upto_layer=layer, max_length=max_length).pooled[0, layer]
 
 
-def unit_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
-    """Rows minus `mean` (if given), scaled to unit length: cosine similarity becomes a dot product."""
-    x = np.asarray(x, dtype=np.float32)
-    if mean is not None:
-        x = x - mean
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 # --------------------------------------------------------------------------- the index
 
 @dataclass(frozen=True)
@@ -194,14 +191,16 @@ class VectorIndex:
     """Exact cosine top-k over unit rows; rows are stored grouped by language so a language filter
     multiplies only the rows it keeps."""
 
-    def __init__(self, embeddings: np.ndarray, snippets: Sequence[Snippet], center: bool = True):
+    def __init__(self, embeddings: np.ndarray, snippets: Sequence[Snippet], center: str = DEFAULT_CENTERING):
         if len(embeddings) != len(snippets) or not len(snippets):
             raise ValueError("an index needs one embedding per snippet, and at least one snippet")
         rank = {lang: i for i, lang in enumerate([*LANGS, *sorted({s.lang for s in snippets} - set(LANGS))])}
         order = sorted(range(len(snippets)), key=lambda i: rank[snippets[i].lang])
         self.snippets = [snippets[i] for i in order]
-        self.mean = np.asarray(embeddings, dtype=np.float32).mean(0) if center else None
-        self.vectors = np.ascontiguousarray(unit_rows(np.asarray(embeddings)[order], self.mean))
+        langs = [s.lang for s in self.snippets]
+        embeddings = np.asarray(embeddings, dtype=np.float32)[order]
+        self.centering = Centering.fit(embeddings, langs, center)
+        self.vectors = np.ascontiguousarray(self.centering.apply(embeddings, langs))
         self.blocks: dict[str, slice] = {}
         for i, s in enumerate(self.snippets):
             start = self.blocks[s.lang].start if s.lang in self.blocks else i
@@ -214,9 +213,15 @@ class VectorIndex:
     def languages(self) -> list[str]:
         return list(self.blocks)
 
-    def search_vector(self, vector: np.ndarray, k: int = 10, languages: Sequence[str] | None = None) -> list[Hit]:
-        """The k rows most similar to `vector` (a raw embedding: centred and normalized here)."""
-        query = unit_rows(np.asarray(vector)[None], self.mean)[0]
+    def centred_on_language(self, lang: str | None) -> bool:
+        """Whether a query in `lang` gets its own language's mean (else the corpus mean, or none)."""
+        return self.centering.how != "language" or lang in self.centering.language_means
+
+    def search_vector(self, vector: np.ndarray, k: int = 10, languages: Sequence[str] | None = None,
+                      lang: str | None = None) -> list[Hit]:
+        """The k rows most similar to `vector`, a raw embedding of a program in `lang` (centred and
+        normalized here: with language centring, on that language's mean when the corpus has one)."""
+        query = unit_rows(np.asarray(vector, dtype=np.float32)[None], self.centering.mean_for(lang))[0]
         spans = self._spans(languages)
         if not spans or k <= 0:
             return []
@@ -300,13 +305,18 @@ class CloneIndex:
         if tokens > self.max_length:
             query = Query(**{**asdict(query), "notices": (*query.notices, TOKENS_MESSAGE.format(
                 limit=self.max_length, tokens=tokens))})
+        if not self.index.centred_on_language(query.lang):
+            query = Query(**{**asdict(query), "notices": (*query.notices, NO_LANGUAGE_MEAN_MESSAGE.format(
+                min=MIN_LANGUAGE_ROWS, lang=query.lang))})
         wanted = list(self.index.languages) if languages is None else [normalize_lang(x) for x in languages]
         if cross_language:
             wanted = [x for x in wanted if x != query.lang]
-        return SearchResult(query, self.index.search_vector(self.embed(query.code), k, wanted), self.layer)
+        hits = self.index.search_vector(self.embed(query.code), k, wanted, lang=query.lang)
+        return SearchResult(query, hits, self.layer)
 
 
-def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *, center: bool = True,
+def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
+                center: str = DEFAULT_CENTERING,
                 max_length: int = 512, store: Store | None = None, progress: Progress | None = None) -> CloneIndex:
     """Embed the corpus at `layer` (default: the concept layer, computed and cached if needed)."""
     from ..layers import default_concept_layer
@@ -526,8 +536,8 @@ def _cached_concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], sto
 
 
 def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
-                    center: bool = True, strip: bool = False, max_length: int = 512, store: Store | None = None,
-                    progress: Progress | None = None) -> CloneEvaluation:
+                    center: str = DEFAULT_CENTERING, strip: bool = False, max_length: int = 512,
+                    store: Store | None = None, progress: Progress | None = None) -> CloneEvaluation:
     """MAP@R and Recall@1 at `layer` (default: the concept layer), first layer, last layer, mean of
     layers and token TF-IDF, plus every layer (the sweep): all from one cached full pass.
 
@@ -538,6 +548,7 @@ def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int
 
     if len({s.task for s in snippets}) == len(snippets):
         raise ValueError("no two programs share a task: clone retrieval needs a parallel corpus")
+    check_centering(center)
     store = store or Store()
     if layer is None:
         concept = concept_layers(loaded, snippets, store)
@@ -551,7 +562,7 @@ def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int
     last = loaded.n_layers - 1
 
     def embedded(x: np.ndarray) -> np.ndarray:
-        return unit_rows(x, x.mean(0) if center else None)
+        return centred_rows(x, snippets, center)
 
     methods = [("concept layer" if layer is None or chosen in concept else "chosen layer", chosen,
                 lambda: embedded(pooled[:, chosen])),
@@ -578,9 +589,11 @@ def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int
 
 
 def cached_evaluation(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
-                      center: bool = True, strip: bool = False, max_length: int = 512, store: Store | None = None,
-                      progress: Progress | None = None, compute: bool = True) -> CloneEvaluation | None:
+                      center: str = DEFAULT_CENTERING, strip: bool = False, max_length: int = 512,
+                      store: Store | None = None, progress: Progress | None = None,
+                      compute: bool = True) -> CloneEvaluation | None:
     """`evaluate_clones` through the cache (None when not cached and `compute` is False)."""
+    check_centering(center)
     store = store or Store()
     key = make_key(EVAL_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, center=center,
                    strip=strip, max_length=max_length, version=EVAL_VERSION)

@@ -6,6 +6,7 @@ the plumbing is still exercised). Tests skip with the reason when Chromium or Pl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -50,11 +51,10 @@ def playwright_browser():
         browser.close()
 
 
-@pytest.fixture(scope="package")
-def app_url(tmp_path_factory):
-    """Start `streamlit run app.py` and wait until it answers; stop it (and any analysis a page left
-    running) as soon as the browser tests are done, not at the end of the whole test session."""
-    work = tmp_path_factory.mktemp("browser-app")
+@contextlib.contextmanager
+def serve_app(work: Path):
+    """`streamlit run app.py` on a free localhost port with its cache in `work`; yields the URL once the
+    server answers, and stops it (and any analysis a page left running) on exit."""
     env = dict(os.environ, NEURO_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if demo_model_available() and demo_corpus_available():
         # the embedded model on a slice of the demo corpus (10 tasks x 5 languages) keeps the analyses
@@ -80,23 +80,33 @@ def app_url(tmp_path_factory):
     proc = subprocess.Popen([streamlit, "run", "app.py", "--server.port", str(port), "--server.headless", "true",
                              "--server.address", "127.0.0.1"], cwd=REPO_DIR, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + (work / "server.log").read_text()[-2000:])
-    yield url
-    os.killpg(proc.pid, 15)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not start: " + (work / "server.log").read_text()[-2000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+@pytest.fixture(scope="package")
+def app_url(tmp_path_factory):
+    """One app server for the browser tests, stopped as soon as they are done, not at the end of the
+    whole test session."""
+    with serve_app(tmp_path_factory.mktemp("browser-app")) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -98,3 +98,28 @@ def test_finetune_job_from_the_page_runs_to_the_end(page, app_url):
     page.locator('[data-testid="stMetricValue"]', has_text="finished").first.wait_for()  # the job's state
     assert_no_exception(page)
     screenshot(page, "jobs")
+
+
+def test_embeddings_with_each_language_mean_removed(page, app_url):
+    page.goto(f"{app_url}/embeddings")
+    settle(page)
+    page.get_by_text("Remove each language's mean").click()
+    page.get_by_text("each language's mean removed").first.wait_for(timeout=300_000)  # the charts' new titles
+    settle(page)
+    assert_no_exception(page)
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 2
+    screenshot(page, "embeddings-centred")
+
+
+def test_a_deep_link_opened_first_on_a_fresh_server_goes_through_the_router(page, tmp_path):
+    """A shared link (a page and its tab in the URL) may be the first request a server sees: it must get
+    the app's navigation and page config, not the page file run on its own."""
+    from .conftest import serve_app
+
+    with serve_app(tmp_path) as url:
+        page.goto(f"{url}/layers")
+        settle(page)
+        assert_no_exception(page)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Overview" in nav and "Fine-tuning" in nav, nav  # the router's titles, not file names
+        assert "finetune" not in nav and "embeddings" not in nav, nav  # (icon names such as "home" are text too)

@@ -18,10 +18,15 @@ if len(corpus) < 4:
 
 report = cached_layer_report(model, corpus, compute=False)
 concept = st.session_state.get("concept_layers") or (report.concept_layers if report else [model.n_layers // 2])
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns([1, 1, 1, 1.3])
 low = c1.number_input("Lower layer", 0, model.n_layers - 1, value=0, key="emb_low")
 high = c2.number_input("Concept layer", 0, model.n_layers - 1, value=concept[len(concept) // 2], key="emb_high")
 color = c3.radio("Colour by", ["language", "task"], horizontal=True, key="emb_color")
+center = "language" if c4.toggle(
+    "Remove each language's mean", key="emb_center",
+    help="Pooled states carry one direction per language at every layer. Subtracting each language's mean "
+         "(the centring the Clones page uses by default) shows what is left: do programs of the same task "
+         "come together across languages?") else "none"
 if report is None:
     st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
 
@@ -30,7 +35,7 @@ points = {}
 with st.spinner("Fitting UMAP (the first fit in a process compiles UMAP's code: about 30 s)…" if first
                 else "Fitting UMAP…"):
     for layer in (int(low), int(high)):
-        points[layer], _ = cached_projection(model, corpus, layer)
+        points[layer], _ = cached_projection(model, corpus, layer, center=center)
 st.session_state["umap_ready"] = True
 
 frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],
@@ -39,7 +44,8 @@ cols = st.columns(2)
 for col, layer in zip(cols, (int(low), int(high))):
     data = frame.assign(x=points[layer][:, 0], y=points[layer][:, 1])
     legend = None if color == "task" else alt.Legend()
-    chart = alt.Chart(data, title=f"Layer {layer}").mark_circle(size=60, opacity=0.8).encode(
-        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+    title = f"Layer {layer}" + (", each language's mean removed" if center == "language" else "")
+    chart = alt.Chart(data, title=title, height=440).mark_circle(size=60, opacity=0.8).encode(
+        x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)), y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)),
         color=alt.Color(f"{color}:N", legend=legend), tooltip=["id", "language", "task", "code"])
     col.altair_chart(chart, width="stretch")

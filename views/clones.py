@@ -7,6 +7,7 @@ import streamlit as st
 
 import charts
 from neuro.corpus import LANGS
+from neuro.embeddings import CENTERINGS, DEFAULT_CENTERING
 from neuro.tasks.clones import CloneIndex, CloneInputError, build_index, cached_evaluation, decode_upload
 from ui import corpus_key, lazy_tabs, page_header, small_enough_to_auto_run
 
@@ -25,18 +26,18 @@ def index_registry() -> dict[tuple, CloneIndex]:
     return {}
 
 
-def get_index(layer: int | None, text: str) -> CloneIndex:
+def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     registry = index_registry()
-    found = registry.get((key, layer))
+    found = registry.get((key, layer, center))
     if found is None:
         bar = st.progress(0.0, text=text)
         with st.spinner("Finding the concept layer…" if layer is None else "Embedding…"):
-            found = build_index(model, corpus, layer, progress=lambda done, total: bar.progress(
+            found = build_index(model, corpus, layer, center=center, progress=lambda done, total: bar.progress(
                 done / total, text=f"{text} {done}/{total} programs"))
         bar.empty()
         if len(registry) >= 16:
             registry.pop(next(iter(registry)))
-        registry[(key, layer)] = found
+        registry[(key, layer, center)] = found
     return found
 
 
@@ -48,13 +49,21 @@ if not (small_enough_to_auto_run(model, corpus) or st.session_state.get(f"clones
         st.stop()
     st.session_state[f"clones_ready|{key}"] = True
 
-default = get_index(None, "Embedding the corpus:")
-layer = int(st.number_input("Embedding layer", 0, model.n_layers - 1, value=default.layer, key="clones_layer",
+c1, c2 = st.columns([1, 2])
+center = c2.selectbox(
+    "Centring before cosine", list(CENTERINGS), index=list(CENTERINGS).index(DEFAULT_CENTERING), key="clones_center",
+    format_func=lambda x: f"{x}: {CENTERINGS[x]}",
+    help="Pooled states carry a direction shared by every program and one per language (a probe reads the "
+         "language off every layer). Subtracting each language's mean leaves what programs of one language "
+         "differ in, which is what lines up across languages; 'corpus' subtracts one shared mean.")
+default = get_index(None, center, "Embedding the corpus:")
+layer = int(c1.number_input("Embedding layer", 0, model.n_layers - 1, value=default.layer, key="clones_layer",
                             help="Default: the middle concept layer found on the Layers page's rule for this "
                                  "model and corpus."))
-index = default if layer == default.layer else get_index(layer, f"Embedding the corpus at layer {layer}:")
+index = default if layer == default.layer else get_index(layer, center, f"Embedding the corpus at layer {layer}:")
 st.caption(f"{len(corpus)} programs in {', '.join(index.index.languages)}; embeddings from block {index.layer} "
-           f"(of 0..{model.n_layers - 1}, {'the concept layer' if layer == default.layer else 'chosen by you'}).")
+           f"(of 0..{model.n_layers - 1}, {'the concept layer' if layer == default.layer else 'chosen by you'}), "
+           f"centring: {center}.")
 
 # --------------------------------------------------------------------------- search
 def search_tab() -> None:
@@ -119,14 +128,15 @@ def evaluation_tab() -> None:
     strip = st.toggle("Without comments and docstrings", key="clones_strip",
                       help="Parallel corpora often carry the same English docstring in every language, which "
                            "lets any lexical method find clones by their prose. This evaluates the code alone.")
-    result = cached_evaluation(model, corpus, at, strip=strip, compute=False)
+    result = cached_evaluation(model, corpus, at, center=center, strip=strip, compute=False)
     if result is None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
             bar = st.progress(0.0, text="Embedding every layer…")
-            result = cached_evaluation(model, corpus, at, strip=strip, progress=lambda done, total: bar.progress(
-                done / total, text=f"Embedding every layer: {done}/{total} programs"))
+            result = cached_evaluation(model, corpus, at, center=center, strip=strip,
+                                       progress=lambda done, total: bar.progress(
+                                           done / total, text=f"Embedding every layer: {done}/{total} programs"))
             bar.empty()
     if result is not None:
         st.dataframe(result.overall().round(4), width="stretch", hide_index=True)
@@ -149,7 +159,8 @@ def evaluation_tab() -> None:
         right.altair_chart(band + lines, width="stretch")
         st.caption(f"Shaded: the concept layers {result.concept_layers} and the evaluated layer {result.layer}. "
                    "Baselines in the table: first and last layer, the mean of all layers' states, and TF-IDF "
-                   "over identifier pieces and symbols. Embeddings are centred on the corpus mean before cosine.")
+                   f"over identifier pieces and symbols. Embeddings are centred ({CENTERINGS[center]}) "
+                   "before cosine; switch above to compare.")
         st.download_button("Download all scores (CSV)", result.scores.to_csv(index=False), "clone_scores.csv")
 
 

@@ -52,11 +52,12 @@ class Adapter:
     up: str | None
     gated: bool
     intermediate_size: Callable = _intermediate
+    final_norm: str = "model.norm"  # the norm before the unembedding (the logit lens reads blocks through it)
 
 
 _LLAMA_LIKE = dict(blocks="model.layers", mlp="mlp", down="down_proj", act="act_fn", up="up_proj", gated=True)
 _GPT2_LIKE = dict(blocks="transformer.h", mlp="mlp", down="c_proj", act="act", up=None, gated=False,
-                  intermediate_size=_inner_or_4x)
+                  intermediate_size=_inner_or_4x, final_norm="transformer.ln_f")
 
 ADAPTERS: dict[str, Adapter] = {
     "llama": Adapter("llama", **_LLAMA_LIKE),
@@ -70,7 +71,7 @@ ADAPTERS: dict[str, Adapter] = {
     "gpt2": Adapter("gpt2", **_GPT2_LIKE),
     "gpt_bigcode": Adapter("gpt_bigcode", **_GPT2_LIKE),
     "gpt_neox": Adapter("gpt_neox", blocks="gpt_neox.layers", mlp="mlp", down="dense_4h_to_h", act="act",
-                        up=None, gated=False),
+                        up=None, gated=False, final_norm="gpt_neox.final_layer_norm"),
     "starcoder2": Adapter("starcoder2", blocks="model.layers", mlp="mlp", down="c_proj", act="act",
                           up=None, gated=False),
 }

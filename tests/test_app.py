@@ -100,6 +100,14 @@ def test_layers_page(monkeypatch, app_env):
     assert any("Concept layers" in m.value for m in at.markdown)
     at.multiselect(key="concept_override").set_value([1]).run()
     assert any("Concept layers: [1]" in m.value for m in at.markdown)
+    at.session_state["tab"] = "Logit lens"
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 3  # accuracy and loss per layer, the token x layer grid
+    table = at.dataframe[0].value
+    assert list(table.layer) == [0, 1, 2] and table["agrees with output"].iloc[-1] == 1.0
+    at.text_area(key="lens_code").set_value("").run()
+    assert any("Paste a program" in i.value for i in at.info)
 
 
 def test_embeddings_page(monkeypatch, app_env):

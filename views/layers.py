@@ -5,55 +5,119 @@ import streamlit as st
 
 import charts
 from neuro.layers import cached_layer_report
-from ui import page_header, small_enough_to_auto_run
+from neuro.lens import LogitLens, logit_lens
+from ui import lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Layers",
     "Per layer: can a probe tell the language (syntax-specific), do parallel programs in different "
     "languages align (shared semantics), can a probe read the syntax node of a token, and how much "
-    "does the layer's FFN matter. Concept layers are where alignment peaks after language identity fades.")
-if len({s.task for s in corpus}) == len(corpus):
-    st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
-               "alignment cannot be measured. Use the demo corpus or HumanEval-X.")
+    "does the layer's FFN matter. Concept layers are where alignment peaks after language identity fades. "
+    "The logit lens reads each layer through the model's output head.")
 
-report = cached_layer_report(model, corpus, compute=False)
-if report is None:
-    run = small_enough_to_auto_run(model, corpus) or st.button("Compute layer scores", type="primary")
-    if not run:
-        st.info("Layer scores are not cached for this model and corpus yet.")
-        st.stop()
-    bar = st.progress(0.0, text="Capturing hidden states…")
-    report = cached_layer_report(model, corpus, progress=lambda d, t: bar.progress(
-        d / t, text=f"Layer scores: step {d}/{t}"))
-    bar.empty()
 
-override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
-                          default=report.concept_layers, key="concept_override")
-concept = sorted(override) or report.concept_layers
-st.session_state["concept_layers"] = concept
-st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
+# --------------------------------------------------------------------------- layer scores
+def scores_tab() -> None:
+    if len({s.task for s in corpus}) == len(corpus):
+        st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
+                   "alignment cannot be measured. Use the demo corpus or HumanEval-X.")
+    report = cached_layer_report(model, corpus, compute=False)
+    if report is None:
+        run = small_enough_to_auto_run(model, corpus) or st.button("Compute layer scores", type="primary")
+        if not run:
+            st.info("Layer scores are not cached for this model and corpus yet.")
+            return
+        bar = st.progress(0.0, text="Capturing hidden states…")
+        report = cached_layer_report(model, corpus, progress=lambda d, t: bar.progress(
+            d / t, text=f"Layer scores: step {d}/{t}"))
+        bar.empty()
+    override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
+                              default=report.concept_layers, key="concept_override")
+    concept = sorted(override) or report.concept_layers
+    st.session_state["concept_layers"] = concept
+    st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
 
-frame = report.normalized().dropna(subset=["value"])
-main_scores = ["lang_id_acc", "align_mrr", "align_acc", "align_cka", "syntax_acc", "contribution"]
-frame = frame[frame.score.isin(main_scores)]
-lines = alt.Chart(frame, title="Every per-layer score, min-max normalized across layers").mark_line(point=True).encode(
-    x=alt.X("layer:O"), y=alt.Y("value:Q", title="normalized score"), color="score:N",
-    tooltip=["layer", "score", alt.Tooltip("raw:Q", format=".4f")])
-bands = alt.Chart(frame[frame.layer.isin(concept)].drop_duplicates("layer")).mark_rect(
-    opacity=0.15, color="#f4a261").encode(x="layer:O")
-st.altair_chart(bands + lines, width="stretch")
-st.caption("lang_id_acc: language-ID probe on pooled states; align_*: retrieval of the same task in another "
-           "language (accuracy@1, MRR) and linear CKA; syntax_acc: token -> node-type probe; contribution: loss "
-           "increase when the layer's FFN is silenced. Shaded: concept layers.")
+    frame = report.normalized().dropna(subset=["value"])
+    main_scores = ["lang_id_acc", "align_mrr", "align_acc", "align_cka", "syntax_acc", "contribution"]
+    frame = frame[frame.score.isin(main_scores)]
+    title = "Every per-layer score, min-max normalized across layers"
+    lines = alt.Chart(frame, title=title).mark_line(point=True).encode(
+        x=alt.X("layer:O"), y=alt.Y("value:Q", title="normalized score"), color="score:N",
+        tooltip=["layer", "score", alt.Tooltip("raw:Q", format=".4f")])
+    bands = alt.Chart(frame[frame.layer.isin(concept)].drop_duplicates("layer")).mark_rect(
+        opacity=0.15, color="#f4a261").encode(x="layer:O")
+    st.altair_chart(bands + lines, width="stretch")
+    st.caption("lang_id_acc: language-ID probe on pooled states; align_*: retrieval of the same task in another "
+               "language (accuracy@1, MRR) and linear CKA; syntax_acc: token -> node-type probe; contribution: loss "
+               "increase when the layer's FFN is silenced. Shaded: concept layers.")
 
-layer = st.slider("Layer for the language-pair view", 0, model.n_layers - 1, concept[len(concept) // 2],
-                  key="layers_pair_layer")
-metric = st.radio("Pair metric", ["mrr", "accuracy", "cka"], horizontal=True, key="layers_pair_metric")
-if report.pairs.empty:
-    st.info("No language pairs share tasks in this corpus.")
-else:
-    st.altair_chart(charts.matrix_heatmap(report.pair_matrix(layer, metric).round(3), "query", "candidates", metric,
-                                          title=f"Cross-language {metric} at layer {layer}", scheme="greens"),
-                    width="stretch")
-st.dataframe(report.scores.round(4), width="stretch", hide_index=True)
-st.download_button("Download per-layer scores (CSV)", report.scores.to_csv(index=False), "layer_scores.csv")
+    layer = st.slider("Layer for the language-pair view", 0, model.n_layers - 1, concept[len(concept) // 2],
+                      key="layers_pair_layer")
+    metric = st.radio("Pair metric", ["mrr", "accuracy", "cka"], horizontal=True, key="layers_pair_metric")
+    if report.pairs.empty:
+        st.info("No language pairs share tasks in this corpus.")
+    else:
+        st.altair_chart(charts.matrix_heatmap(report.pair_matrix(layer, metric).round(3), "query", "candidates", metric,
+                                              title=f"Cross-language {metric} at layer {layer}", scheme="greens"),
+                        width="stretch")
+    st.dataframe(report.scores.round(4), width="stretch", hide_index=True)
+    st.download_button("Download per-layer scores (CSV)", report.scores.to_csv(index=False), "layer_scores.csv")
+
+
+# --------------------------------------------------------------------------- logit lens
+def lens_tab() -> None:
+    st.markdown("The **logit lens** reads each block's output through the model's final norm and output head, "
+                "as if the model stopped there: which next token does that layer already predict, and how "
+                "likely is the token that really comes next? The last layer is the model's own output.")
+    example = next((s.code for s in corpus if s.lang == "python"), corpus[0].code)
+    code = st.text_area("Program", value=example, height=180, key="lens_code")
+    if not code.strip():
+        st.info("Paste a program to read.")
+        return
+    memo = st.session_state.setdefault("lens_memo", {})
+    key = (model.identity, code)
+    lens: LogitLens | None = memo.get(key)
+    if lens is None:
+        try:
+            with st.spinner("One forward pass…"):
+                lens = logit_lens(model, code)
+        except ValueError as err:
+            st.info(str(err))
+            return
+        memo.clear()
+        memo[key] = lens
+    summary = lens.layer_summary()
+    long = summary.melt(id_vars="layer", value_vars=["top-1 accuracy", "top-5 accuracy", "agrees with output"],
+                        var_name="score")
+    left, right = st.columns(2)
+    left.altair_chart(alt.Chart(long, title="Next-token accuracy per layer").mark_line(point=True).encode(
+        x="layer:O", y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])), color="score:N",
+        tooltip=["layer", "score", alt.Tooltip("value:Q", format=".3f")]), width="stretch")
+    right.altair_chart(alt.Chart(summary, title="Loss on the actual next token (nats)").mark_line(
+        point=True, color="#d62728").encode(x="layer:O", y=alt.Y("next-token loss:Q"),
+                                            tooltip=["layer", alt.Tooltip("next-token loss:Q", format=".3f")]),
+        width="stretch")
+    n = len(lens.token_ids)
+    window = 32
+    start = st.slider("From token", 0, max(0, n - 1), 0, step=1, key="lens_start",
+                      help=f"The grid shows {window} tokens at a time.") if n > window else 0
+    frame = lens.token_frame(start, start + window)
+    frame["label"] = frame.top1.str.replace("\n", "⏎").str.replace(" ", "·").str.slice(0, 8)
+    frame["column"] = (frame.position.astype(str).str.zfill(4) + " "
+                       + frame.token.str.replace("\n", "⏎").str.replace(" ", "·"))
+    base = alt.Chart(frame, title="Each layer's top-1 next token (colour: probability of the actual next token)")
+    cells = base.mark_rect().encode(
+        x=alt.X("column:N", title="position and token", sort=None,
+                axis=alt.Axis(labelAngle=-70, labelOverlap=False, labelFontSize=10)),
+        y=alt.Y("layer:O", sort="descending"),
+        color=alt.Color("next_prob:Q", title="p(next)", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        tooltip=["position", "token", "layer", "top1", alt.Tooltip("top1_prob:Q", format=".3f"), "next",
+                 alt.Tooltip("next_prob:Q", format=".3f"), "next_rank"])
+    labels = base.mark_text(fontSize=9).encode(x=alt.X("column:N", sort=None), y=alt.Y("layer:O", sort="descending"),
+                                               text="label:N")
+    st.altair_chart((cells + labels).properties(height=40 * len(lens.layers) + 40), width="stretch")
+    st.dataframe(summary.round(4), width="stretch", hide_index=True)
+    st.download_button("Download the lens (CSV)", lens.token_frame().to_csv(index=False), "logit_lens.csv")
+
+
+lazy_tabs({"Layer scores": scores_tab, "Logit lens": lens_tab})

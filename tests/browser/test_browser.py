@@ -123,3 +123,19 @@ def test_a_deep_link_opened_first_on_a_fresh_server_goes_through_the_router(page
         nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
         assert "Overview" in nav and "Fine-tuning" in nav, nav  # the router's titles, not file names
         assert "finetune" not in nav and "embeddings" not in nav, nav  # (icon names such as "home" are text too)
+
+
+def test_logit_lens_tab(page, app_url):
+    page.goto(f"{app_url}/layers?tab=Logit+lens")
+    settle(page)
+    assert_no_exception(page)
+    page.get_by_text("Each layer's top-1 next token").first.wait_for()
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 3
+    area = page.locator("textarea").first
+    area.fill("package main\n\nfunc Twice(x int) int {\n\treturn 2 * x\n}\n")
+    area.press("Control+Enter")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+    settle(page)
+    assert_no_exception(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 1  # the per-layer table
+    screenshot(page, "layers-logit-lens")

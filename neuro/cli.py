@@ -76,6 +76,21 @@ def open_corpus(args):
     return snippets
 
 
+def read_code_file(path: str | None, purpose: str) -> str:
+    """The program in `path` as text, read before any model is loaded; a missing flag, a binary file or
+    text that is not UTF-8 fails with a message that says what to do."""
+    from pathlib import Path
+
+    from .tasks.clones import decode_upload
+
+    if not path:
+        raise ValueError(f"--code-file FILE is required ({purpose})")
+    upload = decode_upload(Path(path).read_bytes(), Path(path).name)
+    if upload.error:
+        raise ValueError(upload.error)
+    return upload.text
+
+
 def _load_commands() -> None:
     from . import commands
 

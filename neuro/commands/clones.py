@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..cli import command, open_corpus, open_model, progress
+from ..cli import command, open_corpus, open_model, progress, read_code_file
 from ..store import Store
 
 
@@ -39,19 +37,6 @@ def _eval(args, loaded, snippets) -> tuple[dict, str]:
     return result.summary(), text
 
 
-def _read_query(args) -> str:
-    """The query file's text; fails before the model is loaded when it is missing or not text."""
-    from ..tasks.clones import decode_upload
-
-    if not args.code_file:
-        raise ValueError("search needs --code-file FILE (the program to find clones of)")
-    path = Path(args.code_file)
-    upload = decode_upload(path.read_bytes(), path.name)
-    if upload.error:
-        raise ValueError(upload.error)
-    return upload.text
-
-
 def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
     from ..tasks.clones import build_index
 
@@ -70,6 +55,6 @@ def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
 @command("clones", "cross-language clone detection: `eval` (MAP@R, Recall@1, baselines, layer sweep) or `search`",
          _options)
 def cmd_clones(args) -> tuple[dict, str]:
-    code = _read_query(args) if args.action == "search" else None
+    code = read_code_file(args.code_file, "the program to find clones of") if args.action == "search" else None
     loaded, snippets = open_model(args), open_corpus(args)
     return _eval(args, loaded, snippets) if code is None else _search(args, loaded, snippets, code)

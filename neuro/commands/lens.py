@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..cli import command, open_model
+from ..cli import command, open_model, read_code_file
 
 
 def _options(p) -> None:
@@ -18,16 +16,10 @@ def _options(p) -> None:
          _options)
 def cmd_lens(args) -> tuple[dict, str]:
     from ..lens import logit_lens
-    from ..tasks.clones import decode_upload
 
-    if not args.code_file:
-        raise ValueError("lens needs --code-file FILE (the program to read)")
-    path = Path(args.code_file)
-    upload = decode_upload(path.read_bytes(), path.name)
-    if upload.error:
-        raise ValueError(upload.error)
+    code = read_code_file(args.code_file, "the program to read")
     loaded = open_model(args)
-    lens = logit_lens(loaded, upload.text, args.layers, top_k=args.k, max_length=args.max_length)
+    lens = logit_lens(loaded, code, args.layers, top_k=args.k, max_length=args.max_length)
     text = f"{len(lens.token_ids)} tokens\n" + lens.layer_summary().round(3).to_string(index=False)
     if args.per_token:
         rows = [f"{t:>4} {lens.token_texts[t]!r:<16} " + " ".join(f"{lens.top_texts[i][t][0]!r:<10}"

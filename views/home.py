@@ -27,8 +27,14 @@ with st.expander("Definitions used throughout"):
         "per-token products averaged over its tokens; Loss is the program's mean next-token cross-entropy.\n"
         "- **Language-specific neuron**: top-language PLS above a candidate threshold, at least 1.5x its "
         "second language, and in the top 1 % of neurons by max PLS.\n"
+        "- **Signed score** (an extension): the same average of max(0, -a_n x dLoss/da_n), the first-order "
+        "estimate of how much zeroing the neuron raises the loss.\n"
         "- **Concept layers**: middle layers where programs of the same task align across languages while "
-        "language identity has faded."
+        "language identity has faded.\n"
+        "- **Clone embedding**: a program's hidden states at one layer averaged over its tokens; by default "
+        "each program minus the mean of its language's programs before cosine similarity.\n"
+        "- **Logit lens**: a layer's output read through the model's final norm and output head, i.e. the next "
+        "token that layer would predict if the model stopped there."
     )
 
 left, right = st.columns(2)

@@ -40,6 +40,7 @@ class LogitLens:
     next_rank: np.ndarray
     next_prob: np.ndarray
     output_top: np.ndarray
+    truncated_from: int = 0  # the program's length in tokens when only the first max_length were read
 
     @property
     def token_texts(self) -> list[str]:
@@ -83,7 +84,7 @@ class LogitLens:
         return pd.DataFrame(rows)
 
     def summary(self, per_token: bool = False) -> dict:
-        out = {"layers": self.layers, "tokens": len(self.token_ids),
+        out = {"layers": self.layers, "tokens": len(self.token_ids), "truncated_from": self.truncated_from,
                "scores": self.layer_summary().round(4).to_dict(orient="records")}
         if per_token:
             out["per_token"] = [{"position": t, "token": self.token_texts[t],
@@ -124,6 +125,7 @@ def logit_lens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = No
     if any(not 0 <= layer <= last for layer in layers):
         raise ValueError(f"layers must lie in 0..{last}")
     enc = encode(loaded, code, max_length)
+    whole = len(encode(loaded, code, 1 << 30).ids)
     if len(enc.ids) < 2:
         raise ValueError("the code is a single token: there is no next token to predict")
     ids = torch.tensor([enc.ids], device=loaded.device)
@@ -151,4 +153,5 @@ def logit_lens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = No
     return LogitLens(code, enc.ids, enc.offsets, layers, top_ids,
                      np.stack([read[layer][1] for layer in layers]).astype(np.float32), top_texts,
                      np.stack([read[layer][2] for layer in layers]).astype(np.int64),
-                     np.stack([read[layer][3] for layer in layers]).astype(np.float32), read[last][0][:, 0])
+                     np.stack([read[layer][3] for layer in layers]).astype(np.float32), read[last][0][:, 0],
+                     whole if whole > len(enc.ids) else 0)

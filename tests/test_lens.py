@@ -44,6 +44,10 @@ def test_layer_subset_and_bad_input(tiny_llama):
     full = logit_lens(tiny_llama, CODE)
     np.testing.assert_array_equal(lens.top_ids, full.top_ids[:2])
     np.testing.assert_array_equal(lens.output_top, full.output_top)  # the output is read even when not asked
+    assert full.truncated_from == 0
+    short = logit_lens(tiny_llama, CODE, max_length=8)
+    assert len(short.token_ids) == 8 and short.truncated_from == len(full.token_ids)
+    np.testing.assert_allclose(short.next_prob, full.next_prob[:, :7], rtol=1e-4, atol=1e-7)  # causal: same prefix
     with pytest.raises(ValueError, match="layers must lie in 0..2"):
         logit_lens(tiny_llama, CODE, layers=[3])
     with pytest.raises(ValueError, match="no code"):

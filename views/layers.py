@@ -86,6 +86,8 @@ def lens_tab() -> None:
             return
         memo.clear()
         memo[key] = lens
+    if lens.truncated_from:
+        st.warning(f"Only the first {len(lens.token_ids):,} of its {lens.truncated_from:,} tokens are read.")
     summary = lens.layer_summary()
     long = summary.melt(id_vars="layer", value_vars=["top-1 accuracy", "top-5 accuracy", "agrees with output"],
                         var_name="score")

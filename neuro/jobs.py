@@ -310,16 +310,20 @@ def launch(job_dir: Path, env: dict | None = None) -> int:
     return proc.pid
 
 
-def start_job(kind: str, params: dict, *, label: str = "", snippets=None,
-              root: str | os.PathLike | None = None) -> JobInfo:
-    """Create a job and start it in the background; returns at once."""
-    folder = create_job(kind, params, label=label, snippets=snippets, root=root)
+def _launch_or_fail(folder: Path) -> JobInfo:
+    """Start the job's process; a job whose process cannot start is marked failed with the reason."""
     try:
         launch(folder)
     except OSError as err:
         write_json(folder / "status.json", {"state": "failed", "created": time.time(), "finished": time.time(),
                                             "error": f"could not start the job process: {err}"})
     return read_job(folder, reconcile=False)
+
+
+def start_job(kind: str, params: dict, *, label: str = "", snippets=None,
+              root: str | os.PathLike | None = None) -> JobInfo:
+    """Create a job and start it in the background; returns at once."""
+    return _launch_or_fail(create_job(kind, params, label=label, snippets=snippets, root=root))
 
 
 # --------------------------------------------------------------------------- resume
@@ -348,14 +352,7 @@ def resume_job(job: str | os.PathLike | JobInfo, *, root: str | os.PathLike | No
     here, returning when done). Raises JobRefused when it cannot be resumed."""
     path = find_job(job, root).path
     _requeue(path)
-    if not detach:
-        return run_job(path, echo=True)
-    try:
-        launch(path)
-    except OSError as err:
-        write_json(path / "status.json", {"state": "failed", "created": time.time(), "finished": time.time(),
-                                          "error": f"could not start the job process: {err}"})
-    return read_job(path, reconcile=False)
+    return run_job(path, echo=True) if not detach else _launch_or_fail(path)
 
 
 def _requeue(path: Path) -> None:

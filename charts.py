@@ -46,6 +46,23 @@ def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: s
     return alt.Chart(frame, title=title).mark_bar().encode(**enc)
 
 
+def ablation_bars(summary: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Per group: the selected neurons' loss change (bar) beside the random draws' mean +- sd (point and
+    error bar)."""
+    frame = summary.rename_axis("group").reset_index()
+    frame["low"] = frame["random_mean"] - frame["random_sd"]
+    frame["high"] = frame["random_mean"] + frame["random_sd"]
+    base = alt.Chart(frame, title=title).encode(x=alt.X("group:N", title=None, sort=list(frame["group"])))
+    bars_ = base.mark_bar(opacity=0.8).encode(
+        y=alt.Y("loss_change:Q", title="loss change (nats)"), color=alt.Color("group:N", legend=None, scale=alt.Scale(
+            domain=list(frame["group"]), range=[LANG_COLORS.get(n, "#999") for n in frame["group"]])),
+        tooltip=["group", alt.Tooltip("loss_change:Q", format=".4f"), alt.Tooltip("random_mean:Q", format=".4f"),
+                 alt.Tooltip("random_sd:Q", format=".4f"), alt.Tooltip("z:Q", format=".1f")])
+    errors = base.mark_errorbar(ticks=True, color="black").encode(y="low:Q", y2="high:Q")
+    points = base.mark_point(color="black", filled=True).encode(y="random_mean:Q")
+    return bars_ + errors + points
+
+
 def dendrogram(segments: pd.DataFrame, leaves: pd.DataFrame, title: str = "") -> alt.Chart:
     lines = alt.Chart(segments, title=title).mark_rule(strokeWidth=2).encode(
         x=alt.X("x:Q", axis=None), x2="x2:Q", y=alt.Y("y:Q", title="distance (1 - similarity)"), y2="y2:Q")

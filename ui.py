@@ -16,6 +16,7 @@ from neuro.browse import WeightsNotLoaded, list_cards
 from neuro.corpus import CorpusError, Snippet, load_corpus
 from neuro.models import LoadedModel, ModelLoadError, load_model
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
+from neuro.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 
 DEMO = "Embedded demo"
 LOCAL = "Local folder"
@@ -53,6 +54,8 @@ def _init_state() -> None:
         "trust_remote_code": False,
         "corpus_kind": "Path" if env_corpus else DEMO,
         "corpus_path": env_corpus or "",
+        "eval_fraction": DEFAULT_EVAL_FRACTION,
+        "split_seed": 0,
     }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
@@ -109,6 +112,12 @@ def sidebar() -> Selection:
         if st.session_state.corpus_kind == "Path":
             st.text_input("Snippet JSONL, folder of sources, or folder of HumanEval-X files",
                           key=_widget("corpus_path"))
+        with st.expander("Selection / evaluation split"):
+            st.slider("Evaluated share of tasks", 0.1, 0.5, step=0.05, key=_widget("eval_fraction"),
+                      help="Neurons, concept layers and centring means are chosen on the other tasks; ablation "
+                           "effects, clone scores, fine-tuning and transfer are measured on these. A corpus "
+                           "without parallel tasks is split by program.")
+            st.number_input("Split seed", min_value=0, step=1, key=_widget("split_seed"))
 
     model, model_error = None, None
     source = model_source()
@@ -136,6 +145,13 @@ def sidebar() -> Selection:
         except (CorpusError, OSError) as err:
             corpus_error = str(err)
     return Selection(model, corpus, model_error, corpus_error)
+
+
+def corpus_split(corpus: list[Snippet]) -> CorpusSplit:
+    """The selection / evaluation split chosen in the sidebar (shared by every page)."""
+    params = SplitParams(eval_fraction=float(st.session_state.get("eval_fraction", DEFAULT_EVAL_FRACTION)),
+                         seed=int(st.session_state.get("split_seed", 0)))
+    return split_corpus(corpus, params)
 
 
 # --------------------------------------------------------------------------- shared cached analyses

@@ -57,24 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         passed = sum(r.passed for _, r in rows)
         summary["languages"][lang] = {"n": len(rows), "passed": passed,
                                       "pass_rate": round(passed / len(rows), 4) if rows else None,
-                                      "seconds": round(sum(r.duration for _, r in rows), 1)}
+                                      "seconds": round(sum(r.duration for _, r in rows), 1),
+                                      "seconds_per_program": round(sum(r.duration for _, r in rows) / len(rows), 3)
+                                      if rows else None}
         summary["failures"] += [{"id": s.id, "status": r.status, "reason": r.reason} for s, r in rows if not r.passed]
 
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{'language':<11} {'n':>4} {'passed':>6} {'rate':>7} {'run time':>9}")
+    print(f"{'language':<11} {'n':>4} {'passed':>6} {'rate':>7} {'run time':>9} {'s/program':>9}")
     for lang, row in summary["languages"].items():
         rate = f"{100 * row['pass_rate']:.1f} %" if row["n"] else "-"
-        print(f"{lang:<11} {row['n']:>4} {row['passed']:>6} {rate:>7} {row['seconds']:>8.1f}s")
+        per = f"{row['seconds_per_program']:.3f}" if row["n"] else "-"
+        print(f"{lang:<11} {row['n']:>4} {row['passed']:>6} {rate:>7} {row['seconds']:>8.1f}s {per:>9}")
     for lang in skipped:
         print(f"{lang:<11} skipped: toolchain not installed")
     if summary["failures"]:
         print("\nfailures:")
         for f in summary["failures"]:
             print(f"  {f['id']:<22} {f['status']:<14} {f['reason']}")
-    print(f"\nwall time {wall:.1f} s with {args.jobs} job(s); sandbox: "
-          + ", ".join(k for k, v in summary["sandbox"].items() if v))
+    sandbox = summary["sandbox"]
+    print(f"\nwall time {wall:.1f} s with {args.jobs} job(s); sandbox: {sandbox.get('isolation', '?')} ("
+          + ", ".join(k for k, v in sandbox.items() if v is True) + ")")
     return 0
 
 

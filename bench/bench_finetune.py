@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuro.analyses import corpus_statistics  # noqa: E402
+from neuro.split import split_corpus  # noqa: E402
 from neuro.corpus import load_corpus  # noqa: E402
 from neuro.jobs import find_job, job_result  # noqa: E402
 from neuro.models import load_model  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR  # noqa: E402
-from neuro.selectivity import SelectionParams, select_neurons  # noqa: E402
+from neuro.selectivity import SelectionParams  # noqa: E402
 from neuro.store import Store  # noqa: E402
-from neuro.tasks.finetune import plan_finetune, results_table, start_finetune  # noqa: E402
+from neuro.tasks.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune  # noqa: E402
 
 
 def main() -> int:
@@ -48,12 +48,12 @@ def main() -> int:
     loaded = load_model(args.model, device=args.device)
     snippets = load_corpus(args.corpus)
     store = Store(args.cache)
-    stats, _ = corpus_statistics(loaded, snippets, store=store)
-    selection = select_neurons(stats, "pls", SelectionParams(top_fraction=args.top_fraction))
+    split = split_corpus(snippets)  # neurons chosen on the selection side, losses measured on the other
+    selection = select_finetune_neurons(loaded, split, SelectionParams(top_fraction=args.top_fraction), store=store)
     root = Path(args.cache) / "jobs" if args.cache else None
     infos = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set,
+        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set, split=split,
                                steps=args.steps, lr=args.lr_full if method == "full" else args.lr,
                                batch_tokens=args.batch_tokens, device=args.device)
         info = start_finetune(config, loaded, snippets, root=root)

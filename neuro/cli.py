@@ -25,6 +25,7 @@ from .browse import WeightsNotLoaded
 from .corpus import CorpusError, load_corpus
 from .models import ModelLoadError, load_model
 from .paths import DEMO_MODEL_DIR
+from .split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 
 log = logging.getLogger("neuro")
 
@@ -76,6 +77,11 @@ def open_corpus(args):
     return snippets
 
 
+def open_split(args, snippets) -> CorpusSplit:
+    """The selection / evaluation split every analysis shares (--eval-fraction, --split-seed)."""
+    return split_corpus(snippets, SplitParams(eval_fraction=args.eval_fraction, seed=args.split_seed))
+
+
 def read_code_file(path: str | None, purpose: str) -> str:
     """The program in `path` as text, read before any model is loaded; a missing flag, a binary file or
     text that is not UTF-8 fails with a message that says what to do."""
@@ -113,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         p.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bf16 on GPU)")
         p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+        p.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
+                       help="share of tasks (else programs) kept for evaluation; neurons, concept layers and "
+                            "centring means are chosen on the rest (default 0.3)")
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the selection / evaluation split")
         p.add_argument("--cache", help="cache folder (default: cache/ or $NEURO_CACHE)")
         p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         p.add_argument("-v", "--verbose", action="store_true")

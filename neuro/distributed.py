@@ -60,9 +60,7 @@ def _all_sum(array: np.ndarray | None, device: torch.device) -> np.ndarray | Non
 def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") -> CorpusStats:
     """Sum every rank's shard statistics (all ranks receive the result)."""
     device = torch.device(device)
-    summed = {name: _all_sum(getattr(stats, name), device) for name in
-              ("act_abs_sum", "active_count", "pls_sum", "importance_sum", "tokens", "samples", "loss_sum",
-               "type_sum", "type_count")}
+    summed = {name: _all_sum(getattr(stats, name), device) for name in CorpusStats.SUMMED}
     top_values, top_ids = stats.top_values, stats.top_ids
     if top_values is not None:
         gathered_v = [torch.empty_like(torch.from_numpy(top_values)).to(device) for _ in range(dist.get_world_size())]
@@ -73,7 +71,8 @@ def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") ->
         ids = torch.cat(gathered_i, dim=1)
         best, order = values.topk(top_values.shape[1], dim=1)
         top_values, top_ids = best.cpu().numpy(), ids.gather(1, order).cpu().numpy()
-    return CorpusStats(stats.languages, meta=dict(stats.meta), top_values=top_values, top_ids=top_ids, **summed)
+    return CorpusStats(stats.languages, meta=dict(stats.meta), top_values=top_values, top_ids=top_ids,
+                       unit_lang=stats.unit_lang, **summed)
 
 
 def distributed_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], **kwargs) -> CorpusStats:

@@ -6,6 +6,10 @@ per-language direction (a linear probe reads the language off every layer at ~99
 language's mean leaves what the programs of one language differ in, which is what aligns across
 languages (Libovicky et al., 2020, "On the language neutrality of pre-trained multilingual
 representations"). On the demo model this more than doubles cross-language clone MAP@R.
+
+Where a score is measured, the means are fitted on the selection side of the corpus split
+(neuro/split.py) and applied to the evaluation side (`Centering.fit(...).apply(...)` on different
+rows); `centred_rows` fits and applies on the same rows and serves pictures, not scores.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from .capture import Progress, pooled_states
 from .corpus import Snippet, corpus_hash
 from .models import LoadedModel
 from .browse import remember_model
+from .resume import chunked_rows, drop_chunks
 from .store import Entry, Store, make_key
 
 POOLED_KIND = "pooled_states"
 PROJECTION_KIND = "projection"
+# Version of every cached result derived from pooled states (pooled states, clone embeddings and
+# evaluations, layer reports, projections): 2 = the mean leaves out BOS and special tokens.
+POOLED_VERSION = 2
 
 CENTERINGS = {
     "language": "each program minus the mean of its language's programs (default)",
@@ -86,26 +94,53 @@ class Centering:
 
 
 def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: str = DEFAULT_CENTERING) -> np.ndarray:
-    """Unit rows of one embedding per snippet, centred as `how` says, fitted on these rows."""
+    """Unit rows of one embedding per snippet, centred as `how` says, fitted on these rows (for
+    pictures; a measured score fits `Centering` on the selection side instead)."""
     langs = [s.lang for s in snippets]
     return Centering.fit(x, langs, how).apply(x, langs)
 
 
 def pooled_key(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int = 512) -> str:
     """The cache key of a corpus's all-layer pooled states."""
-    return make_key(POOLED_KIND, model=loaded.identity, corpus=corpus_hash(snippets), max_length=max_length)
+    return make_key(POOLED_KIND, model=loaded.identity, corpus=corpus_hash(snippets), max_length=max_length,
+                    version=POOLED_VERSION)
 
 
 def cached_pooled(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
                   store: Store | None = None, progress: Progress | None = None) -> np.ndarray:
     """Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden), cached."""
     store = store or Store()
-    key = pooled_key(loaded, snippets, max_length)
-    entry, hit = store.get_or_compute(POOLED_KIND, key, lambda: Entry(arrays={"pooled": pooled_states(
-        loaded, snippets, max_length=max_length, progress=progress)}))
-    if not hit:
+    return resumable_pooled(loaded, snippets, POOLED_KIND, pooled_key(loaded, snippets, max_length),
+                            max_length=max_length, store=store, progress=progress)
+
+
+def resumable_pooled(loaded: LoadedModel, snippets: Sequence[Snippet], kind: str, key: str, *,
+                     layer: int | None = None, name: str = "pooled", max_length: int = 512,
+                     store: Store | None = None, progress: Progress | None = None) -> np.ndarray:
+    """Pooled states cached as array `name` of entry (kind, key): every layer (snippets, layers, hidden),
+    or with `layer` that layer only (snippets, hidden), from a pass that stops after it.
+
+    The pass is resumable (neuro.resume): each finished chunk of programs is kept in the cache until
+    the whole result is saved, so a killed or cancelled pass resumes from its chunks; a cache that
+    cannot be written costs only that (the result is returned and the store logs why it is not kept)."""
+    store = store or Store()
+    entry = store.load(kind, key)
+    if entry is not None:
+        return entry.arrays[name]
+
+    def rows(part: Sequence[Snippet], part_progress: Progress | None) -> np.ndarray:
+        pooled = pooled_states(loaded, part, upto_layer=layer, max_length=max_length, progress=part_progress)
+        return pooled if layer is None else pooled[:, layer]
+
+    def chunk(lo: int, hi: int, chunk_progress: Progress | None) -> Entry:
+        return Entry(arrays={name: rows(snippets[lo:hi], chunk_progress)})
+
+    parts = chunked_rows(store, kind, key, snippets, chunk, progress=progress) if snippets else []
+    result = np.concatenate([p.arrays[name] for p in parts]) if parts else rows(snippets, progress)
+    if store.try_save(kind, key, Entry(arrays={name: result})) is not None:
+        drop_chunks(store, kind, key)
         remember_model(loaded, store.root)
-    return entry.arrays["pooled"]
+    return result
 
 
 def project_2d(points: np.ndarray, seed: int = 0, neighbors: int = 15) -> np.ndarray:
@@ -127,7 +162,7 @@ def cached_projection(loaded: LoadedModel, snippets: Sequence[Snippet], layer: i
     check_centering(center)
     store = store or Store()
     key = make_key(PROJECTION_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, seed=seed,
-                   center=center)
+                   center=center, version=POOLED_VERSION)
 
     def compute() -> Entry:
         pooled = cached_pooled(loaded, snippets, store=store, progress=progress)[:, layer]

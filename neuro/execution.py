@@ -1,27 +1,39 @@
 """Sandboxed execution of (generated) programs against their tests in the five languages, and pass@k.
 
-Every run gets a fresh temporary directory, a clean environment, closed stdin, a wall-clock timeout
+Every run gets a fresh work folder, a clean environment, closed stdin, a wall-clock timeout
 (compilation has its own), resource limits and an output cap, and its whole process tree is killed
-when it ends. What the sandbox enforces depends on the host; `sandbox_features()` reports it:
+when it ends. What the sandbox enforces depends on the host; `sandbox_features()` reports it
+(`isolation` names the mechanism) and `sandbox_warning()` gives a line for pages to show when the
+strong one is missing:
 
-- Namespaces (util-linux `unshare`, needs root or unprivileged user namespaces): a new network
-  namespace (only a down loopback: no network, no DNS) and a new PID namespace, so every process the
-  program starts, even one that calls setsid() to leave the process group, dies with the run.
-  Without them the run gets only proxy variables that point nowhere (this does not stop a direct
-  socket) and the process-group kill (which a setsid() escapes).
+- `bubblewrap` (the `bwrap` tool, Debian package `bubblewrap`; as root, or where unprivileged user
+  namespaces are allowed): each compile and run step starts in a new mount, network, PID, IPC and
+  UTS namespace (`--die-with-parent`). Its file system is built from scratch: read-only binds of
+  /usr and of what the language's toolchain needs (a few /etc entries, a JDK's /etc config, node's
+  global modules, the precompiled C++ header, a read-only Go build cache of the standard packages;
+  a toolchain installed outside /usr gets its own folder), a fresh size-capped tmpfs for /tmp and
+  for the home directory, and the work folder as the only writable bind. So a program cannot leave
+  files outside its work folder, fill the host's /tmp, read the repository, the caches, the home
+  directories or other runs' folders, or reach any network (only a loopback of its own). As root,
+  bwrap runs without a user namespace (its `--uid` would map back to root on the host) and
+  util-linux `setpriv` drops to the step's uid inside, with no capabilities, no supplementary
+  groups and no_new_privs.
+- `namespaces` (the fallback: util-linux `unshare`, needs root or unprivileged user namespaces):
+  new network and PID namespaces only; /tmp and world-readable files remain reachable.
+- `none`: only proxy variables that point nowhere (this does not stop a direct socket) and the
+  process-group kill (which a setsid() escapes).
 - Users: as root, compilers run as `nobody` and each program as a fresh unprivileged uid, so it
   cannot write the repository, read /root, or touch other runs, and RLIMIT_NPROC (per uid, ignored
   for root) is a per-run budget of processes and threads that stops fork bombs. Not as root, the
-  budget is the user's current task count plus the same margin (a fork bomb still hits it; the
-  program cannot be separated from the user's own files).
+  budget is the user's current task count plus the same margin (a fork bomb still hits it).
 - rlimits (util-linux `prlimit`, else `preexec_fn`): CPU seconds, address space, file size, open
   files, no core dumps. Address space is `memory_mb` for Python and C++. The JVM, V8 and the Go
   runtime reserve several hundred MB of address space they never touch (measured: node needs about
   700 MB to start, a Go test binary about 700 MB, the JVM about Xmx + 500 MB), so for them the heap is
   capped at `memory_mb` by the runtime's own flag (-Xmx, --max-old-space-size, GOMEMLIMIT) and the
-  address space at `memory_mb` + 1 GiB. Compilers get 2 GiB.
-- Not enforced: a cgroup memory limit (the page cache and kernel memory are not counted), disk
-  quotas beyond the per-file size limit, CPU share; /tmp and world-readable files remain readable.
+  address space at `memory_mb` + 1 GiB. Compilers get 2 GiB. The work folder (on the host's disk) is
+  watched: a step whose folder grows past a quota is killed.
+- Not enforced: a cgroup memory limit (the page cache and kernel memory are not counted), CPU share.
 
 How a program and its test combine (the demo corpus and HumanEval-X follow this): Python and
 JavaScript run `code + test` (console.assert made to throw); C++ compiles `code + test` with a
@@ -32,12 +44,15 @@ both files' imports with their use (see `reconcile_go_imports`) and runs `go tes
 
 The functions keep no mutable module state (only cached, read-only host probes), so they can be
 called from several threads; compiled artefacts that are safe to share (a precompiled C++ header,
-Go's build cache) live in a per-user cache directory.
+a javac class-data archive, Go's build cache) live in a per-user cache directory, built from our
+own trusted sources, never from the programs under test.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
+import hashlib
 import math
 import os
 import re
@@ -61,6 +76,14 @@ NOBODY = 65534
 _RUN_UIDS = (200_000, 260_000)  # unmapped uids for runs; any free uid works for setuid as root
 _NPROC_BUDGET = 256  # processes + threads per run (a JVM uses about 25, node about 11)
 _GRACE_S = 0.5  # how long to read output after the program exited (its children may hold the pipes)
+_TMPFS_MB = 128  # bubblewrap: the private /tmp (a tmpfs lives in memory, hence the cap)
+_HOME_MB = 16  # and the private home directory
+_HOME = "/home/sandbox"
+_QUOTA_MB = {True: 2048, False: 256}  # disk a step may use in its work folder: compile, run
+_QUOTA_ENTRIES = 10_000  # files and folders in the work folder
+_QUOTA_EVERY_S = 0.2  # how often the work folder is measured
+# /etc entries a sandbox sees (the dynamic loader's cache and config, Debian's alternatives links)
+_SANDBOX_ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives")
 
 # Headers HumanEval-X's C++ programs use without always including them (the prompt includes some,
 # the test assumes others, e.g. <cassert> via assert.h or std::abs from <cmath>). Precompiled once.
@@ -120,6 +143,7 @@ class _Proc:
     stderr: bytes
     timed_out: bool
     overflow: bool  # the output passed the cap (and the run was killed)
+    over_quota: bool = False  # the work folder passed its quota (and the run was killed)
 
 
 # --------------------------------------------------------------------------- host probes (cached)
@@ -171,21 +195,129 @@ def _namespace_prefix() -> tuple[str, ...]:
     return ()
 
 
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _tool_roots(names: Iterable[str]) -> list[str]:
+    """Install folders of tools that live outside /usr (`.../bin/tool` -> `...`), for read-only binds."""
+    roots = []
+    for name in names:
+        path = _tool(name)
+        real = os.path.realpath(path) if path else None
+        if real and not _under(real, "/usr"):
+            roots.append(str(Path(real).parent.parent))
+    return roots
+
+
+def _setpriv(uid: int) -> list[str]:
+    """Inside bwrap (as root): become `uid`, with no groups, no capabilities and no way to regain any."""
+    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--"]
+
+
+def _bwrap_argv(work: Path, binds: Iterable[str]) -> list[str]:
+    """bubblewrap's command line for one step, up to and including the `--` before the command.
+
+    New namespaces (all but the user namespace as root: see the module docstring), a root built from
+    read-only binds of /usr, a few /etc entries and `binds` (each at its host path), a private /proc and
+    /dev, a fresh size-capped tmpfs for /tmp and for the home directory, and `work` as the only writable
+    bind and the working directory.
+    """
+    args = [_tool("bwrap"), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1"]
+    if os.geteuid() != 0:
+        args.append("--unshare-user")  # unprivileged bwrap needs one; it keeps our uid inside
+    args += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # as on the host (merged /usr: links)
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(_TMPFS_MB << 20), "--tmpfs", "/tmp",
+             "--perms", "0755", "--dir", str(Path(_HOME).parent),
+             "--perms", "1777", "--size", str(_HOME_MB << 20), "--tmpfs", _HOME]
+    made = {"/", "/tmp", str(Path(_HOME).parent), _HOME}
+
+    def parents(path: str) -> list[str]:
+        out = []
+        for parent in reversed(Path(path).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                out += ["--perms", "0755", "--dir", str(parent)]  # bwrap would make them 0700
+        return out
+
+    for path in dict.fromkeys((*_SANDBOX_ETC, *binds)):
+        if not _under(path, "/usr") and os.path.exists(path):
+            args += parents(path) + ["--ro-bind", path, path]
+    return args + parents(str(work)) + ["--bind", str(work), str(work), "--chdir", str(work), "--"]
+
+
+@functools.cache
+def _bwrap_works() -> bool:
+    """Whether bubblewrap runs here with the options runs use (and, as root, drops to another uid)."""
+    root = os.geteuid() == 0
+    if not sys.platform.startswith("linux") or not _tool("bwrap") or (root and not _tool("setpriv")):
+        return False
+    work = Path(tempfile.mkdtemp(prefix="neuro-exec-probe-"))
+    try:
+        work.chmod(0o755)
+        argv = _bwrap_argv(work, _tool_roots(["sh", "setpriv", "prlimit"]))
+        if root:
+            os.chown(work, NOBODY, NOBODY)
+            argv += _setpriv(NOBODY)
+        argv += [os.path.realpath(_tool("sh") or "/bin/sh"), "-c", "echo ok > probe"]
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                              env={"PATH": SYSTEM_PATH})
+        probe = work / "probe"
+        return (done.returncode == 0 and probe.is_file() and probe.read_text().strip() == "ok"
+                and (not root or probe.stat().st_uid == NOBODY))
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@functools.cache
+def _isolation() -> str:
+    """The mechanism runs are isolated with: "bubblewrap", "namespaces" (the fallback) or "none"."""
+    if _bwrap_works():
+        return "bubblewrap"
+    return "namespaces" if _namespace_prefix() else "none"
+
+
 def _separate_uids() -> bool:
     """Whether runs get their own uids: as root, unless only a user namespace (mapping us to root) works."""
-    return os.geteuid() == 0 and "--map-root-user" not in _namespace_prefix()
+    if os.geteuid() != 0:
+        return False
+    return _isolation() == "bubblewrap" or "--map-root-user" not in _namespace_prefix()
 
 
-def sandbox_features() -> dict[str, bool]:
-    """What the sandbox enforces on this host (see the module docstring)."""
-    ns = _namespace_prefix()
+def sandbox_features() -> dict[str, str | bool]:
+    """What the sandbox enforces on this host (see the module docstring); JSON-friendly."""
+    isolation = _isolation()
     return {
-        "network_namespace": bool(ns),
-        "pid_namespace": bool(ns),
+        "isolation": isolation,
+        "filesystem_isolation": isolation == "bubblewrap",
+        "network_namespace": isolation != "none",
+        "pid_namespace": isolation != "none",
+        "ipc_namespace": isolation == "bubblewrap",
         "separate_uids": _separate_uids(),
         "nproc_limit": sys.platform.startswith("linux"),
         "rlimits": True,
     }
+
+
+def sandbox_warning() -> str | None:
+    """A line for pages that run generated code, or None when bubblewrap isolates the runs."""
+    isolation = _isolation()
+    if isolation == "bubblewrap":
+        return None
+    return (f"Generated code runs without bubblewrap (isolation: {isolation}): it can read this host's "
+            "world-readable files (the repository included) and write its /tmp"
+            + ("" if isolation == "namespaces" else ", and reach the network")
+            + ". Install bubblewrap (`apt-get install bubblewrap`) and run as root or with user namespaces enabled.")
 
 
 @functools.cache
@@ -249,12 +381,81 @@ def _javac_flags() -> tuple[str, ...]:
 
 
 def _go_cache(uid: int | None) -> Path:
+    """The fallback's writable Go build cache, one per uid (shared by that uid's compiles)."""
     folder = _cache_root() / f"gocache-{uid if uid is not None else os.geteuid()}"
     if not folder.is_dir():
         folder.mkdir(mode=0o700, exist_ok=True)
         if uid is not None:
             os.chown(folder, uid, uid)
     return folder
+
+
+def _gopath() -> str:
+    return os.pathsep.join(p for p in ("/usr/share/gocode", os.environ.get("GOPATH", "")) if p)
+
+
+def _go_env(cache: str) -> tuple[tuple[str, str], ...]:
+    return (("GO111MODULE", "off"), ("GOPATH", _gopath()), ("GOCACHE", cache), ("GOFLAGS", ""),
+            ("GOTOOLCHAIN", "local"), ("GOPROXY", "off"), ("GOTELEMETRY", "off"))
+
+
+_GO_SEED_TEST = ("package main\n\nimport (\n\t\"testing\"\n{}\n)\n\n"
+                 "func TestSeed(t *testing.T) {{\n{}\n}}\n")
+
+
+@functools.cache  # a failed attempt is not retried: runs then build into a per-run cache (slower)
+def _go_seed() -> Path | None:
+    """A read-only Go build cache of the standard packages HumanEval-X uses (and testify), for bubblewrap.
+
+    Built once, from our own program (never from code under test), outside the sandbox; runs mount it
+    read-only (the go command builds whatever it lacks and ignores its failed writes), so no run can
+    plant anything in it for the next one.
+    """
+    go = _tool("go")
+    try:
+        about = subprocess.run([go, "env", "GOROOT", "GOVERSION"], capture_output=True, text=True, timeout=60,
+                               check=True, env={"PATH": SYSTEM_PATH, "HOME": str(_cache_root())}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    packages = sorted(p for _, p in _GO_STD.values())
+    testify = [f"{d}:{os.stat(d).st_mtime_ns}" for d in (Path(g) / "src/github.com/stretchr/testify"
+                                                          for g in _gopath().split(os.pathsep)) if d.is_dir()]
+    key = hashlib.sha256(f"{about}{_gopath()}{packages}{testify}".encode()).hexdigest()[:12]
+    seed = _cache_root() / f"goseed-{key}"
+    if seed.is_dir():
+        return seed
+    code = ("package main\n\nimport (\n" + "".join(f'\t"{p}"\n' for p in packages) + ")\n\nvar _ = []interface{}{"
+            + ", ".join(f"{p.rsplit('/', 1)[-1]}.{_GO_SEED_USE[p]}" for p in packages) + "}\n")
+    variants = [('\t"github.com/stretchr/testify/assert"', "\tassert.True(t, true)"), ("", "")]
+    with tempfile.TemporaryDirectory(dir=_cache_root()) as tmp:
+        cache = Path(tmp) / "cache"
+        for imports, use in variants:  # testify where GOPATH has it, else the standard library alone
+            (Path(tmp) / "main.go").write_text(code)
+            (Path(tmp) / "main_test.go").write_text(_GO_SEED_TEST.format(imports, use))
+            try:
+                subprocess.run([go, "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", "seed.test", "."], cwd=tmp,
+                               env={"PATH": SYSTEM_PATH, "HOME": tmp, **dict(_go_env(str(cache)))},
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=True)
+                break
+            except (OSError, subprocess.SubprocessError):
+                continue
+        else:
+            return None
+        for path in [cache, *cache.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            os.rename(cache, seed)
+        except OSError:  # another process made it first
+            pass
+    return seed if seed.is_dir() else None
+
+
+def _go_build_cache(uid: int | None) -> str:
+    """GOCACHE for a compile step: the read-only seed under bubblewrap, else the per-uid cache."""
+    if _isolation() == "bubblewrap":
+        seed = _go_seed()
+        return str(seed) if seed else "/tmp/gocache"  # /tmp: the run's own tmpfs
+    return str(_go_cache(uid))
 
 
 def _user_tasks(uid: int) -> int:
@@ -294,6 +495,24 @@ def _preexec(limits: _Limits):
         if limits.as_mb is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limits.as_mb * mb,) * 2)
     return apply
+
+
+def _folder_usage(folder: Path) -> int:
+    """Bytes allocated under `folder`, or more than any quota once it holds `_QUOTA_ENTRIES` entries."""
+    total, count, stack = 0, 0, [str(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    count += 1
+                    if count > _QUOTA_ENTRIES:
+                        return 1 << 62
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
 
 
 def _exited(pid: int) -> bool:
@@ -337,20 +556,39 @@ def _kill_group(proc: subprocess.Popen, namespace: bool, patience: float = 5.0) 
 
 
 def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limits: _Limits,
-           uid: int | None, output_limit: int) -> _Proc:
-    """Run one command in the sandbox; kill its process group (and PID namespace) when it ends."""
-    ns = _namespace_prefix()
-    prefix: list[str] = []
-    if ns:
-        prefix += ns
-        if uid is not None:
-            prefix += ["--setuid", str(uid), "--setgid", str(NOBODY)]
-        prefix.append("--")
+           uid: int | None, output_limit: int, binds: Iterable[str] = (), quota_mb: int | None = None) -> _Proc:
+    """Run one command in the sandbox; kill its process group (and PID namespace) when it ends.
+
+    Under bubblewrap, `binds` are the extra host paths the command may read. A work folder that grows
+    past `quota_mb` (or `_QUOTA_ENTRIES` entries) ends the step like an output overflow.
+    """
+    isolation = _isolation()
     prlimit = _tool("prlimit")
-    if prlimit:
-        prefix += [prlimit, *_rlimit_args(limits), "--"]
-    if ns:  # PID 1 of a namespace ignores its own default-action signals: keep the program off PID 1
-        prefix += [_tool("sh") or "/bin/sh", "-c", '"$@"; exit $?', "sh"]
+    prefix: list[str] = []
+    if isolation == "bubblewrap":
+        prefix += _bwrap_argv(cwd, [*binds, *_tool_roots(["prlimit", "setpriv"])])
+        if prlimit:
+            prefix += [prlimit, *_rlimit_args(limits), "--"]
+        if uid is not None:
+            prefix += _setpriv(uid)
+        # `sh` is PID 1 (bwrap's --as-pid-1): a PID 1 ignores its own default-action signals, so the program
+        # runs as its child; and when PID 1 exits, the kernel kills the whole namespace before bwrap
+        # returns (bwrap's own reaper would report the exit first and let the namespace die afterwards)
+        prefix += [os.path.realpath(_tool("sh") or "/bin/sh"), "-c", '"$@"; exit $?', "sh"]
+        if os.path.isabs(argv[0]):  # the tool itself, not a link elsewhere (e.g. /etc/alternatives, a venv)
+            argv = [os.path.realpath(argv[0]), *argv[1:]]
+        ns = True
+    else:
+        ns = bool(_namespace_prefix())
+        if ns:
+            prefix += _namespace_prefix()
+            if uid is not None:
+                prefix += ["--setuid", str(uid), "--setgid", str(NOBODY)]
+            prefix.append("--")
+        if prlimit:
+            prefix += [prlimit, *_rlimit_args(limits), "--"]
+        if ns:  # PID 1 of a namespace ignores its own default-action signals: keep the program off PID 1
+            prefix += [_tool("sh") or "/bin/sh", "-c", '"$@"; exit $?', "sh"]
     extra = {} if ns or uid is None else {"user": uid, "group": NOBODY, "extra_groups": []}
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -358,8 +596,9 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
         stderr=subprocess.PIPE, start_new_session=True, preexec_fn=None if prlimit else _preexec(limits),
         **extra)
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    timed_out = overflow = False
+    timed_out = overflow = over_quota = False
     exited_at = None
+    next_check = start + _QUOTA_EVERY_S
     with selectors.DefaultSelector() as sel:
         for stream in bufs:
             os.set_blocking(stream.fileno(), False)
@@ -374,6 +613,11 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
                 if now - start > timeout:
                     timed_out = True
                     break
+                if quota_mb is not None and now >= next_check:
+                    next_check = now + _QUOTA_EVERY_S
+                    if _folder_usage(cwd) > quota_mb << 20:
+                        over_quota = True
+                        break
                 if not sel.get_map():
                     time.sleep(0.01)  # the program closed its output but still runs
                     continue
@@ -392,10 +636,12 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
             _kill_group(proc, bool(ns))
             proc.stdout.close()
             proc.stderr.close()
-    rc = None if timed_out or overflow else proc.returncode  # we killed it: its status says nothing
-    if ns and rc is not None and 128 < rc < 128 + 65:  # `sh` reports a signal as 128 + its number
+    if quota_mb is not None and not (timed_out or overflow) and _folder_usage(cwd) > quota_mb << 20:
+        over_quota = True  # it filled its folder and exited between two checks
+    rc = None if timed_out or overflow or over_quota else proc.returncode  # we killed it: its status says nothing
+    if ns and rc is not None and 128 < rc < 128 + 65:  # `sh` (or bwrap) reports a signal as 128 + its number
         rc = -(rc - 128)
-    return _Proc(rc, bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, overflow)
+    return _Proc(rc, bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, overflow, over_quota)
 
 
 # --------------------------------------------------------------------------- Go imports
@@ -404,6 +650,10 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
 _GO_STD = {p.rsplit("/", 1)[-1]: (None, p) for p in (
     "bytes", "crypto/md5", "errors", "fmt", "math", "math/rand", "reflect", "regexp", "sort", "strconv",
     "strings", "time", "unicode")}
+# One exported member of each, to use the packages in the seed program of `_go_seed`.
+_GO_SEED_USE = {"bytes": "Compare", "crypto/md5": "Sum", "errors": "New", "fmt": "Sprint", "math": "Abs",
+                "math/rand": "Intn", "reflect": "DeepEqual", "regexp": "MustCompile", "sort": "Ints",
+                "strconv": "Itoa", "strings": "Split", "time": "Now", "unicode": "IsUpper"}
 _GO_DECLARING = {"short_var_declaration": "left", "var_spec": "name", "const_spec": "name",
                  "parameter_declaration": "name", "range_clause": "left"}
 
@@ -529,9 +779,7 @@ def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int 
         code, test = reconcile_go_imports(code, test)
         _write(work / "main.go", code)
         _write(work / "main_test.go", test)
-        gopath = os.pathsep.join(p for p in ("/usr/share/gocode", os.environ.get("GOPATH", "")) if p)
-        env = (("GO111MODULE", "off"), ("GOPATH", gopath), ("GOCACHE", str(_go_cache(uid))), ("GOFLAGS", ""),
-               ("GOTOOLCHAIN", "local"), ("GOPROXY", "off"), ("GOTELEMETRY", "off"))
+        env = _go_env(_go_build_cache(uid))
         # -vet=off: vet's style findings are not test failures (the compiler's errors still are);
         # -s -w: no symbol table or DWARF (panics still name functions and lines): links 25 % faster
         return [_Step((_tool("go"), "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", "prog.test", "."),
@@ -540,8 +788,27 @@ def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int 
     raise ValueError(f"unsupported language {lang!r}")
 
 
+def _binds(lang: str) -> list[str]:
+    """Host paths a language's steps read under bubblewrap, besides /usr (see `_bwrap_argv`)."""
+    binds = _tool_roots(_REQUIRED[lang])
+    if lang == "java":
+        binds += sorted(glob.glob("/etc/java*"))  # Debian's JDK links its conf/ there
+        binds += [f.split("=", 1)[1] for f in _javac_flags() if f.startswith("-J-XX:SharedArchiveFile=")]
+    elif lang == "javascript":
+        binds += _NODE_PATH.split(os.pathsep)
+    elif lang == "cpp":
+        binds.append(str(_cpp_header().parent))
+    elif lang == "go":
+        binds += _gopath().split(os.pathsep)
+        seed = _go_seed()
+        if seed:
+            binds.append(str(seed))
+    return binds
+
+
 def _env(work: Path, extra: Iterable[tuple[str, str]]) -> dict[str, str]:
-    env = {"PATH": SYSTEM_PATH, "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+    home, tmp = (_HOME, "/tmp") if _isolation() == "bubblewrap" else (str(work), str(work))
+    env = {"PATH": SYSTEM_PATH, "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
     # Without a network namespace these at least stop proxied HTTP (not direct sockets).
     env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY",
@@ -584,6 +851,9 @@ def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> t
         return "killed", f"{what} output exceeded {output_limit} bytes"
     if proc.timed_out:
         return "timeout", f"{what} exceeded the wall-clock limit"
+    if proc.over_quota:
+        quota = _QUOTA_MB[step.compile]
+        return "killed", f"{what} wrote more than {quota} MB (or {_QUOTA_ENTRIES} files) to its folder"
     rc = proc.returncode
     if rc == 0:
         return ("passed", "all tests passed") if not step.compile else ("passed", "compiled")
@@ -621,22 +891,26 @@ def run_program(lang: str, code: str, test: str, *, timeout: float = 10.0, compi
     run_uid = _RUN_UIDS[0] + int.from_bytes(os.urandom(4), "little") % (_RUN_UIDS[1] - _RUN_UIDS[0])
     run_uid = run_uid if separate else None
     own_tasks = 0 if separate else _user_tasks(os.geteuid())
+    bwrap = _isolation() == "bubblewrap"
     work = Path(tempfile.mkdtemp(prefix="neuro-exec-"))
     try:
         work.chmod(0o755)
         steps = _plan(lang, code, test, work, memory_mb, compile_uid)
+        binds = _binds(lang) if bwrap else []
         proc = None
         for step in steps:
             uid = compile_uid if step.compile else run_uid
-            if uid is not None and not _world_executable(step.argv[0]) and not step.argv[0].startswith("./"):
-                uid = None  # the tool lives where other uids cannot reach it: run as ourselves
+            if (not bwrap and uid is not None and not _world_executable(step.argv[0])
+                    and not step.argv[0].startswith("./")):
+                uid = None  # the tool lives where other uids cannot reach it: run as ourselves (bwrap binds it)
             if uid is not None:
                 os.chown(work, uid, NOBODY)
             limit_s = compile_timeout if step.compile else timeout
             limits = _Limits(cpu_s=math.ceil(limit_s) + 1, as_mb=step.as_mb, fsize_mb=512 if step.compile else 64,
                              nproc=(4 * _NPROC_BUDGET if step.compile else _NPROC_BUDGET) + own_tasks)
             try:
-                proc = _spawn(list(step.argv), work, _env(work, step.env), limit_s, limits, uid, output_limit)
+                proc = _spawn(list(step.argv), work, _env(work, step.env), limit_s, limits, uid, output_limit,
+                              binds, _QUOTA_MB[step.compile])
             except OSError as err:
                 return _result("error", None, start, f"could not start {step.argv[0]}: {err}")
             status, reason = _classify(step, proc, limits, output_limit)

@@ -93,67 +93,116 @@ def language_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_len
 
 @dataclass(frozen=True)
 class AblationResult:
-    """Loss change when each language's neurons (rows) are zeroed, evaluated per language (columns)."""
+    """Loss change when each group's neurons (rows) are zeroed, evaluated per language (columns), beside
+    `len(random_draws)` random controls of the same size per layer (disjoint from every group)."""
 
     base: dict[str, float]
-    delta: pd.DataFrame          # ablated language x evaluated language
-    delta_random: pd.DataFrame   # the same for a random control of equal size per layer
+    delta: pd.DataFrame               # ablated group x evaluated language
+    random_draws: list[pd.DataFrame]  # one frame like `delta` per random draw
     sizes: dict[str, int]
 
-    def selectivity(self, random: bool = False) -> dict[str, float]:
-        """Loss change on the own language / mean change on the other languages (nan for a group that
-        is not a language, e.g. the universal neurons)."""
-        frame = self.delta_random if random else self.delta
+    @property
+    def delta_random(self) -> pd.DataFrame:
+        return sum(self.random_draws) / len(self.random_draws)
+
+    @property
+    def delta_random_sd(self) -> pd.DataFrame:
+        stacked = np.stack([f.to_numpy() for f in self.random_draws])
+        sd = stacked.std(axis=0, ddof=1) if len(self.random_draws) > 1 else np.zeros_like(stacked[0])
+        return pd.DataFrame(sd, index=self.delta.index, columns=self.delta.columns)
+
+    @staticmethod
+    def _own(frame: pd.DataFrame, group: str) -> float:
+        return float(frame.loc[group, group]) if group in frame.columns else float("nan")
+
+    @classmethod
+    def _selectivity(cls, frame: pd.DataFrame) -> dict[str, float]:
+        """Own-language loss change minus the mean change of the other languages (nan for a group that is
+        not a language, e.g. the universal neurons): bounded, and 0 when the group hurts all alike."""
         out = {}
-        for lang in frame.index:
-            if lang not in frame.columns:
-                out[lang] = float("nan")
-                continue
-            own, others = float(frame.loc[lang, lang]), frame.loc[lang].drop(lang)
-            mean_other = float(others.mean()) if len(others) else float("nan")
-            if own <= 0:
-                out[lang] = 0.0  # silencing the group did not hurt its own language
-            else:
-                out[lang] = own / mean_other if mean_other > 0 else float("inf")
+        for group in frame.index:
+            others = frame.loc[group].drop(group, errors="ignore")
+            out[group] = cls._own(frame, group) - float(others.mean()) if group in frame.columns and len(others) \
+                else float("nan")
         return out
 
+    def selectivity(self) -> dict[str, float]:
+        return self._selectivity(self.delta)
+
     def summary(self) -> pd.DataFrame:
-        own = lambda f: [float(f.loc[g, g]) if g in f.columns else float("nan") for g in f.index]  # noqa: E731
-        return pd.DataFrame({
-            "neurons": [self.sizes[g] for g in self.delta.index],
-            "own_loss_change": own(self.delta),
-            "own_loss_change_random": own(self.delta_random),
-            "mean_loss_change": self.delta.mean(axis=1).tolist(),
-            "mean_loss_change_random": self.delta_random.mean(axis=1).tolist(),
-            "selectivity": list(self.selectivity().values()),
-            "selectivity_random": list(self.selectivity(random=True).values()),
-        }, index=self.delta.index)
+        """Per group: size, own-language change with the random draws' mean, sd, z and the share of draws
+        that changed it at least as much (a permutation-style p-value), and selectivity likewise."""
+        rows = {}
+        sel = self.selectivity()
+        sel_draws = [self._selectivity(f) for f in self.random_draws]
+        for group in self.delta.index:
+            own = self._own(self.delta, group)
+            draws = np.array([self._own(f, group) for f in self.random_draws])
+            if np.isnan(own):  # not a language: compare the mean change over all languages
+                own, draws = float(self.delta.loc[group].mean()), np.array([float(f.loc[group].mean())
+                                                                            for f in self.random_draws])
+            sd = float(draws.std(ddof=1)) if len(draws) > 1 else 0.0
+            s_draws = np.array([d[group] for d in sel_draws])
+            rows[group] = {
+                "neurons": self.sizes[group], "loss_change": own,
+                "random_mean": float(draws.mean()), "random_sd": sd,
+                "z": (own - float(draws.mean())) / sd if sd > 0 else float("nan"),
+                "random_at_least": float((draws >= own).mean()),
+                "selectivity": sel[group], "selectivity_random_mean": float(np.mean(s_draws)),
+                "selectivity_random_sd": float(np.std(s_draws, ddof=1)) if len(s_draws) > 1 else 0.0,
+            }
+        return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def ablation_matrix(loaded: LoadedModel, snippets: Sequence[Snippet], groups: Mapping[str, NeuronSet], *,
-                    seed: int = 0, max_length: int = 512, progress: Progress | None = None) -> AblationResult:
+                    draws: int = 5, seed: int = 0, max_length: int = 512,
+                    progress: Progress | None = None) -> AblationResult:
     """For each group (usually a language's specific neurons) the per-language loss change when it is
-    zeroed, beside a random control of the same size per layer (that avoids every group's neurons)."""
+    zeroed, beside `draws` random controls of the same size per layer that avoid every group's neurons.
+
+    `snippets` should be programs the groups were NOT selected on (see neuro.split)."""
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
     width = loaded.n_neurons
     all_selected: dict[int, list[int]] = {}
     for neurons in groups.values():
         for layer, idx in as_layer_map(neurons).items():
             all_selected.setdefault(layer, []).extend(idx.tolist())
-    steps = 1 + 2 * len(groups)
+    steps, done = 1 + (1 + draws) * len(groups), 1
     base = language_losses(loaded, snippets, max_length=max_length)
     if progress:
-        progress(1, steps)
-    rows, rows_random, sizes = {}, {}, {}
-    for i, (name, neurons) in enumerate(groups.items()):
-        sizes[name] = count(neurons)
+        progress(done, steps)
+
+    def change(neurons) -> dict[str, float]:
+        nonlocal done
         with ablated(loaded, neurons):
             losses = language_losses(loaded, snippets, max_length=max_length)
-        rows[name] = {lang: losses[lang] - base[lang] for lang in base}
-        control = random_like(neurons, width, seed=seed + i, exclude=all_selected)
-        with ablated(loaded, control):
-            losses = language_losses(loaded, snippets, max_length=max_length)
-        rows_random[name] = {lang: losses[lang] - base[lang] for lang in base}
+        done += 1
         if progress:
-            progress(3 + 2 * i, steps)
+            progress(done, steps)
+        return {lang: losses[lang] - base[lang] for lang in base}
+
+    rows, random_rows, sizes = {}, [{} for _ in range(draws)], {}
+    for i, (name, neurons) in enumerate(groups.items()):
+        sizes[name] = count(neurons)
+        rows[name] = change(neurons)
+        for d in range(draws):
+            control = random_like(neurons, width, seed=seed + 1000 * d + i, exclude=all_selected)
+            random_rows[d][name] = change(control)
     frame = lambda rows: pd.DataFrame.from_dict(rows, orient="index")[list(base)]  # noqa: E731
-    return AblationResult(base, frame(rows), frame(rows_random), sizes)
+    return AblationResult(base, frame(rows), [frame(r) for r in random_rows], sizes)
+
+
+def neuron_effects(loaded: LoadedModel, snippets: Sequence[Snippet], neurons: Sequence[tuple[int, int]], *,
+                   max_length: int = 512, progress: Progress | None = None) -> pd.DataFrame:
+    """Measured change of each language's mean loss when each (layer, neuron) alone is zeroed: one row per
+    neuron, one column per language (the ground truth an attribution score estimates)."""
+    base = language_losses(loaded, snippets, max_length=max_length)
+    rows = []
+    for i, (layer, neuron) in enumerate(neurons):
+        with ablated(loaded, {int(layer): [int(neuron)]}):
+            losses = language_losses(loaded, snippets, max_length=max_length)
+        rows.append({"layer": int(layer), "neuron": int(neuron), **{k: losses[k] - base[k] for k in base}})
+        if progress:
+            progress(i + 1, len(neurons))
+    return pd.DataFrame(rows, columns=["layer", "neuron", *base])

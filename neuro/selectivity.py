@@ -37,7 +37,7 @@ _SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
 # --------------------------------------------------------------------------- parameters
 
 NORMALIZATIONS = ("none", "language", "language_layer")
-SCORES = ("pls", "signed")
+SCORES = ("pls", "attribution")
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ class SelectionParams:
         selection. "language" divides each language's PLS by its mean over all neurons;
         "language_layer" (default) by its mean over each layer's neurons, so selection reflects
         specialization rather than scale.
-    score: "pls" (the paper) ranks by |a * dLoss/da|; "signed" by max(0, -a * dLoss/da), the
-        first-order estimate of the loss increase when the neuron is zeroed. The absolute value credits
-        neurons whose removal would lower a language's loss too; on the demo model that is why the
-        PLS-selected C++ and JavaScript neurons do not hurt their language when ablated, while the
-        signed score's do (see the README).
+    score: "pls" (the paper) ranks by the token mean of |a * dL/da|; "attribution" by -(1/T) sum_t
+        a_t * dL/da_t, the first-order estimate of the change in a program's mean loss when the neuron
+        is zeroed (signs kept: a neuron whose removal lowers a language's loss scores negative there).
+        PLS's absolute value credits such neurons too, so PLS-selected neurons need not hurt their
+        language when ablated. See neuro.capture.CorpusStats for the exact sums.
     """
 
     candidate_quantile: float = 0.90
@@ -307,19 +307,19 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
 
 
 def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
-    """PLS (languages, layers, neurons) divided by its mean per language or per (language, layer)."""
+    """Scores (languages, layers, neurons) divided by their mean magnitude per language or per
+    (language, layer) (for PLS, which is never negative, simply its mean)."""
     if how == "none":
         return pls
     axes = (1, 2) if how == "language" else (2,)
-    mean = pls.mean(axis=axes, keepdims=True)
+    mean = np.abs(pls).mean(axis=axes, keepdims=True)
     return pls / np.where(mean > 0, mean, 1.0)
 
 
 def select_pls(stats: CorpusStats, params: SelectionParams | None = None) -> NeuronSelection:
     """Language-specific and universal neurons by PLS (the paper's method; see SelectionParams.normalize)."""
     params = params or SelectionParams()
-    scores = stats.pls() if params.score == "pls" else stats.importance()
-    return select_pls_scores(normalized_pls(scores, params.normalize), stats.languages, params)
+    return select_pls_scores(normalized_pls(stats.score(params.score), params.normalize), stats.languages, params)
 
 
 # --------------------------------------------------------------------------- LAPE
@@ -395,6 +395,55 @@ def select_neurons(stats: CorpusStats, method: str = "pls",
             raise TypeError("method 'lape' takes LapeParams")
         return select_lape(stats, params)
     raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+
+
+# --------------------------------------------------------------------------- chance level
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What a selection rule gives when the language labels carry no information.
+
+    The units (programs, or blocks of one language's programs) keep their scores and their number per
+    language; only the labels are shuffled among them, `permutations` times. counts: one row per
+    permutation, one column per language and "universal" (the same keys as `counts_by_language`).
+    """
+
+    method: str
+    score: str
+    permutations: int
+    units: int
+    counts: pd.DataFrame
+
+    def mean(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.counts.mean().items()}
+
+    def max(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.counts.max().items()}
+
+    def summary(self) -> dict:
+        return {"method": self.method, "score": self.score, "permutations": self.permutations, "units": self.units,
+                "mean": self.mean(), "max": self.max()}
+
+
+def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None,
+                 permutations: int = 20, seed: int = 0) -> ChanceLevel:
+    """Counts of selected neurons under `permutations` random relabellings of the units' languages."""
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    if method == "pls":
+        params = params or SelectionParams()
+        name = params.score
+        select = lambda scores: select_pls_scores(normalized_pls(scores, params.normalize),  # noqa: E731
+                                                  stats.languages, params)
+    elif method == "lape":
+        name = "probability"
+        select = lambda scores: select_lape_scores(scores, stats.languages, params)  # noqa: E731
+    else:
+        raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+    rng = np.random.default_rng(seed)
+    rows = [select(stats.unit_score(name, rng.permutation(stats.unit_lang))).counts_by_language()
+            for _ in range(permutations)]
+    return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows))
 
 
 def overlap(a: NeuronSelection, b: NeuronSelection) -> pd.DataFrame:

@@ -84,17 +84,20 @@ def test_neurons_page_end_to_end(monkeypatch, app_env):
     assert any(text(h).strip() == "def twice(x):\n    return 2 * x" and "rgba(" in h for h in htmls)
 
 
-def _page(monkeypatch, app_env, page):
+def _page(monkeypatch, app_env, page, **state):
     monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
     at = AppTest.from_file(str(APP), default_timeout=300)
+    for key, value in state.items():
+        at.session_state[key] = value
     at.switch_page(page)
     return at.run()
 
 
 def test_layers_page(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "views/layers.py")
+    # split seed 2 evaluates the task "sum" and leaves two parallel tasks to choose concept layers on
+    at = _page(monkeypatch, app_env, "views/layers.py", split_seed=2)
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
     assert any("Concept layers" in m.value for m in at.markdown)

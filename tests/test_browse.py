@@ -17,7 +17,10 @@ from neuro.corpus import save_jsonl
 from neuro.models import load_model
 from neuro.paths import REPO_DIR
 from neuro.selectivity import select_neurons
+from neuro.split import split_corpus
 from neuro.store import Store
+
+SELECTION = split_corpus(SNIPPETS).selection
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,8 @@ def laptop(tmp_path_factory):
     loaded.model.save_pretrained(box / "model")
     loaded.tokenizer.save_pretrained(box / "model")
     with_weights = load_model(box / "model")
-    stats, hit = corpus_statistics(with_weights, SNIPPETS, store=Store(box / "cache"))  # the defaults of app and CLI
+    # the defaults of app and CLI: statistics of the split's selection side
+    stats, hit = corpus_statistics(with_weights, SELECTION, store=Store(box / "cache"))
     assert not hit
     home = tmp_path_factory.mktemp("laptop")
     shutil.copytree(box / "cache", home / "cache")
@@ -62,7 +66,7 @@ def test_browse_only_model_reads_the_cached_results(laptop):
     meta = load_model(list_cards(home / "cache")[0].folder)
     assert not meta.weights_loaded and meta.identity == identity
     assert all(p.is_meta for p in meta.model.parameters())  # no memory for weights
-    cached = corpus_statistics_cached(meta, SNIPPETS, store=Store(home / "cache"))
+    cached = corpus_statistics_cached(meta, SELECTION, store=Store(home / "cache"))
     assert cached is not None
     np.testing.assert_allclose(cached.pls_sum, stats.pls_sum)
     assert select_neurons(cached, "pls").total == 3 * 48

@@ -13,18 +13,24 @@ import torch.nn.functional as F
 
 from conftest import ARCHITECTURES, tiny_model
 from neuro.capture import (capture_statistics, encode, length_batches, pooled_states, sample_losses,
-                           trace_tokens)
+                           trace_tokens, unit_plan)
 
 
 def reference_statistics(loaded, snippets, max_length=512):
-    """One sample at a time, no padding, activations kept whole, reduced by Python loops over tokens."""
+    """One sample at a time, no padding, activations kept whole, reduced by Python loops over tokens.
+
+    The definitions written out: L = the program's summed next-token cross-entropy; real tokens = not
+    special (BOS); PLS per program = mean over real tokens of |a g|; attribution per program =
+    -(1/targets) * sum over every position of a g."""
     sites = loaded.sites()
     langs = list(dict.fromkeys(s.lang for s in snippets))
     n_layers, width = loaded.n_layers, loaded.n_neurons
     act_abs = np.zeros((len(langs), n_layers, width))
     active = np.zeros_like(act_abs)
     pls = np.zeros_like(act_abs)
-    importance = np.zeros_like(act_abs)
+    attribution = np.zeros_like(act_abs)
+    per_program_pls, per_program_attr = [], []
+    special = set(loaded.tokenizer.all_special_ids)
     samples = np.zeros(len(langs))
     tokens = np.zeros(len(langs))
     embed = loaded.model.get_input_embeddings()
@@ -43,52 +49,66 @@ def reference_statistics(loaded, snippets, max_length=512):
         try:
             inputs = embed(ids).detach().requires_grad_(True)
             logits = loaded.model(inputs_embeds=inputs).logits
-            loss = F.cross_entropy(logits[0, :-1], ids[0, 1:])
+            loss = F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum")
             loss.backward()
         finally:
             for h in handles:
                 h.remove()
         n = ids.shape[1]
+        real = [t for t in range(n) if int(ids[0, t]) not in special]
+        program_pls, program_attr = np.zeros((n_layers, width)), np.zeros((n_layers, width))
         for layer in range(n_layers):
             a, g, act = kept[layer][0].detach(), kept[layer].grad[0], acts[layer][0]
-            per_token, per_token_signed = np.zeros(width), np.zeros(width)
+            per_token, signed = np.zeros(width), np.zeros(width)
             for t in range(n):
-                act_abs[li, layer] += a[t].abs().numpy()
-                active[li, layer] += (act[t] > 0).float().numpy()
-                per_token += (a[t] * g[t]).abs().numpy()
-                per_token_signed += np.maximum(0.0, -(a[t] * g[t]).numpy())
-            pls[li, layer] += per_token / n
-            importance[li, layer] += per_token_signed / n
+                signed += (a[t] * g[t]).numpy()
+                if t in real:
+                    act_abs[li, layer] += a[t].abs().numpy()
+                    active[li, layer] += (act[t] > 0).float().numpy()
+                    per_token += (a[t] * g[t]).abs().numpy()
+            program_pls[layer] = per_token / len(real)
+            program_attr[layer] = -signed / (n - 1)
+        pls[li] += program_pls
+        attribution[li] += program_attr
+        per_program_pls.append(program_pls)
+        per_program_attr.append(program_attr)
         samples[li] += 1
-        tokens[li] += n
-    return dict(act_abs=act_abs, active=active, pls=pls, importance=importance, samples=samples, tokens=tokens)
+        tokens[li] += len(real)
+    return dict(act_abs=act_abs, active=active, pls=pls, attribution=attribution, samples=samples, tokens=tokens,
+                program_pls=np.stack(per_program_pls), program_attribution=np.stack(per_program_attr))
 
 
-def _assert_matches(stats, ref):
+def _assert_matches(stats, ref, snippets):
     np.testing.assert_allclose(stats.tokens, ref["tokens"])
     np.testing.assert_allclose(stats.samples, ref["samples"])
     np.testing.assert_allclose(stats.act_abs_sum, ref["act_abs"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats.active_count, ref["active"])
-    np.testing.assert_allclose(stats.pls_sum, ref["pls"], rtol=1e-3, atol=1e-8)
-    np.testing.assert_allclose(stats.importance_sum, ref["importance"], rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(stats.pls_sum, ref["pls"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(stats.attribution_sum, ref["attribution"], rtol=1e-3, atol=1e-7)
+    # one unit per program here: each unit holds exactly its program's own scores
+    unit_of, unit_lang = unit_plan(snippets, stats.languages, stats.n_layers, stats.n_neurons)
+    np.testing.assert_array_equal(stats.unit_lang, unit_lang)
+    np.testing.assert_allclose(stats.unit_pls[unit_of], ref["program_pls"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(stats.unit_attribution[unit_of], ref["program_attribution"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(stats.unit_samples[unit_of], 1)
 
 
 def test_statistics_match_reference_loop(tiny, snippets):
     # batch_tokens small enough to force several padded batches per language
     stats = capture_statistics(tiny, snippets, gradients=True, batch_tokens=200)
-    _assert_matches(stats, reference_statistics(tiny, snippets))
+    _assert_matches(stats, reference_statistics(tiny, snippets), snippets)
     assert stats.pls().shape == (len(stats.languages), tiny.n_layers, tiny.n_neurons)
     assert (stats.pls() > 0).all()
-    # max(0, -a g) is one part of |a g|: both parts occur, and neither alone is the whole
-    assert (stats.importance() <= stats.pls() + 1e-6).all()
-    assert 0 < stats.importance().sum() < stats.pls().sum()
+    # |sum a g| / T <= mean |a g| over real tokens x (real / targets): both signs occur in the attribution
+    attribution = stats.attribution()
+    assert (attribution > 0).any() and (attribution < 0).any()
 
 
 @pytest.mark.parametrize("kind", [k for k in ARCHITECTURES if k not in ("llama", "qwen2", "gpt2")])
 def test_every_adapter_captures_the_right_width(kind, snippets):
     loaded = tiny_model(kind)
     stats = capture_statistics(loaded, snippets[:3], gradients=True, batch_tokens=200)
-    _assert_matches(stats, reference_statistics(loaded, snippets[:3]))
+    _assert_matches(stats, reference_statistics(loaded, snippets[:3]), snippets[:3])
 
 
 def test_forward_only_statistics_equal_gradient_run_activations(tiny_llama, snippets):
@@ -171,7 +191,10 @@ def test_token_trace_matches_statistics(tiny_llama, snippets):
     trace = trace_tokens(tiny_llama, code, layers=[0, 2])
     assert trace.activations.shape == (2, len(trace.token_ids), tiny_llama.n_neurons)
     stats = capture_statistics(tiny_llama, [snippets[3]], gradients=False)
-    np.testing.assert_allclose(np.abs(trace.activations).sum(1), stats.act_abs_sum[0][[0, 2]], rtol=1e-4)
+    # statistics read the program's own tokens: the BOS the trace shows first is not one of them
+    assert trace.token_ids[0] == tiny_llama.tokenizer.bos_token_id
+    np.testing.assert_allclose(np.abs(trace.activations[:, 1:]).sum(1), stats.act_abs_sum[0][[0, 2]], rtol=1e-4)
+    assert stats.tokens[0] == len(trace.token_ids) - 1
     # offsets cover the program exactly; byte-level BPE may split one multi-byte character over two
     # tokens that both point at it, so join the spans without repeating overlaps
     text, end = "", 0
@@ -197,7 +220,7 @@ def test_pooled_states_early_exit_equals_full_forward(tiny_llama, snippets):
         ids = torch.tensor([encode(tiny_llama, s.code, 512).ids])
         with torch.no_grad():
             hs = tiny_llama.model(ids, output_hidden_states=True).hidden_states
-        np.testing.assert_allclose(full[i, 0], hs[1][0].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(full[i, 0], hs[1][0][1:].mean(0).numpy(), rtol=1e-4, atol=1e-5)  # BOS excluded
 
 
 def test_length_batches_respect_budget():
@@ -232,6 +255,8 @@ def test_syntax_profile_and_top_k_match_traces(tiny_llama, snippets):
         trace = trace_tokens(tiny_llama, s.code)
         nodes = align_tokens(s.code, s.lang, encode(tiny_llama, s.code, 512).offsets)
         for t, node in enumerate(nodes):
+            if t == 0:  # BOS: not one of the program's tokens, in neither the profile nor the top-k
+                continue
             if node.type is not None:
                 j = types.index(node.type) if node.type in types else types.index("(other)")
                 type_sum[:, j] += trace.activations[:, t]

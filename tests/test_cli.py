@@ -9,6 +9,7 @@ import pytest
 from conftest import SNIPPETS, tiny_model
 from neuro.corpus import save_jsonl
 from neuro.paths import REPO_DIR
+from neuro.split import split_corpus
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def test_capture_json_then_cache_hit(env):
     summary = json.loads(first.stdout)  # stdout is exactly one JSON document
     assert summary["cache_hit"] is False and summary["gradients"] is True
     assert set(summary["languages"]) == {"python", "go", "java"}
-    assert summary["languages"]["python"]["samples"] == 3
+    selection = split_corpus(SNIPPETS).selection  # capture reads the split's selection side
+    assert summary["split"]["selection_programs"] == len(selection) and summary["split"]["unit"] == "task"
+    assert summary["languages"]["python"]["samples"] == sum(s.lang == "python" for s in selection)
     assert summary["node_types"] > 3 and summary["top_k"] == 16
     assert "capture:" in first.stderr  # progress goes to stderr
     second = json.loads(neuro(*args, env_dir=env).stdout)
@@ -65,10 +68,15 @@ def test_neurons_and_ablate_json(env, tmp_path):
     assert set(summary["counts"]) == {"python", "go", "java", "universal"}
     assert sum(sum(v.values()) for v in summary["by_layer"].values()) == sum(summary["counts"].values())
     assert (tmp_path / "sel.csv").read_text().startswith("layer,neuron")
-    out = neuro("ablate", *base, "--ratio", "1.0", env_dir=env)
+    split = split_corpus(SNIPPETS)
+    assert summary["split"]["evaluation_programs"] == len(split.evaluation) and summary["split"]["seed"] == 0
+    assert summary["chance"]["permutations"] == 20 and set(summary["chance"]["max"]) == set(summary["counts"])
+    out = neuro("ablate", *base, "--ratio", "1.0", "--draws", "2", env_dir=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result["base_loss"]) == {"python", "go", "java"}
+    # measured on the evaluation side only: its languages, not the selection side's
+    assert set(result["base_loss"]) == {s.lang for s in split.evaluation}
+    assert result["draws"] == 2 and result["split"] == summary["split"]
     assert set(result["delta"]) <= {"python", "go", "java", "universal"}
     out = neuro("neurons", *base, "--ratio", "0.5", env_dir=env)
     assert out.returncode == 2 and "ratio" in json.loads(out.stdout)["error"]

@@ -4,6 +4,7 @@ CLI and the page."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,11 +15,13 @@ from neuro.capture import pooled_states
 from neuro.cli import main
 from neuro.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
 from neuro.paths import REPO_DIR
+from neuro.split import SplitParams, split_corpus
 from neuro.store import Store
-from neuro.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
+from neuro.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, cached_pooled, centred_rows, unit_rows
 from neuro.tasks.clones import (EMPTY_MESSAGE, CloneInputError, VectorIndex, all_layer_embeddings, build_index,
-                                code_tokens, decode_upload, embed_code, layer_embeddings, map_at_r, prepare_query,
-                                recall_at_1, retrieval_table, strip_comments, tfidf_vectors)
+                                code_tokens, decode_upload, embed_code, evaluate_clones, layer_embeddings, map_at_r,
+                                prepare_query, recall_at_1, retrieval_table, split_embeddings, strip_comments,
+                                tfidf_vectors)
 
 # --------------------------------------------------------------------------- metrics
 
@@ -131,8 +134,21 @@ def test_search_centres_the_query_on_its_language():
     rng = np.random.default_rng(7)
     query = task_vectors[5] + lang_vectors[1] + 0.3 * rng.standard_normal(task_vectors.shape[1])  # task 5 in Java
     others = ["cpp", "python", "go", "javascript"]
-    hits = VectorIndex(emb, snippets).search_vector(query, k=4, languages=others, lang="java")
+    index = VectorIndex(emb, snippets)
+    before = {lang: mean.copy() for lang, mean in index.centering.language_means.items()}
+    hits = index.search_vector(query, k=4, languages=others, lang="java")
     assert {h.id for h in hits} == {f"t5/{lang}" for lang in others}
+    # The query is centred on the index's Java mean (the index's rows alone), and leaves every mean as it was.
+    java_mean = emb[[i for i, s in enumerate(snippets) if s.lang == "java"]].mean(0)
+    np.testing.assert_allclose(index.centering.language_means["java"], java_mean, rtol=1e-5, atol=1e-6)
+    rows = {s.id: centred_rows(emb, snippets, "language")[i] for i, s in enumerate(snippets)}
+    expected = {h.id: float(rows[h.id] @ unit_rows(query[None], java_mean)[0]) for h in hits}
+    assert [h.score for h in hits] == pytest.approx([expected[h.id] for h in hits], abs=1e-5)
+    leaky = np.vstack([emb[[i for i, s in enumerate(snippets) if s.lang == "java"]], query[None]]).mean(0)
+    assert np.abs(leaky - java_mean).max() > 1e-3  # a mean fitted with the query would have shown
+    assert before.keys() == index.centering.language_means.keys()
+    for lang, mean in before.items():
+        np.testing.assert_array_equal(index.centering.language_means[lang], mean)
     plain = VectorIndex(emb, snippets, center="corpus").search_vector(query, k=4, languages=others, lang="java")
     assert {h.id for h in plain} != {f"t5/{lang}" for lang in others}
     # A language with too few programs for its own mean falls back to the corpus mean.
@@ -256,7 +272,10 @@ def test_cli_eval_and_search_json(folder, capsys):
     assert methods == {"concept layer", "first layer", "last layer", "mean of layers", "token TF-IDF"}
     assert {"cross-language MAP@R", "all-language Recall@1"} <= set(summary["overall"][0])
     assert sorted({row["layer"] for row in summary["sweep"]}) == [0, 1, 2]
-    assert summary["layer"] in summary["concept_layers"] and summary["snippets"] == 7
+    assert summary["layer"] in summary["concept_layers"] and summary["programs"] == 7
+    split = split_corpus(SNIPPETS).summary()
+    assert summary["split"] == split and summary["evaluated_programs"] == split["evaluation_programs"]
+    assert max(row["queries"] for row in summary["scores"]) <= split["evaluation_programs"]
 
     def run(*args):  # in-process: the same parser and handler, without a second interpreter start-up
         code = main(["clones", *args, "--model", str(folder / "model"), "--corpus", str(folder / "corpus.jsonl"),
@@ -266,6 +285,7 @@ def test_cli_eval_and_search_json(folder, capsys):
     (folder / "q.go").write_text(SNIPPETS[4].code)
     code, result = run("search", "--code-file", str(folder / "q.go"), "-k", "4", "--hit-languages", "go,java")
     assert code == 0 and result["lang"] == "go" and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
+    assert result["split"] == split_corpus(SNIPPETS).summary()  # the split chose the layer
     assert result["hits"][0]["id"] == "rev/go" and {h["lang"] for h in result["hits"]} <= {"go", "java"}
     (folder / "bin").write_bytes(b"\x00\x01\x02")
     code, result = run("search", "--code-file", str(folder / "bin"))
@@ -303,4 +323,78 @@ def test_page_search_and_evaluation(folder, monkeypatch):
     assert not at.exception, at.exception
     overall = at.dataframe[0].value
     assert "token TF-IDF" in set(overall.method) and "cross-language MAP@R" in overall.columns
+    assert any(split_corpus(SNIPPETS).caption() in c.value for c in at.caption)
     assert len(at.get("vega_lite_chart")) >= 2  # pair heatmap and layer sweep
+
+
+# --------------------------------------------------------------------------- selection / evaluation split
+
+_BODIES = ["x + {t}", "x * {t}", "x - {t}", "{t} * x + 1", "x * x + {t}", "(x + {t}) * 2", "x / ({t} + 1)", "{t} - x"]
+
+
+def _parallel_corpus(tasks: int = 8) -> list[Snippet]:
+    """`tasks` tiny tasks, each in Python, Go and Java."""
+    out = []
+    for t in range(tasks):
+        body = _BODIES[t % len(_BODIES)].format(t=t)
+        out += [Snippet(f"t{t}/python", "python", f"t{t}", f"def f{t}(x):\n    return {body}\n"),
+                Snippet(f"t{t}/go", "go", f"t{t}", f"func F{t}(x int) int {{\n\treturn {body}\n}}\n"),
+                Snippet(f"t{t}/java", "java", f"t{t}", f"class S{t} {{\n    int f(int x) {{ return {body}; }}\n}}\n")]
+    return out
+
+
+def test_evaluation_programs_do_not_move_concept_layers_or_centring_means(tiny_llama, tmp_path):
+    corpus = _parallel_corpus()
+    split = split_corpus(corpus)
+    held = {s.task for s in split.evaluation}
+    assert 0 < len(held) < 8
+    note = {"python": "# a note\n", "go": "// a note\n", "java": "// a note\n"}
+    changed = [replace(s, code=s.code + note[s.lang]) if s.task in held else s for s in corpus]
+    assert split_corpus(changed).selection == split.selection  # only evaluation programs differ
+    store = Store(tmp_path)  # one cache: a layer report keyed on anything beyond the selection would be a second
+    given = evaluate_clones(tiny_llama, corpus, store=store)  # concept layer: the layer report's rule
+    again = evaluate_clones(tiny_llama, changed, store=store)
+    assert given.concept_layers == again.concept_layers and given.layer == again.layer
+    from neuro.layers import LAYERS_KIND
+    reports = store.entries(LAYERS_KIND)
+    assert len(reports) == 1 and reports[0]["meta"]["meta"]["snippets"] == len(split.selection)
+    a, b = split_embeddings(tiny_llama, corpus, store=store), split_embeddings(tiny_llama, changed, store=store)
+    rows = a.evaluation_rows
+    assert np.abs(a.pooled[rows] - b.pooled[rows]).max() > 1e-3  # the evaluation programs' states did change
+    for layer in range(tiny_llama.n_layers):
+        mean_a, mean_b = a.centering(a.pooled[:, layer]), b.centering(b.pooled[:, layer])
+        assert set(mean_a.language_means) == {"python", "go", "java"}  # >= 5 programs each on the selection side
+        np.testing.assert_allclose(mean_a.corpus_mean, mean_b.corpus_mean, rtol=1e-5, atol=1e-6)
+        for lang, mean in mean_a.language_means.items():
+            np.testing.assert_allclose(mean, mean_b.language_means[lang], rtol=1e-5, atol=1e-6)
+        everything = lambda x: x.pooled[:, layer].mean(0)  # noqa: E731  (a mean fitted on the whole corpus)
+        assert np.abs(everything(a) - everything(b)).max() > 1e-4
+
+
+def test_clone_evaluation_queries_and_candidates_are_evaluation_programs(tiny_llama, tmp_path):
+    corpus = _parallel_corpus()
+    split = split_corpus(corpus, SplitParams(eval_fraction=0.4, seed=3))
+    store = Store(tmp_path)
+    result = evaluate_clones(tiny_llama, corpus, layer=1, split=split.params, store=store)
+    assert result.meta["split"] == split.summary() and result.meta["evaluated_programs"] == len(split.evaluation)
+    # Reference from the definitions: Java / Python / Go means of the selection programs, applied to the
+    # evaluation programs, which alone are queries and candidates.
+    pooled = cached_pooled(tiny_llama, corpus, store=store)[:, 1]
+    selected = {s.id for s in split.selection}
+    means = {lang: pooled[[i for i, s in enumerate(corpus) if s.lang == lang and s.id in selected]].mean(0)
+             for lang in ("python", "go", "java")}
+    rows = [i for i, s in enumerate(corpus) if s.id not in selected]
+    assert [corpus[i] for i in rows] == split.evaluation
+    vectors = np.stack([unit_rows(pooled[i][None], means[corpus[i].lang])[0] for i in rows])
+    key = ["setting", "query_lang", "candidate_lang"]
+    expected = retrieval_table(vectors, split.evaluation).set_index(key)
+    got = result.scores[result.scores.method == "chosen layer"].set_index(key)
+    assert set(got.index) == set(expected.index)
+    for column in ("map_at_r", "recall_at_1", "queries"):
+        np.testing.assert_allclose(got.loc[expected.index, column], expected[column], rtol=1e-5)
+    assert got.loc[("all-language", "all", "all"), "queries"] == len(split.evaluation)
+    tfidf = retrieval_table(tfidf_vectors(split.evaluation, fit_on=split.selection), split.evaluation).set_index(key)
+    got = result.scores[result.scores.method == "token TF-IDF"].set_index(key)
+    np.testing.assert_allclose(got.loc[tfidf.index, "map_at_r"], tfidf["map_at_r"], rtol=1e-6)
+    with pytest.raises(ValueError, match="no two evaluation programs share a task"):
+        evaluate_clones(tiny_llama, SNIPPETS, layer=1, split=SplitParams(seed=2), store=store)  # only "sum" held out

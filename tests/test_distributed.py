@@ -66,6 +66,7 @@ def test_capture_command_under_torchrun(tmp_path):
     import sys
 
     from neuro.corpus import save_jsonl
+    from neuro.split import split_corpus
     from neuro.paths import REPO_DIR
 
     loaded = tiny_model("llama")
@@ -81,7 +82,9 @@ def test_capture_command_under_torchrun(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout)  # one JSON document: only rank 0 prints
     assert summary["ranks"] == 2 and summary["cache_hit"] is False
-    assert summary["languages"]["python"]["samples"] == 3
+    selection = split_corpus(SNIPPETS).selection  # capture reads the split's selection side
+    assert summary["split"]["selection_programs"] == len(selection)
+    assert summary["languages"]["python"]["samples"] == sum(s.lang == "python" for s in selection)
     single = subprocess.run([sys.executable, "-m", "neuro", *args], capture_output=True, text=True, cwd=REPO_DIR,
                             timeout=600, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert json.loads(single.stdout)["cache_hit"] is True  # rank 0 wrote the cache a single process reads

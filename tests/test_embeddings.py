@@ -31,3 +31,16 @@ def test_projection_of_language_centred_states(tiny_llama, snippets, tmp_path, m
     pooled = cached_pooled(tiny_llama, snippets, store=store)[:, 1]
     np.testing.assert_allclose(seen[0], embeddings.centred_rows(pooled, snippets, "language"), rtol=1e-6)
     assert cached_projection(tiny_llama, snippets, layer=1, center="language", store=store)[1]
+
+
+def test_results_cached_before_the_pooling_change_are_not_reused(tiny_llama, snippets, tmp_path):
+    from neuro.corpus import corpus_hash
+    from neuro.embeddings import POOLED_KIND, POOLED_VERSION, pooled_key
+    from neuro.store import Entry, make_key
+
+    store = Store(tmp_path)
+    stale = make_key(POOLED_KIND, model=tiny_llama.identity, corpus=corpus_hash(snippets), max_length=512)
+    store.save(POOLED_KIND, stale, Entry(arrays={"pooled": np.zeros((len(snippets), 3, 32), np.float32)}))
+    assert POOLED_VERSION >= 2 and pooled_key(tiny_llama, snippets) != stale
+    pooled = cached_pooled(tiny_llama, snippets, store=store)  # recomputed, not the stale zeros
+    np.testing.assert_allclose(pooled, pooled_states(tiny_llama, snippets), rtol=1e-5)

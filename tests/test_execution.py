@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -10,6 +12,7 @@ from math import comb
 
 import pytest
 
+from neuro import execution
 from neuro.corpus import CorpusError, Snippet
 from neuro.execution import (
     ExecutionResult,
@@ -19,6 +22,7 @@ from neuro.execution import (
     run_program,
     run_snippet,
     sandbox_features,
+    sandbox_warning,
     toolchains,
 )
 
@@ -231,15 +235,39 @@ def test_program_cannot_write_outside_its_directory(tmp_path):
     tmp_path.chmod(0o755)
     target = tmp_path / "planted"
     result = run_program("python", f"open({str(target)!r}, 'w').write('x')\n", "", timeout=5)
-    assert result.status == "failed" and "PermissionError" in result.reason, result
+    # denied (another uid), or, under bubblewrap, not even there
+    assert result.status == "failed" and re.search("PermissionError|FileNotFoundError", result.reason), result
     assert not target.exists()
 
 
+def test_sandbox_features_are_reported():
+    assert FEATURES["isolation"] in ("bubblewrap", "namespaces", "none")
+    assert json.loads(json.dumps(FEATURES)) == FEATURES  # the CLI's --json carries it
+    assert (sandbox_warning() is None) == (FEATURES["isolation"] == "bubblewrap")
+
+
+@pytest.mark.skipif(FEATURES["isolation"] != "bubblewrap", reason="the fallback is what every other test runs here")
+def test_fallback_without_bubblewrap(monkeypatch):
+    """Where bwrap cannot run, runs go through the namespaces (or nothing) again, and say so."""
+    monkeypatch.setattr(execution, "_isolation", lambda: "namespaces" if execution._namespace_prefix() else "none")
+    features = sandbox_features()
+    assert features["isolation"] != "bubblewrap" and not features["filesystem_isolation"]
+    assert "bubblewrap" in sandbox_warning()
+    for lang in ("python", "cpp", "go"):
+        if AVAILABLE[lang]:
+            good, bad, test = PROGRAMS[lang]
+            assert run_program(lang, good, test).passed, lang
+            assert run_program(lang, bad, test).status == "failed", lang
+    code = "import os\nprint(os.environ['HOME'] == os.getcwd())\n"
+    assert run_program("python", code, "").stdout.strip() == "True"  # the fallback's home is the work folder
+
+
 def test_stdin_is_closed_and_environment_clean():
-    code = "import os\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd())\ninput()\n"
+    code = ("import os\nprint(sorted(os.environ))\n"
+            "print(os.access(os.environ['HOME'], os.W_OK), os.access(os.environ['TMPDIR'], os.W_OK))\ninput()\n")
     result = run_program("python", code, "", timeout=5)
     assert result.status == "failed" and "EOFError" in result.reason, result
-    assert "True" in result.stdout and "VIRTUAL_ENV" not in result.stdout
+    assert "True True" in result.stdout and "VIRTUAL_ENV" not in result.stdout  # a writable home and TMPDIR
 
 
 @needs("cpp")

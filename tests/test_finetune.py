@@ -1,6 +1,7 @@
 """Neuron-guided fine-tuning on tiny random models: exactly the owned rows/columns train, the optimizer
 holds state for the deltas alone, the export reloads with identical logits, baselines are sized right,
-and bad parameters are refused before anything starts."""
+bad parameters are refused before anything starts, and nothing leaks across the selection / evaluation
+split (neurons from the selection side only; training and evaluation on disjoint tasks)."""
 
 import math
 
@@ -11,10 +12,12 @@ import torch
 from conftest import SNIPPETS, tiny_model
 from neuro.jobs import JobContext, JobRefused, NullContext, list_jobs
 from neuro.models import load_model
-from neuro.tasks import Batch, load_tensors, lora_size, optimizer_state_size, split_by_task, train
+from neuro.split import SplitParams, split_corpus
+from neuro.tasks import Batch, load_tensors, lora_size, optimizer_state_size, train
 from neuro.tasks.export import export_model
 from neuro.tasks.finetune import (FinetuneConfig, NeuronDeltas, _Adaptation, ffn_parts, finetune, lm_sequences,
-                                  lora_rank_for, owned_parameters, start_finetune, trainable_count, validate_finetune)
+                                  lora_rank_for, owned_parameters, plan_finetune, select_finetune_neurons,
+                                  start_finetune, trainable_count, validate_finetune)
 from neuro.tasks import make_batches
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
@@ -94,7 +97,7 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
     loaded.tokenizer.save_pretrained(folder)
     base = load_model(folder, device="cpu")
     config = FinetuneConfig(model=str(folder), target="python", method=method, neurons=NEURONS, steps=4, lr=1e-2,
-                            batch_tokens=4096, max_length=64, heldout_fraction=0.3)
+                            batch_tokens=4096, max_length=64, eval_fraction=0.3)
     job = tmp_path / "job"
     job.mkdir()
     from neuro.jobs import write_json
@@ -143,8 +146,8 @@ def test_lora_and_random_baselines_are_comparable(tiny_llama):
 def test_a_run_lowers_the_target_loss():
     loaded = tiny_model("llama")
     config = FinetuneConfig(model="x", target="python", neurons={0: list(range(48)), 1: list(range(48))},
-                            steps=30, lr=3e-2, batch_tokens=4096, max_length=64, heldout_fraction=0.3)
-    train_set, heldout = split_by_task(SNIPPETS, 0.3, 0)
+                            steps=30, lr=3e-2, batch_tokens=4096, max_length=64, eval_fraction=0.3)
+    train_set = split_corpus(SNIPPETS, SplitParams(0.3, 0)).selection
     result = finetune(loaded, train_set + [s for s in SNIPPETS if s.task == "add"], config, NullContext())
     assert result["losses"][-1] < result["losses"][0]
     assert result["heldout_after"]["python"] < result["heldout_before"]["python"]
@@ -163,9 +166,10 @@ def _snips():
     (dict(target="cpp"), "no cpp programs"),
     (dict(method="magic"), "unknown method"),
     (dict(neurons={7: [1]}), "outside"),
+    (dict(eval_fraction=1.0), "evaluation fraction"),
 ])
 def test_bad_parameters_are_refused(tiny_llama, tmp_path, change, message):
-    config = FinetuneConfig(model="x", target="python", neurons=NEURONS, heldout_fraction=0.3)
+    config = FinetuneConfig(model="x", target="python", neurons=NEURONS, eval_fraction=0.3)
     bad = FinetuneConfig(**{**config.__dict__, **change})
     reasons = validate_finetune(bad, tiny_llama, _snips())
     assert any(message in r for r in reasons), reasons
@@ -175,15 +179,89 @@ def test_bad_parameters_are_refused(tiny_llama, tmp_path, change, message):
 
 
 def test_empty_training_set_and_memory_are_refused(tiny_llama):
-    config = FinetuneConfig(model="x", target="python", neurons=NEURONS, heldout_fraction=0.3)
-    heldout_tasks = {s.task for s in split_by_task(SNIPPETS, 0.3, 0)[1]}
-    # python only in the held-out task (the split ranks tasks by hash, so it keeps that task held out)
+    config = FinetuneConfig(model="x", target="python", neurons=NEURONS, eval_fraction=0.3)
+    heldout_tasks = {s.task for s in split_corpus(SNIPPETS, SplitParams(0.3, 0)).evaluation}
+    # python only in the evaluated task (the split ranks tasks by hash, so it keeps that task evaluated)
     corpus = [s for s in SNIPPETS if s.lang != "python" or s.task in heldout_tasks]
-    assert {s.task for s in split_by_task(corpus, 0.3, 0)[1]} == heldout_tasks
+    assert {s.task for s in split_corpus(corpus, SplitParams(0.3, 0)).evaluation} == heldout_tasks
     assert any("empty training set" in r for r in validate_finetune(config, tiny_llama, corpus))
     assert validate_finetune(config, tiny_llama, _snips()) == []
     reasons = validate_finetune(config, tiny_llama, _snips(), memory_budget=1 << 10)
     assert len(reasons) == 1 and "does not fit" in reasons[0]
+
+
+# --------------------------------------------------------------------------- no leakage across the split
+
+_MARK = {"python": "# changed", "go": "// changed", "java": "// changed"}
+
+
+def test_evaluation_programs_do_not_move_the_selected_neurons(tiny_llama, tmp_path, monkeypatch):
+    """Editing only evaluation-side programs leaves the neurons (and the random control) a run trains
+    unchanged: the statistics they come from see the selection side alone."""
+    import neuro.analyses
+    from dataclasses import replace
+
+    from neuro.selectivity import SelectionParams
+    from neuro.store import Store
+
+    seen = []
+    real = neuro.analyses.corpus_statistics
+
+    def spy(loaded, snippets, **kwargs):
+        seen.append([s.id for s in snippets])
+        return real(loaded, snippets, **kwargs)
+
+    monkeypatch.setattr(neuro.analyses, "corpus_statistics", spy)
+    split = split_corpus(SNIPPETS, SplitParams(0.3, 0))
+    evaluated = {s.id for s in split.evaluation}
+    edited = [replace(s, code=s.code + f"\n{_MARK[s.lang]}\n") if s.id in evaluated else s for s in SNIPPETS]
+    edited_split = split_corpus(edited, SplitParams(0.3, 0))
+    assert {s.id for s in edited_split.evaluation} == evaluated  # the edit moves nothing across the split
+    params = SelectionParams(top_fraction=0.2)
+    store = Store(tmp_path)
+    plans = []
+    for sp in (split, edited_split):
+        selection = select_finetune_neurons(tiny_llama, sp, params, store=store, max_length=64)
+        plans.append([plan_finetune(tiny_llama, selection, "python", method=method,
+                                    neuron_set="specific+universal", split=sp) for method in ("neurons", "random")])
+    assert seen == [[s.id for s in split.selection]] * 2  # no evaluation program reached the statistics
+    assert plans[0][0].neurons and plans[0][0].neurons == plans[1][0].neurons
+    assert plans[0][1].neurons == plans[1][1].neurons
+    assert (plans[0][0].eval_fraction, plans[0][0].split_seed) == (0.3, 0)
+
+
+def test_a_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
+    import neuro.tasks.finetune as ft
+
+    trained, evaluated = [], []
+    real_sequences, real_losses = ft.lm_sequences, ft.language_losses
+
+    def sequences(loaded, snippets, max_length):
+        trained.extend(snippets)
+        return real_sequences(loaded, snippets, max_length)
+
+    def losses(loaded, snippets, **kwargs):
+        evaluated.extend(snippets)
+        return real_losses(loaded, snippets, **kwargs)
+
+    monkeypatch.setattr(ft, "lm_sequences", sequences)
+    monkeypatch.setattr(ft, "language_losses", losses)
+    config = FinetuneConfig(model="x", target="python", neurons=NEURONS, steps=1, batch_tokens=4096,
+                            max_length=64, eval_fraction=0.3)
+    result = finetune(tiny_model("llama"), SNIPPETS, config, NullContext())
+    split = split_corpus(SNIPPETS, SplitParams(0.3, 0))
+    assert trained and evaluated and {s.lang for s in trained} == {"python"}
+    assert not {s.task for s in trained} & {s.task for s in evaluated}
+    assert {s.id for s in evaluated} == {s.id for s in split.evaluation}
+    assert {s.id for s in trained} == {s.id for s in split.selection if s.lang == "python"}
+    assert result["split"] == split.summary()
+
+
+def test_an_old_job_config_still_reads():
+    """A job folder from before the shared split (heldout_fraction) opens with the default split."""
+    old = {"model": "x", "target": "python", "neurons": {"0": [1]}, "heldout_fraction": 0.2, "seed": 3}
+    config = FinetuneConfig.from_params(old)
+    assert (config.eval_fraction, config.split_seed, config.seed) == (0.3, 0, 3)
 
 
 def test_optimizer_state_counts_tensors_only():

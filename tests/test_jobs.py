@@ -40,7 +40,7 @@ def model(env):
 
 def _config(env, **changes) -> FinetuneConfig:
     base = dict(model=str(env / "model"), target="python", neurons=NEURONS, steps=6, lr=1e-2,
-                batch_tokens=4096, max_length=64, heldout_fraction=0.3)
+                batch_tokens=4096, max_length=64, eval_fraction=0.3)
     return FinetuneConfig(**{**base, **changes})
 
 
@@ -120,6 +120,25 @@ def test_a_killed_worker_is_shown_as_failed(env, model):
     failed = _wait(info.path, lambda i: not i.active, timeout=30)
     assert failed.state == "failed" and "ended without finishing" in failed.error
     assert read_json(info.path / "status.json")["state"] == "failed"  # recorded, not only displayed
+
+
+def test_a_job_from_before_the_shared_split_still_lists(tmp_path):
+    """An old finished job (heldout_fraction in its params, no split in its result) lists and tabulates."""
+    from neuro.tasks.finetune import results_table
+
+    params = {**_config(tmp_path).to_params(), "heldout_fraction": 0.2}
+    del params["eval_fraction"], params["split_seed"]
+    folder = create_job("finetune", params, label="old", root=tmp_path / "jobs")
+    result = {"config": params, "target": "python", "method": "neurons", "neurons": 5, "trainable_params": 480,
+              "trainable_share": 0.01, "heldout_before": {"python": 5.0}, "heldout_after": {"python": 4.0},
+              "target_delta": -1.0, "others_delta_mean": None, "optimizer_state": 960, "steps": 6}
+    write_json(folder / "result.json", result)
+    write_json(folder / "status.json", {"state": "finished", "created": time.time(), "finished": time.time()})
+    jobs = list_jobs(tmp_path / "jobs")
+    assert [j.state for j in jobs] == ["finished"]
+    table = results_table(jobs)
+    assert table["target_delta"].tolist() == [-1.0] and table["split"].isna().all()
+    assert FinetuneConfig.from_params(find_job(folder).params).eval_fraction == 0.3
 
 
 def test_cancel_of_a_queued_job_and_atomic_writes(tmp_path):
@@ -249,10 +268,13 @@ def _cli(*args, env_dir, **env):
 
 def test_cli_finetune_compares_methods_and_refuses_bad_input(env):
     common = ("--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--target", "python",
-              "--top-fraction", "0.2", "--heldout", "0.3", "--json")
+              "--top-fraction", "0.2", "--eval-fraction", "0.3", "--split-seed", "0", "--json")
     out = _cli("finetune", *common, "--method", "neurons,random", "--steps", "2", env_dir=env)
     assert out.returncode == 0, out.stderr
-    jobs = json.loads(out.stdout)["jobs"]
+    report = json.loads(out.stdout)
+    jobs = report["jobs"]
+    assert report["split"]["eval_fraction"] == 0.3 and report["split"]["unit"] == "task"
+    assert all(j["result"]["split"] == report["split"] for j in jobs)
     assert [j["state"] for j in jobs] == ["finished", "finished"]
     results = [j["result"] for j in jobs]
     assert results[0]["method"] == "neurons" and results[1]["method"] == "random"

@@ -63,3 +63,108 @@ def test_report_on_tiny_model_and_cache(tiny_llama, snippets, tmp_path):
     override = layer_report(tiny_llama, snippets, contribution=False, concept_override=[2])
     assert override.concept_layers == [2] and "user" in override.rule
     assert concept_layers(tiny_llama, snippets, store=store)
+
+
+def test_concept_layers_are_chosen_on_the_selection_side(tiny_llama, snippets, tmp_path):
+    from neuro.layers import LAYERS_KIND, default_concept_layer
+    from neuro.split import split_corpus
+
+    split = split_corpus(snippets)  # seed 0: "rev" is evaluated; "add" is the only parallel task left
+    store = Store(tmp_path)
+    report = cached_layer_report(tiny_llama, split, store=store, contribution=False, tokens_per_snippet=4)
+    again = cached_layer_report(tiny_llama, split.selection, store=store, contribution=False, tokens_per_snippet=4,
+                                compute=False)
+    assert again is not None and len(store.entries(LAYERS_KIND)) == 1  # a split means its selection side
+    assert report.meta["snippets"] == len(split.selection) and report.pairs.empty
+    # No language pair shares two tasks there: the middle layer stands in, and the rule says why.
+    assert report.concept_layers == [1] and "middle layer" in report.rule
+    assert concept_layers(tiny_llama, split, store=store) == concept_layers(tiny_llama, split.selection, store=store)
+    assert default_concept_layer(tiny_llama, split, store=store) == 1
+
+
+def test_layers_cli_reports_the_split(tiny_llama, snippets, tmp_path, capsys):
+    import json
+
+    from neuro.cli import main
+    from neuro.corpus import save_jsonl
+    from neuro.split import SplitParams, split_corpus
+
+    tiny_llama.model.save_pretrained(tmp_path / "model")
+    tiny_llama.tokenizer.save_pretrained(tmp_path / "model")
+    save_jsonl(snippets, tmp_path / "corpus.jsonl")
+    code = main(["layers", "--no-contribution", "--tokens-per-snippet", "4", "--eval-fraction", "0.3",
+                 "--split-seed", "2", "--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.jsonl"),
+                 "--cache", str(tmp_path / "cache"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    split = split_corpus(snippets, SplitParams(eval_fraction=0.3, seed=2))  # only "sum/python" is evaluated
+    assert code == 0 and summary["split"] == split.summary() and summary["snippets"] == len(split.selection) == 6
+    assert [row["layer"] for row in summary["layers"]] == [0, 1, 2]
+
+
+# --------------------------------------------------------------------------- the probe converges
+
+def _collinear_states(n=1200, p=512, rank=16, classes=12, seed=0):
+    """Like early-layer hidden states: p features mixing a few latent directions whose scales fall from
+    1 to 1e-4, and labels that depend on the faint directions too. Standardizing leaves this
+    ill-conditioned; L-BFGS with max_iter=300 stopped short on it with a ConvergenceWarning."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, rank))
+    x = (z * np.logspace(0, -4, rank)) @ rng.normal(size=(rank, p)) + 1e-3 * rng.normal(size=(n, p))
+    y = (z @ rng.normal(size=(rank, classes)) + rng.gumbel(size=(n, classes))).argmax(1)
+    return x, y
+
+
+@pytest.fixture()
+def strict():
+    """A ConvergenceWarning fails the test."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        yield
+
+
+def test_probe_on_separable_and_random_high_dimensional_data(strict):
+    """n_samples < n_features: always separable, so only the L2 term bounds the fit."""
+    from neuro.layers import make_probe
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 40)
+    means = 0.6 * rng.normal(size=(3, 400))
+    x = means[labels] + rng.normal(size=(120, 400))
+    held = rng.permutation(120)
+    train, test = held[:60], held[60:]
+    assert make_probe().fit(x[train], labels[train]).score(x[test], labels[test]) == 1.0
+    assert probe_accuracy(x, labels) == 1.0
+    noise = rng.normal(size=(120, 400))
+    assert make_probe().fit(noise[train], labels[train]).score(noise[train], labels[train]) == 1.0  # memorized
+    assert abs(probe_accuracy(noise, labels) - 1 / 3) < 0.15  # and nothing learned
+
+
+def test_probe_converges_on_collinear_states(strict):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = _collinear_states()
+    accuracy = probe_accuracy(x, y, folds=3)
+    # the same model fitted to convergence by L-BFGS given all the iterations it wants
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=20_000))
+    expected = cross_val_score(reference, x, y, cv=StratifiedKFold(3, shuffle=True, random_state=0)).mean()
+    assert accuracy == pytest.approx(expected, abs=0.01)
+    assert accuracy > 3 / 12  # far above chance (1/12)
+
+
+def test_probe_on_pooled_states_of_a_tiny_model(tiny_llama, snippets, strict):
+    from neuro.capture import layer_states
+
+    states = layer_states(tiny_llama, snippets, tokens_per_snippet=6)
+    langs = [s.lang for s in snippets]
+    for layer in range(tiny_llama.n_layers):
+        assert 0.0 <= probe_accuracy(states.pooled[:, layer], langs) <= 1.0
+        tokens = states.tokens[:, layer]
+        labels = np.array([snippets[int(i)].lang for i in states.token_index[:, 0]])
+        assert 0.0 <= probe_accuracy(tokens, labels, folds=3) <= 1.0

@@ -447,24 +447,25 @@ def test_normalization_removes_language_and_layer_scale():
         SelectionParams(normalize="zscore")
 
 
-def test_signed_score_selects_by_the_signed_attribution():
-    """score="signed" ranks by importance (max(0, -a g)), not by |a g|: a neuron with a large PLS whose
-    attribution is of the harmless sign is not selected, one with a large signed importance is."""
+def test_attribution_score_selects_by_the_signed_estimate():
+    """score="attribution" ranks by -(1/T) sum a g with its sign, not by |a g|: a neuron with a large PLS
+    whose removal would LOWER the loss (negative attribution) is not selected, one with a large positive
+    attribution is."""
     pls = background(seed=3)
-    importance = background(seed=4, high=0.5)
-    pls[0, 1, 7] = 50.0          # huge |a g| for the first language, but nothing of it is "removal hurts"
-    importance[0, 1, 7] = 0.0
-    importance[1, 2, 9] = 40.0   # large signed importance for the second language
+    attribution = background(seed=4, high=0.5)
+    pls[0, 1, 7] = 50.0          # huge |a g| for the first language, but removing it helps that language
+    attribution[0, 1, 7] = -30.0
+    attribution[1, 2, 9] = 40.0  # large positive attribution for the second language
     stats = make_stats(pls)
-    stats.importance_sum = importance * stats.samples[:, None, None]
+    stats.attribution_sum = attribution * stats.samples[:, None, None]
     by_pls = select_neurons(stats, "pls", SelectionParams(normalize="none"))
-    by_signed = select_neurons(stats, "pls", SelectionParams(normalize="none", score="signed"))
+    by_attr = select_neurons(stats, "pls", SelectionParams(normalize="none", score="attribution"))
     assert (1, 7) in by_pls.neurons_for(LANGS[0], as_pairs=True)
-    assert (1, 7) not in by_signed.neurons_for(LANGS[0], as_pairs=True)
-    assert (2, 9) in by_signed.neurons_for(LANGS[1], as_pairs=True)
+    assert (1, 7) not in by_attr.neurons_for(LANGS[0], as_pairs=True)
+    assert (2, 9) in by_attr.neurons_for(LANGS[1], as_pairs=True)
     assert (2, 9) not in by_pls.neurons_for(LANGS[1], as_pairs=True)
     with pytest.raises(ValueError, match="score"):
-        SelectionParams(score="abs")
-    stats.importance_sum = None
+        SelectionParams(score="signed")
+    stats.attribution_sum = None
     with pytest.raises(ValueError, match="recapture"):
-        select_neurons(stats, "pls", SelectionParams(score="signed"))
+        select_neurons(stats, "pls", SelectionParams(score="attribution"))

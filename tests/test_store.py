@@ -1,7 +1,10 @@
 """The on-disk cache: hits, atomic entries, damaged entries recomputed."""
 
+import subprocess
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from neuro.store import Entry, Store, make_key
 
@@ -54,3 +57,133 @@ def test_keys_differ_by_every_part():
             make_key("k", **dict(base, corpus="d")), make_key("k", **dict(base, params={"a": 2}))}
     assert len(keys) == 5
     assert make_key("k", a=1, b=2) == make_key("k", b=2, a=1)
+
+
+def test_bit_flipped_file_is_recomputed(tmp_path):
+    """Fault: one bit flipped in an array file (same size): the CRC catches it and the entry is recomputed."""
+    store = Store(tmp_path)
+    key = make_key("k", model="m")
+    store.save("k", key, _entry())
+    path = store.path("k", key) / "arrays.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) - 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    entry, hit = store.get_or_compute("k", key, _entry)
+    assert not hit and entry.arrays["x"][2, 3] == 11
+    assert store.load("k", key) is not None
+
+
+def _hammer(root, rounds):
+    store = Store(root)
+    key = make_key("k", model="m")
+    for i in range(rounds):
+        store.save("k", key, _entry())
+        entry = store.load("k", key)
+        assert entry is not None and entry.arrays["x"].shape == (3, 4), i
+
+
+def test_two_processes_saving_one_entry_at_once(tmp_path):
+    """Fault: two processes write (and read) the same entry at once: both finish, one readable entry."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_hammer, args=(tmp_path, 40)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = Store(tmp_path)
+    assert [m["key"] for m in store.entries("k")] == [make_key("k", model="m")]
+    assert store.load("k", make_key("k", model="m")) is not None
+    assert not [p.name for p in (tmp_path / "k").iterdir() if p.name.startswith(".")]
+
+
+def test_unwritable_cache_raises_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """Fault: an injected EROFS on write: `save` raises CacheWriteError naming the cache and the cause;
+    `get_or_compute` still returns the computed entry."""
+    import errno
+    import os
+
+    import neuro.store
+    from neuro.store import CacheWriteError
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(neuro.store, "save_file", fail)
+    store = Store(tmp_path)
+    key = make_key("k", model="m")
+    with pytest.raises(CacheWriteError, match="Read-only file system") as info:
+        store.save("k", key, _entry())
+    assert str(tmp_path) in str(info.value)
+    entry, hit = store.get_or_compute("k", key, _entry)
+    assert not hit and entry.arrays["x"].shape == (3, 4) and "not kept" in store.last_write_error
+    assert not list((tmp_path / "k").iterdir())
+
+
+@pytest.fixture()
+def mounted(tmp_path):
+    """Mount helper (root only; skipped where mounting is not allowed); unmounts afterwards."""
+    mounts = []
+
+    def mount(*args):
+        result = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+        mounts.append(args[-1])
+    yield mount
+    for target in reversed(mounts):
+        subprocess.run(["umount", target], capture_output=True)
+
+
+def test_read_only_bind_mount(tmp_path, mounted):
+    """Fault: the cache folder is a read-only bind mount: entries already there read; a new one is
+    computed, returned, and the error says the file system is read-only."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    Store(src).save("k", make_key("k", model="old"), _entry())
+    mounted("--bind", str(src), str(ro))
+    mounted("-o", "remount,bind,ro", str(ro))
+    store = Store(ro)
+    assert store.load("k", make_key("k", model="old")) is not None
+    entry, hit = store.get_or_compute("k", make_key("k", model="new"), _entry)
+    assert not hit and entry.arrays["x"].shape == (3, 4)
+    assert "Read-only file system" in store.last_write_error
+    # a damaged entry on a read-only cache is still reported missing, not a crash
+    assert store.load("k", make_key("k", model="absent")) is None
+
+
+def test_full_disk(tmp_path, mounted):
+    """Fault: the cache on a full tmpfs: the write fails with 'No space left', nothing half-written stays,
+    and a small entry still fits afterwards."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full))
+    store = Store(full)
+    big = Entry(arrays={"x": np.random.default_rng(0).random(50_000)})
+    entry, hit = store.get_or_compute("k", make_key("k", model="big"), lambda: big)
+    assert not hit and entry is big
+    assert "No space left" in store.last_write_error
+    assert not list((full / "k").iterdir())
+    store.save("k", make_key("k", model="small"), _entry())
+    assert store.load("k", make_key("k", model="small")) is not None
+
+
+def test_a_killed_writers_temporary_folder_is_swept(tmp_path):
+    """Fault: a writer killed mid-save leaves `.tmp-*`; it is never read, and a later save removes it once
+    it is stale (a young one may belong to a live writer and stays)."""
+    import os
+    import time
+
+    store = Store(tmp_path)
+    (tmp_path / "k").mkdir()
+    stale, young = tmp_path / "k" / ".tmp-abc-1", tmp_path / "k" / ".tmp-abc-2"
+    for folder in (stale, young):
+        folder.mkdir()
+        (folder / "arrays.safetensors").write_bytes(b"half")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    assert store.entries("k") == []
+    store.save("k", make_key("k", model="m"), _entry())
+    assert not stale.exists() and young.exists()

@@ -1,6 +1,7 @@
 """Summarization transfer: metrics against hand-computed values, comment stripping, adaptation confined
 to the chosen layers (LoRA and full), the export of the adapted model, resuming from a checkpoint, the
-evaluation loop, layer choices and refusals."""
+evaluation loop, layer choices and refusals, one prompt for every language, and disjoint training and
+evaluation tasks."""
 
 import json
 import math
@@ -14,8 +15,10 @@ from neuro.models import load_model
 from neuro.tasks.export import export_model
 from neuro.tasks.metrics import (bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l,
                                  smoothed_bleu4)
-from neuro.tasks.transfer import (TransferConfig, adapt_layers, middle_layers, resolve_layers, start_transfer,
-                                  strip_comments, summary_pairs, training_sequence, transfer, validate_transfer)
+from neuro.split import SplitParams, split_corpus
+from neuro.tasks.transfer import (PROMPT_CUE, SummaryPair, TransferConfig, adapt_layers, middle_layers,
+                                  prompt_ids, resolve_layers, start_transfer, strip_comments, summary_pairs,
+                                  training_sequence, transfer, validate_transfer)
 
 # --------------------------------------------------------------------------- metrics
 
@@ -66,7 +69,22 @@ def test_loss_targets_are_the_summary_tokens_only(tiny_llama):
     target = [i for i, f in zip(ids, flags) if f]
     assert tok.decode(target, skip_special_tokens=True) == " " + pair.summary
     assert target[-1] == tok.eos_token_id and flags.count(1) == len(target)
-    assert tok.decode([i for i, f in zip(ids, flags) if not f], skip_special_tokens=True).endswith("# Summary:")
+    assert tok.decode([i for i, f in zip(ids, flags) if not f], skip_special_tokens=True).endswith("\n\nSummary:")
+
+
+def test_the_prompt_is_the_same_for_every_language(tiny_llama):
+    """The same code labelled as different languages gives identical prompts and training sequences: the
+    cue reveals nothing about the language, so zero-shot languages meet the cue the source trained on."""
+    code = "int add(int a, int b) { return a + b; }\n"
+    pairs = [SummaryPair(f"add/{lang}", lang, "add", code, "Add two numbers.")
+             for lang in ("python", "go", "java", "cpp", "javascript", "rust")]
+    prompts = {tuple(prompt_ids(tiny_llama, p, 384)) for p in pairs}
+    sequences = {tuple(map(tuple, training_sequence(tiny_llama, p, 384, 48))) for p in pairs}
+    assert len(prompts) == 1 and len(sequences) == 1
+    assert "#" not in PROMPT_CUE and "//" not in PROMPT_CUE
+    other = SummaryPair("x", "python", "add", "def add(a, b):\n    return a + b\n", "Add two numbers.")
+    cue = tiny_llama.tokenizer(PROMPT_CUE, add_special_tokens=False)["input_ids"]
+    assert prompt_ids(tiny_llama, other, 384)[-len(cue):] == prompt_ids(tiny_llama, pairs[0], 384)[-len(cue):] == cue
 
 
 # --------------------------------------------------------------------------- adaptation
@@ -86,7 +104,7 @@ def _changed_layers(before, after, blocks="model.layers"):
 
 def _config(**changes):
     base = dict(model="x", source="python", layers=[1], steps=4, lr=5e-2, batch_size=4, max_new_tokens=6,
-                heldout_fraction=0.34, rank=2, eval_before=False)
+                eval_fraction=0.34, rank=2, eval_before=False)
     return TransferConfig(**{**base, **changes})
 
 
@@ -202,6 +220,7 @@ def test_layer_choices(tiny_llama, tmp_path):
     (dict(steps=0), "steps"),
     (dict(source="cpp"), "empty training set"),
     (dict(rank=0), "rank"),
+    (dict(eval_fraction=0.0), "evaluation fraction"),
 ])
 def test_bad_transfer_parameters_are_refused(tiny_llama, tmp_path, change, message):
     config = _config(**change)
@@ -210,6 +229,32 @@ def test_bad_transfer_parameters_are_refused(tiny_llama, tmp_path, change, messa
     with pytest.raises(JobRefused):
         start_transfer(config, tiny_llama, SNIPPETS, root=tmp_path)
     assert list_jobs(tmp_path) == []
+
+
+def test_a_transfer_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
+    import neuro.tasks.transfer as tr
+
+    trained, evaluated = [], []
+    real_sequence, real_summarize = tr.training_sequence, tr.summarize
+
+    def sequence(loaded, pair, *args):
+        trained.append(pair)
+        return real_sequence(loaded, pair, *args)
+
+    def summarize(loaded, pairs, **kwargs):
+        evaluated.extend(pairs)
+        return real_summarize(loaded, pairs, **kwargs)
+
+    monkeypatch.setattr(tr, "training_sequence", sequence)
+    monkeypatch.setattr(tr, "summarize", summarize)
+    result = transfer(tiny_model("llama"), SNIPPETS, _config(steps=1, eval_before=True), NullContext())
+    split = split_corpus(SNIPPETS, SplitParams(0.34, 0))
+    assert trained and evaluated and {p.lang for p in trained} == {"python"}
+    assert not {p.task for p in trained} & {p.task for p in evaluated}
+    assert {p.id for p in trained} == {s.id for s in split.selection if s.lang == "python"}
+    assert {p.id for p in evaluated} == {s.id for s in split.evaluation}
+    assert {p.lang for p in evaluated} >= {"go", "java"}
+    assert result["split"] == split.summary() and "Summary:" in result["prompt"]
 
 
 def test_a_valid_transfer_passes_validation(tiny_llama):
@@ -240,8 +285,8 @@ def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory
     at.button(key="tr_start").click().run()
     assert any("Not started" in e.value for e in at.error) and list_jobs(root) == []
     at.number_input(key="tr_steps").set_value(3)
-    at.radio(key="tr_layers").set_value("all")
-    at.slider(key="tr_heldout").set_value(0.35).run()
+    at.radio(key="tr_layers").set_value("all").run()
+    assert any("selection: 4 programs, evaluation: 3 programs" in c.value for c in at.caption)
     at.button(key="tr_start").click().run()
     assert not at.exception, at.exception
     assert any("Started job" in s.value for s in at.success)

@@ -9,14 +9,19 @@ import charts
 from neuro.corpus import LANGS
 from neuro.embeddings import CENTERINGS, DEFAULT_CENTERING
 from neuro.tasks.clones import CloneIndex, CloneInputError, build_index, cached_evaluation, decode_upload
-from ui import corpus_key, lazy_tabs, page_header, small_enough_to_auto_run
+from ui import corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Clones",
     "Zero-shot clone detection: every program is embedded as the mean of its hidden states at one layer "
     "(by default a concept layer, where programs of the same task align across languages), and clones "
     "are the nearest programs by cosine similarity, in any language.")
-key = f"{model.identity}|{corpus_key(corpus)}"
+try:
+    split = corpus_split(corpus)
+except ValueError as err:
+    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+    st.stop()
+key = f"{model.identity}|{corpus_key(corpus)}|{split.params}"
 parallel = len({s.task for s in corpus}) < len(corpus)
 
 
@@ -32,8 +37,9 @@ def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     if found is None:
         bar = st.progress(0.0, text=text)
         with st.spinner("Finding the concept layer…" if layer is None else "Embedding…"):
-            found = build_index(model, corpus, layer, center=center, progress=lambda done, total: bar.progress(
-                done / total, text=f"{text} {done}/{total} programs"))
+            found = build_index(model, corpus, layer, split=split, center=center,
+                                progress=lambda done, total: bar.progress(done / total,
+                                                                          text=f"{text} {done}/{total} programs"))
         bar.empty()
         if len(registry) >= 16:
             registry.pop(next(iter(registry)))
@@ -58,12 +64,12 @@ center = c2.selectbox(
          "differ in, which is what lines up across languages; 'corpus' subtracts one shared mean.")
 default = get_index(None, center, "Embedding the corpus:")
 layer = int(c1.number_input("Embedding layer", 0, model.n_layers - 1, value=default.layer, key="clones_layer",
-                            help="Default: the middle concept layer found on the Layers page's rule for this "
-                                 "model and corpus."))
+                            help="Default: the middle concept layer found by the Layers page's rule on the "
+                                 "selection side of the corpus split."))
 index = default if layer == default.layer else get_index(layer, center, f"Embedding the corpus at layer {layer}:")
-st.caption(f"{len(corpus)} programs in {', '.join(index.index.languages)}; embeddings from block {index.layer} "
-           f"(of 0..{model.n_layers - 1}, {'the concept layer' if layer == default.layer else 'chosen by you'}), "
-           f"centring: {center}.")
+st.caption(f"The index holds all {len(corpus)} programs in {', '.join(index.index.languages)}, centred on its own "
+           f"means (never the query's); embeddings from block {index.layer} (of 0..{model.n_layers - 1}, "
+           f"{'the concept layer' if layer == default.layer else 'chosen by you'}), centring: {center}.")
 
 # --------------------------------------------------------------------------- search
 def search_tab() -> None:
@@ -116,7 +122,8 @@ def search_tab() -> None:
 
 # --------------------------------------------------------------------------- evaluation
 def evaluation_tab() -> None:
-    st.markdown("Every program is a query; relevant = the programs of the same task. **Cross-language**: "
+    st.markdown("Every evaluation-side program is a query; relevant = the programs of the same task. The concept "
+                "layer, the centring means and TF-IDF's vocabulary come from the selection side. **Cross-language**: "
                 "candidates are the programs in the other languages; **all-language**: every other program. "
                 "**MAP@R**: mean average precision over the first R candidates, R = the number of relevant ones; "
                 "**Recall@1**: share of queries whose nearest candidate is relevant.")
@@ -128,17 +135,18 @@ def evaluation_tab() -> None:
     strip = st.toggle("Without comments and docstrings", key="clones_strip",
                       help="Parallel corpora often carry the same English docstring in every language, which "
                            "lets any lexical method find clones by their prose. This evaluates the code alone.")
-    result = cached_evaluation(model, corpus, at, center=center, strip=strip, compute=False)
+    result = cached_evaluation(model, corpus, at, split=split, center=center, strip=strip, compute=False)
     if result is None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
             bar = st.progress(0.0, text="Embedding every layer…")
-            result = cached_evaluation(model, corpus, at, center=center, strip=strip,
+            result = cached_evaluation(model, corpus, at, split=split, center=center, strip=strip,
                                        progress=lambda done, total: bar.progress(
                                            done / total, text=f"Embedding every layer: {done}/{total} programs"))
             bar.empty()
     if result is not None:
+        st.caption(f"Measured on the evaluation side only: {split.caption()}.")
         st.dataframe(result.overall().round(4), width="stretch", hide_index=True)
         methods = list(dict.fromkeys(result.scores.method))
         c1, c2 = st.columns(2)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from neuro.embeddings import cached_projection
 from neuro.layers import cached_layer_report
-from ui import page_header
+from ui import corpus_split, page_header
 
 model, corpus = page_header(
     "Embeddings",
@@ -16,7 +16,7 @@ if len(corpus) < 4:
     st.warning("A projection needs at least 4 programs.")
     st.stop()
 
-report = cached_layer_report(model, corpus, compute=False)
+report = cached_layer_report(model, corpus_split(corpus).selection, compute=False)  # chosen on the selection side
 concept = st.session_state.get("concept_layers") or (report.concept_layers if report else [model.n_layers // 2])
 c1, c2, c3, c4 = st.columns([1, 1, 1, 1.3])
 low = c1.number_input("Lower layer", 0, model.n_layers - 1, value=0, key="emb_low")

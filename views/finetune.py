@@ -5,11 +5,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.execution import sandbox_warning
 from neuro.jobs import JobRefused, job_metrics, list_jobs
 from neuro.selectivity import SelectionParams, select_neurons
 from neuro.tasks.finetune import (METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table,
                                   start_finetune, trainable_count)
-from ui import CHECKPOINT_HELP, corpus_key, export_panel, page_header, pls_statistics
+from ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",
@@ -17,7 +18,15 @@ model, corpus = page_header(
     "and their columns of the down projection), and compare with the same number of random neurons, "
     "LoRA of a similar size, and full fine-tuning. Each run is a background job: it keeps running "
     "when you close the tab, and the Jobs page lists it.")
-stats = pls_statistics(model, corpus)
+try:
+    split = corpus_split(corpus)
+except ValueError as err:
+    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+    st.stop()
+st.caption(f"**Split** (sidebar): {split.caption()}. The neurons (and the random control's exclusion) are chosen "
+           "from the PLS of the selection side only, training uses the target language's selection-side "
+           "programs, and the losses before and after are measured on the evaluation side.")
+stats = pls_statistics(model, split.selection)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -25,13 +34,14 @@ def cached_selection(key: str, params: SelectionParams, _stats):
     return select_neurons(_stats, "pls", params)
 
 
-with st.expander("Neuron selection (PLS)", expanded=False):
+with st.expander("Neuron selection (PLS on the selection side)", expanded=False):
     s1, s2, s3 = st.columns(3)
     q = s1.slider("Candidate threshold quantile", 0.5, 0.999, 0.90, 0.005, key="ft_q")
     ratio = s2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="ft_ratio")
     top = s3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="ft_top",
                     help="A larger fraction selects more neurons.")
-selection = cached_selection(f"{model.identity}|{corpus_key(corpus)}", SelectionParams(q, ratio, top), stats)
+selection = cached_selection(f"{model.identity}|{corpus_key(split.selection)}",
+                             SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top), stats)
 
 # --------------------------------------------------------------------------- the run
 c1, c2, c3 = st.columns(3)
@@ -40,20 +50,21 @@ neuron_set = c2.radio("Neuron set", NEURON_SETS, key="ft_set",
                       format_func={"specific": "Language-specific",
                                    "specific+universal": "Specific + universal"}.get)
 method = c3.radio("Method", METHODS, format_func=METHOD_LABELS.get, key="ft_method")
-c4, c5, c6, c7 = st.columns(4)
+c4, c5, c6 = st.columns(3)
 steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=100, key="ft_steps"))
 lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="ft_lr",
                            help="1e-3 suits the neuron deltas and LoRA; full fine-tuning wants about 1e-4."))
 batch_tokens = int(c6.number_input("Tokens per batch", min_value=16, max_value=1 << 20, value=2048, step=256,
                                    key="ft_batch"))
-heldout = c7.slider("Held-out tasks", 0.05, 0.5, 0.2, 0.05, key="ft_heldout",
-                    help="Share of tasks held out (in every language) for the before/after evaluation.")
 c8, c9 = st.columns([3, 1])
-pass_k = c8.checkbox("Also pass@1 on held-out programs with tests (slow; needs a capable model)", key="ft_passk")
+pass_k = c8.checkbox("Also pass@1 on evaluation-side programs with tests (slow; needs a capable model)",
+                     key="ft_passk")
+if pass_k and (warning := sandbox_warning()):
+    st.warning(warning)
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="ft_ckpt",
                             help=CHECKPOINT_HELP))
-config = plan_finetune(model, selection, target, method=method, neuron_set=neuron_set, steps=steps, lr=lr,
-                       batch_tokens=batch_tokens, heldout_fraction=heldout, pass_at_k=pass_k, checkpoint_every=every,
+config = plan_finetune(model, selection, target, method=method, neuron_set=neuron_set, split=split, steps=steps,
+                       lr=lr, batch_tokens=batch_tokens, pass_at_k=pass_k, checkpoint_every=every,
                        trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 total = sum(p.numel() for p in model.model.parameters())
 count = trainable_count(model, config)
@@ -98,7 +109,8 @@ def live_panel() -> None:
         st.caption("Results appear here when a run finishes.")
     else:
         st.dataframe(table.round(4), hide_index=True, width="stretch")
-        st.caption("Losses: mean next-token cross-entropy on held-out tasks (split by task). target_delta < 0: "
+        st.caption("Losses: mean next-token cross-entropy on the evaluation side of each run's split (split: "
+                   "its evaluated share and seed). target_delta < 0: "
                    "the target language improved; others_delta_mean: the other languages' mean change. "
                    "Memory: peak during training (process RSS on a CPU, allocated memory on a GPU) and its "
                    "increase over the level before training; optimizer_state counts AdamW moment elements.")

@@ -6,7 +6,7 @@ import streamlit as st
 import charts
 from neuro.layers import cached_layer_report
 from neuro.lens import LogitLens, logit_lens
-from ui import lazy_tabs, page_header, small_enough_to_auto_run
+from ui import corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Layers",
@@ -21,14 +21,19 @@ def scores_tab() -> None:
     if len({s.task for s in corpus}) == len(corpus):
         st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
                    "alignment cannot be measured. Use the demo corpus or HumanEval-X.")
-    report = cached_layer_report(model, corpus, compute=False)
+    try:
+        split = corpus_split(corpus)
+    except ValueError as err:
+        st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+        return
+    report = cached_layer_report(model, split.selection, compute=False)
     if report is None:
-        run = small_enough_to_auto_run(model, corpus) or st.button("Compute layer scores", type="primary")
+        run = small_enough_to_auto_run(model, split.selection) or st.button("Compute layer scores", type="primary")
         if not run:
             st.info("Layer scores are not cached for this model and corpus yet.")
             return
         bar = st.progress(0.0, text="Capturing hidden states…")
-        report = cached_layer_report(model, corpus, progress=lambda d, t: bar.progress(
+        report = cached_layer_report(model, split.selection, progress=lambda d, t: bar.progress(
             d / t, text=f"Layer scores: step {d}/{t}"))
         bar.empty()
     override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
@@ -36,6 +41,8 @@ def scores_tab() -> None:
     concept = sorted(override) or report.concept_layers
     st.session_state["concept_layers"] = concept
     st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
+    st.caption(f"Every score on this tab comes from the selection side, so the concept layers are never chosen on "
+               f"the programs the Clones page evaluates them on. {split.caption()}.")
 
     frame = report.normalized().dropna(subset=["value"])
     main_scores = ["lang_id_acc", "align_mrr", "align_acc", "align_cka", "syntax_acc", "contribution"]

@@ -9,9 +9,10 @@ from neuro.analyses import ablation
 from neuro.capture import trace_tokens
 from neuro.corpus import LANGS
 from neuro.profiles import syntax_profile, top_examples
-from neuro.selectivity import LapeParams, SelectionParams, language_relations, overlap, select_neurons
+from neuro.selectivity import (LapeParams, SelectionParams, chance_level, language_relations, overlap,
+                               select_neurons)
 from neuro.syntax import align_tokens, detect_language
-from ui import corpus_key, lazy_tabs, page_header, pls_statistics
+from ui import corpus_key, corpus_split, lazy_tabs, page_header, pls_statistics
 
 MAX_PASTE = 20_000
 
@@ -19,6 +20,8 @@ model, corpus = page_header(
     "Neurons",
     "Which FFN neurons are specific to one programming language, which are shared by all, "
     "and what happens when they are silenced.")
+split = corpus_split(corpus)
+corpus = split.selection  # neurons are chosen here; the Ablation tab measures them on split.evaluation
 stats = pls_statistics(model, corpus)
 
 
@@ -35,6 +38,11 @@ def cached_views(key: str, method: str, params, _stats) -> dict:
     labels = [f"L{r.layer} N{r.neuron} ({r.cls}{': ' + str(r.langs) if r.langs else ''})" for r in table.itertuples()]
     return {"selection": chosen, "counts": chosen.counts_by_language(), "share": chosen.share(),
             "by_layer": chosen.counts_by_layer(), "table": table, "labels": labels}
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def cached_chance(key: str, method: str, params, _stats):
+    return chance_level(_stats, method, params) if _stats.has_units() else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -73,11 +81,13 @@ with st.expander("Selection method and parameters", expanded=False):
                  "between layers. Dividing by the mean of each language (and layer) makes selection reflect "
                  "specialization rather than scale; 'raw' compares PLS values as the paper defines them.")
         score = st.radio(
-            "Score", ["pls", "signed"], horizontal=True, key="neurons_score",
-            format_func={"pls": "PLS |a x dL/da| (the paper)", "signed": "signed: max(0, -a x dL/da)"}.get,
-            help="PLS credits a neuron for a large attribution of either sign, including neurons whose removal "
-                 "would LOWER a language's loss. The signed score is the first-order estimate of the loss "
-                 "increase when the neuron is zeroed, so its selections are the neurons ablation should hurt.")
+            "Score", ["pls", "attribution"], horizontal=True, key="neurons_score",
+            format_func={"pls": "PLS: mean |a x dL/da| (the paper)",
+                         "attribution": "attribution: -(1/T) sum a x dL/da"}.get,
+            help="PLS credits a neuron for a large product of either sign, including neurons whose removal "
+                 "would LOWER a language's loss. The attribution is the first-order estimate of the change in "
+                 "a program's mean loss when the neuron is zeroed (signs kept), so its selections are the "
+                 "neurons ablation should hurt. L is each program's summed next-token loss.")
         params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize,
                                  score=score)
     else:
@@ -93,9 +103,17 @@ st.markdown(
     + (f"(quantile of max PLS, scale: {params.normalize})." if method == "pls" else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
+chance = cached_chance(stats_key, method, params, stats)
 cols = st.columns(len(counts))
 for col, (name, value) in zip(cols, counts.items()):
-    col.metric(name, value)
+    col.metric(name, value, help=None if chance is None else "what the same rule selects when language labels are "
+               f"shuffled among programs ({chance.permutations} permutations): mean {chance.mean()[name]:.1f}, "
+               f"max {chance.max()[name]}")
+    if chance is not None:
+        col.caption(f"chance: {chance.mean()[name]:.1f} (max {chance.max()[name]})")
+st.caption(f"Selected on {split.caption()}. " + (
+    "Chance: the count the same rule gives when the language labels are shuffled among the programs."
+    if chance is not None else ""))
 
 
 # --------------------------------------------------------------------------- heatmap
@@ -163,7 +181,7 @@ def neuron_detail() -> None:
             for ex in top_examples(stats, corpus, model, layer, neuron, context_chars=60):
                 st.caption(f"#{ex.rank}  {ex.activation:+.3f}  {ex.lang}  {ex.snippet_id}  node: {ex.node_type}")
                 st.html(charts.example_html(ex.before, ex.token, ex.after))
-        result = st.session_state.get(f"ablation|{stats_key}|{method}|{params}")
+        result = st.session_state.get(f"ablation|{stats_key}|{method}|{params}|{split.params}")
         if result is not None:
             group = "universal" if str(row.cls) == "universal" else str(row.top_lang)
             if group in result.delta.index:
@@ -186,14 +204,16 @@ def relations() -> None:
 
 # --------------------------------------------------------------------------- ablation
 def ablation_tab() -> None:
-    st.markdown("Zero each group's neurons and measure the change of mean next-token loss per language, "
-                "beside a random control of the same size in each layer. **Selectivity** = change on the "
-                "own language / mean change on the others.")
-    key = f"ablation|{stats_key}|{method}|{params}"
+    st.markdown("Zero each group's neurons and measure the change of mean next-token loss per language on the "
+                f"**evaluation** programs ({len(split.evaluation)}, none of them used to choose the neurons), "
+                "beside random controls of the same size in each layer (5 draws: mean +- sd). **Selectivity** = "
+                "change on the own language minus the mean change on the others; **z** = (change - random mean) / "
+                "random sd.")
+    key = f"ablation|{stats_key}|{method}|{params}|{split.params}"
     if key not in st.session_state and st.button("Run ablation", type="primary", key="run_ablation"):
         bar = st.progress(0.0, text="Ablating…")
         try:
-            st.session_state[key], _ = ablation(model, corpus, selection, progress=lambda d, t: bar.progress(
+            st.session_state[key], _ = ablation(model, split.evaluation, selection, progress=lambda d, t: bar.progress(
                 d / t, text=f"Ablating: {d}/{t} passes"))
         except ValueError as err:
             st.error(str(err))
@@ -204,9 +224,12 @@ def ablation_tab() -> None:
         left.altair_chart(charts.matrix_heatmap(result.delta.round(4), "ablated", "evaluated", "loss change",
                                                 title="Selected neurons", scheme="reds"), width="stretch")
         right.altair_chart(charts.matrix_heatmap(result.delta_random.round(4), "ablated", "evaluated",
-                                                 "loss change", title="Random control", scheme="reds"),
-                           width="stretch")
-        st.dataframe(result.summary().round(3), width="stretch")
+                                                 "loss change", title="Random controls (mean of the draws)",
+                                                 scheme="reds"), width="stretch")
+        summary = result.summary()
+        st.altair_chart(charts.ablation_bars(summary, title="Own-language loss change vs random draws (mean +- sd)"),
+                        width="stretch")
+        st.dataframe(summary.round(3), width="stretch")
 
 # --------------------------------------------------------------------------- token inspector
 def token_inspector() -> None:

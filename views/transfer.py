@@ -10,19 +10,27 @@ import streamlit as st
 from neuro.jobs import JobRefused, job_metrics, job_result, list_jobs
 from neuro.tasks.transfer import LAYER_CHOICES, METHODS, TransferConfig, comparison_table, plan_transfer, \
     start_transfer, trainable_count
-from ui import CHECKPOINT_HELP, export_panel, page_header
+from ui import CHECKPOINT_HELP, corpus_split, export_panel, page_header
 
 model, corpus = page_header(
     "Summarization transfer",
     "Teach the model to write a one-sentence summary of code in ONE language, changing only chosen "
     "layers, then ask it to summarize the other languages it never saw summarized. The paper's claim: "
     "adapting the concept layers (where languages share semantics) transfers best. Scores: smoothed "
-    "BLEU-4 (CodeXGLUE) and ROUGE-L on held-out tasks.")
+    "BLEU-4 (CodeXGLUE) and ROUGE-L on the evaluation side of the split. Every language gets the same "
+    "prompt: the code, then a plain `Summary:` line (no comment marker), so the cue itself is never new.")
 languages = sorted({s.lang for s in corpus if s.summary.strip()})
 if not languages:
     st.warning("No program in this corpus has a summary. Use the demo corpus or HumanEval-X (docstring first "
                "sentences).")
     st.stop()
+try:
+    split = corpus_split(corpus)
+except ValueError as err:
+    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+    st.stop()
+st.caption(f"**Split** (sidebar): {split.caption()}. The concept layers are found and the model adapts on the "
+           "selection side (source language only); summaries are scored on the evaluation side.")
 
 c1, c2, c3 = st.columns(3)
 source = c1.selectbox("Source language (trained on)", languages, key="tr_source")
@@ -33,17 +41,16 @@ method = c3.radio("Adaptation", METHODS, key="tr_method", horizontal=True,
 custom = []
 if choice == "custom":
     custom = st.multiselect("Layers", list(range(model.n_layers)), default=[model.n_layers // 2], key="tr_custom")
-c4, c5, c6, c7 = st.columns(4)
+c4, c5, c6 = st.columns(3)
 steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=150, key="tr_steps"))
 lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="tr_lr"))
 rank = int(c6.number_input("LoRA rank", min_value=1, max_value=256, value=8, key="tr_rank"))
-heldout = c7.slider("Held-out tasks", 0.1, 0.5, 0.25, 0.05, key="tr_heldout")
 c8, c9 = st.columns([3, 1])
 strip = c8.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
                     help="The demo corpus states each summary in a comment; without this the model learns to copy.")
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="tr_ckpt",
                             help=CHECKPOINT_HELP))
-options = dict(method=method, rank=rank, steps=steps, lr=lr, heldout_fraction=heldout, strip_comments=strip,
+options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=strip,
                checkpoint_every=every, trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 
 
@@ -53,10 +60,10 @@ def plan(layer_choice: str) -> TransferConfig:
         layers = sorted(override) if layer_choice == "concept" else list(range(len(override)))
         note = ("concept layers as set on the Layers page" if layer_choice == "concept"
                 else f"the lowest {len(layers)} layers (as many as the concept layers)")
-        return replace(plan_transfer(model, corpus, source, "custom", layers, **options),
+        return replace(plan_transfer(model, split, source, "custom", layers, **options),
                        layer_choice=layer_choice, layer_note=note)
     with st.spinner("Finding the concept layers (cached after the first time)…"):
-        return plan_transfer(model, corpus, source, layer_choice, custom, **options)
+        return plan_transfer(model, split, source, layer_choice, custom, **options)
 
 
 config = plan(choice)

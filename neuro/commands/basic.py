@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ..cli import command, open_corpus, open_model, progress
+from ..cli import command, open_corpus, open_model, open_split, progress
 from ..models import model_info
 from ..store import Store
 
@@ -35,7 +35,8 @@ def cmd_capture(args) -> tuple[dict, str]:
     if device:
         args.device = args.device or device
     loaded = open_model(args)
-    snippets = open_corpus(args)
+    split = open_split(args, open_corpus(args))
+    snippets = split.selection  # statistics choose neurons: the split's selection side
     start = time.time()
     stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
                                    syntax=not args.no_syntax, top_k=args.top_k,
@@ -44,7 +45,7 @@ def cmd_capture(args) -> tuple[dict, str]:
                                    capture=distributed_statistics if size > 1 else capture_statistics,
                                    save=rank == 0)
     summary = {
-        "model": loaded.identity, "snippets": len(snippets), "cache_hit": hit, "ranks": size,
+        "model": loaded.identity, "snippets": len(snippets), "split": split.summary(), "cache_hit": hit, "ranks": size,
         "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
         "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
         "node_types": len(stats.meta.get("node_types", [])), "top_k": stats.meta.get("top_k", 0),

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from ..cli import command, open_corpus, open_model, progress, read_code_file
+from ..cli import command, open_corpus, open_model, open_split, progress, read_code_file
 from ..store import Store
 
 
 def _options(p) -> None:
     p.add_argument("action", choices=["eval", "search"],
                    help="eval: MAP@R and Recall@1 with baselines and the layer sweep; search: hits for --code-file")
-    p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model and corpus)")
+    p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model, chosen on "
+                                              "the selection side of the corpus split)")
     p.add_argument("--center", choices=["language", "corpus", "none"], default="language",
                    help="what is subtracted before cosine: each language's mean (default), the corpus mean, nothing")
     p.add_argument("--strip-comments", action="store_true",
@@ -21,26 +22,27 @@ def _options(p) -> None:
     p.add_argument("--cross-language", action="store_true", help="search: no hits in the query's own language")
 
 
-def _eval(args, loaded, snippets) -> tuple[dict, str]:
+def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
     from ..tasks.clones import cached_evaluation
 
-    result = cached_evaluation(loaded, snippets, args.layer, center=args.center,
+    result = cached_evaluation(loaded, snippets, args.layer, split=split, center=args.center,
                                strip=args.strip_comments, max_length=args.max_length,
                                store=Store(args.cache), progress=progress("embed"))
     table = result.overall()
     sweep = result.sweep.pivot(index="layer", columns="setting", values="map_at_r")
-    text = (f"{result.meta['snippets']} programs, {result.meta['tasks']} tasks; layer {result.layer} "
-            f"(concept layers {result.concept_layers}), centring: {args.center}\n"
+    text = (f"measured on the evaluation side ({result.meta['evaluated_programs']} programs, "
+            f"{result.meta['evaluated_tasks']} tasks); layer {result.layer} (concept layers {result.concept_layers}) "
+            f"and centring means ({args.center}) from the selection side\n{split.caption()}\n"
             + table.round(3).to_string(index=False)
             + "\n\nMAP@R per layer\n" + sweep.round(3).to_string()
             + "\n\ncross-language MAP@R per pair (rows: query language)\n" + result.pair_matrix().round(3).to_string())
     return result.summary(), text
 
 
-def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
+def _search(args, loaded, snippets, split, code: str) -> tuple[dict, str]:
     from ..tasks.clones import build_index
 
-    index = build_index(loaded, snippets, args.layer, center=args.center, max_length=args.max_length,
+    index = build_index(loaded, snippets, args.layer, split=split, center=args.center, max_length=args.max_length,
                         store=Store(args.cache), progress=progress("embed"))
     languages = args.hit_languages.split(",") if args.hit_languages else None
     result = index.search(code, k=args.k, languages=languages, lang=args.lang,
@@ -49,7 +51,7 @@ def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
     lines = [f"query: {q.lang} ({'given' if q.overridden else f'detected, {q.confidence:.0%}'}), layer {result.layer}",
              *(f"note: {n}" for n in q.notices)]
     lines += [f"{i + 1:>3}. {h.score:+.4f}  {h.lang:<11} {h.task:<24} {h.id}" for i, h in enumerate(result.hits)]
-    return {"model": loaded.identity, **result.summary()}, "\n".join(lines)
+    return {"model": loaded.identity, "split": split.summary(), **result.summary()}, "\n".join(lines)
 
 
 @command("clones", "cross-language clone detection: `eval` (MAP@R, Recall@1, baselines, layer sweep) or `search`",
@@ -57,4 +59,5 @@ def _search(args, loaded, snippets, code: str) -> tuple[dict, str]:
 def cmd_clones(args) -> tuple[dict, str]:
     code = read_code_file(args.code_file, "the program to find clones of") if args.action == "search" else None
     loaded, snippets = open_model(args), open_corpus(args)
-    return _eval(args, loaded, snippets) if code is None else _search(args, loaded, snippets, code)
+    split = open_split(args, snippets)
+    return _eval(args, loaded, snippets, split) if code is None else _search(args, loaded, snippets, split, code)

@@ -1,13 +1,15 @@
 """finetune, transfer, jobs: start the training tasks headless (foreground by default, --detach for the
 background) and list, show, cancel, resume or export jobs. Jobs live in <cache>/jobs, where the app's Jobs
-page sees them.
+page sees them. Both tasks use the shared selection / evaluation split of the global --eval-fraction and
+--split-seed: neurons and concept layers are chosen, and training runs, on the selection side; losses and
+scores are measured on the evaluation side. The --json report carries the split (`split`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import command, open_corpus, open_model
+from ..cli import command, open_corpus, open_model, open_split
 from ..store import Store
 
 
@@ -18,8 +20,7 @@ def _jobs_root(args) -> Path | None:
 def _common_options(p) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adapters, 1e-4 full fine-tuning)")
-    p.add_argument("--heldout", type=float, help="held-out share of tasks (split by task)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (batch order; the random control's draw)")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     p.add_argument("--memory-budget-gb", type=float, help="refuse runs estimated above this (default: available)")
     p.add_argument("--checkpoint-every", type=int, default=50,
@@ -41,18 +42,19 @@ def _finetune_options(p) -> None:
     p.add_argument("--neuron-set", choices=NEURON_SETS, default="specific")
     p.add_argument("--batch-tokens", type=int, default=2048)
     p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
-    p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on held-out programs with tests")
+    p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on evaluation-side programs with tests")
     p.add_argument("--candidate-quantile", type=float, default=0.90)
     p.add_argument("--ratio", type=float, default=1.5)
     p.add_argument("--top-fraction", type=float, default=0.01)
 
 
-def _finish(infos, table, summary_of) -> tuple[dict, str]:
+def _finish(infos, table, summary_of, split) -> tuple[dict, str]:
     from ..jobs import job_result
 
-    summary = {"jobs": [{**info.row(), "path": str(info.path), "result": summary_of(job_result(info))}
+    summary = {"split": split.summary(),
+               "jobs": [{**info.row(), "path": str(info.path), "result": summary_of(job_result(info))}
                         for info in infos]}
-    lines = [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
+    lines = [split.caption()] + [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
     if table is not None and not table.empty:
         lines.append(table.to_string(index=False))
     return summary, "\n".join(lines)
@@ -61,15 +63,17 @@ def _finish(infos, table, summary_of) -> tuple[dict, str]:
 @command("finetune", "neuron-guided fine-tuning (and its baselines) as jobs; results in <cache>/jobs",
          _finetune_options)
 def cmd_finetune(args) -> tuple[dict, str]:
-    from ..analyses import corpus_statistics
-    from ..selectivity import SelectionParams, select_neurons
-    from ..tasks.finetune import plan_finetune, results_table, start_finetune
+    from ..selectivity import SelectionParams
+    from ..tasks.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     _check_export(args, len(methods))
     loaded, snippets = open_model(args), open_corpus(args)
-    stats, _ = corpus_statistics(loaded, snippets, max_length=args.max_length, store=Store(args.cache))
-    selection = select_neurons(stats, "pls", SelectionParams(args.candidate_quantile, args.ratio, args.top_fraction))
+    split = open_split(args, snippets)
+    params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
+                             top_fraction=args.top_fraction)
+    # neurons from the selection side's statistics only; the jobs evaluate on the other side
+    selection = select_finetune_neurons(loaded, split, params, store=Store(args.cache), max_length=args.max_length)
     infos = []
     for method in methods:
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
@@ -77,16 +81,15 @@ def cmd_finetune(args) -> tuple[dict, str]:
                        seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
                        checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
-        if args.heldout is not None:
-            options["heldout_fraction"] = args.heldout
-        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set, **options)
+        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set,
+                               split=split, **options)
         # A single foreground run trains the model already loaded; several load fresh copies each,
         # since full fine-tuning and LoRA change the model they train.
         run_loaded = loaded if len(methods) == 1 else None
         infos.append(start_finetune(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
                                     detach=args.detach, run_loaded=run_loaded))
     table = None if args.detach else results_table(infos)
-    summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"})
+    summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"}, split)
     return _export(args, infos, summary, text)
 
 
@@ -142,6 +145,7 @@ def cmd_transfer(args) -> tuple[dict, str]:
     choices = args.layers or ["concept"]
     _check_export(args, len(choices))
     loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
     infos = []
     for choice in choices:
         custom = None
@@ -154,9 +158,7 @@ def cmd_transfer(args) -> tuple[dict, str]:
                        targets=args.targets.split(",") if args.targets else [], device=args.device,
                        checkpoint_every=args.checkpoint_every, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
-        if args.heldout is not None:
-            options["heldout_fraction"] = args.heldout
-        config = plan_transfer(loaded, snippets, args.source, choice, custom, store=Store(args.cache), **options)
+        config = plan_transfer(loaded, split, args.source, choice, custom, store=Store(args.cache), **options)
         run_loaded = loaded if len(choices) == 1 else None
         infos.append(start_transfer(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
                                     detach=args.detach, run_loaded=run_loaded))
@@ -168,7 +170,8 @@ def cmd_transfer(args) -> tuple[dict, str]:
             text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
                                     names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
             text_tables = text_tables.reset_index()
-    summary, text = _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k != "config"})
+    summary, text = _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k != "config"},
+                            split)
     return _export(args, infos, summary, text)
 
 

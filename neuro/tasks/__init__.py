@@ -1,5 +1,6 @@
-"""What the training tasks share: held-out splits by task, batches, one training loop (resumable from
-its checkpoints), memory checks and measurement, LoRA on named modules, checkpoints.
+"""What the training tasks share: batches, one training loop (resumable from its checkpoints), memory
+checks and measurement, LoRA on named modules, checkpoints. Which programs a task trains on and which it
+is evaluated on comes from the corpus-wide selection / evaluation split (neuro/split.py).
 
 The tasks themselves live in `finetune.py` (neuron-guided fine-tuning for code generation) and
 `transfer.py` (concept-layer-guided summarization transfer); both run as jobs (see neuro/jobs.py).
@@ -7,7 +8,6 @@ The tasks themselves live in `finetune.py` (neuron-guided fine-tuning for code g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -22,27 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import length_batches
-from ..corpus import Snippet
 from ..jobs import TRAIN_STATE
 from ..models import LoadedModel, load_model
 
 # --------------------------------------------------------------------------- data
-
-
-def split_by_task(snippets: Sequence[Snippet], heldout_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[list[Snippet], list[Snippet]]:
-    """(train, held-out), split by task so no task's program in any language is on both sides.
-
-    Tasks are ranked by sha256(seed:task): the split is deterministic, independent of corpus order,
-    and a task stays on its side when other tasks are added.
-    """
-    tasks = sorted({s.task for s in snippets})
-    ranked = sorted(tasks, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
-    n = int(round(len(tasks) * heldout_fraction))
-    if heldout_fraction > 0 and len(tasks) >= 2:
-        n = min(max(n, 1), len(tasks) - 1)
-    held = set(ranked[:n])
-    return [s for s in snippets if s.task not in held], [s for s in snippets if s.task in held]
 
 
 @dataclass

@@ -11,6 +11,12 @@ deltas into the weights for export (W_eff = W + scatter(delta)).
 Baselines through the same job: "random" (the same number of random neurons per layer, disjoint from
 the chosen set), "full" (every parameter) and "lora" (peft LoRA on the FFN projections of the layers
 that hold the chosen neurons, its rank sized to a comparable trainable-parameter count).
+
+No number is measured on the programs it was chosen from: with the corpus's selection / evaluation split
+(neuro/split.py; `eval_fraction` and `split_seed` in the config), the neurons (and so the random
+control's exclusion) come from statistics of the selection side only (`select_finetune_neurons`),
+training uses the target language's selection-side programs, and the loss (and pass@k) before and after
+is measured on the evaluation side.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from ..intervene import as_layer_map, count, language_losses, random_like
 from ..jobs import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
 from ..jobs import run_job as run_in_process
 from ..models import LoadedModel, UnsupportedArchitecture, load_model
+from ..split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from . import (apply_lora, common_reasons, estimate_training_bytes, get_module, is_conv1d, linear_modules,
                load_job_model, load_pretrained_weights, load_tensors, lora_size, make_batches, memory_reason,
-               merged_lora, save_tensors, split_by_task, train, trainable_parameters)
+               merged_lora, save_tensors, train, trainable_parameters)
 
 METHODS = ("neurons", "random", "full", "lora")
 NEURON_SETS = ("specific", "specific+universal")
@@ -230,7 +237,9 @@ class FinetuneConfig:
     """Everything a fine-tuning job needs (JSON-ready through `to_params`).
 
     neurons: {layer: indices}: what is trained (neurons, random) or what LoRA is sized and placed
-    against (lora); ignored by full fine-tuning. lora_rank 0: sized to the neuron count.
+    against (lora); ignored by full fine-tuning; chosen on the selection side of the split that
+    `eval_fraction` and `split_seed` define (see `select_finetune_neurons`). lora_rank 0: sized to the
+    neuron count. seed: training (batch order) and the random control's draw.
     """
 
     model: str
@@ -242,7 +251,8 @@ class FinetuneConfig:
     lr: float = 1e-3
     batch_tokens: int = 2048
     max_length: int = 256
-    heldout_fraction: float = 0.2
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    split_seed: int = 0
     seed: int = 0
     lora_rank: int = 0
     pass_at_k: bool = False
@@ -273,10 +283,37 @@ class FinetuneConfig:
         return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}"
 
 
+    @property
+    def split_params(self) -> SplitParams:
+        return SplitParams(eval_fraction=self.eval_fraction, seed=self.split_seed)
+
+
+def finetune_split(snippets: Sequence[Snippet], config: FinetuneConfig) -> CorpusSplit:
+    """The corpus's selection / evaluation split this run uses (trains on one side, evaluates on the other)."""
+    return split_corpus(snippets, config.split_params)
+
+
+def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None, *, store=None,
+                            max_length: int = 512, progress=None):
+    """The NeuronSelection a run draws its neurons from: PLS statistics (gradients) of the split's
+    SELECTION side only, so no evaluation-side program influences which neurons are trained (or which
+    the random control avoids). `params`: SelectionParams (None: its defaults, e.g. the score)."""
+    from ..analyses import corpus_statistics
+    from ..selectivity import select_neurons
+
+    stats, _ = corpus_statistics(loaded, split.selection, max_length=max_length, store=store, progress=progress)
+    return select_neurons(stats, "pls", params)
+
+
 def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = "neurons",
-                  neuron_set: str = "specific", **options) -> FinetuneConfig:
+                  neuron_set: str = "specific", split: CorpusSplit | None = None, **options) -> FinetuneConfig:
     """A config with the neuron set resolved: the target's specific neurons (plus universal ones), or
-    for "random" as many random neurons per layer, none of them in that set."""
+    for "random" as many random neurons per layer, none of them in that set.
+
+    `selection` must come from the selection side of `split` (`select_finetune_neurons`); the config
+    records that split's parameters, so the run trains and evaluates on the same sides."""
+    if split is not None:
+        options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
     neurons = {}
     if target in selection.languages:
         neurons = as_layer_map(selection.neurons_for(target))
@@ -337,17 +374,20 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
     reasons += common_reasons(config.steps, config.lr, config.batch_tokens, loaded.weights_loaded)
     if config.max_length < 8:
         reasons.append(f"max length must be >= 8 tokens, got {config.max_length}")
-    if not 0 < config.heldout_fraction < 1:
-        reasons.append(f"the held-out fraction must lie in (0, 1), got {config.heldout_fraction}")
+    split = None
+    try:
+        split = finetune_split(snippets, config)
+    except ValueError as err:
+        reasons.append(str(err))
     languages = sorted({s.lang for s in snippets})
     if config.target not in languages:
         reasons.append(f"the corpus has no {config.target} programs (it has: {', '.join(languages) or 'none'})")
-    elif 0 < config.heldout_fraction < 1:
-        train_set, heldout = split_by_task(snippets, config.heldout_fraction, config.seed)
-        if not any(s.lang == config.target for s in train_set):
-            reasons.append(f"empty training set: no {config.target} programs outside the held-out split")
-        if not any(s.lang == config.target for s in heldout):
-            reasons.append(f"the held-out split has no {config.target} programs; raise the held-out fraction")
+    elif split is not None:
+        if not any(s.lang == config.target for s in split.selection):
+            reasons.append(f"empty training set: no {config.target} programs on the selection side of the split")
+        if not any(s.lang == config.target for s in split.evaluation):
+            reasons.append(f"the evaluation side of the split has no {config.target} programs; raise the "
+                           "evaluated share or change the split seed")
     if not reasons:
         needed = estimate_training_bytes(loaded, trainable_count(loaded, config), config.batch_tokens,
                                          full=config.method == "full", dtype=config.dtype, device=config.device)
@@ -437,6 +477,11 @@ def _pad_id(loaded: LoadedModel) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
+def _sandbox() -> dict:
+    from ..execution import sandbox_features
+    return sandbox_features()
+
+
 def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig) -> dict | None:
     from ..generation import GenerationParams, evaluate_pass_at_k
 
@@ -449,14 +494,15 @@ def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: Finetun
 
 def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig, ctx,
              checkpoint=None, resume: Path | None = None) -> dict:
-    """Train `config.method` on the target language's training programs; evaluate held-out loss per
-    language (and pass@k) before and after. `checkpoint(write)` saves a checkpoint folder that
-    `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
-    train_set, heldout = split_by_task(snippets, config.heldout_fraction, config.seed)
-    target_train = [s for s in train_set if s.lang == config.target]
+    """Train `config.method` on the target language's selection-side programs; evaluate the loss per
+    language (and pass@k) on the evaluation side before and after. `checkpoint(write)` saves a checkpoint
+    folder that `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
+    split = finetune_split(snippets, config)
+    target_train = [s for s in split.selection if s.lang == config.target]
+    heldout = split.evaluation
     target_heldout = [s for s in heldout if s.lang == config.target]
-    ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} held-out programs "
-            f"in {len({s.lang for s in heldout})} languages")
+    ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} evaluation programs "
+            f"in {len({s.lang for s in heldout})} languages ({split.caption()})")
     eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
     saved = read_json(resume / "meta.json", {}) if resume is not None else {}
     if "before" in saved:  # resumed: the evaluation before training is in the checkpoint
@@ -491,11 +537,13 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
         "neuron_set": config.neuron_set, "neurons": config.n_neurons if config.method in ("neurons", "random") else 0,
         "neurons_per_layer": {str(k): len(v) for k, v in config.neurons.items()},
         "lora_rank": adaptation.rank or None, "model_params": model_params,
-        "train_programs": len(target_train), "heldout_programs": len(heldout), "device": str(loaded.device),
+        "train_programs": len(target_train), "heldout_programs": len(heldout), "split": split.summary(),
+        "device": str(loaded.device),
         **report.summary(),
         "heldout_before": before, "heldout_after": after, "heldout_delta": delta,
         "target_delta": delta.get(config.target), "others_delta_mean": float(np.mean(others)) if others else None,
         "pass_at_k_before": pass_before, "pass_at_k_after": pass_after,
+        "sandbox": _sandbox() if config.pass_at_k else None,
     }
     result["trainable_share"] = result["trainable_params"] / max(model_params, 1)
     result["losses"] = report.losses
@@ -536,8 +584,15 @@ def adapted_model(job_dir: str | os.PathLike):
 
 # --------------------------------------------------------------------------- results
 
+def split_label(summary: Mapping | None) -> str | None:
+    """'30% evaluated, seed 0' from a result's split summary (None for jobs from before the shared split)."""
+    if not summary:
+        return None
+    return f"{summary['eval_fraction']:.0%} evaluated, seed {summary['seed']}"
+
+
 def results_table(jobs: Sequence[JobInfo]) -> pd.DataFrame:
-    """One row per finished fine-tuning job: what was trained, at what cost, and the held-out losses."""
+    """One row per finished fine-tuning job: what was trained, at what cost, and the evaluation-side losses."""
     rows = []
     for job in jobs:
         if job.kind != "finetune" or job.state != "finished":
@@ -554,7 +609,8 @@ def results_table(jobs: Sequence[JobInfo]) -> pd.DataFrame:
             "target_delta": r["target_delta"], "others_delta_mean": r["others_delta_mean"],
             "peak_memory_mb": r.get("peak_memory_mb"), "memory_overhead_mb": r.get("memory_overhead_mb"),
             "optimizer_state": r["optimizer_state"], "s_per_step": r.get("seconds_per_step"), "steps": r["steps"],
-            "lr": r["config"]["lr"], "neuron_set": r.get("neuron_set"), "lora_rank": r.get("lora_rank"), "job": job.id,
+            "lr": r["config"]["lr"], "neuron_set": r.get("neuron_set"), "lora_rank": r.get("lora_rank"),
+            "split": split_label(r.get("split")), "job": job.id,
         })
     return pd.DataFrame(rows)
 

@@ -6,13 +6,20 @@ of different languages align); it is then asked to summarize code of the other l
 saw summarized (zero-shot). Choices to compare: concept layers, all layers, lower layers (as many of
 the lowest layers as there are concept layers), or a custom list.
 
-Prompt: `<code>\\n<comment marker> Summary:` and the target ` <summary><eos>`; the loss counts the
-summary tokens only. Adaptation: LoRA (peft) on every linear layer of the chosen blocks, or "full":
+Prompt: `<code>` + PROMPT_CUE (`\\n\\nSummary:`) and the target ` <summary><eos>`; the loss counts the
+summary tokens only. The cue is the same plain text for every language (no comment marker), so a model
+adapted on one language meets the very same cue in every other: the prompts of two languages differ
+only in their code. Adaptation: LoRA (peft) on every linear layer of the chosen blocks, or "full":
 every parameter of the chosen blocks. By default comments (and Python docstrings) are removed from
 the code first: the demo corpus states its summary in a comment, which would turn summarization into
-copying. Held-out tasks (split by task, so a held-out task's summary never appears in training, in
-any language) are summarized greedily (no 3-gram repeated, a common guard against the loops small
-models fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
+copying.
+
+Sides: the corpus's selection / evaluation split (neuro/split.py; `eval_fraction`, `split_seed`). The
+concept layers are found on the selection side, the model adapts on the source language's
+selection-side pairs, and it summarizes the evaluation-side programs of the source and target
+languages (split by task when tasks are parallel, so an evaluated task's summary never appears in
+training, in any language) greedily (no 3-gram repeated, a common guard against the loops small models
+fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 """
 
 from __future__ import annotations
@@ -29,15 +36,18 @@ from ..corpus import LANGS, Snippet
 from ..jobs import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
 from ..jobs import run_job as run_in_process
 from ..models import LoadedModel, load_model
+from ..split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from ..syntax import parse
 from . import (apply_lora, common_reasons, estimate_training_bytes, linear_modules, load_job_model, load_tensors,
-               load_weights, lora_size, make_batches, memory_reason, merged_lora, save_tensors, split_by_task, train,
+               load_weights, lora_size, make_batches, memory_reason, merged_lora, save_tensors, train,
                trainable_parameters)
 from .metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 
 LAYER_CHOICES = ("concept", "all", "lower", "custom")
 METHODS = ("lora", "full")
-COMMENT = {"python": "#", "cpp": "//", "java": "//", "go": "//", "javascript": "//"}
+# What follows the code in every prompt, whatever its language: plain text, no comment marker.
+PROMPT_CUE = "\n\nSummary:"
+PROMPT_FORMAT = "<code>" + PROMPT_CUE.replace("\n", "\\n") + " <summary>"
 
 
 # --------------------------------------------------------------------------- data
@@ -91,11 +101,10 @@ def _ids(loaded: LoadedModel, text: str) -> list[int]:
 
 
 def prompt_ids(loaded: LoadedModel, pair: SummaryPair, max_code_tokens: int) -> list[int]:
-    """[bos] + code tokens (cut to max_code_tokens) + the summary cue, tokenized apart so a long
-    program never pushes the cue out."""
+    """[bos] + code tokens (cut to max_code_tokens) + PROMPT_CUE, tokenized apart so a long program
+    never pushes the cue out. Nothing but the code depends on the language (pair.lang is not read)."""
     bos = [loaded.tokenizer.bos_token_id] if loaded.tokenizer.bos_token_id is not None else []
-    cue = f"\n{COMMENT.get(pair.lang, '#')} Summary:"
-    return bos + _ids(loaded, pair.code.rstrip())[:max_code_tokens] + _ids(loaded, cue)
+    return bos + _ids(loaded, pair.code.rstrip())[:max_code_tokens] + _ids(loaded, PROMPT_CUE)
 
 
 def training_sequence(loaded: LoadedModel, pair: SummaryPair, max_code_tokens: int,
@@ -186,8 +195,9 @@ class TransferConfig:
     max_summary_tokens: int = 48
     max_new_tokens: int = 40
     no_repeat_ngram: int = 3  # 0: plain greedy
-    heldout_fraction: float = 0.25
-    seed: int = 0
+    eval_fraction: float = DEFAULT_EVAL_FRACTION  # the selection / evaluation split (neuro/split.py)
+    split_seed: int = 0
+    seed: int = 0  # training (batch order, initialization)
     strip_comments: bool = True
     targets: list[str] = field(default_factory=list)  # empty: every language of the corpus
     eval_before: bool = True
@@ -204,14 +214,21 @@ class TransferConfig:
     def from_params(cls, params: Mapping) -> TransferConfig:
         return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
 
+    @property
+    def split_params(self) -> SplitParams:
+        return SplitParams(eval_fraction=self.eval_fraction, seed=self.split_seed)
+
     def label(self) -> str:
         return (f"{self.source} -> others: {self.layer_choice} layers {self.layers}, {self.method}, "
                 f"{self.steps} steps, lr {self.lr:g}")
 
 
-def plan_transfer(loaded: LoadedModel, snippets: Sequence[Snippet], source: str, layer_choice: str = "concept",
+def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: str = "concept",
                   custom_layers: Sequence[int] | None = None, store=None, **options) -> TransferConfig:
-    layers, note = resolve_layers(layer_choice, loaded, snippets, custom_layers, store=store)
+    """A config whose layers are resolved on the split's selection side (concept layers found there) and
+    that records the split, so the run adapts on that side and evaluates on the other."""
+    layers, note = resolve_layers(layer_choice, loaded, split.selection, custom_layers, store=store)
+    options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
     return TransferConfig(model=loaded.source, source=source, layers=layers, layer_choice=layer_choice,
                           layer_note=note, **options)
 
@@ -227,13 +244,17 @@ def trainable_count(loaded: LoadedModel, config: TransferConfig) -> int:
     return sum(p.numel() for name, p in loaded.model.named_parameters() if name.startswith(prefixes))
 
 
-def _split(snippets: Sequence[Snippet], config: TransferConfig) -> tuple[list[SummaryPair], list[SummaryPair]]:
-    train_set, heldout = split_by_task(snippets, config.heldout_fraction, config.seed)
+def transfer_sides(snippets: Sequence[Snippet], config: TransferConfig
+                   ) -> tuple[CorpusSplit, list[SummaryPair], list[SummaryPair]]:
+    """(split, training pairs, evaluation pairs): the source language's selection-side pairs, and the
+    evaluation-side pairs of the target languages and the source."""
+    split = split_corpus(snippets, config.split_params)
     targets = set(config.targets) if config.targets else {s.lang for s in snippets}
-    train_pairs = [p for p in summary_pairs([s for s in train_set if s.lang == config.source], config.strip_comments)]
-    eval_pairs = summary_pairs([s for s in heldout if s.lang in targets | {config.source}], config.strip_comments)
+    train_pairs = summary_pairs([s for s in split.selection if s.lang == config.source], config.strip_comments)
+    eval_pairs = summary_pairs([s for s in split.evaluation if s.lang in targets | {config.source}],
+                               config.strip_comments)
     order = {lang: i for i, lang in enumerate(LANGS)}
-    return train_pairs, sorted(eval_pairs, key=lambda p: (order.get(p.lang, 99), p.task))
+    return split, train_pairs, sorted(eval_pairs, key=lambda p: (order.get(p.lang, 99), p.task))
 
 
 def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
@@ -253,15 +274,17 @@ def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Seq
     reasons += common_reasons(config.steps, config.lr, weights_loaded=loaded.weights_loaded)
     if config.batch_size < 1:
         reasons.append(f"the batch size must be >= 1, got {config.batch_size}")
-    if not 0 < config.heldout_fraction < 1:
-        reasons.append(f"the held-out fraction must lie in (0, 1), got {config.heldout_fraction}")
-    elif not reasons:
-        train_pairs, eval_pairs = _split(snippets, config)
+    try:
+        _, train_pairs, eval_pairs = transfer_sides(snippets, config)
+    except ValueError as err:  # an evaluated share outside (0, 1), or a corpus too small to split
+        reasons.append(str(err))
+    else:
         if not train_pairs:
-            reasons.append(f"empty training set: no {config.source} programs with a summary outside the held-out split")
+            reasons.append(f"empty training set: no {config.source} programs with a summary on the selection "
+                           "side of the split")
         if not any(p.lang != config.source for p in eval_pairs):
-            reasons.append("nothing to evaluate zero-shot: the held-out split has no summarized programs in "
-                           "another language")
+            reasons.append("nothing to evaluate zero-shot: the evaluation side of the split has no summarized "
+                           "programs in another language")
     if not reasons:
         longest = config.max_code_tokens + config.max_summary_tokens + 16
         needed = estimate_training_bytes(loaded, trainable_count(loaded, config), config.batch_size * longest,
@@ -302,12 +325,12 @@ def adapt_layers(loaded: LoadedModel, config: TransferConfig):
 
 def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx,
              checkpoint=None, resume: Path | None = None) -> dict:
-    """Adapt on the source language's pairs, then summarize held-out programs of every language.
-    `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see tasks.train);
-    `resume`: such a folder to continue from."""
-    train_pairs, eval_pairs = _split(snippets, config)
-    ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} held-out pairs; "
-            f"layers {config.layers} ({config.layer_note})")
+    """Adapt on the source language's selection-side pairs, then summarize the evaluation-side programs
+    of every language. `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see
+    tasks.train); `resume`: such a folder to continue from."""
+    split, train_pairs, eval_pairs = transfer_sides(snippets, config)
+    ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} evaluation pairs "
+            f"({split.caption()}); layers {config.layers} ({config.layer_note})")
     gen = dict(max_code_tokens=config.max_code_tokens, max_new_tokens=config.max_new_tokens,
                no_repeat_ngram=config.no_repeat_ngram)
     saved = read_json(resume / "meta.json", {}) if resume is not None else {}
@@ -341,7 +364,8 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     return {
         "config": config.to_params(), "source": config.source, "layers": config.layers,
         "layer_choice": config.layer_choice, "layer_note": config.layer_note, "method": config.method,
-        "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "device": str(loaded.device),
+        "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "split": split.summary(),
+        "prompt": PROMPT_FORMAT, "device": str(loaded.device),
         **report.summary(), "scores": scores,
         "zero_shot_bleu4": sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
         "zero_shot_rouge_l": sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,

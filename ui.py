@@ -148,10 +148,15 @@ def sidebar() -> Selection:
 
 
 def corpus_split(corpus: list[Snippet]) -> CorpusSplit:
-    """The selection / evaluation split chosen in the sidebar (shared by every page)."""
+    """The selection / evaluation split chosen in the sidebar (shared by every page); stops the page with
+    the reason when the corpus cannot be split."""
     params = SplitParams(eval_fraction=float(st.session_state.get("eval_fraction", DEFAULT_EVAL_FRACTION)),
                          seed=int(st.session_state.get("split_seed", 0)))
-    return split_corpus(corpus, params)
+    try:
+        return split_corpus(corpus, params)
+    except ValueError as err:
+        st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+        st.stop()
 
 
 # --------------------------------------------------------------------------- shared cached analyses

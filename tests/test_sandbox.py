@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from test_execution import alive
+
 from neuro import execution
 from neuro.execution import run_program, sandbox_features, sandbox_warning, toolchains
 
@@ -33,19 +35,6 @@ pytestmark = pytest.mark.skipif(
 
 LANGS = ("python", "javascript", "cpp", "java", "go")
 COMPILE_S = {"python": 0, "javascript": 0, "cpp": 20, "java": 20, "go": 30}  # generous: a loaded 2-core CI box
-
-
-def alive(marker: str) -> list[int]:
-    """Host pids whose command line contains `marker`."""
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if marker.encode() in fh.read():
-                    pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
 
 
 def lang_param():

@@ -16,11 +16,7 @@ model, corpus = page_header(
     "Zero-shot clone detection: every program is embedded as the mean of its hidden states at one layer "
     "(by default a concept layer, where programs of the same task align across languages), and clones "
     "are the nearest programs by cosine similarity, in any language.")
-try:
-    split = corpus_split(corpus)
-except ValueError as err:
-    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
-    st.stop()
+split = corpus_split(corpus)
 key = f"{model.identity}|{corpus_key(corpus)}|{split.params}"
 parallel = len({s.task for s in corpus}) < len(corpus)
 

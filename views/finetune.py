@@ -18,11 +18,7 @@ model, corpus = page_header(
     "and their columns of the down projection), and compare with the same number of random neurons, "
     "LoRA of a similar size, and full fine-tuning. Each run is a background job: it keeps running "
     "when you close the tab, and the Jobs page lists it.")
-try:
-    split = corpus_split(corpus)
-except ValueError as err:
-    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
-    st.stop()
+split = corpus_split(corpus)
 st.caption(f"**Split** (sidebar): {split.caption()}. The neurons (and the random control's exclusion) are chosen "
            "from the PLS of the selection side only, training uses the target language's selection-side "
            "programs, and the losses before and after are measured on the evaluation side.")

@@ -21,11 +21,7 @@ def scores_tab() -> None:
     if len({s.task for s in corpus}) == len(corpus):
         st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
                    "alignment cannot be measured. Use the demo corpus or HumanEval-X.")
-    try:
-        split = corpus_split(corpus)
-    except ValueError as err:
-        st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
-        return
+    split = corpus_split(corpus)
     report = cached_layer_report(model, split.selection, compute=False)
     if report is None:
         run = small_enough_to_auto_run(model, split.selection) or st.button("Compute layer scores", type="primary")

@@ -24,11 +24,7 @@ if not languages:
     st.warning("No program in this corpus has a summary. Use the demo corpus or HumanEval-X (docstring first "
                "sentences).")
     st.stop()
-try:
-    split = corpus_split(corpus)
-except ValueError as err:
-    st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
-    st.stop()
+split = corpus_split(corpus)
 st.caption(f"**Split** (sidebar): {split.caption()}. The concept layers are found and the model adapts on the "
            "selection side (source language only); summaries are scored on the evaluation side.")
 

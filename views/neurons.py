@@ -111,7 +111,7 @@ for col, (name, value) in zip(cols, counts.items()):
                f"max {chance.max()[name]}")
     if chance is not None:
         col.caption(f"chance: {chance.mean()[name]:.1f} (max {chance.max()[name]})")
-st.caption(f"Selected on {split.caption()}. " + (
+st.caption(f"Split (sidebar): {split.caption()}; neurons are chosen on the selection side. " + (
     "Chance: the count the same rule gives when the language labels are shuffled among the programs."
     if chance is not None else ""))
 

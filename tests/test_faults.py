@@ -204,17 +204,22 @@ def _prefix_chunks(cache: Path) -> list[Path]:
     return list((cache / resume.CHUNKS_DIR / STATS_KIND).glob("*/*/manifest.json"))
 
 
-def test_sigkill_of_a_cli_capture_then_a_rerun_resumes(model_dir, corpus_file, tmp_path):
-    """Fault: SIGKILL of `python -m neuro capture` after its first chunks; the rerun resumes from them and
-    ends with the result of an uninterrupted run."""
-    cache, log = tmp_path / "cache", tmp_path / "computed.txt"
-    proc = _cli(model_dir, corpus_file, cache, sleep=1.0, log=log)
+def _kill_after_first_chunks(proc: subprocess.Popen, cache: Path) -> None:
+    """Wait until the process has kept its first chunks in `cache`, then SIGKILL its process group."""
     deadline = time.time() + 240
     while not _prefix_chunks(cache) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
+
+
+def test_sigkill_of_a_cli_capture_then_a_rerun_resumes(model_dir, corpus_file, tmp_path):
+    """Fault: SIGKILL of `python -m neuro capture` after its first chunks; the rerun resumes from them and
+    ends with the result of an uninterrupted run."""
+    cache, log = tmp_path / "cache", tmp_path / "computed.txt"
+    proc = _cli(model_dir, corpus_file, cache, sleep=1.0, log=log)
+    _kill_after_first_chunks(proc, cache)
     assert proc.returncode == -signal.SIGKILL
     assert _prefix_chunks(cache) and not Store(cache).entries(STATS_KIND)
 
@@ -336,12 +341,7 @@ def test_sigkill_of_the_app_while_a_page_computes(model_dir, tmp_path):
                                 env=_env(1, sleep, log, **app_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
     proc = start(2.0)
-    deadline = time.time() + 240
-    while not _prefix_chunks(cache) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    _kill_after_first_chunks(proc, cache)
     assert _prefix_chunks(cache) and not Store(cache).entries(STATS_KIND)
     first = _computed(log)
     log.unlink()

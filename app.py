@@ -9,6 +9,7 @@ navigation.
 import streamlit as st
 
 from neuro.browse import WeightsNotLoaded
+from neuro.store import cache_problem
 
 st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 
@@ -22,7 +23,13 @@ pages = [
     st.Page("views/transfer.py", title="Transfer", icon=":material/translate:"),
     st.Page("views/jobs.py", title="Jobs", icon=":material/work_history:"),
 ]
+page = st.navigation(pages)
+notice = st.empty()  # above the page: filled once the page has run, when its results could not be kept
 try:
-    st.navigation(pages).run()
+    page.run()
 except WeightsNotLoaded as err:  # a browse-only session (no weights) reached a view that must run the model
     st.info(str(err))
+finally:
+    problem = cache_problem()
+    if problem:
+        notice.warning(f"Results are not being kept: {problem}.", icon=":material/sd_card_alert:")

@@ -8,6 +8,7 @@ memory is O(layers x neurons) whatever the corpus size.
 
 from __future__ import annotations
 
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator, Sequence
@@ -629,6 +630,15 @@ class LayerStates:
     token_index: np.ndarray | None = None
 
 
+def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarray:
+    """`count` sorted token positions of 1..length-1 drawn with a stream seeded by `seed` and the program's
+    text: the same program gets the same positions wherever it sits in the corpus."""
+    if not count or length <= 1:
+        return np.zeros(0, int)
+    rng = np.random.default_rng([seed, zlib.crc32(code.encode("utf-8"))])
+    return np.sort(rng.choice(np.arange(1, length), size=min(count, length - 1), replace=False))
+
+
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                  tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
                  max_batch: int = 64, progress: Progress | None = None) -> LayerStates:
@@ -636,7 +646,9 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     of blocks 0..upto_layer, in one forward pass that stops after block `upto_layer` (default: the
     last), so a middle layer costs only the layers below.
 
-    Token positions are sampled uniformly per snippet (the first, BOS, position excluded).
+    Token positions are sampled uniformly per snippet (the first, BOS, position excluded), from a
+    random stream of the snippet's own (`sample_positions`), so a chunk of the corpus samples what the
+    whole corpus would.
     """
     loaded.require_weights()
     sites = loaded.sites()
@@ -646,10 +658,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     hidden = loaded.model.get_input_embeddings().weight.shape[1]
     pooled = np.zeros((len(snippets), last + 1, hidden), dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    picks = [np.sort(rng.choice(np.arange(1, len(e.ids)), size=min(tokens_per_snippet, len(e.ids) - 1),
-                                replace=False)) if tokens_per_snippet and len(e.ids) > 1 else np.zeros(0, int)
-             for e in encoded]
+    picks = [sample_positions(len(e.ids), tokens_per_snippet, seed, s.code) for e, s in zip(encoded, snippets)]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
     tokens = np.zeros((offsets[-1], last + 1, hidden), dtype=np.float32) if tokens_per_snippet else None
     current: dict = {}

@@ -25,6 +25,7 @@ from .browse import WeightsNotLoaded
 from .corpus import CorpusError, load_corpus
 from .models import ModelLoadError, load_model
 from .paths import DEMO_MODEL_DIR
+from .store import cache_problem
 from .split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 
 log = logging.getLogger("neuro")
@@ -147,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         finish(wait=False)
         return 2
     finish()  # under torchrun: every rank leaves the process group together
+    problem = cache_problem(args.cache, probe=False)
+    if problem:  # the store has logged each failed write; the summary says it once
+        summary = {**summary, "cache_warning": problem}
+        text = f"{text}\nwarning: results are not being kept: {problem}"
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only the first rank reports
         print(json.dumps(summary, indent=1, default=str) if args.json else text)
     return 0

@@ -28,6 +28,7 @@ from .corpus import Snippet, corpus_hash
 from .intervene import ablated, language_losses
 from .models import LoadedModel
 from .browse import remember_model
+from .resume import chunked_rows, drop_chunks, resumable_steps
 from .store import Entry, Store, make_key
 from .syntax import align_tokens
 
@@ -181,16 +182,38 @@ def _syntax_labels(loaded: LoadedModel, snippets: Sequence[Snippet], index: np.n
     return types, langs
 
 
+def contribution_sample(snippets: Sequence[Snippet], limit: int) -> list[Snippet]:
+    """The programs (at most `limit`, spread evenly in corpus order) the FFN contributions are measured on."""
+    return list(snippets)[:: max(1, len(snippets) // limit)][:limit]
+
+
+def contribution_losses(loaded: LoadedModel, sample: Sequence[Snippet], layer: int | None,
+                        max_length: int = 512) -> dict[str, float]:
+    """Mean next-token loss per language with block `layer`'s FFN silenced (None: nothing silenced)."""
+    if layer is None:
+        return language_losses(loaded, sample, max_length=max_length)
+    with ablated(loaded, {layer: range(loaded.n_neurons)}):
+        return language_losses(loaded, sample, max_length=max_length)
+
+
 def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per_snippet: int = 12,
                  contribution: bool = True, contribution_limit: int = 200, max_length: int = 512, seed: int = 0,
-                 concept_override: Sequence[int] | None = None, progress: Progress | None = None) -> LayerReport:
+                 concept_override: Sequence[int] | None = None, progress: Progress | None = None,
+                 states: LayerStates | None = None, losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
     """Compute every per-layer score on a (preferably parallel) corpus: pass the selection side of the
-    corpus split (neuro/split.py), since the concept layers chosen here are then evaluated elsewhere."""
-    steps = 2 + (loaded.n_layers if contribution else 0)
-    states: LayerStates = layer_states(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed,
-                                       max_length=max_length)
+    corpus split (neuro/split.py), since the concept layers chosen here are then evaluated elsewhere.
+
+    `states` (from `layer_states` with the same `tokens_per_snippet`, `seed` and `max_length`) and
+    `losses` (`contribution_losses` with nothing, then each layer, silenced) may come from a resumable
+    pass; otherwise they are computed here. `progress` counts program forwards and probed layers."""
+    sample = contribution_sample(snippets, contribution_limit) if contribution else []
+    total = len(snippets) + loaded.n_layers + (loaded.n_layers + 1) * len(sample)
+    if states is None:
+        states = layer_states(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed,
+                              max_length=max_length, progress=progress and (lambda d, _t: progress(d, total)))
+    done = len(snippets)
     if progress:
-        progress(1, steps)
+        progress(done, total)
     langs = [s.lang for s in snippets]
     types, token_langs = _syntax_labels(loaded, snippets, states.token_index, max_length) \
         if states.tokens is not None and len(states.token_index) else (np.array([]), np.array([]))
@@ -212,20 +235,20 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
                 sel = keep & (token_langs == lang)
                 row[f"syntax_acc_{lang}"] = probe_accuracy(states.tokens[sel, layer], types[sel], folds=3, seed=seed)
         rows.append(row)
-    if progress:
-        progress(2, steps)
+        done += 1
+        if progress:
+            progress(done, total)
     scores = pd.DataFrame(rows)
     if contribution:
-        sample = list(snippets)[:: max(1, len(snippets) // contribution_limit)][:contribution_limit]
-        base = language_losses(loaded, sample, max_length=max_length)
-        deltas = []
-        for layer in range(loaded.n_layers):
-            with ablated(loaded, {layer: range(loaded.n_neurons)}):
-                losses = language_losses(loaded, sample, max_length=max_length)
-            deltas.append(float(np.mean([losses[k] - base[k] for k in base])))
-            if progress:
-                progress(3 + layer, steps)
-        scores["contribution"] = deltas
+        if losses is None:
+            losses = []
+            for layer in [None, *range(loaded.n_layers)]:
+                losses.append(contribution_losses(loaded, sample, layer, max_length))
+                done += len(sample)
+                if progress:
+                    progress(done, total)
+        base = losses[0]
+        scores["contribution"] = [float(np.mean([after[k] - base[k] for k in base])) for after in losses[1:]]
     if scores["align_mrr"].isna().all():  # no language pair shares two tasks: nothing to align
         middle = loaded.n_layers // 2
         choice = ConceptChoice([middle], f"No language pair shares two tasks in these {len(snippets)} programs, so "
@@ -241,25 +264,79 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
     return LayerReport(scores, pd.DataFrame(pair_rows), concept, rule, meta)
 
 
+LAYERS_VERSION = 2  # 2: token positions sampled per program (resumable in chunks)
+
+
+def _resumable_states(loaded: LoadedModel, snippets: Sequence[Snippet], key: str, store: Store, *,
+                      tokens_per_snippet: int, seed: int, max_length: int, progress: Progress | None) -> LayerStates:
+    """`layer_states` in chunks of programs kept in the cache (neuro.resume) until the report is saved."""
+    def chunk(lo: int, hi: int, chunk_progress: Progress | None) -> Entry:
+        part = layer_states(loaded, snippets[lo:hi], tokens_per_snippet=tokens_per_snippet, seed=seed,
+                            max_length=max_length, progress=chunk_progress)
+        arrays = {"pooled": part.pooled}
+        if part.tokens is not None:
+            arrays.update(tokens=part.tokens, token_index=part.token_index + np.array([lo, 0]))
+        return Entry(arrays=arrays)
+
+    parts = [p.arrays for p in chunked_rows(store, LAYERS_KIND, key, snippets, chunk, progress=progress)]
+    if not tokens_per_snippet:
+        return LayerStates(np.concatenate([p["pooled"] for p in parts]), None, None)
+    return LayerStates(*(np.concatenate([p[name] for p in parts]) for name in ("pooled", "tokens", "token_index")))
+
+
+def _resumable_losses(loaded: LoadedModel, sample: Sequence[Snippet], key: str, store: Store, *, max_length: int,
+                      progress: Progress | None) -> list[dict[str, float]]:
+    """`contribution_losses` for nothing and then each layer silenced, each kept in the cache when done."""
+    layers = [None, *range(loaded.n_layers)]
+    steps = [make_key("contribution", result=key, silenced=layer, sample=corpus_hash(sample)) for layer in layers]
+
+    def step(index: int) -> Entry:
+        entry = Entry(meta={"losses": contribution_losses(loaded, sample, layers[index], max_length)})
+        if progress:
+            progress(index + 1, len(layers))
+        return entry
+
+    entries = resumable_steps(store, LAYERS_KIND, key, steps, step,
+                              loaded=progress and (lambda index: progress(index + 1, len(layers))))
+    return [e.meta["losses"] for e in entries]
+
+
 def cached_layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, store: Store | None = None,
                         progress: Progress | None = None, compute: bool = True, **params) -> LayerReport | None:
     """`layer_report` through the cache (None when not cached and `compute` is False). `snippets`: the
-    selection side of the corpus split, or a `CorpusSplit` (its selection side is used)."""
+    selection side of the corpus split, or a `CorpusSplit` (its selection side is used).
+
+    Its passes over the model (the states of every program, one loss pass per silenced layer) are
+    resumable: a killed or cancelled computation keeps its finished chunks and the next one resumes."""
     from .embeddings import POOLED_VERSION
 
-    snippets = getattr(snippets, "selection", snippets)
+    snippets = list(getattr(snippets, "selection", snippets))
     store = store or Store()
     key = make_key(LAYERS_KIND, model=loaded.identity, corpus=corpus_hash(snippets), pooled=POOLED_VERSION,
-                   **params)
+                   version=LAYERS_VERSION, **params)
     entry = store.load(LAYERS_KIND, key)
     if entry is None:
         if not compute:
             return None
-        report = layer_report(loaded, snippets, progress=progress, **params)
+        options = dict(tokens_per_snippet=12, contribution=True, contribution_limit=200, max_length=512, seed=0)
+        options.update(params)
+        sample = contribution_sample(snippets, options["contribution_limit"]) if options["contribution"] else []
+        n, n_layers = len(snippets), loaded.n_layers
+        total = n + n_layers + (n_layers + 1) * len(sample)
+        states = _resumable_states(loaded, snippets, key, store, tokens_per_snippet=options["tokens_per_snippet"],
+                                   seed=options["seed"], max_length=options["max_length"],
+                                   progress=progress and (lambda d, _t: progress(d, total)))
+        passes = (n_layers + 1) * len(sample)  # then the loss passes, then the probes (one per layer)
+        losses = _resumable_losses(loaded, sample, key, store, max_length=options["max_length"],
+                                   progress=progress and (lambda d, _t: progress(n + d * len(sample), total))
+                                   ) if sample else None
+        probes = progress and (lambda d, _t: progress(passes + d, total) if d > n else None)
+        report = layer_report(loaded, snippets, progress=probes, states=states, losses=losses, **params)
         entry = Entry(tables={"scores": report.scores, "pairs": report.pairs},
                       meta={"concept_layers": report.concept_layers, "rule": report.rule, "meta": report.meta})
-        store.try_save(LAYERS_KIND, key, entry)
-        remember_model(loaded, store.root)
+        if store.try_save(LAYERS_KIND, key, entry) is not None:
+            drop_chunks(store, LAYERS_KIND, key)
+            remember_model(loaded, store.root)
     return LayerReport(entry.tables["scores"], entry.tables["pairs"], list(entry.meta["concept_layers"]),
                        entry.meta["rule"], entry.meta["meta"])
 

@@ -82,26 +82,43 @@ def _shifted(progress: Progress | None, offset: int, total: int) -> Progress | N
     return lambda done, _total: progress(offset + done, total)
 
 
+def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
+                    compute: Callable[[int], Entry], *, loaded: Callable[[int], None] | None = None,
+                    save: bool = True) -> list[Entry]:
+    """The entry of every step in order: loaded when an earlier (interrupted) run finished it, else
+    computed by `compute(index)` and kept. `step_keys` name each step's inputs (the store key of its
+    chunk); `loaded(index)` is told about each step that came from the cache."""
+    ckind, out = chunk_kind(kind, key), []
+    for index, ckey in enumerate(step_keys):
+        entry = store.load(ckind, ckey)
+        if entry is None:
+            entry = compute(index)
+            if save:
+                store.try_save(ckind, ckey, entry)
+        elif loaded:
+            loaded(index)
+        out.append(entry)
+    return out
+
+
 def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute, *,
                  size: int | None = None, progress: Progress | None = None, save: bool = True) -> list[Entry]:
     """The entries of every chunk in order: loaded when finished before, else computed and saved."""
     size = size or chunk_programs()
-    ckind, n = chunk_kind(kind, key), len(snippets)
-    out, resumed = [], 0
-    for index, (lo, hi) in enumerate(chunk_bounds(n, size)):
-        ckey = _chunk_key(key, index, lo, hi, snippets, prefix=False)
-        entry = store.load(ckind, ckey)
-        if entry is None:
-            entry = compute(lo, hi, _shifted(progress, lo, n))
-            if save:
-                store.try_save(ckind, ckey, entry)
-        else:
-            resumed += hi - lo
-            if progress:
-                progress(hi, n)
-        out.append(entry)
+    n = len(snippets)
+    bounds = chunk_bounds(n, size)
+    keys = [_chunk_key(key, index, lo, hi, snippets, prefix=False) for index, (lo, hi) in enumerate(bounds)]
+    resumed = []
+
+    def from_cache(index: int) -> None:
+        resumed.append(bounds[index][1] - bounds[index][0])
+        if progress:
+            progress(bounds[index][1], n)
+
+    out = resumable_steps(store, kind, key, keys, lambda i: compute(*bounds[i], _shifted(progress, bounds[i][0], n)),
+                          loaded=from_cache, save=save)
     if resumed:
-        log.info("%s: %d of %d programs came from finished chunks of an interrupted run", kind, resumed, n)
+        log.info("%s: %d of %d programs came from finished chunks of an interrupted run", kind, sum(resumed), n)
     return out
 
 

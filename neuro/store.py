@@ -95,6 +95,32 @@ def _verify(folder: Path) -> dict | None:
         return None
 
 
+_FAILED_WRITES: dict[Path, tuple[float, str]] = {}  # cache root -> (when, why) of its last failed write
+FAILURE_MEMORY_S = 600.0
+
+
+def cache_problem(root: str | os.PathLike | None = None, within_s: float = FAILURE_MEMORY_S,
+                  probe: bool = True) -> str | None:
+    """Why results are not being kept in the cache at `root`, for a page or the CLI to say: a write this
+    process failed within `within_s` seconds (a full disk shows only then), or a folder that cannot be
+    written now (with `probe`: one small file written and removed); None when the cache works."""
+    root = Path(root) if root is not None else cache_dir()
+    when, why = _FAILED_WRITES.get(root.resolve(), (0.0, ""))
+    if why and time.time() - when < within_s:
+        return why
+    if not probe:
+        return None
+    test_file = root / f".probe-{uuid.uuid4().hex[:8]}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        test_file.write_bytes(b"")
+        test_file.unlink()
+    except OSError as err:
+        return (f"the cache folder {root} cannot be written ({err.strerror or err}): results are computed but "
+                "not kept, so each is computed again next time")
+    return None
+
+
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else cache_dir()
@@ -173,6 +199,7 @@ class Store:
             return self.save(kind, key, entry)
         except CacheWriteError as err:
             self.last_write_error = f"{err}; the result is computed but not kept"
+            _FAILED_WRITES[self.root.resolve()] = (time.time(), self.last_write_error)
             log.warning("%s", self.last_write_error)
             return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,18 @@ def tiny_llama():
 @pytest.fixture()
 def snippets():
     return list(SNIPPETS)
+
+
+@pytest.fixture()
+def mounted(tmp_path):
+    """Mount helper (root only; skipped where mounting is not allowed); unmounts afterwards."""
+    mounts = []
+
+    def mount(*args):
+        result = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+        mounts.append(args[-1])
+    yield mount
+    for target in reversed(mounts):
+        subprocess.run(["umount", target], capture_output=True)

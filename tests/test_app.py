@@ -122,3 +122,19 @@ def test_embeddings_page(monkeypatch, app_env):
     assert not at.exception, at.exception
     titles = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
     assert len(titles) == 2 and all("mean removed" in str(t) for t in titles), titles
+
+
+def test_a_cache_that_cannot_be_written_is_said_on_the_page(monkeypatch, app_env, tmp_path, mounted):
+    """Fault: the app's cache folder is a read-only bind mount: the page still renders, and says above
+    it that results are computed but not kept (not only in the server's log)."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    mounted("--bind", str(src), str(ro))
+    mounted("-o", "remount,bind,ro", str(ro))
+    at = _run(monkeypatch, app_env, NEURO_CACHE=str(ro))
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("Results are not being kept" in w and "Read-only file system" in w for w in warnings), warnings
+    healthy = _run(monkeypatch, app_env)
+    assert not any("Results are not being kept" in w.value for w in healthy.warning)

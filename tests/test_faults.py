@@ -2,7 +2,8 @@
 lost, nothing corrupt and a clear message.
 
 Faults injected (each test says which): a cancelled computation (an exception from the progress
-callback, as a closed page raises), SIGKILL of a CLI capture midway, a truncated and a bit-flipped cache
+callback, as a closed page raises), SIGKILL of a CLI capture midway (and of a real app server while a
+page computes: tests/browser/test_server_faults.py), a truncated and a bit-flipped cache
 file, two processes computing the same entry at once, a cache folder that cannot be written (injected
 EROFS and ENOSPC, a read-only bind mount and a full tmpfs where the tests may mount), a corpus file that
 vanishes mid-run, a model folder with a missing weight shard.
@@ -318,42 +319,6 @@ def test_unwritable_cache_still_returns_the_result(model, tmp_path, chunks_of_3,
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written left behind
 
 
-APP_DRIVER = SLOW_CAPTURE + """
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file(sys.argv[1], default_timeout=300)
-at.switch_page("views/neurons.py")
-at.run()
-assert not at.exception, at.exception
-print("PAGE RENDERED", flush=True)
-"""
-
-
-def test_sigkill_of_the_app_while_a_page_computes(model_dir, tmp_path):
-    """Fault: SIGKILL of the process running the app (Streamlit's script runner, under AppTest) while the
-    Neurons page computes the statistics: the finished chunks stay, and the next page view resumes from
-    them and renders."""
-    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
-    cache, log = tmp_path / "cache", tmp_path / "computed.txt"
-    app_env = dict(NEURO_MODEL=str(model_dir), NEURO_CORPUS=str(tmp_path / "corpus.jsonl"), NEURO_CACHE=str(cache))
-
-    def start(sleep):
-        return subprocess.Popen([sys.executable, "-c", APP_DRIVER, str(REPO / "app.py")], cwd=REPO,
-                                env=_env(1, sleep, log, **app_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-    proc = start(2.0)
-    _kill_after_first_chunks(proc, cache)
-    assert _prefix_chunks(cache) and not Store(cache).entries(STATS_KIND)
-    first = _computed(log)
-    log.unlink()
-
-    again = start(0.0)
-    out, err = again.communicate(timeout=400)
-    assert again.returncode == 0 and "PAGE RENDERED" in out, err[-3000:]
-    resumed = _computed(log)
-    assert first[0] == ["0"] and resumed and resumed[0] != ["0"]  # the finished chunk was not recomputed
-    assert len(Store(cache).entries(STATS_KIND)) == 1 and not _prefix_chunks(cache)
-
-
 def test_damaged_chunk_and_damaged_result_are_recomputed(model, tmp_path, chunks_of_3, caplog):
     """Faults: a bit flipped in a kept chunk, then a truncated final entry: each is detected (CRC),
     reported, recomputed, and the result still equals an uninterrupted pass."""
@@ -421,3 +386,46 @@ def test_one_layer_pooled_pass_resumes(model, tmp_path, chunks_of_3, caplog):
     assert _resumed(caplog)
     np.testing.assert_allclose(emb, pooled_states(model, SNIPPETS, max_length=64)[:, 1], rtol=1e-5, atol=1e-5)
     assert store.load("layer_embeddings", "k1").arrays["embeddings"].shape == (len(SNIPPETS), 32)
+
+
+def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, tmp_path, chunks_of_3, caplog,
+                                                                     monkeypatch):
+    """Fault: the layer report's computation is cancelled twice, once in its pass over the programs' states
+    and once among its per-layer loss passes; each rerun resumes from the kept chunks (counted: no chunk
+    of states and no loss pass is computed twice) and the report equals one computed in a single call."""
+    import neuro.layers as layers
+
+    corpus = _corpus(12)
+    params = dict(tokens_per_snippet=4, contribution_limit=6, max_length=64)
+    calls = {"states": 0, "losses": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    monkeypatch.setattr(layers, "layer_states", counted("states", layers.layer_states))
+    monkeypatch.setattr(layers, "contribution_losses", counted("losses", layers.contribution_losses))
+    store = Store(tmp_path)
+    with pytest.raises(Cancelled):
+        layers.cached_layer_report(model, corpus, store=store, progress=_cancel_after(7), **params)
+    kept = list((tmp_path / resume.CHUNKS_DIR / layers.LAYERS_KIND).glob("*/*/manifest.json"))
+    assert len(kept) == 2 and calls["states"] == 3  # two finished chunks of 3 programs, the third cancelled
+
+    def cancel_in_loss_passes(done, total):
+        if done > len(corpus) + 2 * 6:  # the unsilenced pass and one silenced layer are done
+            raise Cancelled
+    with caplog.at_level(logging.INFO, logger="neuro.resume"):
+        with pytest.raises(Cancelled):
+            layers.cached_layer_report(model, corpus, store=store, progress=cancel_in_loss_passes, **params)
+    assert calls["states"] == 5 and "6 of 12 programs came from finished chunks" in " ".join(_resumed(caplog))
+    assert calls["losses"] == 3  # the third pass was cancelled when it reported
+    seen = []
+    report = layers.cached_layer_report(model, corpus, store=store, progress=lambda d, t: seen.append(d), **params)
+    assert calls["states"] == 5 and calls["losses"] == 3 + model.n_layers - 1  # two passes came from the cache
+    assert seen == sorted(seen) and seen[-1] == len(corpus) + model.n_layers + (model.n_layers + 1) * 6
+    assert not (tmp_path / resume.CHUNKS_DIR / layers.LAYERS_KIND).exists()  # dropped once the report is kept
+    whole = layers.layer_report(model, corpus, **params)
+    np.testing.assert_allclose(report.scores.to_numpy(float), whole.scores[report.scores.columns].to_numpy(float),
+                               atol=1e-5)
+    assert report.concept_layers == whole.concept_layers

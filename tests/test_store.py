@@ -1,12 +1,11 @@
 """The on-disk cache: hits, atomic entries, damaged entries recomputed."""
 
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neuro.store import Entry, Store, make_key
+from neuro.store import Entry, Store, cache_problem, make_key
 
 
 def _entry():
@@ -121,21 +120,6 @@ def test_unwritable_cache_raises_a_clear_error_and_leaves_nothing(tmp_path, monk
     assert not list((tmp_path / "k").iterdir())
 
 
-@pytest.fixture()
-def mounted(tmp_path):
-    """Mount helper (root only; skipped where mounting is not allowed); unmounts afterwards."""
-    mounts = []
-
-    def mount(*args):
-        result = subprocess.run(["mount", *args], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount here: {result.stderr.strip()}")
-        mounts.append(args[-1])
-    yield mount
-    for target in reversed(mounts):
-        subprocess.run(["umount", target], capture_output=True)
-
-
 def test_read_only_bind_mount(tmp_path, mounted):
     """Fault: the cache folder is a read-only bind mount: entries already there read; a new one is
     computed, returned, and the error says the file system is read-only."""
@@ -150,6 +134,7 @@ def test_read_only_bind_mount(tmp_path, mounted):
     entry, hit = store.get_or_compute("k", make_key("k", model="new"), _entry)
     assert not hit and entry.arrays["x"].shape == (3, 4)
     assert "Read-only file system" in store.last_write_error
+    assert "Read-only file system" in cache_problem(ro) and cache_problem(src) is None
     # a damaged entry on a read-only cache is still reported missing, not a crash
     assert store.load("k", make_key("k", model="absent")) is None
 
@@ -165,6 +150,8 @@ def test_full_disk(tmp_path, mounted):
     entry, hit = store.get_or_compute("k", make_key("k", model="big"), lambda: big)
     assert not hit and entry is big
     assert "No space left" in store.last_write_error
+    assert "No space left" in cache_problem(full)  # remembered: a small probe file would still fit
+    assert cache_problem(full, within_s=0) is None
     assert not list((full / "k").iterdir())
     store.save("k", make_key("k", model="small"), _entry())
     assert store.load("k", make_key("k", model="small")) is not None

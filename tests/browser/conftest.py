@@ -74,31 +74,48 @@ def serve_app(work: Path):
         loaded.tokenizer.save_pretrained(work / "model")
         save_jsonl(SNIPPETS, work / "corpus.jsonl")
         env.update(NEURO_MODEL=str(work / "model"), NEURO_CORPUS=str(work / "corpus.jsonl"))
-    port = _free_port()
-    streamlit = shutil.which("streamlit", path=str(Path(sys.executable).parent)) or "streamlit"
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen([streamlit, "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-                             "--server.address", "127.0.0.1"], cwd=REPO_DIR, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_server(work, env)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the app did not start: " + (work / "server.log").read_text()[-2000:])
         yield url
     finally:
-        os.killpg(proc.pid, 15)
+        stop_server(proc)
+
+
+def start_server(work: Path, env: dict, driver: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` (or `python -c driver` that starts it: a server with a fault injected) on
+    a free localhost port in its own process group, logging to `work/server.log`; returns once it
+    answers its health check."""
+    port = _free_port()
+    options = ["app.py", "--server.port", str(port), "--server.headless", "true", "--server.address", "127.0.0.1"]
+    if driver:
+        command = [sys.executable, "-c", driver, *options]
+    else:
+        command = [shutil.which("streamlit", path=str(Path(sys.executable).parent)) or "streamlit", "run", *options]
+    with open(work / "server.log", "a") as log:
+        proc = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    stop_server(proc)
+    pytest.fail("the app did not start: " + (work / "server.log").read_text()[-2000:])
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server and any analysis a page left running."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
 
 
 @pytest.fixture(scope="package")

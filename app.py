@@ -8,8 +8,8 @@ navigation.
 
 import streamlit as st
 
-from neuro.browse import WeightsNotLoaded
-from neuro.store import cache_problem
+from neuro.model.errors import WeightsNotLoaded
+from neuro.results.store import cache_problem
 
 st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 

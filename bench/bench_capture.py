@@ -40,9 +40,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuro.capture import StatisticsHooks, capture_statistics, hooked, pooled_states, sample_losses  # noqa: E402
-from neuro.corpus import Snippet  # noqa: E402
-from neuro.models import LoadedModel, prepare  # noqa: E402
+from neuro.instrument.statistics import StatisticsHooks, capture_statistics
+from neuro.instrument.hooks import hooked
+from neuro.instrument.states import pooled_states
+from neuro.instrument.losses import sample_losses  # noqa: E402
+from neuro.code.corpus import Snippet  # noqa: E402
+from neuro.model.loading import LoadedModel, prepare  # noqa: E402
 
 # --------------------------------------------------------------------------- presets
 
@@ -314,7 +317,7 @@ def early_exit(loaded: LoadedModel, batch: int, seq: int, batches: int, reps: in
 
 def humaneval_x(loaded: LoadedModel, folder: str, limit: int, batch_tokens: int, memory: PeakMemory) -> dict:
     """Whole-corpus PLS statistics on HumanEval-X: the bare capture, then the app's default analysis."""
-    from neuro.corpus import load_humaneval_x
+    from neuro.code.corpus import load_humaneval_x
 
     path = Path(folder)
     if not path.is_dir():
@@ -341,8 +344,8 @@ def humaneval_x(loaded: LoadedModel, folder: str, limit: int, batch_tokens: int,
     except ImportError:
         out["app_default"] = "skipped: tree_sitter is not installed (syntax profile)"
         return out
-    from neuro.analyses import corpus_statistics
-    from neuro.store import Store
+    from neuro.results.statistics import corpus_statistics
+    from neuro.results.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from neuro.corpus import LANGS, load_corpus, normalize_lang  # noqa: E402
-from neuro.execution import run_snippet, sandbox_features, toolchains  # noqa: E402
+from neuro.code.corpus import LANGS, load_corpus, normalize_lang  # noqa: E402
+from neuro.code.sandbox import run_snippet, sandbox_features, toolchains  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data" / "humaneval-x"
 

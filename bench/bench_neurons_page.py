@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def synthetic_stats(languages, n_layers, n_neurons, n_snippets, n_types=48, k=16, seed=0):
-    from neuro.capture import POSITION_BITS, CorpusStats
+    from neuro.instrument.statistics import POSITION_BITS, CorpusStats
 
     rng = np.random.default_rng(seed)
     shape = (len(languages), n_layers, n_neurons)
@@ -55,10 +55,10 @@ def main() -> None:
     from conftest import SNIPPETS, tiny_model
     from streamlit.testing.v1 import AppTest
 
-    from neuro.analyses import STATS_KIND, _stats_key
-    from neuro.corpus import save_jsonl
-    from neuro.models import load_model
-    from neuro.store import Entry, Store
+    from neuro.results.statistics import STATS_KIND, _stats_key
+    from neuro.code.corpus import save_jsonl
+    from neuro.model.loading import load_model
+    from neuro.results.store import Entry, Store
 
     work = Path(tempfile.mkdtemp(prefix="bench-page-"))
     tiny = tiny_model("llama")

@@ -12,8 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from neuro.corpus import Snippet  # noqa: E402
-from neuro.models import prepare  # noqa: E402
+from neuro.code.corpus import Snippet  # noqa: E402
+from neuro.model.loading import prepare  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HUMANEVAL_X = SHARED_DATA / "humaneval-x"

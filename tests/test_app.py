@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_model
-from neuro.corpus import save_jsonl
+from neuro.code.corpus import save_jsonl
 from neuro.paths import REPO_DIR
 
 APP = REPO_DIR / "app.py"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tokenizer
 
-from neuro.models import prepare
+from neuro.model.loading import prepare
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_capture.py"
 

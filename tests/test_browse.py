@@ -9,16 +9,17 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import SNIPPETS, tiny_model
-from neuro.analyses import corpus_statistics, corpus_statistics_cached
-from neuro.browse import WeightsNotLoaded, list_cards
-from neuro.capture import capture_statistics, trace_tokens
+from neuro.results.statistics import corpus_statistics, corpus_statistics_cached
+from neuro.model.errors import WeightsNotLoaded
+from neuro.model.cards import list_cards
+from neuro.instrument.statistics import capture_statistics, trace_tokens
 from neuro.cli import main
-from neuro.corpus import save_jsonl
-from neuro.models import load_model
+from neuro.code.corpus import save_jsonl
+from neuro.model.loading import load_model
 from neuro.paths import REPO_DIR
-from neuro.selectivity import select_neurons
-from neuro.split import split_corpus
-from neuro.store import Store
+from neuro.analysis.selectivity import select_neurons
+from neuro.code.split import split_corpus
+from neuro.results.store import Store
 
 SELECTION = split_corpus(SNIPPETS).selection
 

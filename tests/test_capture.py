@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ARCHITECTURES, tiny_model
-from neuro.capture import (capture_statistics, encode, length_batches, pooled_states, sample_losses,
-                           trace_tokens, unit_plan)
+from neuro.instrument.statistics import capture_statistics, trace_tokens, unit_plan
+from neuro.instrument.tokens import encode, length_batches
+from neuro.instrument.states import pooled_states
+from neuro.instrument.losses import sample_losses
 
 
 def reference_statistics(loaded, snippets, max_length=512):
@@ -241,8 +243,9 @@ def test_sample_losses_ignore_padding():
 
 
 def test_syntax_profile_and_top_k_match_traces(tiny_llama, snippets):
-    from neuro.capture import POSITION_BITS, encode
-    from neuro.syntax import align_tokens
+    from neuro.instrument.statistics import POSITION_BITS
+    from neuro.instrument.tokens import encode
+    from neuro.code.syntax import align_tokens
 
     k = 4
     stats = capture_statistics(tiny_llama, snippets, gradients=True, syntax=True, top_k=k, batch_tokens=150)
@@ -291,7 +294,7 @@ def test_merge_adds_sums_and_keeps_the_best_top_k(tiny_llama, snippets):
 
 
 def test_sampled_token_states_match_hidden_states(tiny_llama, snippets):
-    from neuro.capture import layer_states
+    from neuro.instrument.states import layer_states
 
     states = layer_states(tiny_llama, snippets, tokens_per_snippet=3, batch_tokens=100, seed=1)
     assert states.tokens.shape == (len(states.token_index), tiny_llama.n_layers, 32)

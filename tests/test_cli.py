@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import SNIPPETS, tiny_model
-from neuro.corpus import save_jsonl
+from neuro.code.corpus import save_jsonl
 from neuro.paths import REPO_DIR
-from neuro.split import split_corpus
+from neuro.code.split import split_corpus
 
 
 @pytest.fixture(scope="module")

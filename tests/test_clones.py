@@ -11,17 +11,21 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import HUMANEVAL_X, SNIPPETS, tiny_model
-from neuro.capture import pooled_states
+from neuro.instrument.states import pooled_states
 from neuro.cli import main
-from neuro.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
+from neuro.code.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
 from neuro.paths import REPO_DIR
-from neuro.split import SplitParams, split_corpus
-from neuro.store import Store
-from neuro.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, cached_pooled, centred_rows, unit_rows
-from neuro.tasks.clones import (EMPTY_MESSAGE, CloneInputError, VectorIndex, all_layer_embeddings, build_index,
-                                code_tokens, decode_upload, embed_code, evaluate_clones, layer_embeddings, map_at_r,
-                                prepare_query, recall_at_1, retrieval_table, split_embeddings, strip_comments,
-                                tfidf_vectors)
+from neuro.code.split import SplitParams, split_corpus
+from neuro.results.store import Store
+from neuro.analysis.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
+from neuro.results.embeddings import cached_pooled
+from neuro.code.upload import EMPTY_MESSAGE, CloneInputError, decode_upload, prepare_query
+from neuro.analysis.clones.index import VectorIndex, embed_code
+from neuro.results.clones import all_layer_embeddings, build_index, layer_embeddings
+from neuro.analysis.clones.baselines import code_tokens, tfidf_vectors
+from neuro.results.clones import evaluate_clones, split_embeddings
+from neuro.analysis.clones.metrics import map_at_r, recall_at_1, retrieval_table
+from neuro.code.comments import strip_comments
 
 # --------------------------------------------------------------------------- metrics
 
@@ -355,7 +359,7 @@ def test_evaluation_programs_do_not_move_concept_layers_or_centring_means(tiny_l
     given = evaluate_clones(tiny_llama, corpus, store=store)  # concept layer: the layer report's rule
     again = evaluate_clones(tiny_llama, changed, store=store)
     assert given.concept_layers == again.concept_layers and given.layer == again.layer
-    from neuro.layers import LAYERS_KIND
+    from neuro.results.layers import LAYERS_KIND
     reports = store.entries(LAYERS_KIND)
     assert len(reports) == 1 and reports[0]["meta"]["meta"]["snippets"] == len(split.selection)
     a, b = split_embeddings(tiny_llama, corpus, store=store), split_embeddings(tiny_llama, changed, store=store)

@@ -7,10 +7,10 @@ from collections import defaultdict
 
 import pytest
 
-from neuro.corpus import LANGS, Snippet, load_jsonl
-from neuro.execution import run_snippet, toolchains
+from neuro.code.corpus import LANGS, Snippet, load_jsonl
+from neuro.code.sandbox import run_snippet, toolchains
 from neuro.paths import DEMO_CORPUS_FILE
-from neuro.syntax import parse_errors
+from neuro.code.syntax import parse_errors
 
 SNIPPETS = load_jsonl(DEMO_CORPUS_FILE)
 BY_TASK: dict[str, dict[str, Snippet]] = defaultdict(dict)

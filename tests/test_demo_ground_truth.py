@@ -8,12 +8,13 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from neuro.capture import capture_statistics, encode
-from neuro.corpus import Snippet, load_corpus
-from neuro.intervene import ablated, language_losses, neuron_effects
-from neuro.models import load_model
+from neuro.instrument.statistics import capture_statistics
+from neuro.instrument.tokens import encode
+from neuro.code.corpus import Snippet, load_corpus
+from neuro.instrument.ablation import ablated, language_losses, neuron_effects
+from neuro.model.loading import load_model
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
-from neuro.selectivity import SelectionParams, chance_level, select_neurons
+from neuro.analysis.selectivity import SelectionParams, chance_level, select_neurons
 
 pytestmark = pytest.mark.skipif(not (demo_model_available() and demo_corpus_available()),
                                 reason="demo model or corpus not in this checkout")

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.demo_model import (ExclusionIndex, SourceFile, balance, decontaminate, is_validation, lr_at,
-                              reject_reason, unigram_nll)
+from tools.demo_model import ExclusionIndex, SourceFile, balance, decontaminate, is_validation, lr_at, reject_reason, unigram_nll
 from neuro.paths import DEMO_MODEL_DIR, demo_model_available
 
 needs_model = pytest.mark.skipif(not demo_model_available(), reason="demo model not in this checkout")
@@ -36,7 +35,7 @@ def test_loads_offline_with_plain_transformers():
 def test_model_card_reports_the_quality_bar():
     metrics = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
     card = (DEMO_MODEL_DIR / "README.md").read_text()
-    assert "unigram" in card.lower() and "python -m neuro.demo_model" in card
+    assert "unigram" in card.lower() and "python -m tools.demo_model" in card
     text = json.dumps(metrics)
     assert all(lang in text for lang in ("cpp", "java", "python", "go", "javascript"))
 

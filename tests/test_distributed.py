@@ -20,7 +20,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     import torch.distributed as dist
 
-    from neuro.distributed import distributed_statistics, init_from_env
+    from neuro.instrument.distributed import distributed_statistics, init_from_env
 
     init_from_env()
     try:
@@ -36,7 +36,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, monkeypatch):
     import sys
     import types
 
-    from neuro.capture import POSITION_BITS, capture_statistics, trace_tokens
+    from neuro.instrument.statistics import POSITION_BITS, capture_statistics, trace_tokens
 
     # Spawned workers re-run the parent's __main__ module; after an AppTest in this process that is a
     # Streamlit page script, so give them an empty one.
@@ -65,8 +65,8 @@ def test_capture_command_under_torchrun(tmp_path):
     import subprocess
     import sys
 
-    from neuro.corpus import save_jsonl
-    from neuro.split import split_corpus
+    from neuro.code.corpus import save_jsonl
+    from neuro.code.split import split_corpus
     from neuro.paths import REPO_DIR
 
     loaded = tiny_model("llama")

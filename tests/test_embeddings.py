@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from neuro.capture import pooled_states
-from neuro.embeddings import cached_pooled, cached_projection
-from neuro.store import Store
+from neuro.instrument.states import pooled_states
+from neuro.results.embeddings import cached_pooled, cached_projection
+from neuro.results.store import Store
 
 
 def test_cached_pooled_and_projection(tiny_llama, snippets, tmp_path):
@@ -19,7 +19,7 @@ def test_cached_pooled_and_projection(tiny_llama, snippets, tmp_path):
 
 
 def test_projection_of_language_centred_states(tiny_llama, snippets, tmp_path, monkeypatch):
-    import neuro.embeddings as embeddings
+    import neuro.results.embeddings as embeddings
 
     store = Store(tmp_path)
     raw, _ = cached_projection(tiny_llama, snippets, layer=1, store=store)
@@ -34,9 +34,9 @@ def test_projection_of_language_centred_states(tiny_llama, snippets, tmp_path, m
 
 
 def test_results_cached_before_the_pooling_change_are_not_reused(tiny_llama, snippets, tmp_path):
-    from neuro.corpus import corpus_hash
-    from neuro.embeddings import POOLED_KIND, POOLED_VERSION, pooled_key
-    from neuro.store import Entry, make_key
+    from neuro.code.corpus import corpus_hash
+    from neuro.results.embeddings import POOLED_KIND, POOLED_VERSION, pooled_key
+    from neuro.results.store import Entry, make_key
 
     store = Store(tmp_path)
     stale = make_key(POOLED_KIND, model=tiny_llama.identity, corpus=corpus_hash(snippets), max_length=512)

@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 
 from conftest import SNIPPETS, tiny_model
-from neuro import resume
-from neuro.analyses import STATS_KIND, corpus_statistics, corpus_statistics_cached
-from neuro.capture import capture_statistics, pooled_states
-from neuro.corpus import Snippet, load_corpus, save_jsonl
-from neuro.embeddings import POOLED_KIND, cached_pooled, pooled_key
-from neuro.store import Store
+from neuro.results import resume
+from neuro.results.statistics import STATS_KIND, corpus_statistics, corpus_statistics_cached
+from neuro.instrument.statistics import capture_statistics
+from neuro.instrument.states import pooled_states
+from neuro.code.corpus import Snippet, load_corpus, save_jsonl
+from neuro.results.embeddings import POOLED_KIND, cached_pooled, pooled_key
+from neuro.results.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = dict(gradients=True, syntax=True, top_k=4, max_length=64)
@@ -104,7 +105,7 @@ def test_cancelled_statistics_keep_their_chunks_and_resume(model, tmp_path, chun
     assert corpus_statistics_cached(model, SNIPPETS, store=store, **PARAMS) is None
     kept = list((tmp_path / resume.CHUNKS_DIR / STATS_KIND).glob("*/*/manifest.json"))
     assert len(kept) == 1  # one running total: the first 3 programs (the second chunk was cancelled)
-    with caplog.at_level(logging.INFO, logger="neuro.resume"):
+    with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
         stats, hit = corpus_statistics(model, SNIPPETS, store=store, progress=lambda d, t: seen.append((d, t)),
                                        **PARAMS)
     assert not hit and _resumed(caplog) == [f"{STATS_KIND}: 3 of 7 programs came from finished chunks of an "
@@ -122,7 +123,7 @@ def test_chunked_pooled_states_resume_and_equal_an_uninterrupted_pass(model, tmp
     with pytest.raises(Cancelled):
         cached_pooled(model, SNIPPETS, max_length=64, store=store, progress=_cancel_after(7))
     assert len(list((tmp_path / resume.CHUNKS_DIR / POOLED_KIND).glob("*/*/manifest.json"))) == 2
-    with caplog.at_level(logging.INFO, logger="neuro.resume"):
+    with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
         pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
     assert _resumed(caplog) == [f"{POOLED_KIND}: 6 of 7 programs came from finished chunks of an interrupted run"]
     np.testing.assert_allclose(pooled, whole, rtol=1e-5, atol=1e-5)
@@ -139,7 +140,7 @@ def test_chunk_boundaries_are_fixed_by_corpus_order():
 
 SLOW_CAPTURE = """
 import os, sys, time
-import neuro.capture as capture
+import neuro.instrument.statistics as capture
 original = capture.capture_statistics
 def slow(*args, **kwargs):  # a slower model: each chunk takes long enough to be killed midway
     indices = kwargs.get("indices")
@@ -197,7 +198,7 @@ def _final_stats(cache: Path):
     assert len(entries) == 1
     entry = store.load(STATS_KIND, entries[0]["key"])
     assert entry is not None
-    from neuro.capture import CorpusStats
+    from neuro.instrument.statistics import CorpusStats
     return CorpusStats.from_arrays(entry.arrays, entry.meta)
 
 
@@ -239,8 +240,8 @@ def test_sigkill_of_a_cli_capture_then_a_rerun_resumes(model_dir, corpus_file, t
     assert not _prefix_chunks(cache)
 
     # an uninterrupted pass over the same programs (the CLI's default split's selection side)
-    from neuro.models import load_model
-    from neuro.split import split_corpus
+    from neuro.model.loading import load_model
+    from neuro.code.split import split_corpus
 
     loaded = load_model(model_dir, device="cpu")
     selection = split_corpus(load_corpus(corpus_file)).selection
@@ -268,7 +269,8 @@ def test_model_folder_with_a_missing_shard(model_dir, tmp_path):
     """Fault: one weight shard of a sharded model deleted: a clear ModelLoadError, nothing cached."""
     import shutil
 
-    from neuro.models import ModelLoadError, load_model
+    from neuro.model.loading import load_model
+    from neuro.model.errors import ModelLoadError
 
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
@@ -302,13 +304,13 @@ def test_corpus_file_vanishing_mid_run(model, tmp_path, chunks_of_3):
 def test_unwritable_cache_still_returns_the_result(model, tmp_path, chunks_of_3, monkeypatch, caplog, code):
     """Fault: every cache write fails (read-only file system, full disk): the analysis returns its result
     and says why nothing was kept."""
-    import neuro.store
+    import neuro.results.store
 
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(neuro.store, "save_file", fail)
+    monkeypatch.setattr(neuro.results.store, "save_file", fail)
     store = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="neuro.store"):
+    with caplog.at_level(logging.WARNING, logger="neuro.results.store"):
         stats, hit = corpus_statistics(model, SNIPPETS, store=store, **PARAMS)
         pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
     assert not hit and pooled.shape[0] == len(SNIPPETS)
@@ -358,7 +360,7 @@ def test_cache_filling_up_mid_pass(model, tmp_path, monkeypatch, caplog):
     try:
         monkeypatch.setenv("NEURO_CHUNK_PROGRAMS", "1")
         store = Store(full)
-        with caplog.at_level(logging.WARNING, logger="neuro.store"):
+        with caplog.at_level(logging.WARNING, logger="neuro.results.store"):
             pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
         np.testing.assert_allclose(pooled, pooled_states(model, SNIPPETS, max_length=64), rtol=1e-5, atol=1e-5)
         assert "No space left" in store.last_write_error
@@ -374,13 +376,13 @@ def test_cache_filling_up_mid_pass(model, tmp_path, monkeypatch, caplog):
 
 def test_one_layer_pooled_pass_resumes(model, tmp_path, chunks_of_3, caplog):
     """`resumable_pooled` with `layer` (the clone index's single-layer pass) resumes like the full one."""
-    from neuro.embeddings import resumable_pooled
+    from neuro.results.embeddings import resumable_pooled
 
     store = Store(tmp_path)
     with pytest.raises(Cancelled):
         resumable_pooled(model, SNIPPETS, "layer_embeddings", "k1", layer=1, name="embeddings", max_length=64,
                          store=store, progress=_cancel_after(4))
-    with caplog.at_level(logging.INFO, logger="neuro.resume"):
+    with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
         emb = resumable_pooled(model, SNIPPETS, "layer_embeddings", "k1", layer=1, name="embeddings", max_length=64,
                                store=store)
     assert _resumed(caplog)
@@ -393,7 +395,8 @@ def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, t
     """Fault: the layer report's computation is cancelled twice, once in its pass over the programs' states
     and once among its per-layer loss passes; each rerun resumes from the kept chunks (counted: no chunk
     of states and no loss pass is computed twice) and the report equals one computed in a single call."""
-    import neuro.layers as layers
+    import neuro.results.layers as layers
+    from neuro.analysis.layers import layer_report
 
     corpus = _corpus(12)
     params = dict(tokens_per_snippet=4, contribution_limit=6, max_length=64)
@@ -415,7 +418,7 @@ def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, t
     def cancel_in_loss_passes(done, total):
         if done > len(corpus) + 2 * 6:  # the unsilenced pass and one silenced layer are done
             raise Cancelled
-    with caplog.at_level(logging.INFO, logger="neuro.resume"):
+    with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
         with pytest.raises(Cancelled):
             layers.cached_layer_report(model, corpus, store=store, progress=cancel_in_loss_passes, **params)
     assert calls["states"] == 5 and "6 of 12 programs came from finished chunks" in " ".join(_resumed(caplog))
@@ -425,7 +428,7 @@ def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, t
     assert calls["states"] == 5 and calls["losses"] == 3 + model.n_layers - 1  # two passes came from the cache
     assert seen == sorted(seen) and seen[-1] == len(corpus) + model.n_layers + (model.n_layers + 1) * 6
     assert not (tmp_path / resume.CHUNKS_DIR / layers.LAYERS_KIND).exists()  # dropped once the report is kept
-    whole = layers.layer_report(model, corpus, **params)
+    whole = layer_report(model, corpus, **params)
     np.testing.assert_allclose(report.scores.to_numpy(float), whole.scores[report.scores.columns].to_numpy(float),
                                atol=1e-5)
     assert report.concept_layers == whole.concept_layers

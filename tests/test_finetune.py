@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from conftest import SNIPPETS, tiny_model
-from neuro.jobs import JobContext, JobRefused, NullContext, list_jobs
-from neuro.models import load_model
-from neuro.split import SplitParams, split_corpus
-from neuro.tasks import Batch, load_tensors, lora_size, optimizer_state_size, train
-from neuro.tasks.export import export_model
-from neuro.tasks.finetune import (FinetuneConfig, NeuronDeltas, _Adaptation, ffn_parts, finetune, lm_sequences,
-                                  lora_rank_for, owned_parameters, plan_finetune, select_finetune_neurons,
-                                  start_finetune, trainable_count, validate_finetune)
-from neuro.tasks import make_batches
+from neuro.jobs.runner import JobContext, JobRefused, NullContext, list_jobs
+from neuro.model.loading import load_model
+from neuro.code.split import SplitParams, split_corpus
+from neuro.training.batches import Batch
+from neuro.training.checkpoints import load_tensors
+from neuro.training.lora import lora_size
+from neuro.training.memory import optimizer_state_size
+from neuro.training.loop import train
+from neuro.experiments.export import export_model
+from neuro.experiments.finetune import FinetuneConfig, NeuronDeltas, _Adaptation, ffn_parts, finetune, lm_sequences, lora_rank_for, owned_parameters, plan_finetune, select_finetune_neurons, start_finetune, trainable_count, validate_finetune
+from neuro.training.batches import make_batches
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
@@ -100,7 +102,7 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
                             batch_tokens=4096, max_length=64, eval_fraction=0.3)
     job = tmp_path / "job"
     job.mkdir()
-    from neuro.jobs import write_json
+    from neuro.jobs.runner import write_json
     write_json(job / "spec.json", {"kind": "finetune", "params": config.to_params()})
     batch = _batches(base)[0]
     plain = _logits(base, batch)
@@ -122,7 +124,7 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
 
 def test_lora_and_random_baselines_are_comparable(tiny_llama):
     loaded = tiny_model("llama")
-    from neuro.intervene import random_like
+    from neuro.instrument.ablation import random_like
     control = random_like(NEURONS, loaded.n_neurons, seed=0, exclude=NEURONS)
     assert {k: len(v) for k, v in control.items()} == {k: len(v) for k, v in NEURONS.items()}
     assert all(not set(control[k]) & set(NEURONS[k]) for k in NEURONS)
@@ -198,20 +200,20 @@ _MARK = {"python": "# changed", "go": "// changed", "java": "// changed"}
 def test_evaluation_programs_do_not_move_the_selected_neurons(tiny_llama, tmp_path, monkeypatch):
     """Editing only evaluation-side programs leaves the neurons (and the random control) a run trains
     unchanged: the statistics they come from see the selection side alone."""
-    import neuro.analyses
+    import neuro.results.statistics
     from dataclasses import replace
 
-    from neuro.selectivity import SelectionParams
-    from neuro.store import Store
+    from neuro.analysis.selectivity import SelectionParams
+    from neuro.results.store import Store
 
     seen = []
-    real = neuro.analyses.corpus_statistics
+    real = neuro.results.statistics.corpus_statistics
 
     def spy(loaded, snippets, **kwargs):
         seen.append([s.id for s in snippets])
         return real(loaded, snippets, **kwargs)
 
-    monkeypatch.setattr(neuro.analyses, "corpus_statistics", spy)
+    monkeypatch.setattr(neuro.results.statistics, "corpus_statistics", spy)
     split = split_corpus(SNIPPETS, SplitParams(0.3, 0))
     evaluated = {s.id for s in split.evaluation}
     edited = [replace(s, code=s.code + f"\n{_MARK[s.lang]}\n") if s.id in evaluated else s for s in SNIPPETS]
@@ -231,7 +233,7 @@ def test_evaluation_programs_do_not_move_the_selected_neurons(tiny_llama, tmp_pa
 
 
 def test_a_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
-    import neuro.tasks.finetune as ft
+    import neuro.experiments.finetune as ft
 
     trained, evaluated = [], []
     real_sequences, real_losses = ft.lm_sequences, ft.language_losses
@@ -275,7 +277,7 @@ def test_optimizer_state_counts_tensors_only():
 # --------------------------------------------------------------------------- the page
 
 def _page_env(tmp_path_factory):
-    from neuro.corpus import save_jsonl
+    from neuro.code.corpus import save_jsonl
     folder = tmp_path_factory.mktemp("ftpage")
     loaded = tiny_model("llama")
     loaded.model.save_pretrained(folder / "model")

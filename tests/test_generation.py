@@ -2,9 +2,9 @@
 
 import pytest
 
-from neuro.corpus import LANGS, load_corpus
-from neuro.execution import toolchains
-from neuro.generation import GenerationParams, evaluate_pass_at_k, prompt_of, truncate_completion
+from neuro.code.corpus import LANGS, load_corpus
+from neuro.code.sandbox import toolchains
+from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k, prompt_of, truncate_completion
 from neuro.paths import DEMO_CORPUS_FILE
 
 DEMO = load_corpus(DEMO_CORPUS_FILE)
@@ -24,7 +24,7 @@ def test_prompt_plus_true_rest_survives_truncation(lang):
 
 @pytest.mark.skipif(not toolchains().get("python"), reason="python3 not available")
 def test_true_completion_passes_the_test():
-    from neuro.execution import run_program
+    from neuro.code.sandbox import run_program
     for s in [x for x in DEMO if x.lang == "python"][:5]:
         prompt = prompt_of(s)
         rest = s.code[len(prompt):]
@@ -33,7 +33,7 @@ def test_true_completion_passes_the_test():
 
 
 def test_humaneval_style_prompt_is_used_verbatim():
-    from neuro.corpus import Snippet
+    from neuro.code.corpus import Snippet
     s = Snippet("t/go", "go", "t", "func F() int {\n\treturn 1\n}\n", prompt="func F() int {\n")
     assert prompt_of(s) == "func F() int {\n"
     assert truncate_completion(s.prompt, "\treturn 1\n}\n\nfunc G() {}\n", "go") == "\treturn 1\n}\n"
@@ -51,7 +51,7 @@ def test_pass_at_k_plumbing_with_and_without_ablation(tiny_llama):
     calls = []
 
     def recording_runner(lang, program, test):  # the real executor, recording each program
-        from neuro.execution import run_program
+        from neuro.code.sandbox import run_program
         calls.append(program)
         return run_program(lang, program, test, timeout=5)
     params = GenerationParams(max_new_tokens=8)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.capture import capture_statistics
-from neuro.corpus import Snippet
-from neuro.intervene import ablated, language_losses
-from neuro.models import prepare
-from neuro.selectivity import LapeParams, SelectionParams, chance_level, select_neurons
-from neuro.split import SplitParams, split_corpus
+from neuro.instrument.statistics import capture_statistics
+from neuro.code.corpus import Snippet
+from neuro.instrument.ablation import ablated, language_losses
+from neuro.model.loading import prepare
+from neuro.analysis.selectivity import LapeParams, SelectionParams, chance_level, select_neurons
+from neuro.code.split import SplitParams, split_corpus
 
 LANGS = ["python", "go", "java"]
 WORDS = 12           # vocabulary words per language

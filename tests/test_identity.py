@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from conftest import SNIPPETS, make_tokenizer, tiny_model
-from neuro import models
-from neuro.analyses import corpus_statistics
-from neuro.models import load_model, module_fingerprint, prepare, weights_fingerprint
-from neuro.store import Store
+from neuro.model import loading as models
+from neuro.results.statistics import corpus_statistics
+from neuro.model.loading import load_model, prepare
+from neuro.model.identity import module_fingerprint, weights_fingerprint
+from neuro.results.store import Store
 
 MIB = 1 << 20
 EDITED = "model.layers.2.mlp.down_proj.weight"

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from neuro.intervene import (AblationResult, ablated, ablation_matrix, as_layer_map, language_losses,
-                             random_like)
-from neuro.models import prepare
+from neuro.instrument.ablation import AblationResult, ablated, ablation_matrix, as_layer_map, language_losses, random_like
+from neuro.model.loading import prepare
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])

@@ -12,13 +12,12 @@ import time
 import pytest
 
 from conftest import SNIPPETS, tiny_model
-from neuro.corpus import save_jsonl
-from neuro.jobs import (JobContext, JobRefused, NullContext, cancel_job, checkpoint_step, create_job, find_job,
-                        job_metrics, job_result, list_jobs, process_alive, read_json, resume_job, write_json)
-from neuro.models import load_model
+from neuro.code.corpus import save_jsonl
+from neuro.jobs.runner import JobContext, JobRefused, NullContext, cancel_job, checkpoint_step, create_job, find_job, job_metrics, job_result, list_jobs, process_alive, read_json, resume_job, write_json
+from neuro.model.loading import load_model
 from neuro.paths import REPO_DIR
-from neuro.tasks.export import export_model
-from neuro.tasks.finetune import FinetuneConfig, finetune, start_finetune
+from neuro.experiments.export import export_model
+from neuro.experiments.finetune import FinetuneConfig, finetune, start_finetune
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
@@ -124,7 +123,7 @@ def test_a_killed_worker_is_shown_as_failed(env, model):
 
 def test_a_job_from_before_the_shared_split_still_lists(tmp_path):
     """An old finished job (heldout_fraction in its params, no split in its result) lists and tabulates."""
-    from neuro.tasks.finetune import results_table
+    from neuro.experiments.finetune import results_table
 
     params = {**_config(tmp_path).to_params(), "heldout_fraction": 0.2}
     del params["eval_fraction"], params["split_seed"]
@@ -255,7 +254,7 @@ def test_a_checkpoint_killed_between_its_renames_is_recovered(tmp_path):
     JobContext(folder).save_checkpoint(lambda d: (d / "train_state.json").write_text('{"step": 4}'))
     os.replace(folder / "checkpoint", folder / ".checkpoint.old.tmp")  # where a kill would leave it
     write_json(folder / "status.json", {"state": "failed", "created": time.time()})
-    from neuro.jobs import remove_temporaries
+    from neuro.jobs.runner import remove_temporaries
     remove_temporaries(folder)
     assert checkpoint_step(find_job(folder)) == 4 and not _temporaries(folder)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro.layers import (cached_layer_report, choose_concept_layers, concept_layers, layer_report, linear_cka,
-                          pair_alignment, probe_accuracy)
-from neuro.store import Store
+from neuro.results.layers import cached_layer_report, concept_layers
+from neuro.analysis.layers import choose_concept_layers, layer_report, linear_cka, pair_alignment, probe_accuracy
+from neuro.results.store import Store
 
 
 def test_pair_alignment_perfect_and_shuffled():
@@ -66,8 +66,8 @@ def test_report_on_tiny_model_and_cache(tiny_llama, snippets, tmp_path):
 
 
 def test_concept_layers_are_chosen_on_the_selection_side(tiny_llama, snippets, tmp_path):
-    from neuro.layers import LAYERS_KIND, default_concept_layer
-    from neuro.split import split_corpus
+    from neuro.results.layers import LAYERS_KIND, default_concept_layer
+    from neuro.code.split import split_corpus
 
     split = split_corpus(snippets)  # seed 0: "rev" is evaluated; "add" is the only parallel task left
     store = Store(tmp_path)
@@ -86,8 +86,8 @@ def test_layers_cli_reports_the_split(tiny_llama, snippets, tmp_path, capsys):
     import json
 
     from neuro.cli import main
-    from neuro.corpus import save_jsonl
-    from neuro.split import SplitParams, split_corpus
+    from neuro.code.corpus import save_jsonl
+    from neuro.code.split import SplitParams, split_corpus
 
     tiny_llama.model.save_pretrained(tmp_path / "model")
     tiny_llama.tokenizer.save_pretrained(tmp_path / "model")
@@ -128,7 +128,7 @@ def strict():
 
 def test_probe_on_separable_and_random_high_dimensional_data(strict):
     """n_samples < n_features: always separable, so only the L2 term bounds the fit."""
-    from neuro.layers import make_probe
+    from neuro.analysis.layers import make_probe
 
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2], 40)
@@ -159,7 +159,7 @@ def test_probe_converges_on_collinear_states(strict):
 
 
 def test_probe_on_pooled_states_of_a_tiny_model(tiny_llama, snippets, strict):
-    from neuro.capture import layer_states
+    from neuro.instrument.states import layer_states
 
     states = layer_states(tiny_llama, snippets, tokens_per_snippet=6)
     langs = [s.lang for s in snippets]

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_model
 from neuro.cli import main
-from neuro.lens import LogitLens, logit_lens
+from neuro.analysis.lens import LogitLens, logit_lens
 from neuro.paths import DEMO_MODEL_DIR, demo_model_available
 
 CODE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
@@ -65,7 +65,7 @@ def test_first_agreeing_layer():
 
 @pytest.mark.skipif(not demo_model_available(), reason="demo model not in this checkout")
 def test_demo_model_predicts_better_with_depth():
-    from neuro.models import load_model
+    from neuro.model.loading import load_model
 
     demo_model = load_model(DEMO_MODEL_DIR)
     lens = logit_lens(demo_model, CODE * 3)

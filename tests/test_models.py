@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from neuro.models import ADAPTERS, ModelLoadError, UnsupportedArchitecture, load_model, model_info
+from neuro.model.adapters import ADAPTERS, UnsupportedArchitecture
+from neuro.model.loading import load_model, model_info
+from neuro.model.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")

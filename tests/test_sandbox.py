@@ -22,8 +22,8 @@ import pytest
 
 from test_execution import alive
 
-from neuro import execution
-from neuro.execution import run_program, sandbox_features, sandbox_warning, toolchains
+from neuro.code import sandbox as execution
+from neuro.code.sandbox import run_program, sandbox_features, sandbox_warning, toolchains
 
 REPO = Path(__file__).resolve().parents[1]
 AVAILABLE = toolchains()

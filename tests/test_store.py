@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro.store import Entry, Store, cache_problem, make_key
+from neuro.results.store import Entry, Store, cache_problem, make_key
 
 
 def _entry():
@@ -104,12 +104,12 @@ def test_unwritable_cache_raises_a_clear_error_and_leaves_nothing(tmp_path, monk
     import errno
     import os
 
-    import neuro.store
-    from neuro.store import CacheWriteError
+    import neuro.results.store
+    from neuro.results.store import CacheWriteError
 
     def fail(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(neuro.store, "save_file", fail)
+    monkeypatch.setattr(neuro.results.store, "save_file", fail)
     store = Store(tmp_path)
     key = make_key("k", model="m")
     with pytest.raises(CacheWriteError, match="Read-only file system") as info:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from neuro.syntax import align_tokens, char_to_byte_offsets, detect_language, parse_errors
+from neuro.code.syntax import align_tokens, char_to_byte_offsets, detect_language, parse_errors
 
 CODES = {
     "python": 'def greet(name):\n    """Say hi."""\n    msg = "héllo → " + name\n    return msg.upper()\n',

@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from conftest import SNIPPETS, tiny_model
-from neuro.jobs import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
-from neuro.models import load_model
-from neuro.tasks.export import export_model
-from neuro.tasks.metrics import (bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l,
-                                 smoothed_bleu4)
-from neuro.split import SplitParams, split_corpus
-from neuro.tasks.transfer import (PROMPT_CUE, SummaryPair, TransferConfig, adapt_layers, middle_layers,
-                                  prompt_ids, resolve_layers, start_transfer, strip_comments, summary_pairs,
-                                  training_sequence, transfer, validate_transfer)
+from neuro.jobs.runner import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
+from neuro.model.loading import load_model
+from neuro.experiments.export import export_model
+from neuro.experiments.metrics import bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
+from neuro.code.split import SplitParams, split_corpus
+from neuro.experiments.transfer import PROMPT_CUE, SummaryPair, TransferConfig, adapt_layers, middle_layers, prompt_ids, resolve_layers, start_transfer, strip_comments, summary_pairs, training_sequence, transfer, validate_transfer
 
 # --------------------------------------------------------------------------- metrics
 
@@ -193,7 +190,7 @@ def test_full_transfer_trains_only_the_chosen_layers():
     params, peft = adapt_layers(loaded, _config(method="full", layers=[0, 2]))
     assert peft is None
     optimizer = torch.optim.SGD(params, lr=0.1)
-    from neuro.tasks import make_batches, batch_loss
+    from neuro.training.batches import make_batches, batch_loss
     seqs = [training_sequence(loaded, p, 64, 16) for p in summary_pairs(SNIPPETS)]
     batch = make_batches(seqs, loaded.tokenizer.pad_token_id, loaded.device, 4096)[0]
     batch_loss(loaded.model, batch).backward()
@@ -203,7 +200,7 @@ def test_full_transfer_trains_only_the_chosen_layers():
 
 def test_layer_choices(tiny_llama, tmp_path):
     assert middle_layers(8) == [2, 3, 4, 5] and middle_layers(3) == [1] and middle_layers(1) == [0]
-    from neuro.store import Store
+    from neuro.results.store import Store
     store = Store(tmp_path)
     concept, note = resolve_layers("concept", tiny_llama, SNIPPETS, store=store)
     assert concept and all(0 <= x < 3 for x in concept) and note
@@ -232,7 +229,7 @@ def test_bad_transfer_parameters_are_refused(tiny_llama, tmp_path, change, messa
 
 
 def test_a_transfer_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
-    import neuro.tasks.transfer as tr
+    import neuro.experiments.transfer as tr
 
     trained, evaluated = [], []
     real_sequence, real_summarize = tr.training_sequence, tr.summarize
@@ -267,7 +264,7 @@ def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory
 
     from streamlit.testing.v1 import AppTest
 
-    from neuro.corpus import save_jsonl
+    from neuro.code.corpus import save_jsonl
     from neuro.paths import REPO_DIR
 
     env = tmp_path_factory.mktemp("trpage")

@@ -5,11 +5,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-import charts
-from neuro.corpus import LANGS
-from neuro.embeddings import CENTERINGS, DEFAULT_CENTERING
-from neuro.tasks.clones import CloneIndex, CloneInputError, build_index, cached_evaluation, decode_upload
-from ui import corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui import charts
+from neuro.code.corpus import LANGS
+from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING
+from neuro.analysis.clones.index import CloneIndex
+from neuro.results.clones import build_index
+from neuro.code.upload import CloneInputError, decode_upload
+from neuro.results.clones import cached_evaluation
+from views.ui import corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Clones",

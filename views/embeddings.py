@@ -4,9 +4,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.embeddings import cached_projection
-from neuro.layers import cached_layer_report
-from ui import corpus_split, page_header
+from neuro.results.embeddings import cached_projection
+from neuro.results.layers import cached_layer_report
+from views.ui import corpus_split, page_header
 
 model, corpus = page_header(
     "Embeddings",

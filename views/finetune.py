@@ -5,12 +5,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.execution import sandbox_warning
-from neuro.jobs import JobRefused, job_metrics, list_jobs
-from neuro.selectivity import SelectionParams, select_neurons
-from neuro.tasks.finetune import (METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table,
-                                  start_finetune, trainable_count)
-from ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
+from neuro.code.sandbox import sandbox_warning
+from neuro.jobs.runner import JobRefused, job_metrics, list_jobs
+from neuro.analysis.selectivity import SelectionParams, select_neurons
+from neuro.experiments.finetune import METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table, start_finetune, trainable_count
+from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",

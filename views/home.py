@@ -5,9 +5,9 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from neuro.corpus import LANGS
-from neuro.models import model_info
-from ui import sidebar
+from neuro.code.corpus import LANGS
+from neuro.model.loading import model_info
+from views.ui import sidebar
 
 selection = sidebar()
 

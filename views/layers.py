@@ -3,10 +3,10 @@
 import altair as alt
 import streamlit as st
 
-import charts
-from neuro.layers import cached_layer_report
-from neuro.lens import LogitLens, logit_lens
-from ui import corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui import charts
+from neuro.results.layers import cached_layer_report
+from neuro.analysis.lens import LogitLens, logit_lens
+from views.ui import corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Layers",

@@ -59,7 +59,7 @@ def serve_app(work: Path):
     if demo_model_available() and demo_corpus_available():
         # the embedded model on a slice of the demo corpus (10 tasks x 5 languages) keeps the analyses
         # each page starts on first view short enough for a 2-core CI machine
-        from neuro.corpus import load_corpus, save_jsonl
+        from neuro.code.corpus import load_corpus, save_jsonl
         demo = load_corpus(None)
         tasks = list(dict.fromkeys(s.task for s in demo))[:10]
         save_jsonl([s for s in demo if s.task in tasks], work / "corpus.jsonl")
@@ -68,7 +68,7 @@ def serve_app(work: Path):
         sys.path.insert(0, str(REPO_DIR / "tests"))
         from conftest import SNIPPETS, tiny_model
 
-        from neuro.corpus import save_jsonl
+        from neuro.code.corpus import save_jsonl
         loaded = tiny_model("llama")
         loaded.model.save_pretrained(work / "model")
         loaded.tokenizer.save_pretrained(work / "model")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import BUSY, screenshot
+from tests.browser.conftest import BUSY, screenshot
 
 PAGES = ["", "neurons", "layers", "embeddings", "clones", "finetune", "transfer", "jobs"]
 
@@ -63,7 +63,7 @@ def test_neurons_heatmap_and_token_inspector(page, app_url):
 
 
 def test_clones_page_finds_pasted_code(page, app_url):
-    from neuro.corpus import load_corpus
+    from neuro.code.corpus import load_corpus
 
     java = next(s for s in load_corpus(None) if s.lang == "java")  # the served slice holds the first tasks
     page.goto(f"{app_url}/clones")
@@ -115,7 +115,7 @@ def test_embeddings_with_each_language_mean_removed(page, app_url):
 def test_a_deep_link_opened_first_on_a_fresh_server_goes_through_the_router(page, tmp_path):
     """A shared link (a page and its tab in the URL) may be the first request a server sees: it must get
     the app's navigation and page config, not the page file run on its own."""
-    from .conftest import serve_app
+    from tests.browser.conftest import serve_app
 
     with serve_app(tmp_path) as url:
         page.goto(f"{url}/layers")

@@ -9,7 +9,7 @@ import concurrent.futures
 import json
 import time
 
-from .conftest import ARTIFACTS, BUSY, CHROMIUM, CHROMIUM_FLAGS
+from tests.browser.conftest import ARTIFACTS, BUSY, CHROMIUM, CHROMIUM_FLAGS
 
 USERS = 8
 CODES = [  # two different pastes, so concurrent users do not all ask the same question

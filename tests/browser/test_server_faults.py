@@ -11,12 +11,12 @@ import time
 from test_faults import SLOW_CAPTURE, _computed, _env, _prefix_chunks
 
 from conftest import SNIPPETS, tiny_model
-from neuro.analyses import STATS_KIND
-from neuro.corpus import save_jsonl
-from neuro.store import Store
+from neuro.results.statistics import STATS_KIND
+from neuro.code.corpus import save_jsonl
+from neuro.results.store import Store
 
-from .conftest import start_server, stop_server
-from .test_browser import assert_no_exception, settle
+from tests.browser.conftest import start_server, stop_server
+from tests.browser.test_browser import assert_no_exception, settle
 
 SERVER_DRIVER = SLOW_CAPTURE + """
 from streamlit.web import cli

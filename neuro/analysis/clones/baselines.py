@@ -1,0 +1,27 @@
+"""TODO docstring (neuro.analysis.clones.baselines)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from neuro.code.corpus import Snippet
+
+
+_SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\s\w]")
+
+def code_tokens(code: str) -> list[str]:
+    """Lower-cased identifier pieces (camelCase and snake_case split), numbers and punctuation, so
+    `hasCloseElements`, `has_close_elements` and `HasCloseElements` share their tokens."""
+    return [t.lower() for t in _SUBWORD.findall(code)]
+
+def tfidf_vectors(snippets: Sequence[Snippet], fit_on: Sequence[Snippet] | None = None):
+    """Unit-normalized sparse TF-IDF rows (sublinear tf) of the snippets' code tokens, with the vocabulary
+    and idf fitted on `fit_on` (the selection side; default: the snippets themselves). Tokens unseen
+    there are dropped, as a fitted model would drop them."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(analyzer=code_tokens, sublinear_tf=True, norm="l2")
+    if fit_on is None:
+        return vectorizer.fit_transform([s.code for s in snippets]).tocsr()
+    vectorizer.fit([s.code for s in fit_on])
+    return vectorizer.transform([s.code for s in snippets]).tocsr()

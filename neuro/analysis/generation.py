@@ -1,0 +1,154 @@
+"""Code generation for pass@k: prompts, sampling, truncation of completions, and evaluation (optionally
+with neurons ablated), so the paper's "ablate a language's neurons, watch pass@k drop" runs end to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+import torch
+from neuro.progress import Progress
+from neuro.instrument.tokens import encode
+from neuro.code.corpus import Snippet
+from neuro.code.sandbox import pass_at_k_by_language, run_program
+from neuro.instrument.ablation import NeuronSet, ablated
+from neuro.model.loading import LoadedModel
+from neuro.code.syntax import parse
+
+
+_FUNCTION_TYPES = {"function_definition", "function_declaration", "method_declaration", "arrow_function",
+                   "function_expression", "method_definition", "function_item"}
+
+def prompt_of(snippet: Snippet) -> str:
+    """The generation prompt: the snippet's own, else its code up to the body of its first function
+    (Python: after the docstring, if any; brace languages: after the body's opening brace)."""
+    if snippet.prompt:
+        return snippet.prompt
+    code = snippet.code
+    raw = code.encode("utf-8")
+    stack = [parse(code, snippet.lang).root_node]
+    while stack:
+        node = stack.pop(0)
+        body = node.child_by_field_name("body") if node.type in _FUNCTION_TYPES else None
+        if body is not None:
+            if snippet.lang == "python":
+                first = body.named_children[0] if body.named_children else None
+                is_doc = first is not None and first.type == "expression_statement" and \
+                    first.named_children and first.named_children[0].type == "string"
+                end = first.end_byte if is_doc and len(body.named_children) > 1 else body.start_byte
+                return raw[:end].decode("utf-8", "replace").rstrip(" ") + ("\n" if is_doc else "")
+            return raw[: body.start_byte + 1].decode("utf-8", "replace") + "\n"
+        stack = list(node.named_children) + stack
+    raise ValueError(f"{snippet.id}: no function found to build a prompt from")
+
+def _brace_deltas(text: str):
+    """Yield (index, +1/-1) for each brace outside string/char literals and comments."""
+    i, n, quote = 0, len(text), None
+    while i < n:
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif text.startswith("//", i):
+            i = text.find("\n", i)
+            if i < 0:
+                return
+        elif text.startswith("/*", i):
+            i = text.find("*/", i + 2)
+            if i < 0:
+                return
+            i += 1
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "{}":
+            yield i, 1 if ch == "{" else -1
+        i += 1
+
+def truncate_completion(prompt: str, completion: str, lang: str) -> str:
+    """Cut a completion where the prompted function ends.
+
+    Python: before the first non-empty line that is not indented. Brace languages: right after the
+    brace that closes every block the prompt opened (braces in strings and comments do not count).
+    """
+    if lang == "python":
+        lines = completion.split("\n")
+        for i, line in enumerate(lines[1:], 1):
+            if line.strip() and not line[0].isspace():
+                return "\n".join(lines[:i]) + "\n"
+        return completion
+    depth = sum(delta for _, delta in _brace_deltas(prompt))
+    if depth <= 0:
+        return completion
+    for i, delta in _brace_deltas(completion):
+        depth += delta
+        if depth == 0:
+            return completion[: i + 1] + "\n"
+    return completion
+
+@dataclass(frozen=True)
+class GenerationParams:
+    samples: int = 1
+    temperature: float = 0.0  # 0: greedy (then samples must be 1)
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("samples and max_new_tokens must be >= 1")
+        if self.temperature < 0 or (self.temperature == 0 and self.samples > 1):
+            raise ValueError("greedy decoding (temperature 0) gives one sample; raise the temperature")
+
+def complete(loaded: LoadedModel, prompts: Sequence[str], params: GenerationParams,
+             max_prompt_tokens: int = 1024) -> list[list[str]]:
+    """`params.samples` completions (text after the prompt) for each prompt, one prompt at a time."""
+    loaded.require_weights()
+    tok = loaded.tokenizer
+    out = []
+    with loaded.lock, torch.inference_mode():
+        torch.manual_seed(params.seed)
+        for prompt in prompts:
+            enc = encode(loaded, prompt, max_prompt_tokens)
+            ids = torch.tensor([enc.ids], device=loaded.device)
+            sample = params.temperature > 0
+            generated = loaded.model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
+                do_sample=sample, temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None, num_return_sequences=params.samples,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+            out.append([tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in generated])
+    return out
+
+@dataclass
+class PassAtK:
+    """pass@k per language, with every sample kept for inspection."""
+
+    by_language: dict[str, dict[int, float]]
+    samples: list[dict] = field(default_factory=list)  # task, lang, completion, status, reason
+
+def evaluate_pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], params: GenerationParams,
+                       ks: Sequence[int] = (1,), ablate: NeuronSet | None = None,
+                       run: Callable = run_program, progress: Progress | None = None) -> PassAtK:
+    """Generate for every snippet with a test, run the samples, and report pass@k per language."""
+    todo = [s for s in snippets if s.test]
+    if not todo:
+        raise ValueError("no snippet has a test to run")
+    outcomes, records = [], []
+    for i, snippet in enumerate(todo):
+        prompt = prompt_of(snippet)
+        if ablate is not None:
+            with ablated(loaded, ablate):
+                completions = complete(loaded, [prompt], params)[0]
+        else:
+            completions = complete(loaded, [prompt], params)[0]
+        for text in completions:
+            program = prompt + truncate_completion(prompt, text, snippet.lang)
+            result = run(snippet.lang, program, snippet.test)
+            outcomes.append((snippet.lang, snippet.task, result.passed))
+            records.append({"task": snippet.task, "lang": snippet.lang, "completion": text,
+                            "status": result.status, "reason": result.reason})
+        if progress:
+            progress(i + 1, len(todo))
+    return PassAtK(pass_at_k_by_language(outcomes, ks), records)

@@ -1,0 +1,527 @@
+"""Neuron selection from corpus statistics: language-specific and universal neurons, LAPE, language relations.
+
+Everything here is pure numpy/pandas on a `CorpusStats` (no model): selection for a whole model
+(Llama-3.1-8B: 32 x 14336 neurons) is vectorized and runs in well under a second, so views can
+recompute it when the user moves a slider instead of caching every parameter combination.
+
+Two methods return the same typed result, `NeuronSelection`:
+
+- "pls" (the paper, Yin et al.): PLS(n, L) = mean over samples of language L of |a * dLoss/da|.
+  A neuron is *specific* to its top language when (1) its max PLS is at least the candidate threshold
+  (a quantile of all neurons' max PLS, default the 90th percentile, since the paper does not publish
+  its value), (2) its top PLS is at least `ratio` x its second (default 1.5), and (3) it ranks in the
+  top `top_fraction` (default 1 %) of all neurons by max PLS. It is *universal* when its min PLS over
+  languages is at least the same threshold, it ranks in the top `top_fraction` of all neurons by that
+  min, and it is not specific.
+- "lape" (Tang et al., 2024, "Language-Specific Neurons"): entropy of the activation probability
+  normalized over languages; see `select_lape` for the exact variant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+import numpy as np
+import pandas as pd
+from scipy.cluster.hierarchy import dendrogram, linkage
+from scipy.spatial.distance import squareform
+from scipy.stats import rankdata
+from neuro.instrument.statistics import CorpusStats
+
+
+CLASSES = ("specific", "universal", "other")
+
+_SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
+
+NORMALIZATIONS = ("none", "language", "language_layer")
+
+SCORES = ("pls", "attribution")
+
+@dataclass(frozen=True)
+class SelectionParams:
+    """PLS selection parameters (the design's three numbers; part of any cache key or UI caption).
+
+    candidate_quantile: the candidate threshold is this quantile of all neurons' max-over-languages
+        PLS (the paper does not publish its value; 0.90 = the 90th percentile).
+    ratio: the top language's PLS must be at least `ratio` x the second language's.
+    top_fraction: the neuron must rank in this top share of ALL neurons by max PLS (for universal
+        neurons: by min PLS).
+    normalize: "none" compares raw PLS, as the paper defines it. PLS scales with how hard a language is
+        for the model (larger loss, larger gradients) and differs several-fold between layers (the first
+        layer's is largest in small models), so one hard language or one layer can claim every
+        selection. "language" divides each language's PLS by its mean over all neurons;
+        "language_layer" (default) by its mean over each layer's neurons, so selection reflects
+        specialization rather than scale.
+    score: "pls" (the paper) ranks by the token mean of |a * dL/da|; "attribution" by -(1/T) sum_t
+        a_t * dL/da_t, the first-order estimate of the change in a program's mean loss when the neuron
+        is zeroed (signs kept: a neuron whose removal lowers a language's loss scores negative there).
+        PLS's absolute value credits such neurons too, so PLS-selected neurons need not hurt their
+        language when ablated. See neuro.capture.CorpusStats for the exact sums.
+    """
+
+    candidate_quantile: float = 0.90
+    ratio: float = 1.5
+    top_fraction: float = 0.01
+    normalize: str = "language_layer"
+    score: str = "pls"
+
+    def __post_init__(self):
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        if not 0.0 <= self.candidate_quantile <= 1.0:
+            raise ValueError(f"candidate_quantile must lie in [0, 1], got {self.candidate_quantile}")
+        if not self.ratio >= 1.0:
+            raise ValueError(f"ratio must be >= 1, got {self.ratio}")
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+
+@dataclass(frozen=True)
+class LapeParams:
+    """LAPE parameters, named after Tang et al.'s code (`identify.py`) with its defaults.
+
+    top_fraction: share of ALL neurons kept, the lowest-entropy ones (their `top_rate`).
+    filter_quantile: a neuron is eligible only when some language's activation probability exceeds
+        this quantile of all (neuron, language) activation probabilities (their `filter_rate`).
+    activation_quantile: a kept neuron is assigned to every language whose activation probability
+        exceeds this quantile of all (neuron, language) probabilities (their `activation_bar_ratio`).
+    """
+
+    top_fraction: float = 0.01
+    filter_quantile: float = 0.95
+    activation_quantile: float = 0.95
+
+    def __post_init__(self):
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+        for name in ("filter_quantile", "activation_quantile"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+@dataclass(frozen=True, eq=False)
+class NeuronSelection:
+    """One row per neuron of the model, classified "specific" / "universal" / "other".
+
+    frame columns: layer, neuron, <value>_<lang> per language (value = "pls" or "prob"), max_<value>,
+    min_<value>, top_lang, second_lang, ratio (top / second; inf when second is 0 and top > 0, 1 when
+    both are 0), cls, langs (comma-separated languages the neuron is specific to; "" otherwise),
+    method; LAPE adds entropy. `threshold` is the candidate threshold (PLS) or the activation bar (LAPE).
+    """
+
+    method: str
+    languages: list[str]
+    n_layers: int
+    n_neurons: int
+    threshold: float
+    params: SelectionParams | LapeParams
+    frame: pd.DataFrame = field(repr=False)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def value_name(self) -> str:
+        return "pls" if self.method == "pls" else "prob"
+
+    @property
+    def value_columns(self) -> list[str]:
+        return [f"{self.value_name}_{lang}" for lang in self.languages]
+
+    @property
+    def total(self) -> int:
+        return self.n_layers * self.n_neurons
+
+    def selected(self) -> pd.DataFrame:
+        """Specific and universal rows."""
+        return self.frame[~self._cls_mask("other")]
+
+    def _cls_mask(self, name: str) -> np.ndarray:
+        cls = self.frame["cls"].cat
+        return cls.codes.to_numpy() == list(cls.categories).index(name)
+
+    def _membership(self, lang: str) -> np.ndarray:
+        """Boolean per row: specific to `lang` (a LAPE neuron may be specific to several languages)."""
+        if lang not in self.languages:
+            raise ValueError(f"unknown language {lang!r}; known: {self.languages}")
+        langs = self.frame["langs"].cat
+        hit = np.array([lang in c.split(",") for c in langs.categories], dtype=bool)
+        codes = langs.codes.to_numpy()
+        return (codes >= 0) & hit[np.maximum(codes, 0)] & self._cls_mask("specific")
+
+    def _mask(self, key: str) -> np.ndarray:
+        if key == "universal":
+            return self._cls_mask("universal")
+        return self._membership(key)
+
+    def counts_by_language(self) -> dict[str, int]:
+        """Specific neurons per language, then "universal". A LAPE neuron counts in each of its languages."""
+        counts = {lang: int(self._membership(lang).sum()) for lang in self.languages}
+        counts["universal"] = int(self._cls_mask("universal").sum())
+        return counts
+
+    def counts_by_layer(self) -> pd.DataFrame:
+        """Layers x (languages + "universal"): where the selected neurons sit."""
+        layer = self.frame["layer"].to_numpy()
+        columns = {key: np.bincount(layer[self._mask(key)], minlength=self.n_layers)
+                   for key in [*self.languages, "universal"]}
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.n_layers, name="layer"))
+
+    def share(self) -> dict[str, float]:
+        """Fraction of all neurons in each class (compare: paper reports specific < 0.7 %, universal < 0.9 %)."""
+        return {c: float(self._cls_mask(c).sum()) / self.total for c in CLASSES}
+
+    def neurons_for(self, lang: str, as_pairs: bool = False) -> dict[int, np.ndarray] | list[tuple[int, int]]:
+        """Neurons specific to `lang` ("universal" for the universal set).
+
+        Default: {layer: sorted neuron indices} for the layers that have any (what ablation and
+        neuron-guided fine-tuning consume); `as_pairs`: a list of (layer, neuron).
+        """
+        rows = self.frame.loc[self._mask(lang), ["layer", "neuron"]].to_numpy()
+        if as_pairs:
+            return [(int(a), int(b)) for a, b in rows]
+        return {int(layer): np.sort(rows[rows[:, 0] == layer, 1]) for layer in np.unique(rows[:, 0])}
+
+    def universal_neurons(self, as_pairs: bool = False) -> dict[int, np.ndarray] | list[tuple[int, int]]:
+        return self.neurons_for("universal", as_pairs=as_pairs)
+
+    def specific_index(self, lang: str) -> np.ndarray:
+        """Flat indices (layer * n_neurons + neuron) of the neurons specific to `lang`."""
+        return np.flatnonzero(self._mask(lang))
+
+    def summary(self) -> dict:
+        """JSON-ready summary for the CLI and captions."""
+        return {"method": self.method, "languages": list(self.languages), "threshold": float(self.threshold),
+                "params": asdict(self.params), "n_layers": self.n_layers, "n_neurons": self.n_neurons,
+                "counts": self.counts_by_language(), "share": self.share(),
+                **{k: v for k, v in self.extra.items() if isinstance(v, (int, float, str))}}
+
+def _check_scores(scores: np.ndarray, languages: list[str]) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 3:
+        raise ValueError(f"scores must be (languages, layers, neurons), got shape {scores.shape}")
+    if scores.shape[0] != len(languages):
+        raise ValueError(f"{scores.shape[0]} score rows for {len(languages)} languages")
+    if len(languages) < 2:
+        raise ValueError("neuron selection compares languages: it needs statistics for at least two")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf")
+    return scores
+
+def _top_two(flat: np.ndarray):
+    """Per column of (languages, M): index and value of the largest and second largest (first on ties)."""
+    cols = np.arange(flat.shape[1])
+    top_i = flat.argmax(axis=0)
+    top = flat[top_i, cols]
+    rest = flat.copy()
+    rest[top_i, cols] = -np.inf
+    second_i = rest.argmax(axis=0)
+    second = flat[second_i, cols]
+    ratio = np.ones_like(top)
+    np.divide(top, second, out=ratio, where=second > 0)
+    ratio[(second <= 0) & (top > 0)] = np.inf
+    return top_i, second_i, top, second, ratio
+
+def _in_top(values: np.ndarray, k: int) -> np.ndarray:
+    """Exactly the k largest values (ties at the cut broken by position), in O(n) with a partition."""
+    if k >= values.size:
+        return np.ones(values.size, dtype=bool)
+    kth = np.partition(values, values.size - k)[values.size - k]
+    keep = values > kth
+    ties = np.flatnonzero(values == kth)[: k - int(keep.sum())]
+    keep[ties] = True
+    return keep
+
+def top_count(total: int, fraction: float) -> int:
+    """How many neurons the top `fraction` of `total` keeps: round(fraction * total), at least one."""
+    return max(1, int(round(fraction * total)))
+
+def _frame(method: str, value: str, languages: list[str], flat: np.ndarray, n_neurons: int, top_two: tuple,
+           cls: np.ndarray, lang_bits: np.ndarray, extra_columns: dict | None = None) -> pd.DataFrame:
+    """The per-neuron table, built from whole arrays (categoricals for strings: no per-row Python)."""
+    m = flat.shape[1]
+    layer, neuron = np.divmod(np.arange(m, dtype=np.int64), n_neurons)
+    top_i, second_i, top, _second, ratio = top_two
+    columns: dict = {"layer": layer.astype(np.int32), "neuron": neuron.astype(np.int32)}
+    for i, lang in enumerate(languages):
+        columns[f"{value}_{lang}"] = flat[i]
+    columns[f"max_{value}"] = top
+    columns[f"min_{value}"] = flat.min(axis=0)
+    columns["top_lang"] = pd.Categorical.from_codes(top_i, languages)
+    columns["second_lang"] = pd.Categorical.from_codes(second_i, languages)
+    columns["ratio"] = ratio
+    columns.update(extra_columns or {})
+    columns["cls"] = pd.Categorical.from_codes(cls, list(CLASSES))
+    # langs: the bit set of languages a neuron is specific to, named "a,b" through its few unique values
+    # (distinct bit sets give distinct names, so the names are valid categories).
+    uniq, inverse = np.unique(lang_bits, return_inverse=True)
+    names = [",".join(lang for i, lang in enumerate(languages) if int(b) >> i & 1) for b in uniq]
+    columns["langs"] = pd.Categorical.from_codes(inverse.reshape(-1), names)
+    columns["method"] = pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [method])
+    return pd.DataFrame(columns)
+
+def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionParams | None = None) -> NeuronSelection:
+    """PLS selection on a raw (languages, layers, neurons) array; see the module docstring for the rules.
+
+    Ties: the top-fraction cut keeps exactly round(top_fraction x neurons) neurons, ties broken by
+    position; a neuron whose max (min) PLS is 0 is never specific (universal), whatever the threshold.
+    """
+    params = params or SelectionParams()
+    languages = list(languages)
+    pls = _check_scores(pls, languages)
+    n_langs, n_layers, n_neurons = pls.shape
+    flat = pls.reshape(n_langs, -1)
+    m = flat.shape[1]
+    top_two = _top_two(flat)
+    top_i, _second_i, top, _second, ratio = top_two
+    low = flat.min(axis=0)
+    threshold = float(np.quantile(top, params.candidate_quantile))
+    k = top_count(m, params.top_fraction)
+
+    specific = (top >= threshold) & (top > 0) & (ratio >= params.ratio) & _in_top(top, k)
+    universal = (low >= threshold) & (low > 0) & _in_top(low, k) & ~specific
+
+    cls = np.full(m, _OTHER, dtype=np.int8)
+    cls[universal] = _UNIVERSAL
+    cls[specific] = _SPECIFIC
+    bits = np.where(specific, np.left_shift(1, top_i), 0).astype(np.int64)
+    frame = _frame("pls", "pls", languages, flat, n_neurons, top_two, cls, bits)
+    return NeuronSelection("pls", languages, n_layers, n_neurons, threshold, params, frame,
+                           extra={"top_count": k})
+
+def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
+    """Scores (languages, layers, neurons) divided by their mean magnitude per language or per
+    (language, layer) (for PLS, which is never negative, simply its mean)."""
+    if how == "none":
+        return pls
+    axes = (1, 2) if how == "language" else (2,)
+    mean = np.abs(pls).mean(axis=axes, keepdims=True)
+    return pls / np.where(mean > 0, mean, 1.0)
+
+def select_pls(stats: CorpusStats, params: SelectionParams | None = None) -> NeuronSelection:
+    """Language-specific and universal neurons by PLS (the paper's method; see SelectionParams.normalize)."""
+    params = params or SelectionParams()
+    return select_pls_scores(normalized_pls(stats.score(params.score), params.normalize), stats.languages, params)
+
+def lape_entropy(prob: np.ndarray) -> np.ndarray:
+    """Entropy over languages of the activation probability normalized to a distribution (axis 0).
+
+    A neuron never active in any language has entropy 0 here (as in Tang et al.'s code, which sets
+    the NaN distribution to 0); the eligibility filter keeps such neurons out of the selection.
+    """
+    total = prob.sum(axis=0, keepdims=True)
+    dist = np.divide(prob, total, out=np.zeros_like(prob), where=total > 0)
+    logs = np.log(dist, out=np.zeros_like(dist), where=dist > 0)
+    return -(dist * logs).sum(axis=0)
+
+def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParams | None = None) -> NeuronSelection:
+    """LAPE (Tang et al., 2024), following their `identify.py`:
+
+    1. p(n, L): activation probability (share of language L's tokens with act_fn(gate) > 0).
+    2. H(n): entropy of p(n, .) / sum_L p(n, L).
+    3. Eligible: some language has p(n, L) > q_filter, the `filter_quantile` (0.95) quantile of all
+       (neuron, language) probabilities flattened together.
+    4. Keep the round(top_fraction x neurons) eligible neurons of lowest entropy (ties by position;
+       fewer when fewer are eligible).
+    5. A kept neuron is specific to every language L with p(n, L) > bar, the `activation_quantile`
+       (0.95) quantile of the same flattened probabilities (`threshold` of the result).
+
+    Classes: a kept neuron assigned to some but not all languages is "specific" (`langs` lists them,
+    `top_lang` is its most active one); one above the bar in every language is "universal" (Tang has
+    no such class; with low entropy it is rare); everything else is "other".
+    """
+    params = params or LapeParams()
+    languages = list(languages)
+    prob = _check_scores(prob, languages)
+    n_langs, n_layers, n_neurons = prob.shape
+    flat = prob.reshape(n_langs, -1)
+    m = flat.shape[1]
+    entropy = lape_entropy(flat)
+    filter_value, bar = (float(q) for q in np.quantile(flat, [params.filter_quantile, params.activation_quantile]))
+    eligible = (flat > filter_value).any(axis=0)
+
+    k = top_count(m, params.top_fraction)
+    kept = _in_top(np.where(eligible, -entropy, -np.inf), k) & eligible
+
+    above = (flat > bar) & kept
+    n_above = above.sum(axis=0)
+    bits = (above.astype(np.int64) << np.arange(n_langs, dtype=np.int64)[:, None]).sum(axis=0)
+    cls = np.full(m, _OTHER, dtype=np.int8)
+    cls[(n_above > 0) & (n_above < n_langs)] = _SPECIFIC
+    cls[n_above == n_langs] = _UNIVERSAL
+    bits[cls != _SPECIFIC] = 0
+    frame = _frame("lape", "prob", languages, flat, n_neurons, _top_two(flat), cls, bits,
+                   extra_columns={"entropy": entropy})
+    return NeuronSelection("lape", languages, n_layers, n_neurons, bar, params, frame,
+                           extra={"filter_value": filter_value, "top_count": k, "eligible": int(eligible.sum())})
+
+def select_lape(stats: CorpusStats, params: LapeParams | None = None) -> NeuronSelection:
+    """Language-specific neurons by LAPE on activation probabilities (no gradients needed)."""
+    return select_lape_scores(stats.activation_probability(), stats.languages, params)
+
+def select_neurons(stats: CorpusStats, method: str = "pls",
+                   params: SelectionParams | LapeParams | None = None) -> NeuronSelection:
+    """Dispatch by method name ("pls" or "lape")."""
+    if method == "pls":
+        if params is not None and not isinstance(params, SelectionParams):
+            raise TypeError("method 'pls' takes SelectionParams")
+        return select_pls(stats, params)
+    if method == "lape":
+        if params is not None and not isinstance(params, LapeParams):
+            raise TypeError("method 'lape' takes LapeParams")
+        return select_lape(stats, params)
+    raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What a selection rule gives when the language labels carry no information.
+
+    The units (programs, or blocks of one language's programs) keep their scores and their number per
+    language; only the labels are shuffled among them, `permutations` times. counts: one row per
+    permutation, one column per language and "universal" (the same keys as `counts_by_language`).
+    """
+
+    method: str
+    score: str
+    permutations: int
+    units: int
+    counts: pd.DataFrame
+
+    def mean(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.counts.mean().items()}
+
+    def max(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.counts.max().items()}
+
+    def summary(self) -> dict:
+        return {"method": self.method, "score": self.score, "permutations": self.permutations, "units": self.units,
+                "mean": self.mean(), "max": self.max()}
+
+def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None,
+                 permutations: int = 20, seed: int = 0) -> ChanceLevel:
+    """Counts of selected neurons under `permutations` random relabellings of the units' languages."""
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    if method == "pls":
+        params = params or SelectionParams()
+        name = params.score
+        select = lambda scores: select_pls_scores(normalized_pls(scores, params.normalize),  # noqa: E731
+                                                  stats.languages, params)
+    elif method == "lape":
+        name = "probability"
+        select = lambda scores: select_lape_scores(scores, stats.languages, params)  # noqa: E731
+    else:
+        raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+    rng = np.random.default_rng(seed)
+    rows = [select(stats.unit_score(name, rng.permutation(stats.unit_lang))).counts_by_language()
+            for _ in range(permutations)]
+    return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows))
+
+def overlap(a: NeuronSelection, b: NeuronSelection) -> pd.DataFrame:
+    """Per language, agreement of two selections' specific sets: |A & B|, |A|, |B|, Jaccard.
+
+    Jaccard is NaN when both sets are empty. Both selections must describe the same model shape.
+    """
+    if (a.n_layers, a.n_neurons) != (b.n_layers, b.n_neurons):
+        raise ValueError("the two selections describe models of different shapes")
+    rows = []
+    for lang in [x for x in a.languages if x in b.languages]:
+        sa, sb = a._membership(lang), b._membership(lang)
+        inter, union = int((sa & sb).sum()), int((sa | sb).sum())
+        rows.append({"language": lang, "intersection": inter, "a": int(sa.sum()), "b": int(sb.sum()),
+                     "jaccard": inter / union if union else math.nan})
+    return pd.DataFrame(rows, columns=["language", "intersection", "a", "b", "jaccard"]).set_index("language")
+
+def language_vectors(stats: CorpusStats, candidates_only: bool = False,
+                     params: SelectionParams | None = None) -> np.ndarray:
+    """PLS per language flattened over (layer, neuron): (languages, neurons); optionally only candidates.
+
+    Candidates (max PLS >= the candidate threshold) drop the mass of near-silent neurons that make all
+    languages look alike.
+    """
+    params = params or SelectionParams()
+    pls = _check_scores(normalized_pls(stats.pls(), params.normalize), list(stats.languages))
+    flat = pls.reshape(pls.shape[0], -1)
+    if candidates_only:
+        top = flat.max(axis=0)
+        flat = flat[:, top >= np.quantile(top, params.candidate_quantile)]
+    return flat
+
+def similarity_matrix(vectors: np.ndarray, languages: list[str], method: str = "cosine") -> pd.DataFrame:
+    """Languages x languages similarity of per-language vectors: cosine or Spearman rank correlation.
+
+    A constant (e.g. all-zero) vector has no defined similarity: its off-diagonal entries are 0.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if method == "cosine":
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+        sim = unit @ unit.T
+    elif method == "spearman":
+        ranks = rankdata(vectors, axis=1)
+        centred = ranks - ranks.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(centred, axis=1, keepdims=True)
+        unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+        sim = unit @ unit.T
+    else:
+        raise ValueError(f"unknown similarity {method!r}; use 'cosine' or 'spearman'")
+    sim = np.clip((sim + sim.T) / 2, -1.0, 1.0)
+    np.fill_diagonal(sim, 1.0)
+    return pd.DataFrame(sim, index=list(languages), columns=list(languages))
+
+def language_similarity(stats: CorpusStats, method: str = "cosine", candidates_only: bool = False,
+                        params: SelectionParams | None = None) -> pd.DataFrame:
+    """How alike the languages' PLS profiles are (languages x languages)."""
+    return similarity_matrix(language_vectors(stats, candidates_only, params), list(stats.languages), method)
+
+@dataclass(frozen=True, eq=False)
+class LanguageTree:
+    """Average-linkage clustering of languages on 1 - similarity, ready to draw.
+
+    linkage: scipy's (languages - 1, 4) matrix; leaves: languages in dendrogram order; icoord/dcoord:
+    scipy's dendrogram line coordinates (leaf i sits at x = 5 + 10 i, y = merge distance).
+    """
+
+    languages: list[str]
+    linkage: np.ndarray
+    leaves: list[str]
+    icoord: list[list[float]]
+    dcoord: list[list[float]]
+
+    def segments(self) -> pd.DataFrame:
+        """Line segments (x, y, x2, y2) of the dendrogram, for an Altair `mark_rule`."""
+        rows = []
+        for xs, ys in zip(self.icoord, self.dcoord, strict=True):
+            for j in range(3):
+                rows.append({"x": xs[j], "y": ys[j], "x2": xs[j + 1], "y2": ys[j + 1]})
+        return pd.DataFrame(rows, columns=["x", "y", "x2", "y2"])
+
+    def leaf_positions(self) -> pd.DataFrame:
+        """Where to write each language's name under the tree."""
+        return pd.DataFrame({"language": self.leaves, "x": [5.0 + 10.0 * i for i in range(len(self.leaves))],
+                             "y": 0.0})
+
+def cluster_languages(similarity: pd.DataFrame) -> LanguageTree:
+    """Agglomerative clustering (average linkage) on distance = 1 - similarity."""
+    languages = list(similarity.index)
+    if len(languages) < 2:
+        raise ValueError("clustering needs at least two languages")
+    dist = 1.0 - similarity.loc[languages, languages].to_numpy(dtype=np.float64)
+    dist = np.clip((dist + dist.T) / 2, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    z = linkage(squareform(dist, checks=False), method="average")
+    tree = dendrogram(z, labels=languages, no_plot=True)
+    return LanguageTree(languages, z, list(tree["ivl"]), [list(map(float, x)) for x in tree["icoord"]],
+                        [list(map(float, y)) for y in tree["dcoord"]])
+
+@dataclass(frozen=True, eq=False)
+class LanguageRelations:
+    similarity: pd.DataFrame
+    tree: LanguageTree
+    method: str
+    candidates_only: bool
+
+def language_relations(stats: CorpusStats, method: str = "cosine", candidates_only: bool = False,
+                       params: SelectionParams | None = None) -> LanguageRelations:
+    """Similarity matrix and dendrogram of the languages' PLS profiles in one call."""
+    sim = language_similarity(stats, method, candidates_only, params)
+    return LanguageRelations(sim, cluster_languages(sim), method, candidates_only)

@@ -1,0 +1,60 @@
+"""clones eval | search: cross-language clone detection with concept-layer embeddings."""
+
+from __future__ import annotations
+
+from neuro.cli import command, open_corpus, open_model, open_split, progress, read_code_file
+from neuro.results.store import Store
+
+
+def _options(p) -> None:
+    p.add_argument("action", choices=["eval", "search"],
+                   help="eval: MAP@R and Recall@1 with baselines and the layer sweep; search: hits for --code-file")
+    p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model, chosen on "
+                                              "the selection side of the corpus split)")
+    p.add_argument("--center", choices=["language", "corpus", "none"], default="language",
+                   help="what is subtracted before cosine: each language's mean (default), the corpus mean, nothing")
+    p.add_argument("--strip-comments", action="store_true",
+                   help="eval: programs without comments and docstrings (parallel corpora share their prose)")
+    p.add_argument("--code-file", help="search: the query program (UTF-8 text)")
+    p.add_argument("--lang", help="search: the query's language (default: detected)")
+    p.add_argument("-k", type=int, default=10, help="search: number of hits (default 10)")
+    p.add_argument("--hit-languages", help="search: comma-separated languages the hits may be in (default: all)")
+    p.add_argument("--cross-language", action="store_true", help="search: no hits in the query's own language")
+
+def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
+    from neuro.results.clones import cached_evaluation
+
+    result = cached_evaluation(loaded, snippets, args.layer, split=split, center=args.center,
+                               strip=args.strip_comments, max_length=args.max_length,
+                               store=Store(args.cache), progress=progress("embed"))
+    table = result.overall()
+    sweep = result.sweep.pivot(index="layer", columns="setting", values="map_at_r")
+    text = (f"measured on the evaluation side ({result.meta['evaluated_programs']} programs, "
+            f"{result.meta['evaluated_tasks']} tasks); layer {result.layer} (concept layers {result.concept_layers}) "
+            f"and centring means ({args.center}) from the selection side\n{split.caption()}\n"
+            + table.round(3).to_string(index=False)
+            + "\n\nMAP@R per layer\n" + sweep.round(3).to_string()
+            + "\n\ncross-language MAP@R per pair (rows: query language)\n" + result.pair_matrix().round(3).to_string())
+    return result.summary(), text
+
+def _search(args, loaded, snippets, split, code: str) -> tuple[dict, str]:
+    from neuro.results.clones import build_index
+
+    index = build_index(loaded, snippets, args.layer, split=split, center=args.center, max_length=args.max_length,
+                        store=Store(args.cache), progress=progress("embed"))
+    languages = args.hit_languages.split(",") if args.hit_languages else None
+    result = index.search(code, k=args.k, languages=languages, lang=args.lang,
+                          cross_language=args.cross_language)
+    q = result.query
+    lines = [f"query: {q.lang} ({'given' if q.overridden else f'detected, {q.confidence:.0%}'}), layer {result.layer}",
+             *(f"note: {n}" for n in q.notices)]
+    lines += [f"{i + 1:>3}. {h.score:+.4f}  {h.lang:<11} {h.task:<24} {h.id}" for i, h in enumerate(result.hits)]
+    return {"model": loaded.identity, "split": split.summary(), **result.summary()}, "\n".join(lines)
+
+@command("clones", "cross-language clone detection: `eval` (MAP@R, Recall@1, baselines, layer sweep) or `search`",
+         _options)
+def cmd_clones(args) -> tuple[dict, str]:
+    code = read_code_file(args.code_file, "the program to find clones of") if args.action == "search" else None
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    return _eval(args, loaded, snippets, split) if code is None else _search(args, loaded, snippets, split, code)

@@ -1,0 +1,217 @@
+"""finetune, transfer, jobs: start the training tasks headless (foreground by default, --detach for the
+background) and list, show, cancel, resume or export jobs. Jobs live in <cache>/jobs, where the app's Jobs
+page sees them. Both tasks use the shared selection / evaluation split of the global --eval-fraction and
+--split-seed: neurons and concept layers are chosen, and training runs, on the selection side; losses and
+scores are measured on the evaluation side. The --json report carries the split (`split`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from neuro.cli import command, open_corpus, open_model, open_split
+from neuro.results.store import Store
+
+
+def _jobs_root(args) -> Path | None:
+    return Path(args.cache) / "jobs" if args.cache else None
+
+def _common_options(p) -> None:
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adapters, 1e-4 full fine-tuning)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (batch order; the random control's draw)")
+    p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    p.add_argument("--memory-budget-gb", type=float, help="refuse runs estimated above this (default: available)")
+    p.add_argument("--checkpoint-every", type=int, default=50,
+                   help="steps between checkpoints that `jobs resume` continues from (0: only the last step)")
+    p.add_argument("--export", help="after a single foreground run, export the model as a Hugging Face folder here")
+
+def _budget(args) -> int | None:
+    return int(args.memory_budget_gb * (1 << 30)) if args.memory_budget_gb else None
+
+def _finetune_options(p) -> None:
+    from neuro.experiments.finetune import METHODS, NEURON_SETS
+
+    _common_options(p)
+    p.add_argument("--target", required=True, help="language to fine-tune for")
+    p.add_argument("--method", default="neurons",
+                   help=f"{', '.join(METHODS)}; comma-separated for a comparison at equal steps")
+    p.add_argument("--neuron-set", choices=NEURON_SETS, default="specific")
+    p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
+    p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on evaluation-side programs with tests")
+    p.add_argument("--candidate-quantile", type=float, default=0.90)
+    p.add_argument("--ratio", type=float, default=1.5)
+    p.add_argument("--top-fraction", type=float, default=0.01)
+
+def _finish(infos, table, summary_of, split) -> tuple[dict, str]:
+    from neuro.jobs.runner import job_result
+
+    summary = {"split": split.summary(),
+               "jobs": [{**info.row(), "path": str(info.path), "result": summary_of(job_result(info))}
+                        for info in infos]}
+    lines = [split.caption()] + [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
+    if table is not None and not table.empty:
+        lines.append(table.to_string(index=False))
+    return summary, "\n".join(lines)
+
+@command("finetune", "neuron-guided fine-tuning (and its baselines) as jobs; results in <cache>/jobs",
+         _finetune_options)
+def cmd_finetune(args) -> tuple[dict, str]:
+    from neuro.analysis.selectivity import SelectionParams
+    from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    _check_export(args, len(methods))
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
+                             top_fraction=args.top_fraction)
+    # neurons from the selection side's statistics only; the jobs evaluate on the other side
+    selection = select_finetune_neurons(loaded, split, params, store=Store(args.cache), max_length=args.max_length)
+    infos = []
+    for method in methods:
+        lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
+        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens, max_length=min(args.max_length, 1024),
+                       seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
+                       checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code)
+        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set,
+                               split=split, **options)
+        # A single foreground run trains the model already loaded; several load fresh copies each,
+        # since full fine-tuning and LoRA change the model they train.
+        run_loaded = loaded if len(methods) == 1 else None
+        infos.append(start_finetune(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
+                                    detach=args.detach, run_loaded=run_loaded))
+    table = None if args.detach else results_table(infos)
+    summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"}, split)
+    return _export(args, infos, summary, text)
+
+def _check_export(args, runs: int) -> None:
+    """--export needs one foreground run: refuse before anything starts."""
+    if args.export and (runs != 1 or args.detach):
+        raise ValueError("--export needs a single foreground run (export detached or compared runs later "
+                         "with `jobs export <id>`)")
+
+def _export(args, infos, summary: dict, text: str) -> tuple[dict, str]:
+    """--export: write the finished run's model as a Hugging Face folder."""
+    if not args.export:
+        return summary, text
+    if infos[0].state != "finished":
+        summary["export_error"] = f"not exported: the run {infos[0].state}"
+        return summary, text + "\n" + summary["export_error"]
+    summary["exported"] = _export_to(infos[0].path, args.export)
+    return summary, text + f"\nexported to {summary['exported']}"
+
+def _export_to(job_dir: Path, out) -> str:
+    """Export here; an occupied folder is a usage error (exit 2 with the message), not a crash."""
+    from neuro.experiments.export import export_model
+
+    try:
+        return str(export_model(job_dir, out))
+    except FileExistsError as err:
+        raise ValueError(f"{err}; choose another folder or remove it") from err
+
+def _transfer_options(p) -> None:
+    from neuro.experiments.transfer import METHODS
+
+    _common_options(p)
+    p.add_argument("--source", required=True, help="language whose (code, summary) pairs are trained on")
+    p.add_argument("--layers", action="append",
+                   help="concept, all, lower, or a comma-separated layer list; repeat to compare (default concept)")
+    p.add_argument("--method", choices=METHODS, default="lora", help="LoRA on the chosen blocks, or their weights")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--targets", help="comma-separated languages to evaluate (default: all)")
+    p.add_argument("--keep-comments", action="store_true", help="do not strip comments from the code")
+    p.add_argument("--no-before", action="store_true", help="skip the evaluation before training")
+
+@command("transfer", "concept-layer-guided summarization transfer as jobs: BLEU-4 / ROUGE-L per language",
+         _transfer_options)
+def cmd_transfer(args) -> tuple[dict, str]:
+    from neuro.experiments.transfer import LAYER_CHOICES, comparison_table, plan_transfer, start_transfer
+
+    choices = args.layers or ["concept"]
+    _check_export(args, len(choices))
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    infos = []
+    for choice in choices:
+        custom = None
+        if choice not in LAYER_CHOICES:
+            custom, choice = [int(x) for x in choice.split(",") if x.strip()], "custom"
+        options = dict(method=args.method, rank=args.rank, steps=args.steps, seed=args.seed,
+                       lr=args.lr if args.lr is not None else (1e-4 if args.method == "full" else 1e-3),
+                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                       strip_comments=not args.keep_comments, eval_before=not args.no_before,
+                       targets=args.targets.split(",") if args.targets else [], device=args.device,
+                       checkpoint_every=args.checkpoint_every, dtype=args.dtype,
+                       trust_remote_code=args.trust_remote_code)
+        config = plan_transfer(loaded, split, args.source, choice, custom, store=Store(args.cache), **options)
+        run_loaded = loaded if len(choices) == 1 else None
+        infos.append(start_transfer(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
+                                    detach=args.detach, run_loaded=run_loaded))
+    text_tables = None
+    if not args.detach:
+        bleu, rouge = comparison_table(infos, "bleu4"), comparison_table(infos, "rouge_l")
+        if not bleu.empty:
+            import pandas as pd
+            text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
+                                    names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
+            text_tables = text_tables.reset_index()
+    summary, text = _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k != "config"},
+                            split)
+    return _export(args, infos, summary, text)
+
+def _jobs_options(p) -> None:
+    p.add_argument("action", choices=["list", "show", "cancel", "resume", "export"])
+    p.add_argument("job", nargs="?", help="job id (show, cancel, resume, export)")
+    p.add_argument("--kind", help="list only this kind (finetune, transfer, export)")
+    p.add_argument("--log", action="store_true", help="show: include the log")
+    p.add_argument("--detach", action="store_true", help="resume: continue in the background and return at once")
+    p.add_argument("--out", help="export: the Hugging Face folder to write (default: <job>/export)")
+
+@command("jobs", "list, show, cancel, resume or export background jobs (fine-tuning, transfer, export)",
+         _jobs_options)
+def cmd_jobs(args) -> tuple[dict, str]:
+    from neuro.jobs.runner import cancel_job, find_job, job_metrics, job_result, list_jobs, log_tail, resume_job
+
+    root = _jobs_root(args)
+    if args.action == "list":
+        jobs = list_jobs(root, kind=args.kind)
+        rows = [job.row() for job in jobs]
+        text = "\n".join(f"{r['id']:<40} {r['state']:<10} {r['progress']:>6.1f}%  {r['label']}" for r in rows)
+        return {"jobs": rows}, text or "no jobs"
+    if not args.job:
+        raise ValueError(f"jobs {args.action} needs a job id")
+    if args.action == "cancel":
+        info = cancel_job(args.job, root=root)
+        return info.row(), f"{info.id}: {info.state}"
+    if args.action == "resume":
+        info = resume_job(args.job, root=root, detach=args.detach)
+        return {**info.row(), "result": job_result(info)}, f"{info.id}: {info.state}" + (
+            f" ({info.error})" if info.error else "")
+    if args.action == "export":
+        return _export_job(find_job(args.job, root), args.out)
+    info = find_job(args.job, root)
+    metrics = job_metrics(info)
+    summary = {**info.row(), "path": str(info.path), "params": info.params, "result": job_result(info),
+               "metrics": metrics[-20:]}
+    text = "\n".join(f"{k}: {v}" for k, v in info.row().items())
+    if metrics:
+        text += f"\nlast metric: {metrics[-1]}"
+    if args.log:
+        summary["log"] = log_tail(info)
+        text += "\n--- log ---\n" + summary["log"]
+    return summary, text
+
+def _export_job(info, out: str | None) -> tuple[dict, str]:
+    """Export a finished fine-tuning or transfer job here (in the foreground)."""
+    from neuro.jobs.runner import JobRefused
+    from neuro.experiments.export import export_reason
+
+    reason = export_reason(info)
+    if reason:
+        raise JobRefused([reason])
+    path = _export_to(info.path, out or info.path / "export")
+    return {"id": info.id, "exported": path}, f"{info.id}: exported to {path}"

@@ -1,0 +1,157 @@
+"""neurons, ablate, ablate-gen: the Neurons analyses from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.results.store import Store
+
+
+def _selection_options(p) -> None:
+    p.add_argument("--method", choices=["pls", "lape"], default="pls")
+    p.add_argument("--candidate-quantile", type=float, default=0.90,
+                   help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
+    p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
+    p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
+    p.add_argument("--normalize", choices=["language_layer", "language", "none"], default="language_layer",
+                   help="divide PLS by its mean per language and layer (default), per language, or not (raw)")
+    p.add_argument("--score", choices=["pls", "attribution"], default="pls",
+                   help="pls: token mean of |a * dL/da| (the paper); attribution: -(1/T) sum_t a * dL/da, the "
+                        "first-order estimate of the change in a program's mean loss when a neuron is zeroed")
+
+def _seed_option(p) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the random controls (and of sampling)")
+
+def _generation_options(p) -> None:
+    _selection_options(p)
+    _seed_option(p)
+    p.add_argument("--target", required=True, help="language whose specific neurons are ablated")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem (n of pass@k)")
+    p.add_argument("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+
+def _statistics(args, loaded, split):
+    """Statistics of the split's selection side: neurons are chosen there and measured elsewhere."""
+    from neuro.results.statistics import corpus_statistics
+
+    stats, _ = corpus_statistics(loaded, split.selection, max_length=args.max_length, store=Store(args.cache),
+                                 progress=progress("capture"))
+    return stats
+
+def _selection(args, stats):
+    from neuro.analysis.selectivity import LapeParams, SelectionParams, select_neurons
+
+    if args.method == "lape":
+        params = LapeParams(top_fraction=args.top_fraction)
+    else:
+        params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
+                                 top_fraction=args.top_fraction, normalize=args.normalize, score=args.score)
+    return select_neurons(stats, args.method, params)
+
+def _neurons_options(p) -> None:
+    _selection_options(p)
+    p.add_argument("--permutations", type=int, default=20,
+                   help="language-label permutations for the chance level of each count (default 20; 0: none)")
+    p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
+
+@command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language and layer",
+         _neurons_options)
+def cmd_neurons(args) -> tuple[dict, str]:
+    from neuro.analysis.selectivity import chance_level, overlap, select_neurons
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    stats = _statistics(args, loaded, split)
+    selection = _selection(args, stats)
+    other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
+    by_layer = selection.counts_by_layer()
+    chance = chance_level(stats, args.method, selection.params, args.permutations, seed=args.split_seed) \
+        if args.permutations else None
+    summary = selection.summary() | {
+        "model": loaded.identity, "snippets": len(split.selection), "split": split.summary(),
+        "chance": chance.summary() if chance else None,
+        "by_layer": {str(layer): row.to_dict() for layer, row in by_layer.iterrows()},
+        "overlap_with_" + other.method: overlap(selection, other).reset_index().to_dict(orient="records"),
+    }
+    if args.out:
+        table = selection.selected()
+        if str(args.out).endswith(".parquet"):
+            table.to_parquet(args.out, index=False)
+        else:
+            table.to_csv(args.out, index=False)
+        summary["exported"] = str(args.out)
+    lines = [f"method {selection.method}, candidate threshold {selection.threshold:.4g}, "
+             f"{selection.total:,} neurons, selected on {split.caption()}"]
+    counts = selection.counts_by_language()
+    for k, v in counts.items():
+        line = f"  {k:<12}{v:>7}  ({100 * v / selection.total:.2f} %)"
+        if chance:
+            line += f"   chance: mean {chance.mean()[k]:.1f}, max {chance.max()[k]}"
+        lines.append(line)
+    lines.append("per layer:\n" + by_layer.to_string())
+    return summary, "\n".join(lines)
+
+def _ablate_options(p) -> None:
+    _selection_options(p)
+    _seed_option(p)
+    p.add_argument("--draws", type=int, default=5, help="random controls per group (default 5)")
+
+@command("ablate", "loss change per language when each language's neurons are zeroed, beside random controls",
+         _ablate_options)
+def cmd_ablate(args) -> tuple[dict, str]:
+    from neuro.results.statistics import ablation
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    stats = _statistics(args, loaded, split)
+    selection = _selection(args, stats)
+    result, hit = ablation(loaded, split.evaluation, selection, draws=args.draws, seed=args.seed,
+                           max_length=args.max_length, store=Store(args.cache), progress=progress("ablation"))
+    table = result.summary()
+    summary = {"model": loaded.identity, "method": selection.method, "score": getattr(selection.params, "score", None),
+               "split": split.summary(), "cache_hit": hit, "base_loss": result.base, "draws": len(result.random_draws),
+               "delta": result.delta.to_dict(orient="index"),
+               "delta_random_mean": result.delta_random.to_dict(orient="index"),
+               "delta_random_sd": result.delta_random_sd.to_dict(orient="index"),
+               "summary": table.to_dict(orient="index")}
+    text = (f"selected on / evaluated on: {split.caption()}\n"
+            "loss change (rows: ablated group, columns: evaluated language)\n" + result.delta.round(4).to_string()
+            + f"\n\nrandom controls, mean of {len(result.random_draws)} draws\n"
+            + result.delta_random.round(4).to_string() + "\n\n" + table.round(3).to_string())
+    return summary, text
+
+@command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)",
+         _generation_options)
+def cmd_ablate_gen(args) -> tuple[dict, str]:
+    from neuro.code.sandbox import sandbox_features, sandbox_warning
+    from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k
+    from neuro.instrument.ablation import random_like
+
+    loaded, snippets = open_model(args), open_corpus(args)
+    split = open_split(args, snippets)
+    stats = _statistics(args, loaded, split)
+    selection = _selection(args, stats)
+    neurons = selection.neurons_for(args.target)
+    if not neurons:
+        raise ValueError(f"no neurons are specific to {args.target} with these parameters")
+    params = GenerationParams(samples=args.samples, temperature=args.temperature,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed)
+    ks = sorted({1, *args.k})
+    conditions = {"none": None, args.target: neurons,
+                  "random": random_like(neurons, loaded.n_neurons, seed=args.seed, exclude=neurons)}
+    results = {}
+    for name, ablate in conditions.items():
+        results[name] = evaluate_pass_at_k(loaded, split.evaluation, params, ks=ks, ablate=ablate,
+                                           progress=progress(f"generate [{name} ablated]"))
+    summary = {"model": loaded.identity, "target": args.target, "split": split.summary(), "sandbox": sandbox_features(),
+               "neurons": sum(len(v) for v in neurons.values()),
+               "params": dataclasses.asdict(params),
+               "pass_at_k": {name: r.by_language for name, r in results.items()}}
+    lines = [f"pass@k with nothing / {args.target} neurons / random neurons ablated"]
+    if warning := sandbox_warning():
+        lines.append("warning: " + warning)
+    for name, r in results.items():
+        lines.append(f"[{name}] " + ", ".join(f"{lang}: " + " ".join(f"@{k}={v:.3f}" for k, v in by_k.items())
+                                            for lang, by_k in r.by_language.items()))
+    return summary, "\n".join(lines)

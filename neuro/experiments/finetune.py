@@ -1,0 +1,582 @@
+"""Neuron-guided fine-tuning for code generation, its baselines, evaluation and export.
+
+Neuron-guided: only the parameters a chosen neuron set owns are trained. A neuron n of layer l owns
+row n of the FFN input projections (gated FFNs: gate_proj and up_proj; others: the input projection and
+its bias entry) and column n of the output projection (down_proj). `NeuronDeltas` holds trainable
+deltas for exactly those rows and columns (k x hidden per projection for k neurons) and adds them in
+forward hooks; the base weights stay frozen and untouched, and the optimizer only sees the deltas, so
+gradients and AdamW state cost O(k x hidden) instead of O(intermediate x hidden). `merge_into` adds the
+deltas into the weights for export (W_eff = W + scatter(delta)).
+
+Baselines through the same job: "random" (the same number of random neurons per layer, disjoint from
+the chosen set), "full" (every parameter) and "lora" (peft LoRA on the FFN projections of the layers
+that hold the chosen neurons, its rank sized to a comparable trainable-parameter count).
+
+No number is measured on the programs it was chosen from: with the corpus's selection / evaluation split
+(neuro/split.py; `eval_fraction` and `split_seed` in the config), the neurons (and so the random
+control's exclusion) come from statistics of the selection side only (`select_finetune_neurons`),
+training uses the target language's selection-side programs, and the loss (and pass@k) before and after
+is measured on the evaluation side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from neuro.instrument.tokens import encode
+from neuro.instrument.hooks import hooked
+from neuro.code.corpus import Snippet
+from neuro.instrument.ablation import as_layer_map, count, language_losses, random_like
+from neuro.jobs.runner import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
+from neuro.jobs.runner import run_job as run_in_process
+from neuro.model.loading import LoadedModel, load_model
+from neuro.model.adapters import UnsupportedArchitecture
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+from neuro.training.lora import apply_lora, get_module, is_conv1d, linear_modules, lora_size, merged_lora, trainable_parameters
+from neuro.training.loop import common_reasons, load_job_model, train
+from neuro.training.memory import estimate_training_bytes, memory_reason
+from neuro.training.checkpoints import load_pretrained_weights, load_tensors, save_tensors
+from neuro.training.batches import make_batches
+
+
+METHODS = ("neurons", "random", "full", "lora")
+
+NEURON_SETS = ("specific", "specific+universal")
+
+METHOD_LABELS = {"neurons": "Neuron-guided", "random": "Random neurons (control)", "full": "Full fine-tuning",
+                 "lora": "LoRA (peft)"}
+
+_FUSED_GATE_UP = {"phi3": "gate_up_proj"}  # gate rows [0, I), up rows [I, 2I)
+
+_INPUT_PROJ = {"gpt2": "c_fc", "gpt_bigcode": "c_fc", "gpt_neox": "dense_h_to_4h", "starcoder2": "c_fc"}
+
+@dataclass(frozen=True)
+class FfnParts:
+    """The projections of one FFN that hold a neuron's parameters."""
+
+    down: nn.Module
+    gate: nn.Module | None = None    # gated: rows feed act()
+    up: nn.Module | None = None      # gated: rows multiplied by act(gate)
+    fused: nn.Module | None = None   # gated with one gate+up projection (Phi-3)
+    input: nn.Module | None = None   # non-gated input projection
+
+def ffn_parts(loaded: LoadedModel, layer: int) -> FfnParts:
+    site = loaded.sites()[layer]
+    mlp = get_module(site.block, loaded.adapter.mlp)
+    name = loaded.adapter.name
+    if loaded.adapter.gated:
+        if name in _FUSED_GATE_UP:
+            return FfnParts(site.down, fused=getattr(mlp, _FUSED_GATE_UP[name]))
+        return FfnParts(site.down, gate=mlp.gate_proj, up=site.up)
+    if name not in _INPUT_PROJ:
+        raise UnsupportedArchitecture(f"{name}: the FFN input projection is not named in finetune._INPUT_PROJ")
+    return FfnParts(site.down, input=getattr(mlp, _INPUT_PROJ[name]))
+
+def _add_rows(module: nn.Module, rows, delta: torch.Tensor) -> None:
+    """W[rows, :] += delta (k x in) for a linear layer; Conv1D stores W transposed."""
+    w = module.weight.data
+    if is_conv1d(module):
+        w[:, rows] += delta.T.to(w.dtype)
+    else:
+        w[rows] += delta.to(w.dtype)
+
+def _add_columns(module: nn.Module, columns, delta: torch.Tensor) -> None:
+    """W[:, columns] += delta (out x k) for a linear layer; Conv1D stores W transposed."""
+    w = module.weight.data
+    if is_conv1d(module):
+        w[columns] += delta.T.to(w.dtype)
+    else:
+        w[:, columns] += delta.to(w.dtype)
+
+def owned_parameters(loaded: LoadedModel, layer: int) -> int:
+    """Parameters one neuron of `layer` owns (what NeuronDeltas trains per neuron)."""
+    hidden = loaded.model.get_input_embeddings().embedding_dim
+    if loaded.adapter.gated:
+        return 3 * hidden
+    parts = ffn_parts(loaded, layer)
+    return 2 * hidden + (1 if getattr(parts.input, "bias", None) is not None else 0)
+
+class NeuronDeltas(nn.Module):
+    """Trainable deltas for the rows and columns a neuron set owns, applied by hooks (see module doc).
+
+    Per layer l with neuron indices idx (k of them), hidden size H:
+      w_in[l]   (k, H)  rows of gate_proj (gated) or of the input projection (non-gated)
+      w_up[l]   (k, H)  rows of up_proj (gated only)
+      b_in[l]   (k,)    input-projection bias entries (non-gated, when the projection has a bias)
+      w_down[l] (H, k)  columns of down_proj
+    Hooks: the FFN input x is kept (mlp pre-hook); the pre-activation gets w_in x (+ b_in) (act
+    pre-hook); gated: a[idx] += act(gate)[idx] * (w_up x) (down pre-hook, act output kept by an act
+    hook), which equals using up_proj + w_up; the output gets w_down a[idx] (down hook).
+    """
+
+    def __init__(self, loaded: LoadedModel, neurons: Mapping[int, Sequence[int]]):
+        super().__init__()
+        layer_map = {layer: idx for layer, idx in as_layer_map(neurons).items() if len(idx)}
+        width, n_layers = loaded.n_neurons, loaded.n_layers
+        for layer, idx in layer_map.items():
+            if not 0 <= layer < n_layers or idx.min() < 0 or idx.max() >= width:
+                raise ValueError(f"neurons of layer {layer} are outside {n_layers} layers x {width} neurons")
+        hidden = loaded.model.get_input_embeddings().embedding_dim
+        device = loaded.device
+        self.gated = loaded.adapter.gated
+        self.layers = sorted(layer_map)
+        self.w_in, self.w_up, self.b_in, self.w_down = (nn.ParameterDict() for _ in range(4))
+        for layer in self.layers:
+            k, key = len(layer_map[layer]), str(layer)
+            self.register_buffer(f"idx_{layer}", torch.as_tensor(layer_map[layer], dtype=torch.long, device=device))
+            zeros = lambda *shape: nn.Parameter(torch.zeros(*shape, device=device))  # noqa: E731
+            self.w_in[key] = zeros(k, hidden)
+            self.w_down[key] = zeros(hidden, k)
+            if self.gated:
+                self.w_up[key] = zeros(k, hidden)
+            elif getattr(ffn_parts(loaded, layer).input, "bias", None) is not None:
+                self.b_in[key] = zeros(k)
+
+    def index(self, layer: int) -> torch.Tensor:
+        return getattr(self, f"idx_{layer}")
+
+    def neurons(self) -> dict[int, list[int]]:
+        return {layer: self.index(layer).tolist() for layer in self.layers}
+
+    def size(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @contextmanager
+    def applied(self, loaded: LoadedModel):
+        """Every forward pass inside sees W + deltas; hooks are removed on exit (the model's lock is held)."""
+        sites = loaded.sites()
+        state: dict = {}
+
+        def register(handles: list) -> None:
+            for layer in self.layers:
+                site, key, idx = sites[layer], str(layer), self.index(layer)
+                mlp = get_module(site.block, loaded.adapter.mlp)
+
+                def keep_input(module, args, kwargs, layer=layer):
+                    state[layer, "x"] = args[0] if args else next(iter(kwargs.values()))
+
+                def shift_pre(module, args, key=key, idx=idx, layer=layer):
+                    pre, x = args[0], state[layer, "x"]
+                    bias = self.b_in[key].to(x.dtype) if key in self.b_in else None
+                    add = F.linear(x, self.w_in[key].to(x.dtype), bias)
+                    return (pre.index_add(pre.dim() - 1, idx, add.to(pre.dtype)),) + tuple(args[1:])
+
+                def keep_act(module, args, out, layer=layer):
+                    state[layer, "act"] = out
+
+                def shift_act(module, args, key=key, idx=idx, layer=layer):
+                    a, x = args[0], state[layer, "x"]
+                    gate = state[layer, "act"].index_select(a.dim() - 1, idx)
+                    add = gate * F.linear(x, self.w_up[key].to(x.dtype)).to(gate.dtype)
+                    return (a.index_add(a.dim() - 1, idx, add.to(a.dtype)),) + tuple(args[1:])
+
+                def add_out(module, args, out, key=key, idx=idx):
+                    a = args[0].index_select(args[0].dim() - 1, idx)
+                    return out + F.linear(a, self.w_down[key].to(a.dtype)).to(out.dtype)
+
+                handles.append(mlp.register_forward_pre_hook(keep_input, with_kwargs=True))
+                handles.append(site.act.register_forward_pre_hook(shift_pre))
+                if self.gated:
+                    handles.append(site.act.register_forward_hook(keep_act))
+                    handles.append(site.down.register_forward_pre_hook(shift_act))
+                handles.append(site.down.register_forward_hook(add_out))
+
+        try:
+            with loaded.lock, hooked(register):
+                yield self
+        finally:
+            state.clear()
+
+    @torch.no_grad()
+    def merge_into(self, loaded: LoadedModel) -> None:
+        """Add the deltas into the model's weights (the same model shape; e.g. a fresh copy for export)."""
+        width = loaded.n_neurons
+        for layer in self.layers:
+            key, idx = str(layer), self.index(layer).cpu()
+            parts = ffn_parts(loaded, layer)
+            if parts.fused is not None:
+                _add_rows(parts.fused, idx, self.w_in[key].cpu())
+                _add_rows(parts.fused, idx + width, self.w_up[key].cpu())
+            elif self.gated:
+                _add_rows(parts.gate, idx, self.w_in[key].cpu())
+                _add_rows(parts.up, idx, self.w_up[key].cpu())
+            else:
+                _add_rows(parts.input, idx, self.w_in[key].cpu())
+                if key in self.b_in:
+                    parts.input.bias.data[idx] += self.b_in[key].cpu().to(parts.input.bias.dtype)
+            _add_columns(parts.down, idx, self.w_down[key].cpu())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.named_parameters()}
+
+    def load_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(tensors[name].to(p.device, p.dtype))
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything a fine-tuning job needs (JSON-ready through `to_params`).
+
+    neurons: {layer: indices}: what is trained (neurons, random) or what LoRA is sized and placed
+    against (lora); ignored by full fine-tuning; chosen on the selection side of the split that
+    `eval_fraction` and `split_seed` define (see `select_finetune_neurons`). lora_rank 0: sized to the
+    neuron count. seed: training (batch order) and the random control's draw.
+    """
+
+    model: str
+    target: str
+    method: str = "neurons"
+    neuron_set: str = "specific"
+    neurons: dict[int, list[int]] = field(default_factory=dict)
+    steps: int = 100
+    lr: float = 1e-3
+    batch_tokens: int = 2048
+    max_length: int = 256
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    split_seed: int = 0
+    seed: int = 0
+    lora_rank: int = 0
+    pass_at_k: bool = False
+    max_new_tokens: int = 256
+    checkpoint_every: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+
+    def to_params(self) -> dict:
+        params = asdict(self)
+        params["neurons"] = {str(k): [int(x) for x in v] for k, v in self.neurons.items()}
+        return params
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> FinetuneConfig:
+        params = dict(params)
+        params["neurons"] = {int(k): list(v) for k, v in (params.get("neurons") or {}).items()}
+        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def n_neurons(self) -> int:
+        return count(self.neurons) if self.neurons else 0
+
+    def label(self) -> str:
+        what = METHOD_LABELS.get(self.method, self.method)
+        size = f", {self.n_neurons} neurons" if self.method in ("neurons", "random") else ""
+        return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}"
+
+
+    @property
+    def split_params(self) -> SplitParams:
+        return SplitParams(eval_fraction=self.eval_fraction, seed=self.split_seed)
+
+def finetune_split(snippets: Sequence[Snippet], config: FinetuneConfig) -> CorpusSplit:
+    """The corpus's selection / evaluation split this run uses (trains on one side, evaluates on the other)."""
+    return split_corpus(snippets, config.split_params)
+
+def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None, *, store=None,
+                            max_length: int = 512, progress=None):
+    """The NeuronSelection a run draws its neurons from: PLS statistics (gradients) of the split's
+    SELECTION side only, so no evaluation-side program influences which neurons are trained (or which
+    the random control avoids). `params`: SelectionParams (None: its defaults, e.g. the score)."""
+    from neuro.results.statistics import corpus_statistics
+    from neuro.analysis.selectivity import select_neurons
+
+    stats, _ = corpus_statistics(loaded, split.selection, max_length=max_length, store=store, progress=progress)
+    return select_neurons(stats, "pls", params)
+
+def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = "neurons",
+                  neuron_set: str = "specific", split: CorpusSplit | None = None, **options) -> FinetuneConfig:
+    """A config with the neuron set resolved: the target's specific neurons (plus universal ones), or
+    for "random" as many random neurons per layer, none of them in that set.
+
+    `selection` must come from the selection side of `split` (`select_finetune_neurons`); the config
+    records that split's parameters, so the run trains and evaluates on the same sides."""
+    if split is not None:
+        options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
+    neurons = {}
+    if target in selection.languages:
+        neurons = as_layer_map(selection.neurons_for(target))
+        if neuron_set == "specific+universal":
+            both = {layer: list(v) for layer, v in neurons.items()}
+            for layer, idx in selection.universal_neurons().items():
+                both.setdefault(layer, []).extend(idx.tolist())
+            neurons = as_layer_map(both)
+    if method == "random":
+        neurons = random_like(neurons, loaded.n_neurons, seed=options.get("seed", 0), exclude=neurons)
+    neurons = {int(layer): [int(x) for x in idx] for layer, idx in neurons.items() if len(idx)}
+    return FinetuneConfig(model=loaded.source, target=target, method=method, neuron_set=neuron_set,
+                          neurons=neurons, **options)
+
+def _lora_targets(loaded: LoadedModel, config: FinetuneConfig) -> list[str]:
+    return linear_modules(loaded, sorted(config.neurons), within=loaded.adapter.mlp)
+
+def _neuron_param_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
+    return sum(len(idx) * owned_parameters(loaded, layer) for layer, idx in config.neurons.items())
+
+def lora_rank_for(loaded: LoadedModel, config: FinetuneConfig) -> int:
+    """The configured rank, or the rank whose trainable count is closest to the neuron-guided count."""
+    if config.lora_rank:
+        return int(config.lora_rank)
+    per_rank = lora_size(loaded, _lora_targets(loaded, config), 1)
+    return max(1, int(round(_neuron_param_count(loaded, config) / max(per_rank, 1))))
+
+def trainable_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
+    """Parameters the job will train (computed without changing the model)."""
+    if config.method in ("neurons", "random"):
+        return _neuron_param_count(loaded, config)
+    if config.method == "lora":
+        return lora_size(loaded, _lora_targets(loaded, config), lora_rank_for(loaded, config))
+    return sum(p.numel() for p in loaded.model.parameters())
+
+def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
+                      memory_budget: int | None = None) -> list[str]:
+    """Every reason to refuse this run (empty: fine)."""
+    reasons = []
+    if config.method not in METHODS:
+        reasons.append(f"unknown method {config.method!r}; use one of {', '.join(METHODS)}")
+    if config.neuron_set not in NEURON_SETS:
+        reasons.append(f"unknown neuron set {config.neuron_set!r}; use one of {', '.join(NEURON_SETS)}")
+    width = loaded.n_neurons
+    for layer, idx in config.neurons.items():
+        if not 0 <= layer < loaded.n_layers or any(not 0 <= int(i) < width for i in idx):
+            reasons.append(f"neurons of layer {layer} lie outside {loaded.n_layers} layers x {width} neurons")
+            break
+    needs_neurons = config.method in ("neurons", "random") or (config.method == "lora" and not config.lora_rank)
+    if needs_neurons and config.n_neurons == 0:
+        reasons.append(f"no neurons selected: {config.target} has no {config.neuron_set} neurons with these "
+                       "selection parameters (loosen them, e.g. a larger top fraction, or add universal neurons)")
+    reasons += common_reasons(config.steps, config.lr, config.batch_tokens, loaded.weights_loaded)
+    if config.max_length < 8:
+        reasons.append(f"max length must be >= 8 tokens, got {config.max_length}")
+    split = None
+    try:
+        split = finetune_split(snippets, config)
+    except ValueError as err:
+        reasons.append(str(err))
+    languages = sorted({s.lang for s in snippets})
+    if config.target not in languages:
+        reasons.append(f"the corpus has no {config.target} programs (it has: {', '.join(languages) or 'none'})")
+    elif split is not None:
+        if not any(s.lang == config.target for s in split.selection):
+            reasons.append(f"empty training set: no {config.target} programs on the selection side of the split")
+        if not any(s.lang == config.target for s in split.evaluation):
+            reasons.append(f"the evaluation side of the split has no {config.target} programs; raise the "
+                           "evaluated share or change the split seed")
+    if not reasons:
+        needed = estimate_training_bytes(loaded, trainable_count(loaded, config), config.batch_tokens,
+                                         full=config.method == "full", dtype=config.dtype, device=config.device)
+        reason = memory_reason(needed, memory_budget, config.device)
+        if reason:
+            reasons.append(reason)
+    return reasons
+
+def start_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Sequence[Snippet], *,
+                   root=None, memory_budget: int | None = None, detach: bool = True,
+                   run_loaded: LoadedModel | None = None) -> JobInfo:
+    """Validate, then start the job (detached: in the background; else here, returning when done).
+
+    Raises JobRefused with every reason when the run cannot start; nothing is created then.
+    `run_loaded`: for a foreground run, the model to train in place of loading a fresh copy.
+    """
+    reasons = validate_finetune(config, loaded, snippets, memory_budget)
+    if reasons:
+        raise JobRefused(reasons)
+    folder = create_job("finetune", config.to_params(), label=config.label(), snippets=snippets, root=root)
+    if detach:
+        launch(folder)
+        return read_job(folder, reconcile=False)
+    return run_in_process(folder, loaded=run_loaded, echo=True)
+
+class _Adaptation:
+    """One method's trainable state: its parameters, how it is applied, and how it is saved."""
+
+    def __init__(self, loaded: LoadedModel, config: FinetuneConfig):
+        self.loaded, self.config, self.method = loaded, config, config.method
+        self.deltas = self.peft = None
+        self.rank = 0
+        if self.method in ("neurons", "random"):
+            self.deltas = NeuronDeltas(loaded, config.neurons)
+            self.params = list(self.deltas.parameters())
+        elif self.method == "lora":
+            self.rank = lora_rank_for(loaded, config)
+            self.targets = _lora_targets(loaded, config)
+            self.peft = apply_lora(loaded, self.targets, self.rank)
+            self.params = trainable_parameters(loaded.model)
+        else:
+            loaded.model.requires_grad_(True)
+            self.params = trainable_parameters(loaded.model)
+
+    def applied(self):
+        return self.deltas.applied(self.loaded) if self.deltas is not None else nullcontext()
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """The trainable state; `extra` (JSON) rides along in meta.json, e.g. what a resume need not redo."""
+        meta = {"method": self.method, "config": self.config.to_params(), **(extra or {})}
+        if self.deltas is not None:
+            save_tensors(folder, self.deltas.state_tensors(), meta)
+        elif self.peft is not None:
+            from peft import get_peft_model_state_dict
+            save_tensors(folder, get_peft_model_state_dict(self.peft), {**meta, "rank": self.rank,
+                                                                         "targets": self.targets})
+        else:
+            (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+            self.loaded.model.save_pretrained(folder / "model")
+
+    def load(self, folder: Path) -> None:
+        """Restore the trainable state `save` wrote (resuming a job)."""
+        if self.deltas is not None:
+            self.deltas.load_tensors(load_tensors(folder)[0])
+        elif self.peft is not None:
+            from peft import set_peft_model_state_dict
+            set_peft_model_state_dict(self.peft, load_tensors(folder)[0])
+        else:
+            load_pretrained_weights(self.loaded.model, folder / "model")
+
+def lm_sequences(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int) -> list[tuple[list, list]]:
+    """(ids, flags) for language modelling: every token after the first is a target."""
+    out = []
+    for s in snippets:
+        ids = encode(loaded, s.code, max_length).ids
+        out.append((ids, [1] * len(ids)))
+    return out
+
+def _pad_id(loaded: LoadedModel) -> int:
+    tok = loaded.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+def _sandbox() -> dict:
+    from neuro.code.sandbox import sandbox_features
+    return sandbox_features()
+
+def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig) -> dict | None:
+    from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k
+
+    todo = [s for s in snippets if s.test]
+    if not todo:
+        return None
+    result = evaluate_pass_at_k(loaded, todo, GenerationParams(max_new_tokens=config.max_new_tokens, seed=config.seed))
+    return {lang: {str(k): v for k, v in by_k.items()} for lang, by_k in result.by_language.items()}
+
+def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig, ctx,
+             checkpoint=None, resume: Path | None = None) -> dict:
+    """Train `config.method` on the target language's selection-side programs; evaluate the loss per
+    language (and pass@k) on the evaluation side before and after. `checkpoint(write)` saves a checkpoint
+    folder that `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
+    split = finetune_split(snippets, config)
+    target_train = [s for s in split.selection if s.lang == config.target]
+    heldout = split.evaluation
+    target_heldout = [s for s in heldout if s.lang == config.target]
+    ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} evaluation programs "
+            f"in {len({s.lang for s in heldout})} languages ({split.caption()})")
+    eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
+    saved = read_json(resume / "meta.json", {}) if resume is not None else {}
+    if "before" in saved:  # resumed: the evaluation before training is in the checkpoint
+        before, pass_before = saved["before"], saved.get("pass_before")
+    else:
+        ctx.progress(0, 1, "evaluating before training")
+        before = language_losses(loaded, heldout, **eval_kwargs)
+        pass_before = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+    ctx.check()
+    torch.manual_seed(config.seed)
+    adaptation = _Adaptation(loaded, config)
+    if resume is not None:
+        adaptation.load(resume)
+    batches = make_batches(lm_sequences(loaded, target_train, config.max_length), _pad_id(loaded), loaded.device,
+                           config.batch_tokens)
+    ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
+            f"{len(batches)} batches")
+    extra = {"before": before, "pass_before": pass_before}
+    save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
+        if checkpoint else None
+    with adaptation.applied():
+        report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
+                       seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
+        ctx.progress(0, 1, "evaluating after training")
+        after = language_losses(loaded, heldout, **eval_kwargs)
+        pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+    delta = {lang: after[lang] - before[lang] for lang in before}
+    others = [v for lang, v in delta.items() if lang != config.target]
+    model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
+    result = {
+        "config": config.to_params(), "target": config.target, "method": config.method,
+        "neuron_set": config.neuron_set, "neurons": config.n_neurons if config.method in ("neurons", "random") else 0,
+        "neurons_per_layer": {str(k): len(v) for k, v in config.neurons.items()},
+        "lora_rank": adaptation.rank or None, "model_params": model_params,
+        "train_programs": len(target_train), "heldout_programs": len(heldout), "split": split.summary(),
+        "device": str(loaded.device),
+        **report.summary(),
+        "heldout_before": before, "heldout_after": after, "heldout_delta": delta,
+        "target_delta": delta.get(config.target), "others_delta_mean": float(np.mean(others)) if others else None,
+        "pass_at_k_before": pass_before, "pass_at_k_after": pass_after,
+        "sandbox": _sandbox() if config.pass_at_k else None,
+    }
+    result["trainable_share"] = result["trainable_params"] / max(model_params, 1)
+    result["losses"] = report.losses
+    return result
+
+def run_job(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
+    """Job entry point ("finetune")."""
+    config = FinetuneConfig.from_params(params)
+    snippets = ctx.snippets()
+    ctx.progress(0, 1, "loading the model")
+    loaded = load_job_model(params, loaded)
+    ctx.log(f"model {loaded.source} on {loaded.device}")
+    result = finetune(loaded, snippets, config, ctx, checkpoint=ctx.save_checkpoint, resume=ctx.resume_from)
+    result.pop("losses")  # already in metrics.json
+    return result
+
+def adapted_model(job_dir: str | os.PathLike):
+    """The job's base model with its trained state merged into the weights, and the tokenizer: what
+    tasks.export writes as a Hugging Face folder (W_eff = W + deltas; LoRA merged; full: the weights)."""
+    checkpoint = Path(job_dir) / "checkpoint"
+    config = FinetuneConfig.from_params((read_json(Path(job_dir) / "spec.json", {}) or {}).get("params", {}))
+    base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    if config.method in ("neurons", "random"):
+        deltas = NeuronDeltas(base, config.neurons)
+        deltas.load_tensors(load_tensors(checkpoint)[0])
+        deltas.merge_into(base)
+        return base.model, base.tokenizer
+    if config.method == "lora":
+        tensors, meta = load_tensors(checkpoint)
+        return merged_lora(base, tensors, meta["targets"], int(meta["rank"])), base.tokenizer
+    load_pretrained_weights(base.model, checkpoint / "model")
+    return base.model, base.tokenizer
+
+def split_label(summary: Mapping | None) -> str | None:
+    """'30% evaluated, seed 0' from a result's split summary (None for jobs from before the shared split)."""
+    if not summary:
+        return None
+    return f"{summary['eval_fraction']:.0%} evaluated, seed {summary['seed']}"
+
+def results_table(jobs: Sequence[JobInfo]) -> pd.DataFrame:
+    """One row per finished fine-tuning job: what was trained, at what cost, and the evaluation-side losses."""
+    rows = []
+    for job in jobs:
+        if job.kind != "finetune" or job.state != "finished":
+            continue
+        r = job_result(job) or {}
+        if not r:
+            continue
+        target = r["target"]
+        rows.append({
+            "target": target, "method": r["method"], "neurons": r.get("neurons"),
+            "trainable_params": r["trainable_params"],
+            "trainable_%": round(100 * r.get("trainable_share", math.nan), 4),
+            "target_loss_before": r["heldout_before"].get(target), "target_loss_after": r["heldout_after"].get(target),
+            "target_delta": r["target_delta"], "others_delta_mean": r["others_delta_mean"],
+            "peak_memory_mb": r.get("peak_memory_mb"), "memory_overhead_mb": r.get("memory_overhead_mb"),
+            "optimizer_state": r["optimizer_state"], "s_per_step": r.get("seconds_per_step"), "steps": r["steps"],
+            "lr": r["config"]["lr"], "neuron_set": r.get("neuron_set"), "lora_rank": r.get("lora_rank"),
+            "split": split_label(r.get("split")), "job": job.id,
+        })
+    return pd.DataFrame(rows)

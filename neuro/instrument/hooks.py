@@ -1,0 +1,39 @@
+"""TODO docstring (neuro.instrument.hooks)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+import torch
+from neuro.model.loading import LoadedModel
+
+
+@contextmanager
+def hooked(register: Callable[[list], None]) -> Iterator[None]:
+    """Run `register(handles)` and guarantee every handle it appended is removed afterwards."""
+    handles: list = []
+    try:
+        register(handles)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+class _StopForward(Exception):
+    """Raised by a block hook to end a forward pass early (nothing above that block is needed)."""
+
+def _forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, last_layer: int | None) -> None:
+    sites = loaded.sites()
+    stop_at = len(sites) - 1 if last_layer is None else last_layer
+
+    def stop(module, args, output):
+        raise _StopForward
+
+    handle = sites[stop_at].block.register_forward_hook(stop) if stop_at < len(sites) - 1 else None
+    try:
+        loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        if handle is not None:
+            handle.remove()

@@ -1,0 +1,491 @@
+"""Hook-based capture of FFN neuron activity: corpus statistics, token traces, pooled hidden states.
+
+Every capture installs its hooks inside a context manager that removes them in `finally`, and holds
+the model's lock for its whole duration, so browser sessions sharing one loaded model never see each
+other's hooks. Corpus statistics are reduced inside the hooks to per-(layer, neuron) accumulators:
+memory is O(layers x neurons) whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from collections.abc import Sequence
+import numpy as np
+import torch
+from neuro.code.corpus import Snippet
+from neuro.model.loading import LoadedModel
+from neuro.model.adapters import NeuronSite
+from neuro.instrument.hooks import _forward_until, hooked
+from neuro.instrument.losses import sample_losses, token_losses
+from neuro.instrument.tokens import Encoded, _pad_id, collate, encode, length_batches, real_token_mask
+from neuro.progress import Progress
+
+
+def _check_width(site: NeuronSite, tensor: torch.Tensor, expected: int) -> None:
+    if tensor.shape[-1] != expected:
+        raise RuntimeError(f"layer {site.layer}: captured width {tensor.shape[-1]} != intermediate size "
+                           f"{expected}; the adapter names the wrong module")
+
+POSITION_BITS = 20  # a top-k token id is snippet_index << POSITION_BITS | token_position
+
+UNIT_BUDGET = 1 << 26  # values per per-unit array (units x layers x neurons) kept for the permutation null
+
+STATS_VERSION = 3  # 3: summed-loss gradients, BOS excluded, attribution with both signs, per-unit scores
+
+@dataclass
+class CorpusStats:
+    """Per-language, per-(layer, neuron) accumulators over a corpus.
+
+    Gradients g_t = dL/da_t come from one backward pass of each program's *summed* next-token
+    cross-entropy L (a mean loss would put 1/T into every gradient and make short programs score higher).
+    A program's real tokens are its own: BOS, padding and other special tokens are excluded.
+
+    act_abs_sum: sum over real tokens of |a|;  active_count: real tokens with act_fn(gate) > 0 (LAPE);
+    pls_sum: sum over programs of the mean over the program's real tokens of |a_t * g_t| (PLS);
+    attribution_sum: sum over programs of -(1/T) sum_t a_t * g_t over every position the model reads
+    (BOS included, as ablation zeroes it too), T = the program's number of next-token targets: the
+    first-order estimate of the change in the program's mean loss when the neuron is zeroed, signs
+    kept; tokens (real) / samples / loss_sum (of programs' mean losses) per language.
+
+    Per unit (a program, or a block of one language's programs on models too large for that, see
+    `unit_plan`): unit_pls, unit_attribution, unit_active (units, layers, neurons) with unit_tokens,
+    unit_samples and unit_lang (index into `languages`): the same sums per unit, so a permutation of
+    language labels among units gives the chance level of any selection rule (neuro.selectivity).
+
+    Optional, pooled over languages: type_sum / type_count, the sum of activations per tree-sitter
+    node type (the syntax profile, node type names in meta["node_types"]); top_values / top_ids, the
+    k largest activations of each neuron and where they occurred (see POSITION_BITS).
+    """
+
+    languages: list[str]
+    act_abs_sum: np.ndarray   # (languages, layers, neurons) float32
+    active_count: np.ndarray  # (languages, layers, neurons) float32
+    pls_sum: np.ndarray | None  # (languages, layers, neurons) float32, None without gradients
+    tokens: np.ndarray        # (languages,)
+    samples: np.ndarray       # (languages,)
+    loss_sum: np.ndarray      # (languages,)
+    meta: dict = field(default_factory=dict)
+    type_sum: np.ndarray | None = None    # (layers, node types, neurons) float32
+    type_count: np.ndarray | None = None  # (node types,)
+    top_values: np.ndarray | None = None  # (layers, k, neurons) float32, descending
+    top_ids: np.ndarray | None = None     # (layers, k, neurons) int64
+    attribution_sum: np.ndarray | None = None  # (languages, layers, neurons) float32, with gradients
+    unit_pls: np.ndarray | None = None          # (units, layers, neurons) float32
+    unit_attribution: np.ndarray | None = None  # (units, layers, neurons) float32
+    unit_active: np.ndarray | None = None       # (units, layers, neurons) float32
+    unit_tokens: np.ndarray | None = None       # (units,)
+    unit_samples: np.ndarray | None = None      # (units,)
+    unit_lang: np.ndarray | None = None         # (units,) int64
+
+    _OPTIONAL = ("pls_sum", "type_sum", "type_count", "top_values", "top_ids", "attribution_sum", "unit_pls",
+                 "unit_attribution", "unit_active", "unit_tokens", "unit_samples", "unit_lang")
+    # what two shards of one corpus add up (unit_lang and the top-k are not sums)
+    SUMMED = ("act_abs_sum", "active_count", "pls_sum", "tokens", "samples", "loss_sum", "type_sum", "type_count",
+              "attribution_sum", "unit_pls", "unit_attribution", "unit_active", "unit_tokens", "unit_samples")
+
+    @property
+    def n_layers(self) -> int:
+        return self.act_abs_sum.shape[1]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.act_abs_sum.shape[2]
+
+    def mean_abs_activation(self) -> np.ndarray:
+        return self.act_abs_sum / np.maximum(self.tokens, 1)[:, None, None]
+
+    def activation_probability(self) -> np.ndarray:
+        return self.active_count / np.maximum(self.tokens, 1)[:, None, None]
+
+    def pls(self) -> np.ndarray:
+        """PLS(n, L): the mean over L's programs of the mean over their real tokens of |a_t * dL/da_t|."""
+        if self.pls_sum is None:
+            raise ValueError("these statistics were captured without gradients: no PLS")
+        return self.pls_sum / np.maximum(self.samples, 1)[:, None, None]
+
+    def attribution(self) -> np.ndarray:
+        """Mean over L's programs of -(1/T) sum_t a_t * dL/da_t: the estimated change of a program's mean
+        loss when the neuron is zeroed (positive: removing it hurts)."""
+        if self.attribution_sum is None:
+            raise ValueError("these statistics have no attribution (captured without gradients): recapture them")
+        return self.attribution_sum / np.maximum(self.samples, 1)[:, None, None]
+
+    def score(self, name: str) -> np.ndarray:
+        """A per-language score by name: "pls", "attribution" or "probability" (LAPE's)."""
+        return {"pls": self.pls, "attribution": self.attribution,
+                "probability": self.activation_probability}[name]()
+
+    def has_units(self) -> bool:
+        return self.unit_lang is not None and len(self.unit_lang) > 0
+
+    def unit_score(self, name: str, unit_lang: np.ndarray) -> np.ndarray:
+        """The per-language score with units labelled `unit_lang` (e.g. a permutation of the real labels):
+        sums over each label's units divided by its programs (tokens for "probability")."""
+        if not self.has_units():
+            raise ValueError("these statistics keep no per-program scores: recapture them for a chance level")
+        values = {"pls": self.unit_pls, "attribution": self.unit_attribution, "probability": self.unit_active}[name]
+        if values is None:
+            raise ValueError(f"these statistics have no per-program {name}")
+        weights = self.unit_tokens if name == "probability" else self.unit_samples
+        onehot = np.zeros((len(self.languages), len(unit_lang)), dtype=np.float64)
+        onehot[np.asarray(unit_lang), np.arange(len(unit_lang))] = 1.0
+        totals = np.tensordot(onehot, values, axes=(1, 0))
+        return totals / np.maximum(onehot @ weights, 1)[:, None, None]
+
+    def mean_loss(self) -> dict[str, float]:
+        return {lang: float(self.loss_sum[i] / max(self.samples[i], 1)) for i, lang in enumerate(self.languages)}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"act_abs_sum": self.act_abs_sum, "active_count": self.active_count, "tokens": self.tokens,
+                  "samples": self.samples, "loss_sum": self.loss_sum}
+        arrays.update({name: getattr(self, name) for name in self._OPTIONAL if getattr(self, name) is not None})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> CorpusStats:
+        return cls(languages=list(meta["languages"]), act_abs_sum=arrays["act_abs_sum"],
+                   active_count=arrays["active_count"], tokens=arrays["tokens"], samples=arrays["samples"],
+                   loss_sum=arrays["loss_sum"], meta=meta,
+                   **{name: arrays.get(name) for name in cls._OPTIONAL})
+
+    def merge(self, other: CorpusStats) -> CorpusStats:
+        """Sum of two shards' statistics of one corpus, e.g. from data-parallel ranks.
+
+        Top-k ids must already be global (snippet indices into the whole corpus), units the same plan.
+        """
+        if self.languages != other.languages or self.meta.get("node_types") != other.meta.get("node_types"):
+            raise ValueError("cannot merge statistics over different languages or node types")
+        summed = {name: None if getattr(self, name) is None else getattr(self, name) + getattr(other, name)
+                  for name in self.SUMMED}
+        top_values, top_ids = self.top_values, self.top_ids
+        if top_values is not None:
+            values = np.concatenate([self.top_values, other.top_values], axis=1)
+            ids = np.concatenate([self.top_ids, other.top_ids], axis=1)
+            order = np.argsort(-values, axis=1, kind="stable")[:, : self.top_values.shape[1]]
+            top_values, top_ids = np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1)
+        return CorpusStats(self.languages, meta=dict(self.meta), top_values=top_values, top_ids=top_ids,
+                           unit_lang=self.unit_lang, **summed)
+
+def unit_plan(snippets: Sequence[Snippet], languages: Sequence[str], n_layers: int, width: int,
+              budget: int = UNIT_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+    """(unit of each snippet (-1: not captured), language index of each unit).
+
+    One unit per program while units x layers x neurons fits `budget`; beyond it (a 32-layer model on a
+    large corpus) each language's programs are dealt in corpus order into equal blocks, as many per
+    language as fit (at least 2), so the permutation null runs on blocks instead of programs.
+    """
+    langs = list(languages)
+    members = {lang: [i for i, s in enumerate(snippets) if s.lang == lang] for lang in langs}
+    per_program = sum(len(m) for m in members.values())
+    blocks = None if per_program * n_layers * width <= budget else max(2, budget // (n_layers * width * len(langs)))
+    unit_of = np.full(len(snippets), -1, dtype=np.int64)
+    unit_lang: list[int] = []
+    for li, lang in enumerate(langs):
+        n_units = len(members[lang]) if blocks is None else min(blocks, len(members[lang]))
+        for j, i in enumerate(members[lang]):
+            unit_of[i] = len(unit_lang) + j % max(n_units, 1)
+        unit_lang += [li] * n_units
+    return unit_of, np.array(unit_lang, dtype=np.int64)
+
+class StatisticsHooks:
+    """Hooks and accumulators of one capture. Per-language sums are read and reset between languages;
+    the per-unit sums, the syntax profile and the running top-k are kept over the whole corpus."""
+
+    def __init__(self, loaded: LoadedModel, gradients: bool, n_node_types: int = 0, top_k: int = 0,
+                 n_units: int = 0):
+        self.sites = loaded.sites()
+        self.width = loaded.n_neurons
+        self.gradients = gradients
+        dev = loaded.device
+        shape = (len(self.sites), self.width)
+        self.act_abs = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.active = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.pls = torch.zeros(shape, dtype=torch.float32, device=dev)
+        self.attribution = torch.zeros(shape, dtype=torch.float32, device=dev)
+        # per unit, stored (layers, units, neurons) so a layer's slice is contiguous
+        unit_shape = (len(self.sites), n_units, self.width)
+        self.unit_active = torch.zeros(unit_shape, device=dev) if n_units else None
+        self.unit_pls = torch.zeros(unit_shape, device=dev) if n_units and gradients else None
+        self.unit_attribution = torch.zeros(unit_shape, device=dev) if n_units and gradients else None
+        self.n_types = n_node_types
+        self.type_sum = torch.zeros((len(self.sites), n_node_types, self.width), device=dev) if n_node_types else None
+        self.type_count = torch.zeros(n_node_types, device=dev)
+        self.top_k = top_k
+        self.top_values = torch.full((len(self.sites), top_k, self.width), -torch.inf, device=dev) if top_k else None
+        self.top_ids = torch.full((len(self.sites), top_k, self.width), -1, dtype=torch.long, device=dev) if top_k \
+            else None
+        self.real: torch.Tensor | None = None          # (batch, seq): 1 for a program's own tokens
+        self.pls_weight: torch.Tensor | None = None    # (batch, seq): real / (real tokens of the program)
+        self.attr_weight: torch.Tensor | None = None   # (batch, seq): -mask / (targets of the program)
+        self.units: torch.Tensor | None = None         # (batch,) unit of each program
+        self.type_onehot: torch.Tensor | None = None   # (node types, batch*seq)
+        self.token_ids: torch.Tensor | None = None     # (batch*seq,) global token id, -1 for padding and BOS
+
+    def set_batch(self, mask: torch.Tensor, real: torch.Tensor | None = None, units: torch.Tensor | None = None,
+                  node_types: torch.Tensor | None = None, token_ids: torch.Tensor | None = None) -> None:
+        """Per-batch inputs: attention mask; real-token mask (default: the attention mask); unit of each
+        program; node type id per token (-1: none); global token ids (-1: not a real token)."""
+        real = mask if real is None else real
+        self.real = real
+        self.pls_weight = real / real.sum(1, keepdim=True).clamp(min=1)
+        self.attr_weight = -mask / mask[:, 1:].sum(1, keepdim=True).clamp(min=1)
+        self.units = units
+        if self.n_types:
+            flat = torch.where(real.reshape(-1) > 0, node_types.reshape(-1), -1)
+            onehot = torch.zeros((self.n_types, flat.numel()), device=mask.device)
+            keep = flat >= 0
+            onehot[flat[keep], keep.nonzero()[:, 0]] = 1.0
+            self.type_onehot = onehot
+            self.type_count += onehot.sum(1)
+        if self.top_k:
+            self.token_ids = torch.where(real.reshape(-1) > 0, token_ids.reshape(-1), -1)
+
+    def reset(self) -> None:
+        for acc in (self.act_abs, self.active, self.pls, self.attribution):
+            acc.zero_()
+
+    def _reduce(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """weights (rows, N) @ values (N, width) in float32 (GPU GEMMs accumulate in fp32)."""
+        out = torch.mm(weights.to(values.dtype), values.reshape(-1, self.width)).float()
+        return out[0] if out.shape[0] == 1 else out
+
+    def _per_program(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Per program, sum_t weights[b, t] * values[b, t, :]: (batch, width) float32."""
+        rows = torch.bmm(weights.to(values.dtype).unsqueeze(1), values.reshape(*weights.shape, self.width))
+        return rows.squeeze(1).float()
+
+    @staticmethod
+    def _add(layer: int, language_acc: torch.Tensor, unit_acc: torch.Tensor | None, rows: torch.Tensor,
+             units: torch.Tensor | None) -> None:
+        language_acc[layer] += rows.sum(0)
+        if unit_acc is not None:
+            unit_acc[layer].index_add_(0, units, rows)
+
+    def register(self, handles: list) -> None:
+        for site in self.sites:
+            handles.append(site.down.register_forward_pre_hook(self._down_hook(site)))
+            handles.append(site.act.register_forward_hook(self._act_hook(site)))
+            if self.gradients and site.up is not None:
+                handles.append(site.up.register_forward_hook(self._up_hook(site)))
+
+    def _down_hook(self, site: NeuronSite):
+        hold_activation = self.gradients and site.up is None
+
+        def hook(module, args):
+            a = args[0]
+            _check_width(site, a, self.width)
+            detached = a.detach()
+            self.act_abs[site.layer] += self._reduce(self.real.reshape(1, -1), detached.abs())
+            if self.n_types:
+                self.type_sum[site.layer] += self._reduce(self.type_onehot, detached)
+            if self.top_k:
+                self._update_top(site.layer, detached.reshape(-1, self.width))
+            if hold_activation and a.requires_grad:
+                # Non-gated FFN: a * dL/da needs `a` itself when its gradient arrives.
+                weights = (self.pls_weight, self.attr_weight, self.units)
+                a.register_hook(lambda g: self._add_gradient(site.layer, weights, detached * g))
+        return hook
+
+    def _update_top(self, layer: int, flat: torch.Tensor) -> None:
+        real = self.token_ids >= 0
+        values = flat.float().masked_fill(~real[:, None], -torch.inf)
+        k = min(self.top_k, values.shape[0])
+        batch_values, rows = values.topk(k, dim=0)
+        merged_values = torch.cat([self.top_values[layer], batch_values])
+        merged_ids = torch.cat([self.top_ids[layer], self.token_ids[rows]])
+        best, order = merged_values.topk(self.top_k, dim=0)
+        self.top_values[layer] = best
+        self.top_ids[layer] = merged_ids.gather(0, order)
+
+    def _act_hook(self, site: NeuronSite):
+        def hook(module, args, out):
+            _check_width(site, out, self.width)
+            fired = (out.detach() > 0).to(out.dtype)
+            self._add(site.layer, self.active, self.unit_active, self._per_program(self.real, fired), self.units)
+        return hook
+
+    def _up_hook(self, site: NeuronSite):
+        def hook(module, args, up):
+            # Gated FFN: a = act(gate) * up, so a * dL/da = up * dL/dup. Autograd keeps `up` for the
+            # product's backward anyway, so holding it here until its gradient arrives costs nothing.
+            # The hook must not refer to `up` itself: up -> its hook -> up is a reference cycle that keeps
+            # every batch's `up` alive until Python's cyclic GC runs (peak memory grew with the corpus).
+            if up.requires_grad:
+                weights, held = (self.pls_weight, self.attr_weight, self.units), up.detach()
+                up.register_hook(lambda g: self._add_gradient(site.layer, weights, held * g))
+        return hook
+
+    def _add_gradient(self, layer: int, weights: tuple, product: torch.Tensor) -> None:
+        pls_weight, attr_weight, units = weights  # of the batch whose gradient this is
+        self._add(layer, self.attribution, self.unit_attribution, self._per_program(attr_weight, product), units)
+        self._add(layer, self.pls, self.unit_pls, self._per_program(pls_weight, product.abs_()), units)
+
+def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet],
+                         max_types: int) -> tuple[list[str], list[list[int]]]:
+    """Per token, the id of its smallest enclosing named node type (-1 for none).
+
+    The `max_types - 1` most frequent types keep their names; the rest share "(other)".
+    """
+    from collections import Counter
+
+    from neuro.code.syntax import align_tokens
+
+    names = [[node.type for node in align_tokens(s.code, s.lang, e.offsets)] for s, e in zip(snippets, encoded)]
+    counts = Counter(t for row in names for t in row if t is not None)
+    vocab = [t for t, _ in counts.most_common(max_types - 1)]
+    if len(counts) > len(vocab):
+        vocab.append("(other)")
+    index = {t: i for i, t in enumerate(vocab)}
+    other = index.get("(other)", -1)
+    ids = [[-1 if t is None else index.get(t, other) for t in row] for row in names]
+    return vocab, ids
+
+def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
+                       syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
+                       max_length: int = 512, batch_tokens: int = 4096, max_batch: int = 32,
+                       languages: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
+                       units: bool = True, progress: Progress | None = None,
+                       indices: Sequence[int] | None = None) -> CorpusStats:
+    """Per-language neuron statistics of a corpus: one forward (and one backward) pass per batch.
+
+    `shard=(rank, world)` processes only the snippets whose index % world == rank (data parallel; the
+    shards' statistics sum to the whole corpus's, see neuro.distributed). `indices` likewise processes
+    only those snippets (a chunk of a resumable pass, neuro.resume); units, node types and top-k ids stay
+    those of the whole list, so the statistics of disjoint index sets sum to the whole corpus's.
+
+    Gradients are activation-only: parameters stay frozen and the backward of each program's summed
+    next-token loss starts from input embeddings that require grad, so no parameter gradient is ever
+    computed or stored. `syntax` adds the per-node-type profile, `top_k` the k most activating tokens
+    of every neuron and `units` the per-program (or per-block) scores, all in the same pass.
+    """
+    if not snippets:
+        raise ValueError("no snippets to capture")
+    loaded.require_weights()
+    langs = list(languages or dict.fromkeys(s.lang for s in snippets))
+    n_layers, width = loaded.n_layers, loaded.n_neurons
+    # float32 like the accumulators on the device: float64 would double the cache for no precision
+    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32)
+           for name in ("act_abs", "active", "pls", "attribution")}
+    tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
+    pad_id, device, model = _pad_id(loaded), loaded.device, loaded.model
+    embed = model.get_input_embeddings()
+    encoded = [encode(loaded, s.code, max_length) for s in snippets]
+    node_types, type_ids = node_type_vocabulary(encoded, snippets, max_node_types) if syntax else ([], None)
+    keep = None if indices is None else set(indices)
+    mine = [i for i in range(len(snippets))
+            if (shard is None or i % shard[1] == shard[0]) and (keep is None or i in keep)]
+    done, total = 0, sum(snippets[i].lang in langs for i in mine)
+    unit_of, unit_lang = unit_plan(snippets, langs, n_layers, width) if units else (None, None)
+    n_units = len(unit_lang) if units else 0
+    unit_tokens, unit_samples = np.zeros(n_units), np.zeros(n_units)
+
+    with loaded.lock:
+        hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k, n_units=n_units)
+        with hooked(hooks.register):
+            for li, lang in enumerate(langs):
+                group = [i for i in mine if snippets[i].lang == lang]
+                hooks.reset()
+                for batch in length_batches([len(encoded[i].ids) for i in group], batch_tokens, max_batch):
+                    rows = [group[j] for j in batch]
+                    ids, mask = collate([encoded[i] for i in rows], pad_id, device)
+                    real = real_token_mask(loaded, ids, mask)
+                    batch_units = torch.as_tensor(unit_of[rows], device=device) if units else None
+                    labels = _token_labels(rows, type_ids, mask) if syntax or top_k else (None, None)
+                    hooks.set_batch(mask, real, batch_units, *labels)
+                    if gradients:
+                        inputs = embed(ids).detach().requires_grad_(True)
+                        logits = model(inputs_embeds=inputs, attention_mask=mask, use_cache=False).logits
+                        ce, targets = token_losses(logits, ids, mask)
+                        ce.sum().backward()  # each program's summed loss: no 1/T in its gradients
+                        losses = ce.detach().sum(1) / targets.sum(1).clamp(min=1)
+                    else:
+                        with torch.inference_mode():
+                            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                            losses = sample_losses(logits, ids, mask)
+                    del logits
+                    n_real = real.sum(1).cpu().numpy()
+                    tokens[li] += float(n_real.sum())
+                    samples[li] += len(rows)
+                    loss_sum[li] += float(losses.sum())
+                    if units:
+                        np.add.at(unit_tokens, unit_of[rows], n_real)
+                        np.add.at(unit_samples, unit_of[rows], 1)
+                    done += len(rows)
+                    if progress:
+                        progress(done, total)
+                out["act_abs"][li] = hooks.act_abs.cpu().numpy()
+                out["active"][li] = hooks.active.cpu().numpy()
+                out["pls"][li] = hooks.pls.cpu().numpy()
+                out["attribution"][li] = hooks.attribution.cpu().numpy()
+
+    meta = {"languages": langs, "gradients": gradients, "max_length": max_length, "version": STATS_VERSION,
+            "loss": "sum over the program's next-token targets (one backward pass per program)",
+            "token_reduction": "mean over the program's real tokens (BOS, padding, special tokens excluded)",
+            "units": "program" if units and n_units == sum(s.lang in langs for s in snippets) else "block",
+            "model": loaded.identity, "node_types": node_types, "top_k": top_k,
+            "snippet_ids": [s.id for s in snippets] if top_k else []}
+    stats = CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
+                        tokens, samples, loss_sum, meta, attribution_sum=out["attribution"] if gradients else None)
+    if units:
+        transpose = lambda t: None if t is None else t.transpose(0, 1).cpu().numpy()  # noqa: E731
+        stats.unit_pls, stats.unit_attribution = transpose(hooks.unit_pls), transpose(hooks.unit_attribution)
+        stats.unit_active = transpose(hooks.unit_active)
+        stats.unit_tokens, stats.unit_samples, stats.unit_lang = unit_tokens, unit_samples, unit_lang
+    if syntax:
+        stats.type_sum = hooks.type_sum.cpu().numpy()
+        stats.type_count = hooks.type_count.cpu().numpy().astype(np.float64)
+    if top_k:
+        stats.top_values, stats.top_ids = hooks.top_values.cpu().numpy(), hooks.top_ids.cpu().numpy()
+    return stats
+
+def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch.Tensor):
+    """(node type ids, global token ids) of a padded batch; -1 where there is no token."""
+    types = torch.full(mask.shape, -1, dtype=torch.long)
+    positions = torch.full(mask.shape, -1, dtype=torch.long)
+    for r, (i, n) in enumerate(zip(rows, mask.sum(1).tolist())):
+        if type_ids is not None:
+            types[r, :n] = torch.tensor(type_ids[i], dtype=torch.long)
+        positions[r, :n] = (i << POSITION_BITS) + torch.arange(n)
+    return types.to(mask.device), positions.to(mask.device)
+
+@dataclass(frozen=True)
+class TokenTrace:
+    """Activations of every neuron of the chosen layers at every token of one program."""
+
+    code: str
+    token_ids: list[int]
+    offsets: list[tuple[int, int]]
+    layers: list[int]
+    activations: np.ndarray  # (len(layers), tokens, neurons) float32
+
+    @property
+    def token_texts(self) -> list[str]:
+        return [self.code[a:b] for a, b in self.offsets]
+
+def trace_tokens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = None,
+                 max_length: int = 1024) -> TokenTrace:
+    """One forward pass over `code`, keeping the neuron activations of `layers` (default: all)."""
+    if not code.strip():
+        raise ValueError("no code to trace")
+    loaded.require_weights()
+    sites = loaded.sites()
+    layers = sorted(set(range(len(sites)) if layers is None else layers))
+    if any(not 0 <= layer < len(sites) for layer in layers):
+        raise ValueError(f"layers must lie in 0..{len(sites) - 1}")
+    enc = encode(loaded, code, max_length)
+    kept: dict[int, torch.Tensor] = {}
+
+    def register(handles):
+        for layer in layers:
+            site = sites[layer]
+
+            def hook(module, args, site=site):
+                _check_width(site, args[0], loaded.n_neurons)
+                kept[site.layer] = args[0][0].float().cpu()
+            handles.append(site.down.register_forward_pre_hook(hook))
+
+    ids = torch.tensor([enc.ids], device=loaded.device)
+    with loaded.lock, hooked(register), torch.inference_mode():
+        _forward_until(loaded, ids, torch.ones_like(ids), last_layer=layers[-1])
+    acts = np.stack([kept[layer].numpy() for layer in layers])
+    return TokenTrace(code, enc.ids, enc.offsets, layers, acts)

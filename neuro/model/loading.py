@@ -1,0 +1,207 @@
+"""Load Hugging Face causal LMs and name their neuron sites through one adapter table.
+
+A neuron is one channel of the FFN's intermediate activation: the input of the FFN's output
+projection. The adapter table below says, per architecture, where the transformer blocks live and
+what their FFN sub-modules are called; nothing else in the project knows module names.
+"""
+
+from __future__ import annotations
+
+from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+import torch
+from torch import nn
+from neuro.model.adapters import Adapter, NeuronSite, _get, adapter_for, neuron_sites
+from neuro.model.identity import _WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
+
+
+log = logging.getLogger(__name__)
+
+
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis, shared by every caller in the process (calls serialize on `lock`)."""
+
+    model: nn.Module
+    tokenizer: object
+    adapter: Adapter
+    source: str
+    fingerprint: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        return len(_get(self.model, self.adapter.blocks))
+
+    @property
+    def n_neurons(self) -> int:
+        """Neurons per layer (the FFN intermediate size)."""
+        return self.adapter.intermediate_size(self.model.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def weights_loaded(self) -> bool:
+        """False for a model opened from its cached card (browse-only, see neuro.browse)."""
+        return not next(self.model.parameters()).is_meta
+
+    def require_weights(self) -> None:
+        """Called before any forward pass: a browse-only model fails here with a clear message."""
+        if not self.weights_loaded:
+            raise WeightsNotLoaded(BROWSE_ONLY_MESSAGE)
+
+    @property
+    def identity(self) -> str:
+        """Cache identity: architecture plus a fingerprint of the weights, not the path they were loaded
+        from, so results computed on a GPU box from a hub id are found on a laptop from a local copy."""
+        return f"{self.config.model_type}@{self.fingerprint}"
+
+    def sites(self) -> list[NeuronSite]:
+        return neuron_sites(self.model, self.adapter)
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str
+    architecture: str
+    model_type: str
+    n_layers: int
+    neurons_per_layer: int
+    total_neurons: int
+    hidden_size: int
+    vocab_size: int
+    parameters: int
+    dtype: str
+    device: str
+    neuron_site: str
+    fingerprint: str
+
+def model_info(loaded: LoadedModel) -> ModelInfo:
+    cfg, a = loaded.config, loaded.adapter
+    return ModelInfo(
+        source=loaded.source,
+        architecture=(cfg.architectures or [type(loaded.model).__name__])[0],
+        model_type=cfg.model_type,
+        n_layers=loaded.n_layers,
+        neurons_per_layer=loaded.n_neurons,
+        total_neurons=loaded.n_layers * loaded.n_neurons,
+        hidden_size=int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)),
+        vocab_size=int(cfg.vocab_size),
+        parameters=sum(p.numel() for p in loaded.model.parameters()),
+        dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
+        device=str(loaded.device),
+        neuron_site=f"{a.blocks}.{{i}}.{a.mlp}.{a.down} (input)",
+        fingerprint=loaded.fingerprint,
+    )
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so an offline machine fails in seconds instead of hanging in retries."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A local folder, or the local snapshot of a hub id (downloaded only when the hub is reachable)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model folder")
+        return path
+    text = str(source)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep == "\\" and "\\" in text
+    if looks_local or not text.strip():
+        raise ModelLoadError(f"model folder {text!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken"]
+    try:
+        return Path(snapshot_download(text, local_files_only=True, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as err:
+        raise ModelLoadError(f"{text!r} is not a valid model folder or hub id: {err}") from None
+    if hub_offline() or not hub_reachable():
+        raise ModelLoadError(
+            f"{text!r} is not a local folder and not in the local Hugging Face cache, and the hub "
+            "cannot be reached (offline). Download it on a connected machine "
+            "(`huggingface-cli download ...`) or pass a local folder.")
+    try:
+        return Path(snapshot_download(text, allow_patterns=patterns))
+    except Exception as err:
+        raise ModelLoadError(f"could not download {text!r} from the hub: {err}") from None
+
+def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
+               device: str | None = None, device_map: str | dict | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer for analysis (eval mode, parameters frozen).
+
+    Defaults: float32 on CPU, bfloat16 on GPU; `device_map="auto"` (accelerate) when more than one
+    GPU is visible, so a model larger than one device is split across them.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_source(source)
+    from neuro.model.cards import is_card_folder, load_browse_only
+
+    if is_card_folder(folder) and not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+        return load_browse_only(folder, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except ValueError as err:
+        raise ModelLoadError(f"cannot read the config of {source}: {err}") from None
+    adapter_for(config)  # fail before loading gigabytes of weights
+    device = device or default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
+        device_map = "auto"
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load {source}: {err}") from None
+    if device_map is None:
+        model.to(device)
+    return prepare(model, tokenizer, source=str(source), fingerprint=weights_fingerprint(folder))
+
+def prepare(model: nn.Module, tokenizer, source: str, fingerprint: str | None = None) -> LoadedModel:
+    """Wrap an already-built model (e.g. from a config in a test) for analysis."""
+    adapter = adapter_for(model.config)
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token_id", None) is None and tokenizer is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    loaded = LoadedModel(model, tokenizer, adapter, source, fingerprint or module_fingerprint(model))
+    loaded.sites()  # fail now, not in the middle of a capture, if the adapter does not fit
+    return loaded

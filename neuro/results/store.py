@@ -1,0 +1,241 @@
+"""Content-addressed on-disk cache of results under `cache/`.
+
+An entry is a folder named by the hash of its key (kind, model identity and weights fingerprint,
+corpus hash, method parameters, schema version). It holds arrays (safetensors), tables (parquet) and
+a JSON manifest written last, with the size and CRC-32 of every file. An entry is written in a
+temporary folder and renamed into place, so readers never see half an entry; an entry whose files do
+not match its manifest (truncated, edited, half-copied) is treated as missing and recomputed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+import numpy as np
+import pandas as pd
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from neuro.paths import cache_dir
+
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+@dataclass
+class Entry:
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+def make_key(kind: str, **parts) -> str:
+    """Stable hash of a cache key; `parts` must be JSON-serialisable (sorted for stability)."""
+    payload = json.dumps({"kind": kind, "schema": SCHEMA_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+def _checksum(path: Path) -> str:
+    """CRC-32 of a file: catches truncated, half-copied or edited files at ~1 GB/s (not a security hash)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
+
+class CacheWriteError(OSError):
+    """The cache cannot be written (read-only folder, full disk, ...): the message says where and why."""
+
+def _replaced(folder: Path, manifest_text: str | None) -> bool:
+    """Whether the entry in `folder` now has another manifest than `manifest_text`, or none: a concurrent
+    writer replaced or moved it while it was read."""
+    try:
+        return (folder / "manifest.json").read_text() != manifest_text
+    except OSError:
+        return True
+
+STALE_SECONDS = 3600  # a temporary folder this old belongs to a writer that was killed
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove the temporary folders a killed writer left in `parent` (never a live writer's: too young)."""
+    now = time.time()
+    for folder in parent.glob(".*-*"):
+        try:
+            if folder.name.startswith((".tmp-", ".old-")) and now - folder.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+def _verify(folder: Path) -> dict | None:
+    """The manifest of the entry in `folder` when every file matches it (size and CRC-32), else None."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for name, info in manifest["files"].items():
+            path = folder / name
+            if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
+                return None
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+_FAILED_WRITES: dict[Path, tuple[float, str]] = {}  # cache root -> (when, why) of its last failed write
+
+FAILURE_MEMORY_S = 600.0
+
+def cache_problem(root: str | os.PathLike | None = None, within_s: float = FAILURE_MEMORY_S,
+                  probe: bool = True) -> str | None:
+    """Why results are not being kept in the cache at `root`, for a page or the CLI to say: a write this
+    process failed within `within_s` seconds (a full disk shows only then), or a folder that cannot be
+    written now (with `probe`: one small file written and removed); None when the cache works."""
+    root = Path(root) if root is not None else cache_dir()
+    when, why = _FAILED_WRITES.get(root.resolve(), (0.0, ""))
+    if why and time.time() - when < within_s:
+        return why
+    if not probe:
+        return None
+    test_file = root / f".probe-{uuid.uuid4().hex[:8]}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        test_file.write_bytes(b"")
+        test_file.unlink()
+    except OSError as err:
+        return (f"the cache folder {root} cannot be written ({err.strerror or err}): results are computed but "
+                "not kept, so each is computed again next time")
+    return None
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else cache_dir()
+        self.last_write_error: str | None = None
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def exists(self, kind: str, key: str) -> bool:
+        return self.load(kind, key) is not None
+
+    def save(self, kind: str, key: str, entry: Entry) -> Path:
+        """Write `entry` atomically (temporary folder, then rename). Raises CacheWriteError when the cache
+        cannot be written (read-only folder, full disk); nothing half-written is left behind.
+
+        Two processes saving the same key at once both succeed and leave one readable entry: the entry is
+        content-addressed, so the first readable copy stays and the other writer's is dropped. Temporary
+        folders left by a killed writer are removed by a later save once they are an hour old."""
+        final = self.path(kind, key)
+        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _sweep_stale(final.parent)
+            tmp.mkdir()
+            files = {}
+            if entry.arrays:
+                arrays = {k: np.ascontiguousarray(v) for k, v in entry.arrays.items()}
+                save_file(arrays, str(tmp / "arrays.safetensors"))
+                files["arrays.safetensors"] = None
+            for name, table in entry.tables.items():
+                table.to_parquet(tmp / f"{name}.parquet", index=False)
+                files[f"{name}.parquet"] = None
+            manifest = {
+                "kind": kind, "key": key, "schema": SCHEMA_VERSION, "created": time.time(),
+                "meta": entry.meta, "tables": sorted(entry.tables),
+                "files": {name: {"size": (tmp / name).stat().st_size, "crc32": _checksum(tmp / name)}
+                          for name in files},
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            self._place(tmp, final)
+        except (OSError, SafetensorError) as err:
+            if isinstance(err, SafetensorError) and "I/O error" not in str(err):
+                raise
+            reason = getattr(err, "strerror", None) or str(err).split("I/O error: ")[-1]
+            raise CacheWriteError(f"cannot write the cache entry {kind}/{key} under {self.root}: {reason}") from err
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def _place(tmp: Path, final: Path) -> None:
+        """Rename `tmp` to `final`. Where a readable entry is already there (an earlier or concurrent
+        writer of the same content-addressed key), it stays and `tmp` is dropped, so readers never see a
+        gap; a damaged one is first moved aside (one rename: a reader sees it, nothing, or the new one)."""
+        for attempt in range(3):
+            try:
+                os.replace(tmp, final)
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
+            if _verify(final) is not None:
+                return
+            old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(final, old)
+            except FileNotFoundError:
+                continue  # another writer moved it first
+            shutil.rmtree(old, ignore_errors=True)
+
+    def try_save(self, kind: str, key: str, entry: Entry) -> Path | None:
+        """`save`, but a cache that cannot be written only logs a warning (the caller keeps its computed
+        result); the message is also kept in `last_write_error` for a page to show."""
+        try:
+            return self.save(kind, key, entry)
+        except CacheWriteError as err:
+            self.last_write_error = f"{err}; the result is computed but not kept"
+            _FAILED_WRITES[self.root.resolve()] = (time.time(), self.last_write_error)
+            log.warning("%s", self.last_write_error)
+            return None
+
+    def load(self, kind: str, key: str) -> Entry | None:
+        """The entry, or None when it is missing or damaged (a damaged entry is deleted)."""
+        folder = self.path(kind, key)
+        for attempt in range(3):
+            if not folder.is_dir():
+                return None
+            text = None
+            try:
+                text = (folder / "manifest.json").read_text()
+                manifest = json.loads(text)
+                for name, info in manifest["files"].items():
+                    path = folder / name
+                    if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
+                        raise ValueError(f"{name} does not match its manifest")
+                entry = Entry(meta=manifest.get("meta", {}))
+                if "arrays.safetensors" in manifest["files"]:
+                    entry.arrays = load_file(str(folder / "arrays.safetensors"))
+                for name in manifest.get("tables", []):
+                    entry.tables[name] = pd.read_parquet(folder / f"{name}.parquet")
+                return entry
+            except Exception as err:  # corrupt, truncated or half-copied: recompute, never crash a page
+                if attempt < 2 and _replaced(folder, text):
+                    continue  # a concurrent writer replaced the entry while it was read: read it again
+                log.warning("cache entry %s/%s is damaged (%s); it will be recomputed", kind, key, err)
+                shutil.rmtree(folder, ignore_errors=True)
+                return None
+        return None
+
+    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """(entry, hit): the cached entry, or a freshly computed and saved one."""
+        entry = self.load(kind, key)
+        if entry is not None:
+            return entry, True
+        entry = compute()
+        self.try_save(kind, key, entry)
+        return entry, False
+
+    def entries(self, kind: str) -> list[dict]:
+        """Manifests of the readable entries of one kind (for listing results in the UI and CLI)."""
+        out = []
+        for manifest in sorted((self.root / kind).glob("*/manifest.json")):
+            try:
+                out.append(json.loads(manifest.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out

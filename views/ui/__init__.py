@@ -1,0 +1,260 @@
+"""Streamlit glue shared by every page: the model and corpus pickers and their cached loaders.
+
+Only UI code lives here; all computation is in `neuro/`. Defaults can be set from the environment
+(NEURO_MODEL, NEURO_CORPUS), so a GPU box's results can be browsed with the same model id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+import streamlit as st
+from neuro.model.errors import WeightsNotLoaded
+from neuro.model.cards import list_cards
+from neuro.code.corpus import CorpusError, Snippet, load_corpus
+from neuro.model.loading import LoadedModel, load_model
+from neuro.model.errors import ModelLoadError
+from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+
+
+DEMO = "Embedded demo"
+
+LOCAL = "Local folder"
+
+HUB = "Hugging Face hub id"
+
+CACHED = "Cached results only"
+
+CHECKPOINT_HELP = ("A run stopped midway (process killed, machine restarted, cancelled) can be resumed from its "
+                   "last checkpoint on the Jobs page. 0: only after the last step.")
+
+@dataclass(frozen=True)
+class Selection:
+    model: LoadedModel | None
+    corpus: list[Snippet] | None
+    model_error: str | None
+    corpus_error: str | None
+
+@st.cache_resource(show_spinner="Loading the model (once per process, shared by every session)…")
+def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
+    return load_model(source, trust_remote_code=trust_remote_code)
+
+@st.cache_data(show_spinner="Loading the corpus…", max_entries=8)
+def cached_corpus(spec: str | None) -> list[Snippet]:
+    return load_corpus(spec)
+
+def _init_state() -> None:
+    env_model, env_corpus = os.environ.get("NEURO_MODEL"), os.environ.get("NEURO_CORPUS")
+    defaults = {
+        "model_kind": LOCAL if env_model else DEMO,
+        "model_path": env_model or "",
+        "model_hub": "",
+        "model_card": "",
+        "trust_remote_code": False,
+        "corpus_kind": "Path" if env_corpus else DEMO,
+        "corpus_path": env_corpus or "",
+        "eval_fraction": DEFAULT_EVAL_FRACTION,
+        "split_seed": 0,
+    }
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+        # Streamlit drops a widget's state when another page renders "the same" widget, so the choice
+        # lives under a plain key and is copied into the widget's key before every render.
+        widget = _widget(key)
+        if widget in st.session_state:
+            st.session_state[key] = st.session_state[widget]
+        st.session_state[widget] = st.session_state[key]
+
+def _widget(key: str) -> str:
+    return f"_w_{key}"
+
+def model_source() -> str | None:
+    kind = st.session_state.model_kind
+    if kind == DEMO:
+        return str(DEMO_MODEL_DIR) if demo_model_available() else None
+    text = {LOCAL: st.session_state.model_path, HUB: st.session_state.model_hub,
+            CACHED: st.session_state.model_card}[kind].strip()
+    return text or None
+
+def sidebar() -> Selection:
+    """Draw the pickers and return the loaded model and corpus (or why they could not be loaded)."""
+    _init_state()
+    with st.sidebar:
+        st.subheader("Model")
+        st.radio("Model source", [DEMO, LOCAL, HUB, CACHED], key=_widget("model_kind"), label_visibility="collapsed",
+                 help="Cached results only: browse what was computed (here, or on a GPU box whose cache/ was "
+                      "copied here) without loading the weights.")
+        if st.session_state.model_kind == LOCAL:
+            st.text_input("Folder with config.json and weights", key=_widget("model_path"),
+                          placeholder="/models/Llama-3.1-8B")
+        elif st.session_state.model_kind == HUB:
+            st.text_input("Hub id (must be in the local cache when offline)", key=_widget("model_hub"),
+                          placeholder="Qwen/Qwen2.5-Coder-32B")
+        elif st.session_state.model_kind == CACHED:
+            cards = {str(c.folder): c.label for c in list_cards()}
+            if cards:
+                if st.session_state[_widget("model_card")] not in cards:
+                    st.session_state[_widget("model_card")] = next(iter(cards))
+                st.selectbox("Model with cached results", list(cards), format_func=cards.get,
+                             key=_widget("model_card"))
+                st.session_state.model_card = st.session_state[_widget("model_card")]  # used below, this run
+            else:
+                st.caption("No cached results yet: run an analysis, or copy `cache/` from another machine.")
+        if st.session_state.model_kind not in (DEMO, CACHED):
+            st.checkbox("Trust remote code", key=_widget("trust_remote_code"),
+                        help="Runs Python code shipped with the model. Leave off unless you trust its source.")
+        st.subheader("Corpus")
+        st.radio("Corpus source", [DEMO, "Path"], key=_widget("corpus_kind"), label_visibility="collapsed")
+        if st.session_state.corpus_kind == "Path":
+            st.text_input("Snippet JSONL, folder of sources, or folder of HumanEval-X files",
+                          key=_widget("corpus_path"))
+        with st.expander("Selection / evaluation split"):
+            st.slider("Evaluated share of tasks", 0.1, 0.5, step=0.05, key=_widget("eval_fraction"),
+                      help="Neurons, concept layers and centring means are chosen on the other tasks; ablation "
+                           "effects, clone scores, fine-tuning and transfer are measured on these. A corpus "
+                           "without parallel tasks is split by program.")
+            st.number_input("Split seed", min_value=0, step=1, key=_widget("split_seed"))
+
+    model, model_error = None, None
+    source = model_source()
+    if source is None:
+        model_error = {DEMO: "The embedded demo model is not in this checkout.",
+                       CACHED: "No model has cached results yet."}.get(
+            st.session_state.model_kind, "Enter a model folder or hub id in the sidebar.")
+    else:
+        try:
+            model = cached_model(source, bool(st.session_state.trust_remote_code))
+        except ModelLoadError as err:
+            model_error = str(err)
+
+    corpus, corpus_error = None, None
+    if st.session_state.corpus_kind == DEMO:
+        spec = None if demo_corpus_available() else ""
+    else:
+        spec = st.session_state.corpus_path.strip()
+    if spec == "":
+        corpus_error = ("The embedded demo corpus is not in this checkout." if st.session_state.corpus_kind == DEMO
+                        else "Enter a corpus path in the sidebar.")
+    else:
+        try:
+            corpus = cached_corpus(spec)
+        except (CorpusError, OSError) as err:
+            corpus_error = str(err)
+    return Selection(model, corpus, model_error, corpus_error)
+
+def corpus_split(corpus: list[Snippet]) -> CorpusSplit:
+    """The selection / evaluation split chosen in the sidebar (shared by every page); stops the page with
+    the reason when the corpus cannot be split."""
+    params = SplitParams(eval_fraction=float(st.session_state.get("eval_fraction", DEFAULT_EVAL_FRACTION)),
+                         seed=int(st.session_state.get("split_seed", 0)))
+    try:
+        return split_corpus(corpus, params)
+    except ValueError as err:
+        st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
+        st.stop()
+
+def corpus_key(corpus: list[Snippet]) -> str:
+    from neuro.code.corpus import corpus_hash
+    return corpus_hash(corpus)
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def stats_from_cache(model_identity: str, corpus_hash: str, _model: LoadedModel, _corpus: list[Snippet]):
+    """Cached statistics or None: never computes (that is a user's explicit action)."""
+    from neuro.results.statistics import corpus_statistics_cached
+    return corpus_statistics_cached(_model, _corpus)
+
+def compute_stats(model: LoadedModel, corpus: list[Snippet]):
+    """Run the statistics pass with a progress bar, then refresh the cached lookup."""
+    from neuro.results.statistics import corpus_statistics
+
+    bar = st.progress(0.0, text="Capturing activations and gradients…")
+    stats, _ = corpus_statistics(model, corpus, progress=lambda done, total: bar.progress(
+        done / total, text=f"Capturing activations and gradients: {done}/{total} programs"))
+    bar.empty()
+    stats_from_cache.clear()
+    return stats
+
+def small_enough_to_auto_run(model: LoadedModel, corpus: list[Snippet]) -> bool:
+    """Small model and corpus: compute on first view instead of asking (a couple of minutes on a CPU)."""
+    if not model.weights_loaded:
+        return False  # cached results only: nothing can be computed
+    params = sum(p.numel() for p in model.model.parameters())
+    return params < 50_000_000 and len(corpus) <= 1000
+
+def statistics(model: LoadedModel, corpus: list[Snippet]):
+    """The statistics for the selected model and corpus: from the cache, computed on first view for
+    small setups, or after a click for large ones. None while not available."""
+    stats = stats_from_cache(model.identity, corpus_key(corpus), model, corpus)
+    if stats is not None:
+        return stats
+    if not model.weights_loaded:
+        st.info(f"No cached statistics for {model.source} on this corpus ({len(corpus)} programs), and this "
+                "session has no weights to compute them (cached results only). Compute them where the model "
+                "is (`python -m neuro capture`) and copy `cache/` here, or pick the corpus they were computed on.")
+        return None
+    if small_enough_to_auto_run(model, corpus):
+        return compute_stats(model, corpus)
+    st.info(f"No cached statistics for {model.source} on this corpus ({len(corpus)} programs). "
+            "Computing them runs one forward and backward pass per batch; on a large model use a GPU "
+            "(`python -m neuro capture`) and browse the cache here.")
+    if st.button("Capture statistics now", type="primary"):
+        return compute_stats(model, corpus)
+    return None
+
+def page_header(title: str, caption: str) -> tuple[LoadedModel, list[Snippet]]:
+    """Sidebar, title and caption of a page; stops the page with the reason when the selected model
+    or corpus could not be loaded."""
+    selection = sidebar()
+    st.title(title)
+    st.caption(caption)
+    if selection.model is None or selection.corpus is None:
+        st.warning(selection.model_error or selection.corpus_error)
+        st.stop()
+    return selection.model, selection.corpus
+
+def pls_statistics(model: LoadedModel, corpus: list[Snippet]):
+    """The corpus statistics with gradients (PLS), or stop the page saying why they are missing."""
+    stats = statistics(model, corpus)
+    if stats is None:
+        st.stop()
+    if stats.pls_sum is None:
+        st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
+        st.stop()
+    return stats
+
+def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
+    """Tabs whose open one lives in the URL (?tab=...): a rerun (pasted code, a moved slider) stays on
+    it, a view can be linked, and only the open tab's content runs."""
+    for tab, show in zip(st.tabs(list(tabs), key="tab", bind="query-params"), tabs.values()):
+        with tab:
+            if tab.open is not False:
+                try:
+                    show()
+                except WeightsNotLoaded as err:
+                    st.info(str(err))
+
+def export_panel(kind: str, key: str) -> None:
+    """Export a finished `kind` job's adapted model as a Hugging Face folder (in the background, as an
+    "export" job); the same panel on the Fine-tuning and Transfer pages."""
+    from neuro.jobs.runner import JobRefused, list_jobs
+    from neuro.experiments.export import start_export
+
+    st.subheader("Export")
+    done = [j for j in list_jobs(kind=kind) if j.state == "finished"]
+    if not done:
+        st.caption("Finish a run to export its weights as a Hugging Face folder.")
+        return
+    pick = st.selectbox("Run", done, format_func=lambda j: f"{j.id}: {j.label}", key=f"{key}_job")
+    out = st.text_input("Folder (empty: inside the job's folder)", key=f"{key}_out")
+    if st.button("Export as a Hugging Face folder", key=key):
+        try:
+            info = start_export(pick, out.strip() or None)
+            st.success(f"Exporting in the background (job `{info.id}`) to `{info.params['out']}`; "
+                       "load it with any Hugging Face loader or as a local model in the sidebar.")
+        except JobRefused as err:
+            st.error("; ".join(err.reasons))
+    exports = [j for j in list_jobs(kind="export") if j.params.get("kind", "finetune") == kind]
+    for job in exports[:5]:
+        st.caption(f"{job.label}: **{job.state}**" + (f" ({job.error})" if job.error else ""))

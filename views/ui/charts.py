@@ -1,0 +1,95 @@
+"""Altair charts and small HTML renderers shared by the pages (UI side; no computation here)."""
+
+from __future__ import annotations
+
+import html
+import altair as alt
+import numpy as np
+import pandas as pd
+
+
+LANG_COLORS = {"cpp": "#4e79a7", "java": "#f28e2b", "python": "#59a14f", "go": "#76b7b2",
+               "javascript": "#edc948", "universal": "#b07aa1"}
+
+def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", scheme: str = "blues",
+            fmt: str = ".3g", x_sort=None, y_sort=None, domain_mid: float | None = None) -> alt.Chart:
+    """A labelled heatmap of a long-form frame (x, y, value)."""
+    scale = alt.Scale(scheme=scheme, domainMid=domain_mid) if domain_mid is not None else alt.Scale(scheme=scheme)
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X(f"{x}:O", sort=x_sort), y=alt.Y(f"{y}:O", sort=y_sort),
+        tooltip=[x, y, alt.Tooltip(value, format=fmt)])
+    rects = base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=scale))
+    if frame[value].size > 400:
+        return rects
+    text = base.mark_text(fontSize=11).encode(text=alt.Text(f"{value}:Q", format=fmt))
+    return rects + text
+
+def matrix_heatmap(matrix: pd.DataFrame, row_name: str, col_name: str, value: str, **kwargs) -> alt.Chart:
+    long = matrix.rename_axis(index=row_name, columns=col_name).stack().rename(value).reset_index()
+    return heatmap(long, col_name, row_name, value, x_sort=list(matrix.columns), y_sort=list(matrix.index),
+                   **kwargs)
+
+def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "",
+         horizontal: bool = False, sort=None) -> alt.Chart:
+    enc = dict(tooltip=list(frame.columns))
+    if horizontal:
+        enc.update(y=alt.Y(f"{x}:N", sort=sort or "-x", title=None), x=alt.X(f"{y}:Q"))
+    else:
+        enc.update(x=alt.X(f"{x}:N", sort=sort, title=None), y=alt.Y(f"{y}:Q"))
+    if color:
+        names = list(frame[color].unique())
+        enc["color"] = alt.Color(f"{color}:N", legend=None, scale=alt.Scale(
+            domain=names, range=[LANG_COLORS.get(n, "#999") for n in names]))
+    return alt.Chart(frame, title=title).mark_bar().encode(**enc)
+
+def ablation_bars(summary: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Per group: the selected neurons' loss change (bar) beside the random draws' mean +- sd (point and
+    error bar)."""
+    frame = summary.rename_axis("group").reset_index()
+    frame["low"] = frame["random_mean"] - frame["random_sd"]
+    frame["high"] = frame["random_mean"] + frame["random_sd"]
+    base = alt.Chart(frame, title=title).encode(x=alt.X("group:N", title=None, sort=list(frame["group"])))
+    bars_ = base.mark_bar(opacity=0.8).encode(
+        y=alt.Y("loss_change:Q", title="loss change (nats)"), color=alt.Color("group:N", legend=None, scale=alt.Scale(
+            domain=list(frame["group"]), range=[LANG_COLORS.get(n, "#999") for n in frame["group"]])),
+        tooltip=["group", alt.Tooltip("loss_change:Q", format=".4f"), alt.Tooltip("random_mean:Q", format=".4f"),
+                 alt.Tooltip("random_sd:Q", format=".4f"), alt.Tooltip("z:Q", format=".1f")])
+    errors = base.mark_errorbar(ticks=True, color="black").encode(y="low:Q", y2="high:Q")
+    points = base.mark_point(color="black", filled=True).encode(y="random_mean:Q")
+    return bars_ + errors + points
+
+def dendrogram(segments: pd.DataFrame, leaves: pd.DataFrame, title: str = "") -> alt.Chart:
+    lines = alt.Chart(segments, title=title).mark_rule(strokeWidth=2).encode(
+        x=alt.X("x:Q", axis=None), x2="x2:Q", y=alt.Y("y:Q", title="distance (1 - similarity)"), y2="y2:Q")
+    labels = alt.Chart(leaves).mark_text(dy=12, fontSize=12).encode(x="x:Q", y="y:Q", text="language:N")
+    return lines + labels
+
+def _color(value: float, scale: float) -> str:
+    """Red for positive, blue for negative activation, alpha by magnitude."""
+    alpha = 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
+    rgb = "220,50,47" if value >= 0 else "38,139,210"
+    return f"rgba({rgb},{alpha:.2f})"
+
+def token_html(code: str, offsets: list[tuple[int, int]], values: np.ndarray, labels: list[str | None],
+               max_tokens: int = 4000) -> str:
+    """Code with each token's background coloured by activation; hover shows value and syntax node."""
+    scale = float(np.max(np.abs(values))) if len(values) else 0.0
+    parts, end = [], 0
+    for (start, stop), value, label in list(zip(offsets, values, labels))[:max_tokens]:
+        if stop <= end:  # a second byte-level token of one character, or a special token
+            continue
+        start = max(start, end)
+        if start > end:
+            parts.append(html.escape(code[end:start]))
+        title = html.escape(f"{value:+.3f} | {label or 'no node'}")
+        parts.append(f'<span title="{title}" style="background:{_color(float(value), scale)};'
+                     f'border-radius:2px">{html.escape(code[start:stop])}</span>')
+        end = stop
+    parts.append(html.escape(code[end:]))
+    return ('<pre style="font-size:13px;line-height:1.5;white-space:pre-wrap;padding:8px;'
+            'border:1px solid #ddd;border-radius:6px">' + "".join(parts) + "</pre>")
+
+def example_html(before: str, token: str, after: str) -> str:
+    """One top-activating token highlighted in its context."""
+    return ('<pre style="font-size:12px;margin:2px 0;white-space:pre-wrap">' + html.escape(before)
+            + '<mark style="background:#f4a261">' + html.escape(token) + "</mark>" + html.escape(after) + "</pre>")

@@ -23,9 +23,9 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuro.instrument.statistics import capture_statistics  # noqa: E402
 from neuro.code.corpus import load_corpus  # noqa: E402
 from neuro.instrument.ablation import neuron_effects  # noqa: E402
+from neuro.instrument.statistics import capture_statistics  # noqa: E402
 from neuro.model.loading import load_model  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR  # noqa: E402
 

@@ -40,11 +40,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuro.instrument.statistics import StatisticsHooks, capture_statistics
-from neuro.instrument.hooks import hooked
-from neuro.instrument.states import pooled_states
-from neuro.instrument.losses import sample_losses  # noqa: E402
 from neuro.code.corpus import Snippet  # noqa: E402
+from neuro.instrument.hooks import hooked
+from neuro.instrument.losses import sample_losses  # noqa: E402
+from neuro.instrument.states import pooled_states
+from neuro.instrument.statistics import StatisticsHooks, capture_statistics
 from neuro.model.loading import LoadedModel, prepare  # noqa: E402
 
 # --------------------------------------------------------------------------- presets

@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from neuro.analysis.clones.index import VectorIndex  # noqa: E402
 from neuro.code.corpus import LANGS, Snippet, load_corpus  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR, demo_model_available  # noqa: E402
-from neuro.analysis.clones.index import VectorIndex  # noqa: E402
 
 
 def timed(fn, queries: np.ndarray) -> dict:
@@ -71,10 +71,10 @@ def bench_corpus(args) -> dict:
         out = {"corpus": len(snippets), "model": None, "note": "demo model absent: random 256-d vectors"}
         out["matvec_top10"] = timed(lambda q: index.search_vector(q, 10), emb[: args.queries] + 0.01)
         return out
-    from neuro.model.loading import load_model
-    from neuro.results.store import Store
     from neuro.analysis.clones.index import embed_code
+    from neuro.model.loading import load_model
     from neuro.results.clones import build_index
+    from neuro.results.store import Store
 
     loaded = load_model(source)
     clones = build_index(loaded, snippets, store=Store(args.cache) if args.cache else None)

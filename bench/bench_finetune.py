@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuro.code.split import split_corpus  # noqa: E402
+from neuro.analysis.selectivity import SelectionParams  # noqa: E402
 from neuro.code.corpus import load_corpus  # noqa: E402
+from neuro.code.split import split_corpus  # noqa: E402
+from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune  # noqa: E402
 from neuro.jobs.runner import find_job, job_result  # noqa: E402
 from neuro.model.loading import load_model  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR  # noqa: E402
-from neuro.analysis.selectivity import SelectionParams  # noqa: E402
 from neuro.results.store import Store  # noqa: E402
-from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune  # noqa: E402
 
 
 def main() -> int:

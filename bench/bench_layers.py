@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuro.instrument.states import pooled_states  # noqa: E402
-from neuro.code.corpus import load_corpus  # noqa: E402
 from neuro.analysis.layers import layer_report  # noqa: E402
+from neuro.code.corpus import load_corpus  # noqa: E402
+from neuro.instrument.states import pooled_states  # noqa: E402
 from neuro.model.loading import load_model  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR  # noqa: E402
 

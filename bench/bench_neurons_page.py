@@ -55,9 +55,9 @@ def main() -> None:
     from conftest import SNIPPETS, tiny_model
     from streamlit.testing.v1 import AppTest
 
-    from neuro.results.statistics import STATS_KIND, _stats_key
     from neuro.code.corpus import save_jsonl
     from neuro.model.loading import load_model
+    from neuro.results.statistics import STATS_KIND, _stats_key
     from neuro.results.store import Entry, Store
 
     work = Path(tempfile.mkdtemp(prefix="bench-page-"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 REPO_DIR = PACKAGE_DIR.parent

@@ -4,5 +4,4 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 Progress = Callable[[int, int], None]

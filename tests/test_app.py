@@ -5,9 +5,9 @@ import json
 import re
 
 import pytest
+from conftest import tiny_model
 from streamlit.testing.v1 import AppTest
 
-from conftest import tiny_model
 from neuro.code.corpus import save_jsonl
 from neuro.paths import REPO_DIR
 

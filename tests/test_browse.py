@@ -6,19 +6,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import SNIPPETS, tiny_model
 from streamlit.testing.v1 import AppTest
 
-from conftest import SNIPPETS, tiny_model
-from neuro.results.statistics import corpus_statistics, corpus_statistics_cached
-from neuro.model.errors import WeightsNotLoaded
-from neuro.model.cards import list_cards
-from neuro.instrument.statistics import capture_statistics, trace_tokens
+from neuro.analysis.selectivity import select_neurons
 from neuro.cli import main
 from neuro.code.corpus import save_jsonl
+from neuro.code.split import split_corpus
+from neuro.instrument.statistics import capture_statistics, trace_tokens
+from neuro.model.cards import list_cards
+from neuro.model.errors import WeightsNotLoaded
 from neuro.model.loading import load_model
 from neuro.paths import REPO_DIR
-from neuro.analysis.selectivity import select_neurons
-from neuro.code.split import split_corpus
+from neuro.results.statistics import corpus_statistics, corpus_statistics_cached
 from neuro.results.store import Store
 
 SELECTION = split_corpus(SNIPPETS).selection

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ARCHITECTURES, tiny_model
+
+from neuro.instrument.losses import sample_losses
+from neuro.instrument.states import pooled_states
 from neuro.instrument.statistics import capture_statistics, trace_tokens, unit_plan
 from neuro.instrument.tokens import encode, length_batches
-from neuro.instrument.states import pooled_states
-from neuro.instrument.losses import sample_losses
 
 
 def reference_statistics(loaded, snippets, max_length=512):
@@ -243,9 +243,9 @@ def test_sample_losses_ignore_padding():
 
 
 def test_syntax_profile_and_top_k_match_traces(tiny_llama, snippets):
+    from neuro.code.syntax import align_tokens
     from neuro.instrument.statistics import POSITION_BITS
     from neuro.instrument.tokens import encode
-    from neuro.code.syntax import align_tokens
 
     k = 4
     stats = capture_statistics(tiny_llama, snippets, gradients=True, syntax=True, top_k=k, batch_tokens=150)

@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SNIPPETS, tiny_model
+
 from neuro.code.corpus import save_jsonl
-from neuro.paths import REPO_DIR
 from neuro.code.split import split_corpus
+from neuro.paths import REPO_DIR
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,23 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import HUMANEVAL_X, SNIPPETS, tiny_model
 from streamlit.testing.v1 import AppTest
 
-from conftest import HUMANEVAL_X, SNIPPETS, tiny_model
-from neuro.instrument.states import pooled_states
-from neuro.cli import main
-from neuro.code.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
-from neuro.paths import REPO_DIR
-from neuro.code.split import SplitParams, split_corpus
-from neuro.results.store import Store
-from neuro.analysis.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
-from neuro.results.embeddings import cached_pooled
-from neuro.code.upload import EMPTY_MESSAGE, CloneInputError, decode_upload, prepare_query
-from neuro.analysis.clones.index import VectorIndex, embed_code
-from neuro.results.clones import all_layer_embeddings, build_index, layer_embeddings
 from neuro.analysis.clones.baselines import code_tokens, tfidf_vectors
-from neuro.results.clones import evaluate_clones, split_embeddings
+from neuro.analysis.clones.index import VectorIndex, embed_code
 from neuro.analysis.clones.metrics import map_at_r, recall_at_1, retrieval_table
+from neuro.analysis.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
+from neuro.cli import main
 from neuro.code.comments import strip_comments
+from neuro.code.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
+from neuro.code.split import SplitParams, split_corpus
+from neuro.code.upload import EMPTY_MESSAGE, CloneInputError, decode_upload, prepare_query
+from neuro.instrument.states import pooled_states
+from neuro.paths import REPO_DIR
+from neuro.results.clones import all_layer_embeddings, build_index, evaluate_clones, layer_embeddings, split_embeddings
+from neuro.results.embeddings import cached_pooled
+from neuro.results.store import Store
 
 # --------------------------------------------------------------------------- metrics
 

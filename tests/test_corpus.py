@@ -4,9 +4,19 @@ import gzip
 import json
 
 import pytest
-
 from conftest import HUMANEVAL_X
-from neuro.code.corpus import CorpusError, Snippet, corpus_hash, first_sentence, load_corpus, load_folder, load_jsonl, normalize_lang, save_jsonl
+
+from neuro.code.corpus import (
+    CorpusError,
+    Snippet,
+    corpus_hash,
+    first_sentence,
+    load_corpus,
+    load_folder,
+    load_jsonl,
+    normalize_lang,
+    save_jsonl,
+)
 
 
 def test_normalize_lang():

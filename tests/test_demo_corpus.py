@@ -9,8 +9,8 @@ import pytest
 
 from neuro.code.corpus import LANGS, Snippet, load_jsonl
 from neuro.code.sandbox import run_snippet, toolchains
-from neuro.paths import DEMO_CORPUS_FILE
 from neuro.code.syntax import parse_errors
+from neuro.paths import DEMO_CORPUS_FILE
 
 SNIPPETS = load_jsonl(DEMO_CORPUS_FILE)
 BY_TASK: dict[str, dict[str, Snippet]] = defaultdict(dict)

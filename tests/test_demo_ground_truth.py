@@ -8,13 +8,13 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from neuro.instrument.statistics import capture_statistics
-from neuro.instrument.tokens import encode
+from neuro.analysis.selectivity import SelectionParams, chance_level, select_neurons
 from neuro.code.corpus import Snippet, load_corpus
 from neuro.instrument.ablation import ablated, language_losses, neuron_effects
+from neuro.instrument.statistics import capture_statistics
+from neuro.instrument.tokens import encode
 from neuro.model.loading import load_model
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
-from neuro.analysis.selectivity import SelectionParams, chance_level, select_neurons
 
 pytestmark = pytest.mark.skipif(not (demo_model_available() and demo_corpus_available()),
                                 reason="demo model or corpus not in this checkout")

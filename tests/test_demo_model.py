@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from tools.demo_model import ExclusionIndex, SourceFile, balance, decontaminate, is_validation, lr_at, reject_reason, unigram_nll
 from neuro.paths import DEMO_MODEL_DIR, demo_model_available
+from tools.demo_model import (
+    ExclusionIndex,
+    SourceFile,
+    balance,
+    decontaminate,
+    is_validation,
+    lr_at,
+    reject_reason,
+    unigram_nll,
+)
 
 needs_model = pytest.mark.skipif(not demo_model_available(), reason="demo model not in this checkout")
 

@@ -4,7 +4,6 @@ import socket
 
 import numpy as np
 import torch.multiprocessing as mp
-
 from conftest import SNIPPETS, tiny_model
 
 

@@ -14,7 +14,17 @@ import pytest
 
 from neuro.code import sandbox as execution
 from neuro.code.corpus import CorpusError, Snippet
-from neuro.code.sandbox import ExecutionResult, pass_at_k, pass_at_k_by_language, reconcile_go_imports, run_program, run_snippet, sandbox_features, sandbox_warning, toolchains
+from neuro.code.sandbox import (
+    ExecutionResult,
+    pass_at_k,
+    pass_at_k_by_language,
+    reconcile_go_imports,
+    run_program,
+    run_snippet,
+    sandbox_features,
+    sandbox_warning,
+    toolchains,
+)
 
 AVAILABLE = toolchains()
 FEATURES = sandbox_features()

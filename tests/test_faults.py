@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SNIPPETS, tiny_model
-from neuro.results import resume
-from neuro.results.statistics import STATS_KIND, corpus_statistics, corpus_statistics_cached
-from neuro.instrument.statistics import capture_statistics
-from neuro.instrument.states import pooled_states
+
 from neuro.code.corpus import Snippet, load_corpus, save_jsonl
+from neuro.instrument.states import pooled_states
+from neuro.instrument.statistics import capture_statistics
+from neuro.results import resume
 from neuro.results.embeddings import POOLED_KIND, cached_pooled, pooled_key
+from neuro.results.statistics import STATS_KIND, corpus_statistics, corpus_statistics_cached
 from neuro.results.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,8 +240,8 @@ def test_sigkill_of_a_cli_capture_then_a_rerun_resumes(model_dir, corpus_file, t
     assert not _prefix_chunks(cache)
 
     # an uninterrupted pass over the same programs (the CLI's default split's selection side)
-    from neuro.model.loading import load_model
     from neuro.code.split import split_corpus
+    from neuro.model.loading import load_model
 
     loaded = load_model(model_dir, device="cpu")
     selection = split_corpus(load_corpus(corpus_file)).selection
@@ -269,8 +269,8 @@ def test_model_folder_with_a_missing_shard(model_dir, tmp_path):
     """Fault: one weight shard of a sharded model deleted: a clear ModelLoadError, nothing cached."""
     import shutil
 
-    from neuro.model.loading import load_model
     from neuro.model.errors import ModelLoadError
+    from neuro.model.loading import load_model
 
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)

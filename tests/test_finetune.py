@@ -8,19 +8,32 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import SNIPPETS, tiny_model
+
+from neuro.code.split import SplitParams, split_corpus
+from neuro.experiments.export import export_model
+from neuro.experiments.finetune import (
+    FinetuneConfig,
+    NeuronDeltas,
+    _Adaptation,
+    ffn_parts,
+    finetune,
+    lm_sequences,
+    lora_rank_for,
+    owned_parameters,
+    plan_finetune,
+    select_finetune_neurons,
+    start_finetune,
+    trainable_count,
+    validate_finetune,
+)
 from neuro.jobs.runner import JobContext, JobRefused, NullContext, list_jobs
 from neuro.model.loading import load_model
-from neuro.code.split import SplitParams, split_corpus
-from neuro.training.batches import Batch
+from neuro.training.batches import Batch, make_batches
 from neuro.training.checkpoints import load_tensors
+from neuro.training.loop import train
 from neuro.training.lora import lora_size
 from neuro.training.memory import optimizer_state_size
-from neuro.training.loop import train
-from neuro.experiments.export import export_model
-from neuro.experiments.finetune import FinetuneConfig, NeuronDeltas, _Adaptation, ffn_parts, finetune, lm_sequences, lora_rank_for, owned_parameters, plan_finetune, select_finetune_neurons, start_finetune, trainable_count, validate_finetune
-from neuro.training.batches import make_batches
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
@@ -200,9 +213,9 @@ _MARK = {"python": "# changed", "go": "// changed", "java": "// changed"}
 def test_evaluation_programs_do_not_move_the_selected_neurons(tiny_llama, tmp_path, monkeypatch):
     """Editing only evaluation-side programs leaves the neurons (and the random control) a run trains
     unchanged: the statistics they come from see the selection side alone."""
-    import neuro.results.statistics
     from dataclasses import replace
 
+    import neuro.results.statistics
     from neuro.analysis.selectivity import SelectionParams
     from neuro.results.store import Store
 

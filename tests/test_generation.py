@@ -2,9 +2,9 @@
 
 import pytest
 
+from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k, prompt_of, truncate_completion
 from neuro.code.corpus import LANGS, load_corpus
 from neuro.code.sandbox import toolchains
-from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k, prompt_of, truncate_completion
 from neuro.paths import DEMO_CORPUS_FILE
 
 DEMO = load_corpus(DEMO_CORPUS_FILE)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.instrument.statistics import capture_statistics
-from neuro.code.corpus import Snippet
-from neuro.instrument.ablation import ablated, language_losses
-from neuro.model.loading import prepare
 from neuro.analysis.selectivity import LapeParams, SelectionParams, chance_level, select_neurons
+from neuro.code.corpus import Snippet
 from neuro.code.split import SplitParams, split_corpus
+from neuro.instrument.ablation import ablated, language_losses
+from neuro.instrument.statistics import capture_statistics
+from neuro.model.loading import prepare
 
 LANGS = ["python", "go", "java"]
 WORDS = 12           # vocabulary words per language

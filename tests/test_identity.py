@@ -11,12 +11,12 @@ import struct
 import numpy as np
 import pytest
 import torch
-
 from conftest import SNIPPETS, make_tokenizer, tiny_model
+
 from neuro.model import loading as models
-from neuro.results.statistics import corpus_statistics
-from neuro.model.loading import load_model, prepare
 from neuro.model.identity import module_fingerprint, weights_fingerprint
+from neuro.model.loading import load_model, prepare
+from neuro.results.statistics import corpus_statistics
 from neuro.results.store import Store
 
 MIB = 1 << 20

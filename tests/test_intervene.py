@@ -6,9 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_model
-from neuro.instrument.ablation import AblationResult, ablated, ablation_matrix, as_layer_map, language_losses, random_like
+
+from neuro.instrument.ablation import (
+    AblationResult,
+    ablated,
+    ablation_matrix,
+    as_layer_map,
+    language_losses,
+    random_like,
+)
 from neuro.model.loading import prepare
 
 

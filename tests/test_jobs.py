@@ -10,14 +10,29 @@ import sys
 import time
 
 import pytest
-
 from conftest import SNIPPETS, tiny_model
+
 from neuro.code.corpus import save_jsonl
-from neuro.jobs.runner import JobContext, JobRefused, NullContext, cancel_job, checkpoint_step, create_job, find_job, job_metrics, job_result, list_jobs, process_alive, read_json, resume_job, write_json
-from neuro.model.loading import load_model
-from neuro.paths import REPO_DIR
 from neuro.experiments.export import export_model
 from neuro.experiments.finetune import FinetuneConfig, finetune, start_finetune
+from neuro.jobs.runner import (
+    JobContext,
+    JobRefused,
+    NullContext,
+    cancel_job,
+    checkpoint_step,
+    create_job,
+    find_job,
+    job_metrics,
+    job_result,
+    list_jobs,
+    process_alive,
+    read_json,
+    resume_job,
+    write_json,
+)
+from neuro.model.loading import load_model
+from neuro.paths import REPO_DIR
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro.results.layers import cached_layer_report, concept_layers
 from neuro.analysis.layers import choose_concept_layers, layer_report, linear_cka, pair_alignment, probe_accuracy
+from neuro.results.layers import cached_layer_report, concept_layers
 from neuro.results.store import Store
 
 
@@ -66,8 +66,8 @@ def test_report_on_tiny_model_and_cache(tiny_llama, snippets, tmp_path):
 
 
 def test_concept_layers_are_chosen_on_the_selection_side(tiny_llama, snippets, tmp_path):
-    from neuro.results.layers import LAYERS_KIND, default_concept_layer
     from neuro.code.split import split_corpus
+    from neuro.results.layers import LAYERS_KIND, default_concept_layer
 
     split = split_corpus(snippets)  # seed 0: "rev" is evaluated; "add" is the only parallel task left
     store = Store(tmp_path)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
-from neuro.cli import main
+
 from neuro.analysis.lens import LogitLens, logit_lens
+from neuro.cli import main
 from neuro.paths import DEMO_MODEL_DIR, demo_model_available
 
 CODE = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"

@@ -4,11 +4,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from neuro.model.adapters import ADAPTERS, UnsupportedArchitecture
-from neuro.model.loading import load_model, model_info
 from neuro.model.errors import ModelLoadError
+from neuro.model.loading import load_model, model_info
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from neuro.instrument.statistics import capture_statistics, trace_tokens
 from neuro.analysis.profiles import syntax_profile, top_examples
+from neuro.instrument.statistics import capture_statistics, trace_tokens
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from test_execution import alive
 
 from neuro.code import sandbox as execution

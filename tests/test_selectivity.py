@@ -10,8 +10,24 @@ import pytest
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import spearmanr
 
+from neuro.analysis.selectivity import (
+    LapeParams,
+    NeuronSelection,
+    SelectionParams,
+    cluster_languages,
+    language_relations,
+    language_similarity,
+    lape_entropy,
+    overlap,
+    select_lape,
+    select_lape_scores,
+    select_neurons,
+    select_pls,
+    select_pls_scores,
+    similarity_matrix,
+    top_count,
+)
 from neuro.instrument.statistics import CorpusStats, capture_statistics
-from neuro.analysis.selectivity import LapeParams, NeuronSelection, SelectionParams, cluster_languages, language_relations, language_similarity, lape_entropy, overlap, select_lape, select_lape_scores, select_neurons, select_pls, select_pls_scores, similarity_matrix, top_count
 
 RAW = SelectionParams(normalize="none")  # the paper's raw comparison
 LANGS = ["cpp", "java", "python", "go", "javascript"]

@@ -8,14 +8,28 @@ import math
 
 import pytest
 import torch
-
 from conftest import SNIPPETS, tiny_model
-from neuro.jobs.runner import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
-from neuro.model.loading import load_model
+
+from neuro.code.split import SplitParams, split_corpus
 from neuro.experiments.export import export_model
 from neuro.experiments.metrics import bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
-from neuro.code.split import SplitParams, split_corpus
-from neuro.experiments.transfer import PROMPT_CUE, SummaryPair, TransferConfig, adapt_layers, middle_layers, prompt_ids, resolve_layers, start_transfer, strip_comments, summary_pairs, training_sequence, transfer, validate_transfer
+from neuro.experiments.transfer import (
+    PROMPT_CUE,
+    SummaryPair,
+    TransferConfig,
+    adapt_layers,
+    middle_layers,
+    prompt_ids,
+    resolve_layers,
+    start_transfer,
+    strip_comments,
+    summary_pairs,
+    training_sequence,
+    transfer,
+    validate_transfer,
+)
+from neuro.jobs.runner import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
+from neuro.model.loading import load_model
 
 # --------------------------------------------------------------------------- metrics
 
@@ -190,7 +204,7 @@ def test_full_transfer_trains_only_the_chosen_layers():
     params, peft = adapt_layers(loaded, _config(method="full", layers=[0, 2]))
     assert peft is None
     optimizer = torch.optim.SGD(params, lr=0.1)
-    from neuro.training.batches import make_batches, batch_loss
+    from neuro.training.batches import batch_loss, make_batches
     seqs = [training_sequence(loaded, p, 64, 16) for p in summary_pairs(SNIPPETS)]
     batch = make_batches(seqs, loaded.tokenizer.pad_token_id, loaded.device, 4096)[0]
     batch_loss(loaded.model, batch).backward()

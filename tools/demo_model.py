@@ -38,8 +38,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
 
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 

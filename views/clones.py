@@ -5,14 +5,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from views.ui import charts
-from neuro.code.corpus import LANGS
-from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING
 from neuro.analysis.clones.index import CloneIndex
-from neuro.results.clones import build_index
+from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING
+from neuro.code.corpus import LANGS
 from neuro.code.upload import CloneInputError, decode_upload
-from neuro.results.clones import cached_evaluation
-from views.ui import corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from neuro.results.clones import build_index, cached_evaluation
+from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Clones",

@@ -5,10 +5,19 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.code.sandbox import sandbox_warning
-from neuro.jobs.runner import JobRefused, job_metrics, list_jobs
 from neuro.analysis.selectivity import SelectionParams, select_neurons
-from neuro.experiments.finetune import METHOD_LABELS, METHODS, NEURON_SETS, lora_rank_for, plan_finetune, results_table, start_finetune, trainable_count
+from neuro.code.sandbox import sandbox_warning
+from neuro.experiments.finetune import (
+    METHOD_LABELS,
+    METHODS,
+    NEURON_SETS,
+    lora_rank_for,
+    plan_finetune,
+    results_table,
+    start_finetune,
+    trainable_count,
+)
+from neuro.jobs.runner import JobRefused, job_metrics, list_jobs
 from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
 
 model, corpus = page_header(

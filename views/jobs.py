@@ -7,7 +7,18 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.jobs.runner import JobRefused, cancel_job, checkpoint_step, job_metrics, job_result, jobs_root, list_jobs, log_tail, resume_job, resume_reason
+from neuro.jobs.runner import (
+    JobRefused,
+    cancel_job,
+    checkpoint_step,
+    job_metrics,
+    job_result,
+    jobs_root,
+    list_jobs,
+    log_tail,
+    resume_job,
+    resume_reason,
+)
 
 st.title("Jobs")
 st.caption(f"Background runs started here or with `python -m neuro finetune|transfer` (folder: "

@@ -3,10 +3,9 @@
 import altair as alt
 import streamlit as st
 
-from views.ui import charts
-from neuro.results.layers import cached_layer_report
 from neuro.analysis.lens import LogitLens, logit_lens
-from views.ui import corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from neuro.results.layers import cached_layer_report
+from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 
 model, corpus = page_header(
     "Layers",

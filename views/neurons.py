@@ -4,14 +4,20 @@ ablation. Thin: widgets and charts here, computation in neuro/."""
 import pandas as pd
 import streamlit as st
 
-from views.ui import charts
-from neuro.results.statistics import ablation
-from neuro.instrument.statistics import trace_tokens
-from neuro.code.corpus import LANGS
 from neuro.analysis.profiles import syntax_profile, top_examples
-from neuro.analysis.selectivity import LapeParams, SelectionParams, chance_level, language_relations, overlap, select_neurons
+from neuro.analysis.selectivity import (
+    LapeParams,
+    SelectionParams,
+    chance_level,
+    language_relations,
+    overlap,
+    select_neurons,
+)
+from neuro.code.corpus import LANGS
 from neuro.code.syntax import align_tokens, detect_language
-from views.ui import corpus_key, corpus_split, lazy_tabs, page_header, pls_statistics
+from neuro.instrument.statistics import trace_tokens
+from neuro.results.statistics import ablation
+from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, pls_statistics
 
 MAX_PASTE = 20_000
 

@@ -7,8 +7,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.experiments.transfer import (
+    LAYER_CHOICES,
+    METHODS,
+    TransferConfig,
+    comparison_table,
+    plan_transfer,
+    start_transfer,
+    trainable_count,
+)
 from neuro.jobs.runner import JobRefused, job_metrics, job_result, list_jobs
-from neuro.experiments.transfer import LAYER_CHOICES, METHODS, TransferConfig, comparison_table, plan_transfer, start_transfer, trainable_count
 from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, page_header
 
 model, corpus = page_header(

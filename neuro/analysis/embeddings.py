@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-import numpy as np
-from neuro.code.corpus import Snippet
 
+import numpy as np
+
+from neuro.code.corpus import Snippet
 
 CENTERINGS = {
     "language": "each program minus the mean of its language's programs (default)",

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
 import torch
-from neuro.progress import Progress
-from neuro.instrument.tokens import encode
+
 from neuro.code.corpus import Snippet
 from neuro.code.sandbox import pass_at_k_by_language, run_program
-from neuro.instrument.ablation import NeuronSet, ablated
-from neuro.model.loading import LoadedModel
 from neuro.code.syntax import parse
-
+from neuro.instrument.ablation import NeuronSet, ablated
+from neuro.instrument.tokens import encode
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 
 _FUNCTION_TYPES = {"function_definition", "function_declaration", "method_declaration", "arrow_function",
                    "function_expression", "method_definition", "function_item"}

@@ -15,19 +15,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from neuro.instrument.states import LayerStates, layer_states
-from neuro.progress import Progress
-from neuro.instrument.tokens import encode
+
 from neuro.code.corpus import Snippet
-from neuro.instrument.ablation import ablated, language_losses
-from neuro.model.loading import LoadedModel
 from neuro.code.syntax import align_tokens
+from neuro.instrument.ablation import ablated, language_losses
+from neuro.instrument.states import LayerStates, layer_states
+from neuro.instrument.tokens import encode
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 
 
 def make_probe() -> Pipeline:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
+
 from neuro.instrument.hooks import _forward_until, hooked
 from neuro.instrument.tokens import encode
-from neuro.model.loading import LoadedModel
 from neuro.model.adapters import _get
+from neuro.model.loading import LoadedModel
 
 
 @dataclass(frozen=True)

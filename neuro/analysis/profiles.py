@@ -6,14 +6,16 @@ examples from the running top-k, re-tokenizing only the few programs they point 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pandas as pd
+
+from neuro.code.corpus import Snippet
+from neuro.code.syntax import align_tokens
 from neuro.instrument.statistics import POSITION_BITS, CorpusStats
 from neuro.instrument.tokens import encode
-from neuro.code.corpus import Snippet
 from neuro.model.loading import LoadedModel
-from neuro.code.syntax import align_tokens
 
 
 def syntax_profile(stats: CorpusStats, layer: int, neuron: int, min_count: int = 5) -> pd.DataFrame:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
-from neuro.instrument.statistics import CorpusStats
 
+from neuro.instrument.statistics import CorpusStats
 
 CLASSES = ("specific", "universal", "other")
 

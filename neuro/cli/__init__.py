@@ -20,14 +20,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from neuro.model.errors import WeightsNotLoaded
+
 from neuro.code.corpus import CorpusError, load_corpus
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.model.loading import load_model
-from neuro.model.errors import ModelLoadError
 from neuro.paths import DEMO_MODEL_DIR
 from neuro.results.store import cache_problem
-from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-
 
 log = logging.getLogger("neuro")
 

@@ -7,10 +7,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Iterable
-
 
 LANGS: tuple[str, ...] = ("cpp", "java", "python", "go", "javascript")
 

@@ -67,8 +67,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from neuro.code.corpus import LANGS, Snippet, normalize_lang
 
+from neuro.code.corpus import LANGS, Snippet, normalize_lang
 
 STATUSES = ("passed", "failed", "compile_error", "timeout", "memory", "killed", "error")
 

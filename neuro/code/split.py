@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from neuro.code.corpus import Snippet
 
+from neuro.code.corpus import Snippet
 
 DEFAULT_EVAL_FRACTION = 0.3
 

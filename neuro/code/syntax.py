@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from collections.abc import Sequence
-from tree_sitter import Language, Node, Parser, Tree
-from neuro.code.corpus import LANGS, normalize_lang
 
+from tree_sitter import Language, Node, Parser, Tree
+
+from neuro.code.corpus import LANGS, normalize_lang
 
 _local = threading.local()  # tree-sitter parsers are not thread-safe: one per thread and language
 

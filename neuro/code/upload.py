@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
 from neuro.code.corpus import normalize_lang
 from neuro.code.syntax import detect_language
-
 
 MAX_CODE_CHARS = 20_000      # pasted code beyond this is cut (the model sees max_length tokens anyway)
 

@@ -13,8 +13,8 @@ import importlib
 import os
 import shutil
 from pathlib import Path
-from neuro.jobs.runner import TRAIN_STATE, JobInfo, JobRefused, create_job, launch, read_job, read_json
 
+from neuro.jobs.runner import TRAIN_STATE, JobInfo, JobRefused, create_job, launch, read_job, read_json
 
 # job kind -> "module:function" returning (merged model, tokenizer) for a job folder
 ADAPTED = {"finetune": "neuro.experiments.finetune:adapted_model", "transfer": "neuro.experiments.transfer:adapted_model"}

@@ -28,26 +28,35 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from neuro.instrument.tokens import encode
-from neuro.instrument.hooks import hooked
+
 from neuro.code.corpus import Snippet
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.instrument.ablation import as_layer_map, count, language_losses, random_like
+from neuro.instrument.hooks import hooked
+from neuro.instrument.tokens import encode
 from neuro.jobs.runner import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
 from neuro.jobs.runner import run_job as run_in_process
-from neuro.model.loading import LoadedModel, load_model
 from neuro.model.adapters import UnsupportedArchitecture
-from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-from neuro.training.lora import apply_lora, get_module, is_conv1d, linear_modules, lora_size, merged_lora, trainable_parameters
-from neuro.training.loop import common_reasons, load_job_model, train
-from neuro.training.memory import estimate_training_bytes, memory_reason
-from neuro.training.checkpoints import load_pretrained_weights, load_tensors, save_tensors
+from neuro.model.loading import LoadedModel, load_model
 from neuro.training.batches import make_batches
-
+from neuro.training.checkpoints import load_pretrained_weights, load_tensors, save_tensors
+from neuro.training.loop import common_reasons, load_job_model, train
+from neuro.training.lora import (
+    apply_lora,
+    get_module,
+    is_conv1d,
+    linear_modules,
+    lora_size,
+    merged_lora,
+    trainable_parameters,
+)
+from neuro.training.memory import estimate_training_bytes, memory_reason
 
 METHODS = ("neurons", "random", "full", "lora")
 
@@ -288,8 +297,8 @@ def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None
     """The NeuronSelection a run draws its neurons from: PLS statistics (gradients) of the split's
     SELECTION side only, so no evaluation-side program influences which neurons are trained (or which
     the random control avoids). `params`: SelectionParams (None: its defaults, e.g. the score)."""
-    from neuro.results.statistics import corpus_statistics
     from neuro.analysis.selectivity import select_neurons
+    from neuro.results.statistics import corpus_statistics
 
     stats, _ = corpus_statistics(loaded, split.selection, max_length=max_length, store=store, progress=progress)
     return select_neurons(stats, "pls", params)

@@ -22,7 +22,6 @@ import xml.sax.saxutils
 from collections import Counter
 from collections.abc import Sequence
 
-
 _TINY = sys.float_info.min
 
 _NORMALIZE1 = [(re.compile(p), r) for p, r in [("<skipped>", ""), (r"-\n", ""), (r"\n", " ")]]

@@ -28,21 +28,22 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import pandas as pd
 import torch
+
 from neuro.code.corpus import LANGS, Snippet
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+from neuro.code.syntax import parse
+from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 from neuro.jobs.runner import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
 from neuro.jobs.runner import run_job as run_in_process
 from neuro.model.loading import LoadedModel, load_model
-from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-from neuro.code.syntax import parse
-from neuro.training.lora import apply_lora, linear_modules, lora_size, merged_lora, trainable_parameters
-from neuro.training.loop import common_reasons, load_job_model, train
-from neuro.training.memory import estimate_training_bytes, memory_reason
-from neuro.training.checkpoints import load_tensors, load_weights, save_tensors
 from neuro.training.batches import make_batches
-from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
-
+from neuro.training.checkpoints import load_tensors, load_weights, save_tensors
+from neuro.training.loop import common_reasons, load_job_model, train
+from neuro.training.lora import apply_lora, linear_modules, lora_size, merged_lora, trainable_parameters
+from neuro.training.memory import estimate_training_bytes, memory_reason
 
 LAYER_CHOICES = ("concept", "all", "lower", "custom")
 

@@ -7,19 +7,20 @@ sessions sharing the model never see the ablated model.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 import torch
-from neuro.progress import Progress
-from neuro.instrument.tokens import collate, encode, length_batches
+
+from neuro.code.corpus import Snippet
 from neuro.instrument.hooks import hooked
 from neuro.instrument.losses import sample_losses
-from neuro.code.corpus import Snippet
+from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.loading import LoadedModel
-
+from neuro.progress import Progress
 
 NeuronSet = Mapping[int, Sequence[int]]  # layer -> neuron indices
 

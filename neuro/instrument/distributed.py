@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.distributed as dist
-from neuro.instrument.statistics import CorpusStats, capture_statistics
+
 from neuro.code.corpus import Snippet
+from neuro.instrument.statistics import CorpusStats, capture_statistics
 from neuro.model.loading import LoadedModel
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
 from neuro.code.corpus import Snippet
-from neuro.model.loading import LoadedModel
 from neuro.instrument.hooks import _forward_until, hooked
 from neuro.instrument.tokens import _pad_id, collate, encode, length_batches, real_token_mask
+from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
 

@@ -8,16 +8,18 @@ memory is O(layers x neurons) whatever the corpus size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
+
 from neuro.code.corpus import Snippet
-from neuro.model.loading import LoadedModel
-from neuro.model.adapters import NeuronSite
 from neuro.instrument.hooks import _forward_until, hooked
 from neuro.instrument.losses import sample_losses, token_losses
 from neuro.instrument.tokens import Encoded, _pad_id, collate, encode, length_batches, real_token_mask
+from neuro.model.adapters import NeuronSite
+from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
 

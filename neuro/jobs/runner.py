@@ -45,8 +45,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from neuro.paths import REPO_DIR, cache_dir
 
+from neuro.paths import REPO_DIR, cache_dir
 
 ACTIVE = ("queued", "running")
 

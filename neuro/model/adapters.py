@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+
 from torch import nn
+
 from neuro.model.errors import ModelLoadError
 
 

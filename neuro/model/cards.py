@@ -16,12 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-import torch
-from neuro.model.loading import LoadedModel, prepare
-from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
-from neuro.model.adapters import adapter_for
-from neuro.paths import cache_dir
 
+import torch
+
+from neuro.model.adapters import adapter_for
+from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
+from neuro.model.loading import LoadedModel, prepare
+from neuro.paths import cache_dir
 
 __all__ = ["WeightsNotLoaded", "ModelCard", "list_cards", "load_browse_only", "remember_model"]
 

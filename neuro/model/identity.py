@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Sequence
+
 import torch
 from torch import nn
+
 from neuro.paths import cache_dir
 
 log = logging.getLogger(__name__)

@@ -7,19 +7,19 @@ what their FFN sub-modules are called; nothing else in the project knows module 
 
 from __future__ import annotations
 
-from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
-
 import logging
 import os
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
 from torch import nn
-from neuro.model.adapters import Adapter, NeuronSite, _get, adapter_for, neuron_sites
-from neuro.model.identity import _WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
 
+from neuro.model.adapters import Adapter, NeuronSite, _get, adapter_for, neuron_sites
+from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
+from neuro.model.identity import _WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
 
 log = logging.getLogger(__name__)
 

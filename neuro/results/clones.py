@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from neuro.results.embeddings import POOLED_KIND, cached_pooled, pooled_key, resumable_pooled
-from neuro.analysis.clones.index import CloneIndex, VectorIndex
-
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
-from neuro.progress import Progress
-from neuro.code.corpus import Snippet, corpus_hash
-from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
-from neuro.results.embeddings import POOLED_VERSION
-from neuro.model.loading import LoadedModel
-from neuro.model.cards import remember_model
-from neuro.code.split import CorpusSplit, SplitParams
-from neuro.results.store import Entry, Store, make_key
-from neuro.analysis.clones.baselines import tfidf_vectors
-from neuro.analysis.clones.index import resolve_split
-from neuro.analysis.clones.metrics import CloneEvaluation, retrieval_table
-from neuro.code.comments import without_comments
 
+from neuro.analysis.clones.baselines import tfidf_vectors
+from neuro.analysis.clones.index import CloneIndex, VectorIndex, resolve_split
+from neuro.analysis.clones.metrics import CloneEvaluation, retrieval_table
+from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
+from neuro.code.comments import without_comments
+from neuro.code.corpus import Snippet, corpus_hash
+from neuro.code.split import CorpusSplit, SplitParams
+from neuro.model.cards import remember_model
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
+from neuro.results.embeddings import POOLED_KIND, POOLED_VERSION, cached_pooled, pooled_key, resumable_pooled
+from neuro.results.store import Entry, Store, make_key
 
 EMBED_KIND = "clone_embeddings"
 

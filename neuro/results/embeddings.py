@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
-from neuro.progress import Progress
-from neuro.instrument.states import pooled_states
+
+from neuro.analysis.embeddings import centred_rows, check_centering, project_2d
 from neuro.code.corpus import Snippet, corpus_hash
-from neuro.model.loading import LoadedModel
+from neuro.instrument.states import pooled_states
 from neuro.model.cards import remember_model
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 from neuro.results.resume import chunked_rows, drop_chunks
 from neuro.results.store import Entry, Store, make_key
-from neuro.analysis.embeddings import centred_rows, check_centering, project_2d
-
 
 POOLED_KIND = "pooled_states"
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
-from neuro.instrument.states import LayerStates, layer_states
-from neuro.progress import Progress
+
+from neuro.analysis.layers import LayerReport, contribution_losses, contribution_sample, layer_report
 from neuro.code.corpus import Snippet, corpus_hash
-from neuro.model.loading import LoadedModel
+from neuro.instrument.states import LayerStates, layer_states
 from neuro.model.cards import remember_model
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 from neuro.results.resume import chunked_rows, drop_chunks, resumable_steps
 from neuro.results.store import Entry, Store, make_key
-from neuro.analysis.layers import LayerReport, contribution_losses, contribution_sample, layer_report
-
 
 LAYERS_KIND = "layer_scores"
 

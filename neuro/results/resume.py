@@ -26,10 +26,10 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from neuro.progress import Progress
-from neuro.code.corpus import Snippet, corpus_hash
-from neuro.results.store import Entry, Store, make_key
 
+from neuro.code.corpus import Snippet, corpus_hash
+from neuro.progress import Progress
+from neuro.results.store import Entry, Store, make_key
 
 log = logging.getLogger(__name__)
 

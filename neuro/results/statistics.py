@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import pandas as pd
-from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics
-from neuro.progress import Progress
+
+from neuro.analysis.selectivity import NeuronSelection
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.instrument.ablation import AblationResult, ablation_matrix
-from neuro.model.loading import LoadedModel
-from neuro.analysis.selectivity import NeuronSelection
+from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics
 from neuro.model.cards import remember_model
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 from neuro.results.resume import chunked_sum, drop_chunks
 from neuro.results.store import Entry, Store, make_key
-
 
 STATS_KIND = "corpus_stats"
 

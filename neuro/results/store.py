@@ -18,15 +18,16 @@ import shutil
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
-from neuro.paths import cache_dir
 
+from neuro.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from neuro.instrument.tokens import length_batches
 
 

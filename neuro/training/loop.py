@@ -14,9 +14,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+
 from neuro.jobs.runner import TRAIN_STATE
 from neuro.model.loading import LoadedModel, load_model
 from neuro.training.batches import Batch, batch_loss

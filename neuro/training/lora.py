@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 from torch import nn
+
 from neuro.model.loading import LoadedModel
 
 

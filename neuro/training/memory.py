@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+
 import torch
+
 from neuro.model.loading import LoadedModel
 
 

@@ -8,13 +8,12 @@ import os
 import signal
 import time
 
+from conftest import SNIPPETS, tiny_model
 from test_faults import SLOW_CAPTURE, _computed, _env, _prefix_chunks
 
-from conftest import SNIPPETS, tiny_model
-from neuro.results.statistics import STATS_KIND
 from neuro.code.corpus import save_jsonl
+from neuro.results.statistics import STATS_KIND
 from neuro.results.store import Store
-
 from tests.browser.conftest import start_server, stop_server
 from tests.browser.test_browser import assert_no_exception, settle
 

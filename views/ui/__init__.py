@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-import streamlit as st
-from neuro.model.errors import WeightsNotLoaded
-from neuro.model.cards import list_cards
-from neuro.code.corpus import CorpusError, Snippet, load_corpus
-from neuro.model.loading import LoadedModel, load_model
-from neuro.model.errors import ModelLoadError
-from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
-from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 
+import streamlit as st
+
+from neuro.code.corpus import CorpusError, Snippet, load_corpus
+from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+from neuro.model.cards import list_cards
+from neuro.model.errors import ModelLoadError, WeightsNotLoaded
+from neuro.model.loading import LoadedModel, load_model
+from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
 
 DEMO = "Embedded demo"
 
@@ -238,8 +238,8 @@ def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
 def export_panel(kind: str, key: str) -> None:
     """Export a finished `kind` job's adapted model as a Hugging Face folder (in the background, as an
     "export" job); the same panel on the Fine-tuning and Transfer pages."""
-    from neuro.jobs.runner import JobRefused, list_jobs
     from neuro.experiments.export import start_export
+    from neuro.jobs.runner import JobRefused, list_jobs
 
     st.subheader("Export")
     done = [j for j in list_jobs(kind=kind) if j.state == "finished"]

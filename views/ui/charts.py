@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import html
+
 import altair as alt
 import numpy as np
 import pandas as pd
-
 
 LANG_COLORS = {"cpp": "#4e79a7", "java": "#f28e2b", "python": "#59a14f", "go": "#76b7b2",
                "javascript": "#edc948", "universal": "#b07aa1"}

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-import numpy as np
-from neuro.instrument.tokens import encode
-from neuro.instrument.states import layer_states
-from neuro.code.corpus import LANGS, Snippet, normalize_lang
-from neuro.analysis.embeddings import DEFAULT_CENTERING, MIN_LANGUAGE_ROWS, Centering, unit_rows
-from neuro.model.loading import LoadedModel
-from neuro.code.split import CorpusSplit, SplitParams, split_corpus
-from neuro.code.upload import Query, TOKENS_MESSAGE, prepare_query
 
+import numpy as np
+
+from neuro.analysis.embeddings import DEFAULT_CENTERING, MIN_LANGUAGE_ROWS, Centering, unit_rows
+from neuro.code.corpus import LANGS, Snippet, normalize_lang
+from neuro.code.split import CorpusSplit, SplitParams, split_corpus
+from neuro.code.upload import TOKENS_MESSAGE, Query, prepare_query
+from neuro.instrument.states import layer_states
+from neuro.instrument.tokens import encode
+from neuro.model.loading import LoadedModel
 
 NO_LANGUAGE_MEAN_MESSAGE = ("The corpus has fewer than {min} {lang} programs, so the query is centred on the corpus "
                             "mean rather than its language's mean.")

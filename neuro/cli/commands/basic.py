@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+
 from neuro.cli import command, open_corpus, open_model, open_split, progress
 from neuro.model.loading import model_info
 from neuro.results.store import Store
@@ -23,9 +24,9 @@ def _capture_options(p) -> None:
 @command("capture", "per-language neuron statistics (activations, PLS, LAPE counts) into the cache",
          _capture_options)
 def cmd_capture(args) -> tuple[dict, str]:
-    from neuro.results.statistics import corpus_statistics
-    from neuro.instrument.statistics import capture_statistics
     from neuro.instrument.distributed import distributed_statistics, init_from_env, world
+    from neuro.instrument.statistics import capture_statistics
+    from neuro.results.statistics import corpus_statistics
 
     rank, size = world()
     device = init_from_env()  # under torchrun: one shard of the corpus per rank, accumulators all-reduced

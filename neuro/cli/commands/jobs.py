@@ -8,6 +8,7 @@ scores are measured on the evaluation side. The --json report carries the split 
 from __future__ import annotations
 
 from pathlib import Path
+
 from neuro.cli import command, open_corpus, open_model, open_split
 from neuro.results.store import Store
 
@@ -207,8 +208,8 @@ def cmd_jobs(args) -> tuple[dict, str]:
 
 def _export_job(info, out: str | None) -> tuple[dict, str]:
     """Export a finished fine-tuning or transfer job here (in the foreground)."""
-    from neuro.jobs.runner import JobRefused
     from neuro.experiments.export import export_reason
+    from neuro.jobs.runner import JobRefused
 
     reason = export_reason(info)
     if reason:

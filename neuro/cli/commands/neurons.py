@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+
 from neuro.cli import command, open_corpus, open_model, open_split, progress
 from neuro.results.store import Store
 
@@ -124,8 +125,8 @@ def cmd_ablate(args) -> tuple[dict, str]:
 @command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)",
          _generation_options)
 def cmd_ablate_gen(args) -> tuple[dict, str]:
-    from neuro.code.sandbox import sandbox_features, sandbox_warning
     from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k
+    from neuro.code.sandbox import sandbox_features, sandbox_warning
     from neuro.instrument.ablation import random_like
 
     loaded, snippets = open_model(args), open_corpus(args)

@@ -9,7 +9,7 @@ navigation.
 import streamlit as st
 
 from neuro.model.errors import WeightsNotLoaded
-from neuro.results.store import cache_problem
+from neuro.results import cache_problem
 
 st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":material/neurology:", layout="wide")
 

@@ -3,9 +3,9 @@
 (a) plain forward, (b) forward with statistics capture, (c) activation-only forward+backward,
 (d) forward+backward with PLS accumulators: tokens/s of each, the ratios b/a and d/c, the peak memory
 of (c) and (d) and its growth over a 4x longer corpus (it must not grow); (e) pooled embeddings with
-early exit after a middle layer vs the full depth (neuro.capture.pooled_states); and with
-`--humaneval-x DIR` the whole corpus's PLS statistics end to end (neuro.capture.capture_statistics,
-then the app's default neuro.analyses.corpus_statistics with syntax profile and top-k examples).
+early exit after a middle layer vs the full depth (neuro.instrument.statistics.pooled_states); and with
+`--humaneval-x DIR` the whole corpus's PLS statistics end to end (neuro.instrument.statistics.capture_statistics,
+then the app's default neuro.results.statistics.STATS with syntax profile and top-k examples).
 
 Presets (`--config`): `tiny` (8 layers, hidden 512, for CPUs), and the published shapes of
 `llama-3.1-8b` and `qwen2.5-coder-32b`, built directly on the device with random weights: bfloat16
@@ -344,13 +344,12 @@ def humaneval_x(loaded: LoadedModel, folder: str, limit: int, batch_tokens: int,
     except ImportError:
         out["app_default"] = "skipped: tree_sitter is not installed (syntax profile)"
         return out
-    from neuro.results.statistics import corpus_statistics
-    from neuro.results.store import Store
+    from neuro.results.statistics import STATS
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             start = time.perf_counter()
-            corpus_statistics(loaded, snippets, gradients=True, store=Store(tmp), capture=capture)
+            STATS.get(loaded, snippets, gradients=True, cache=tmp, capture=capture)
             sync(loaded.device)
             out["seconds_app_default"] = round(time.perf_counter() - start, 2)
         except torch.cuda.OutOfMemoryError as err:

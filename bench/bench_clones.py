@@ -74,10 +74,9 @@ def bench_corpus(args) -> dict:
     from neuro.analysis.clones.index import embed_code
     from neuro.model.loading import load_model
     from neuro.results.clones import build_index
-    from neuro.results.store import Store
 
     loaded = load_model(source)
-    clones = build_index(loaded, snippets, store=Store(args.cache) if args.cache else None)
+    clones = build_index(loaded, snippets, cache=args.cache)
     vectors = np.stack([embed_code(loaded, code, clones.layer) for code in queries])
     few = np.array(queries[:20], dtype=object)
     out = {"corpus": len(snippets), "model": loaded.identity, "layer": clones.layer,

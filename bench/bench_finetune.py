@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuro.analysis.selectivity import SelectionParams  # noqa: E402
 from neuro.code.corpus import load_corpus  # noqa: E402
 from neuro.code.split import split_corpus  # noqa: E402
-from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune  # noqa: E402
-from neuro.jobs.runner import find_job, job_result  # noqa: E402
+from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons  # noqa: E402
+from neuro.jobs.folders import find_job  # noqa: E402
+from neuro.jobs.kinds import FINETUNE, finished_results  # noqa: E402
+from neuro.jobs.runner import start_job  # noqa: E402
 from neuro.model.loading import load_model  # noqa: E402
 from neuro.paths import DEMO_MODEL_DIR  # noqa: E402
-from neuro.results.store import Store  # noqa: E402
 
 
 def main() -> int:
@@ -47,16 +48,16 @@ def main() -> int:
 
     loaded = load_model(args.model, device=args.device)
     snippets = load_corpus(args.corpus)
-    store = Store(args.cache)
     split = split_corpus(snippets)  # neurons chosen on the selection side, losses measured on the other
-    selection = select_finetune_neurons(loaded, split, SelectionParams(top_fraction=args.top_fraction), store=store)
+    selection = select_finetune_neurons(loaded, split, SelectionParams(top_fraction=args.top_fraction),
+                                        store=args.cache)
     root = Path(args.cache) / "jobs" if args.cache else None
     infos = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set, split=split,
                                steps=args.steps, lr=args.lr_full if method == "full" else args.lr,
                                batch_tokens=args.batch_tokens, device=args.device)
-        info = start_finetune(config, loaded, snippets, root=root)
+        info = start_job(FINETUNE, config, loaded, snippets, root=root)
         print(f"{method}: job {info.id}", file=sys.stderr, flush=True)
         while (info := find_job(info.path)).active:
             time.sleep(1.0)
@@ -64,12 +65,12 @@ def main() -> int:
             print(f"{method}: {info.state} {info.error or ''}\n{(info.path / 'log.txt').read_text()[-3000:]}",
                   file=sys.stderr)
         infos.append(info)
-    table = results_table(infos)
+    results = finished_results(infos, FINETUNE)
+    table = results_table(results)
     if table.empty:
         return 1
-    table["state_mb"] = [(job_result(i)["trainable_params"] + job_result(i)["optimizer_state"]) * 4 / 2 ** 20
-                         for i in infos if i.state == "finished"]
-    per_language = {r["method"]: r["heldout_delta"] for r in (job_result(i) for i in infos if i.state == "finished")}
+    table["state_mb"] = [(r.trainable_params + r.optimizer_state) * 4 / 2 ** 20 for r in results.values()]
+    per_language = {r.method: r.heldout_delta for r in results.values()}
     columns = ["method", "neurons", "lora_rank", "trainable_params", "trainable_%", "optimizer_state", "state_mb",
                "peak_memory_mb", "memory_overhead_mb", "s_per_step", "target_loss_before", "target_loss_after",
                "target_delta", "others_delta_mean"]

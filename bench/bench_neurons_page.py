@@ -57,8 +57,9 @@ def main() -> None:
 
     from neuro.code.corpus import save_jsonl
     from neuro.model.loading import load_model
-    from neuro.results.statistics import STATS_KIND, _stats_key
-    from neuro.results.store import Entry, Store
+    from neuro.results import open_store
+    from neuro.results.statistics import STATS
+    from neuro.results.store import Entry
 
     work = Path(tempfile.mkdtemp(prefix="bench-page-"))
     tiny = tiny_model("llama")
@@ -69,8 +70,8 @@ def main() -> None:
     stats = synthetic_stats(["cpp", "java", "python", "go", "javascript"], args.layers, args.neurons, len(SNIPPETS))
     stats.meta["snippet_ids"] = [s.id for s in SNIPPETS]
     params = dict(gradients=True, syntax=True, top_k=16, max_length=512)
-    Store(work / "cache").save(STATS_KIND, _stats_key(loaded, SNIPPETS, params),
-                               Entry(arrays=stats.to_arrays(), meta=stats.meta))
+    open_store(work / "cache").save(STATS.kind, STATS.key(loaded, SNIPPETS, **params),
+                                    Entry(arrays=stats.to_arrays(), meta=stats.meta))
     os.environ.update(NEURO_MODEL=str(work / "model"), NEURO_CORPUS=str(work / "corpus.jsonl"),
                       NEURO_CACHE=str(work / "cache"))
 

@@ -101,7 +101,8 @@ def test_layers_page(monkeypatch, app_env):
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
     assert any("Concept layers" in m.value for m in at.markdown)
-    at.multiselect(key="concept_override").set_value([1]).run()
+    override = next(m for m in at.multiselect if m.key.startswith("concept_override|"))  # keyed by model+corpus
+    override.set_value([1]).run()
     assert any("Concept layers: [1]" in m.value for m in at.markdown)
     at.session_state["tab"] = "Logit lens"
     at.run()
@@ -138,3 +139,27 @@ def test_a_cache_that_cannot_be_written_is_said_on_the_page(monkeypatch, app_env
     assert any("Results are not being kept" in w and "Read-only file system" in w for w in warnings), warnings
     healthy = _run(monkeypatch, app_env)
     assert not any("Results are not being kept" in w.value for w in healthy.warning)
+
+
+def test_page_state_is_kept_per_model_and_corpus():
+    """The Layers page's concept layers for one model and corpus are not seen with another model or
+    another corpus, and are found again when switching back."""
+    def script():
+        from types import SimpleNamespace
+
+        import streamlit as st
+
+        from conftest import SNIPPETS
+        from views.ui.state import scoped_state
+
+        a, b = SimpleNamespace(identity="llama@aaaa"), SimpleNamespace(identity="llama@bbbb")
+        if "step" not in st.session_state:
+            st.session_state.step = 0
+            scoped_state(a, SNIPPETS).concept_layers = [2, 3]
+        st.write(repr([scoped_state(a, SNIPPETS).concept_layers, scoped_state(b, SNIPPETS).concept_layers,
+                       scoped_state(a, SNIPPETS[:-1]).concept_layers]))
+
+    at = AppTest.from_function(script).run()
+    at.run()  # a rerun keeps the state
+    assert not at.exception
+    assert at.markdown[0].value == repr([[2, 3], None, None])

@@ -18,7 +18,7 @@ from neuro.model.cards import list_cards
 from neuro.model.errors import WeightsNotLoaded
 from neuro.model.loading import load_model
 from neuro.paths import REPO_DIR
-from neuro.results.statistics import corpus_statistics, corpus_statistics_cached
+from neuro.results.statistics import STATS
 from neuro.results.store import Store
 
 SELECTION = split_corpus(SNIPPETS).selection
@@ -33,7 +33,7 @@ def laptop(tmp_path_factory):
     loaded.tokenizer.save_pretrained(box / "model")
     with_weights = load_model(box / "model")
     # the defaults of app and CLI: statistics of the split's selection side
-    stats, hit = corpus_statistics(with_weights, SELECTION, store=Store(box / "cache"))
+    stats, hit = STATS.fetch(with_weights, SELECTION, cache=Store(box / "cache"))
     assert not hit
     home = tmp_path_factory.mktemp("laptop")
     shutil.copytree(box / "cache", home / "cache")
@@ -58,7 +58,8 @@ def test_the_card_is_kept_and_listed(laptop):
     cards = list_cards(home / "cache")
     assert [c.identity for c in cards] == [identity]
     card = cards[0]
-    assert card.n_layers == 3 and card.neurons_per_layer == 48 and "tiny" in card.label or card.source in card.label
+    assert (card.n_layers, card.neurons_per_layer, card.model_type) == (3, 48, "llama")
+    assert card.source.endswith("model") and card.label.startswith(f"{card.source} (llama, 3 layers, cached 20")
     assert not any(p.suffix == ".safetensors" for p in card.folder.iterdir())
 
 
@@ -67,7 +68,7 @@ def test_browse_only_model_reads_the_cached_results(laptop):
     meta = load_model(list_cards(home / "cache")[0].folder)
     assert not meta.weights_loaded and meta.identity == identity
     assert all(p.is_meta for p in meta.model.parameters())  # no memory for weights
-    cached = corpus_statistics_cached(meta, SELECTION, store=Store(home / "cache"))
+    cached = STATS.get(meta, SELECTION, cache=Store(home / "cache"), compute=False)
     assert cached is not None
     np.testing.assert_allclose(cached.pls_sum, stats.pls_sum)
     assert select_neurons(cached, "pls").total == 3 * 48

@@ -45,6 +45,7 @@ def reference_statistics(loaded, snippets, max_length=512):
             def pre(module, args, layer=site.layer):
                 args[0].retain_grad()
                 kept[layer] = args[0]
+
             def post(module, args, out, layer=site.layer):
                 acts[layer] = out.detach()
             handles += [site.down.register_forward_pre_hook(pre), site.act.register_forward_hook(post)]

@@ -22,9 +22,9 @@ from neuro.code.split import SplitParams, split_corpus
 from neuro.code.upload import EMPTY_MESSAGE, CloneInputError, decode_upload, prepare_query
 from neuro.instrument.states import pooled_states
 from neuro.paths import REPO_DIR
-from neuro.results.clones import all_layer_embeddings, build_index, evaluate_clones, layer_embeddings, split_embeddings
-from neuro.results.embeddings import cached_pooled
-from neuro.results.store import Store
+from neuro.results import open_store
+from neuro.results.clones import CLONE_EVAL, build_index, split_embeddings
+from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED
 
 # --------------------------------------------------------------------------- metrics
 
@@ -164,18 +164,18 @@ def test_search_centres_the_query_on_its_language():
 
 def test_early_exit_embedding_equals_the_full_pass(tiny_llama, snippets, tmp_path):
     full = pooled_states(tiny_llama, snippets)
-    store = Store(tmp_path)
-    early = layer_embeddings(tiny_llama, snippets, 1, store=store)
+    store = open_store(tmp_path)
+    early = LAYER_EMBEDDINGS.get(tiny_llama, snippets, layer=1, cache=store)
     np.testing.assert_allclose(early, full[:, 1], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(embed_code(tiny_llama, snippets[2].code, 1), full[2, 1], rtol=1e-4, atol=1e-5)
-    all_layers = all_layer_embeddings(tiny_llama, snippets, store=store)  # now sliced from the shared entry
-    np.testing.assert_allclose(layer_embeddings(tiny_llama, snippets, 2, store=store), all_layers[:, 2])
+    all_layers = POOLED.get(tiny_llama, snippets, cache=store)  # now sliced from the shared entry
+    np.testing.assert_allclose(LAYER_EMBEDDINGS.get(tiny_llama, snippets, layer=2, cache=store), all_layers[:, 2])
     with pytest.raises(ValueError, match="layer must lie"):
-        layer_embeddings(tiny_llama, snippets, 3, store=store)
+        LAYER_EMBEDDINGS.get(tiny_llama, snippets, layer=3, cache=store)
 
 
 def test_index_search_on_a_tiny_model(tiny_llama, snippets, tmp_path):
-    index = build_index(tiny_llama, snippets, store=Store(tmp_path))
+    index = build_index(tiny_llama, snippets, cache=tmp_path)
     assert 0 <= index.layer < 3
     result = index.search(snippets[1].code, k=3)  # a Go program from the corpus finds itself first
     assert result.query.lang == "go" and result[0].id == "add/go" and result[0].score == pytest.approx(1.0, abs=1e-4)
@@ -226,7 +226,9 @@ def test_bad_inputs_give_the_documented_messages():
     for empty in ("", "   \n\t"):
         with pytest.raises(CloneInputError, match="No code to search"):
             prepare_query(empty)
-    assert str(CloneInputError(EMPTY_MESSAGE)) == "No code to search: paste a function or upload a source file."
+    with pytest.raises(CloneInputError) as empty_error:
+        prepare_query(None)
+    assert str(empty_error.value) == EMPTY_MESSAGE  # the page shows the exception's text as it is
     huge = prepare_query("def f(x):\n    return x\n" * 2000, max_chars=1000)
     assert huge.truncated and len(huge.code) == 1000 and huge.original_chars == 46_000
     assert "only the first 1,000 are used" in huge.notices[0]
@@ -354,14 +356,14 @@ def test_evaluation_programs_do_not_move_concept_layers_or_centring_means(tiny_l
     note = {"python": "# a note\n", "go": "// a note\n", "java": "// a note\n"}
     changed = [replace(s, code=s.code + note[s.lang]) if s.task in held else s for s in corpus]
     assert split_corpus(changed).selection == split.selection  # only evaluation programs differ
-    store = Store(tmp_path)  # one cache: a layer report keyed on anything beyond the selection would be a second
-    given = evaluate_clones(tiny_llama, corpus, store=store)  # concept layer: the layer report's rule
-    again = evaluate_clones(tiny_llama, changed, store=store)
+    store = open_store(tmp_path)  # one cache: a layer report keyed on anything beyond the selection would be a second
+    given = CLONE_EVAL.get(tiny_llama, corpus, cache=store)  # concept layer: the layer report's rule
+    again = CLONE_EVAL.get(tiny_llama, changed, cache=store)
     assert given.concept_layers == again.concept_layers and given.layer == again.layer
-    from neuro.results.layers import LAYERS_KIND
-    reports = store.entries(LAYERS_KIND)
+    from neuro.results.layers import LAYER_REPORT
+    reports = store.entries(LAYER_REPORT.kind)
     assert len(reports) == 1 and reports[0]["meta"]["meta"]["snippets"] == len(split.selection)
-    a, b = split_embeddings(tiny_llama, corpus, store=store), split_embeddings(tiny_llama, changed, store=store)
+    a, b = split_embeddings(tiny_llama, corpus, cache=store), split_embeddings(tiny_llama, changed, cache=store)
     rows = a.evaluation_rows
     assert np.abs(a.pooled[rows] - b.pooled[rows]).max() > 1e-3  # the evaluation programs' states did change
     for layer in range(tiny_llama.n_layers):
@@ -377,12 +379,12 @@ def test_evaluation_programs_do_not_move_concept_layers_or_centring_means(tiny_l
 def test_clone_evaluation_queries_and_candidates_are_evaluation_programs(tiny_llama, tmp_path):
     corpus = _parallel_corpus()
     split = split_corpus(corpus, SplitParams(eval_fraction=0.4, seed=3))
-    store = Store(tmp_path)
-    result = evaluate_clones(tiny_llama, corpus, layer=1, split=split.params, store=store)
+    store = open_store(tmp_path)
+    result = CLONE_EVAL.get(tiny_llama, corpus, layer=1, split=split.params, cache=store)
     assert result.meta["split"] == split.summary() and result.meta["evaluated_programs"] == len(split.evaluation)
     # Reference from the definitions: Java / Python / Go means of the selection programs, applied to the
     # evaluation programs, which alone are queries and candidates.
-    pooled = cached_pooled(tiny_llama, corpus, store=store)[:, 1]
+    pooled = POOLED.get(tiny_llama, corpus, cache=store)[:, 1]
     selected = {s.id for s in split.selection}
     means = {lang: pooled[[i for i, s in enumerate(corpus) if s.lang == lang and s.id in selected]].mean(0)
              for lang in ("python", "go", "java")}
@@ -400,4 +402,4 @@ def test_clone_evaluation_queries_and_candidates_are_evaluation_programs(tiny_ll
     got = result.scores[result.scores.method == "token TF-IDF"].set_index(key)
     np.testing.assert_allclose(got.loc[tfidf.index, "map_at_r"], tfidf["map_at_r"], rtol=1e-6)
     with pytest.raises(ValueError, match="no two evaluation programs share a task"):
-        evaluate_clones(tiny_llama, SNIPPETS, layer=1, split=SplitParams(seed=2), store=store)  # only "sum" held out
+        CLONE_EVAL.get(tiny_llama, SNIPPETS, layer=1, split=SplitParams(seed=2), cache=store)  # only "sum" held out

@@ -28,10 +28,9 @@ from conftest import SNIPPETS, tiny_model
 from neuro.code.corpus import Snippet, load_corpus, save_jsonl
 from neuro.instrument.states import pooled_states
 from neuro.instrument.statistics import capture_statistics
-from neuro.results import resume
-from neuro.results.embeddings import POOLED_KIND, cached_pooled, pooled_key
-from neuro.results.statistics import STATS_KIND, corpus_statistics, corpus_statistics_cached
-from neuro.results.store import Store
+from neuro.results import open_store, resume
+from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED
+from neuro.results.statistics import STATS
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = dict(gradients=True, syntax=True, top_k=4, max_length=64)
@@ -91,44 +90,44 @@ def _resumed(caplog) -> list[str]:
 
 def test_chunked_statistics_equal_an_uninterrupted_pass(model, tmp_path, chunks_of_3):
     whole = capture_statistics(model, SNIPPETS, **PARAMS)
-    chunked, hit = corpus_statistics(model, SNIPPETS, store=Store(tmp_path), **PARAMS)
+    chunked, hit = STATS.fetch(model, SNIPPETS, cache=tmp_path, **PARAMS)
     assert not hit
     assert_stats_close(chunked, whole)
-    assert not (tmp_path / resume.CHUNKS_DIR / STATS_KIND).exists()  # chunks dropped once the result is saved
+    assert not (tmp_path / resume.CHUNKS_DIR / STATS.kind).exists()  # chunks dropped once the result is saved
 
 
 def test_cancelled_statistics_keep_their_chunks_and_resume(model, tmp_path, chunks_of_3, caplog):
     """Fault: a computation cancelled after its second chunk (a closed tab, Ctrl-C, a timeout)."""
-    store, seen = Store(tmp_path), []
+    store, seen = open_store(tmp_path), []
     with pytest.raises(Cancelled):
-        corpus_statistics(model, SNIPPETS, store=store, progress=_cancel_after(6), **PARAMS)
-    assert corpus_statistics_cached(model, SNIPPETS, store=store, **PARAMS) is None
-    kept = list((tmp_path / resume.CHUNKS_DIR / STATS_KIND).glob("*/*/manifest.json"))
+        STATS.fetch(model, SNIPPETS, cache=store, progress=_cancel_after(6), **PARAMS)
+    assert STATS.get(model, SNIPPETS, cache=store, compute=False, **PARAMS) is None
+    kept = list((tmp_path / resume.CHUNKS_DIR / STATS.kind).glob("*/*/manifest.json"))
     assert len(kept) == 1  # one running total: the first 3 programs (the second chunk was cancelled)
     with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
-        stats, hit = corpus_statistics(model, SNIPPETS, store=store, progress=lambda d, t: seen.append((d, t)),
+        stats, hit = STATS.fetch(model, SNIPPETS, cache=store, progress=lambda d, t: seen.append((d, t)),
                                        **PARAMS)
-    assert not hit and _resumed(caplog) == [f"{STATS_KIND}: 3 of 7 programs came from finished chunks of an "
+    assert not hit and _resumed(caplog) == [f"{STATS.kind}: 3 of 7 programs came from finished chunks of an "
                                             "interrupted run"]
     assert seen[0] == (3, 7) and seen[-1] == (7, 7) and all(t == 7 for _, t in seen)
     assert_stats_close(stats, capture_statistics(model, SNIPPETS, **PARAMS))
-    assert corpus_statistics(model, SNIPPETS, store=store, **PARAMS)[1]  # now a hit
-    assert not (tmp_path / resume.CHUNKS_DIR / STATS_KIND).exists()
+    assert STATS.fetch(model, SNIPPETS, cache=store, **PARAMS)[1]  # now a hit
+    assert not (tmp_path / resume.CHUNKS_DIR / STATS.kind).exists()
 
 
 def test_chunked_pooled_states_resume_and_equal_an_uninterrupted_pass(model, tmp_path, chunks_of_3, caplog):
     """Fault: a pooled-state pass (clones, embeddings, layers) cancelled after two chunks."""
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     whole = pooled_states(model, SNIPPETS, max_length=64)
     with pytest.raises(Cancelled):
-        cached_pooled(model, SNIPPETS, max_length=64, store=store, progress=_cancel_after(7))
-    assert len(list((tmp_path / resume.CHUNKS_DIR / POOLED_KIND).glob("*/*/manifest.json"))) == 2
+        POOLED.get(model, SNIPPETS, max_length=64, cache=store, progress=_cancel_after(7))
+    assert len(list((tmp_path / resume.CHUNKS_DIR / POOLED.kind).glob("*/*/manifest.json"))) == 2
     with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
-        pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
-    assert _resumed(caplog) == [f"{POOLED_KIND}: 6 of 7 programs came from finished chunks of an interrupted run"]
+        pooled = POOLED.get(model, SNIPPETS, max_length=64, cache=store)
+    assert _resumed(caplog) == [f"{POOLED.kind}: 6 of 7 programs came from finished chunks of an interrupted run"]
     np.testing.assert_allclose(pooled, whole, rtol=1e-5, atol=1e-5)
-    assert store.load(POOLED_KIND, pooled_key(model, SNIPPETS, 64)) is not None
-    assert not (tmp_path / resume.CHUNKS_DIR / POOLED_KIND).exists()
+    assert store.load(POOLED.kind, POOLED.key(model, SNIPPETS, max_length=64)) is not None
+    assert not (tmp_path / resume.CHUNKS_DIR / POOLED.kind).exists()
 
 
 def test_chunk_boundaries_are_fixed_by_corpus_order():
@@ -193,17 +192,17 @@ def _cli(model_dir, corpus_file, cache, *extra, sleep=0.0, chunk=4, log=None):
 
 
 def _final_stats(cache: Path):
-    store = Store(cache)
-    entries = store.entries(STATS_KIND)
+    store = open_store(cache)
+    entries = store.entries(STATS.kind)
     assert len(entries) == 1
-    entry = store.load(STATS_KIND, entries[0]["key"])
+    entry = store.load(STATS.kind, entries[0]["key"])
     assert entry is not None
     from neuro.instrument.statistics import CorpusStats
     return CorpusStats.from_arrays(entry.arrays, entry.meta)
 
 
 def _prefix_chunks(cache: Path) -> list[Path]:
-    return list((cache / resume.CHUNKS_DIR / STATS_KIND).glob("*/*/manifest.json"))
+    return list((cache / resume.CHUNKS_DIR / STATS.kind).glob("*/*/manifest.json"))
 
 
 def _kill_after_first_chunks(proc: subprocess.Popen, cache: Path) -> None:
@@ -223,7 +222,7 @@ def test_sigkill_of_a_cli_capture_then_a_rerun_resumes(model_dir, corpus_file, t
     proc = _cli(model_dir, corpus_file, cache, sleep=1.0, log=log)
     _kill_after_first_chunks(proc, cache)
     assert proc.returncode == -signal.SIGKILL
-    assert _prefix_chunks(cache) and not Store(cache).entries(STATS_KIND)
+    assert _prefix_chunks(cache) and not open_store(cache).entries(STATS.kind)
 
     killed_run = _computed(log)
     log.unlink()
@@ -259,7 +258,7 @@ def test_two_cli_captures_of_the_same_entry_at_once(model_dir, corpus_file, tmp_
     summaries = [json.loads(out) for out, _ in results]
     assert summaries[0]["languages"] == summaries[1]["languages"]
     _final_stats(cache)  # exactly one entry, and it reads
-    assert not [p for p in (cache / STATS_KIND).iterdir() if p.name.startswith(".")]
+    assert not [p for p in (cache / STATS.kind).iterdir() if p.name.startswith(".")]
 
 
 # --------------------------------------------------------------------------- model, corpus, cache faults
@@ -292,10 +291,10 @@ def test_corpus_file_vanishing_mid_run(model, tmp_path, chunks_of_3):
     def vanish(done, total):
         if path.exists():
             path.unlink()
-    store = Store(tmp_path / "cache")
-    stats, _ = corpus_statistics(model, snippets, store=store, progress=vanish, **PARAMS)
+    store = open_store(tmp_path / "cache")
+    stats, _ = STATS.fetch(model, snippets, cache=store, progress=vanish, **PARAMS)
     assert not path.exists()
-    cached = corpus_statistics_cached(model, snippets, store=store, **PARAMS)
+    cached = STATS.get(model, snippets, cache=store, compute=False, **PARAMS)
     assert cached is not None
     assert_stats_close(cached, stats)
 
@@ -309,10 +308,10 @@ def test_unwritable_cache_still_returns_the_result(model, tmp_path, chunks_of_3,
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
     monkeypatch.setattr(neuro.results.store, "save_file", fail)
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="neuro.results.store"):
-        stats, hit = corpus_statistics(model, SNIPPETS, store=store, **PARAMS)
-        pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
+        stats, hit = STATS.fetch(model, SNIPPETS, cache=store, **PARAMS)
+        pooled = POOLED.get(model, SNIPPETS, max_length=64, cache=store)
     assert not hit and pooled.shape[0] == len(SNIPPETS)
     assert_stats_close(stats, capture_statistics(model, SNIPPETS, **PARAMS))
     assert any(os.strerror(code) in r.getMessage() and "computed but not kept" in r.getMessage()
@@ -324,28 +323,28 @@ def test_unwritable_cache_still_returns_the_result(model, tmp_path, chunks_of_3,
 def test_damaged_chunk_and_damaged_result_are_recomputed(model, tmp_path, chunks_of_3, caplog):
     """Faults: a bit flipped in a kept chunk, then a truncated final entry: each is detected (CRC),
     reported, recomputed, and the result still equals an uninterrupted pass."""
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     with pytest.raises(Cancelled):
-        corpus_statistics(model, SNIPPETS, store=store, progress=_cancel_after(6), **PARAMS)
-    [manifest] = (tmp_path / resume.CHUNKS_DIR / STATS_KIND).glob("*/*/manifest.json")
+        STATS.fetch(model, SNIPPETS, cache=store, progress=_cancel_after(6), **PARAMS)
+    [manifest] = (tmp_path / resume.CHUNKS_DIR / STATS.kind).glob("*/*/manifest.json")
     arrays = manifest.parent / "arrays.safetensors"
     data = bytearray(arrays.read_bytes())
     data[-7] ^= 0x01
     arrays.write_bytes(bytes(data))
     whole = capture_statistics(model, SNIPPETS, **PARAMS)
     with caplog.at_level(logging.INFO):
-        stats, _ = corpus_statistics(model, SNIPPETS, store=store, **PARAMS)
+        stats, _ = STATS.fetch(model, SNIPPETS, cache=store, **PARAMS)
     assert not _resumed(caplog) and any("damaged" in r.getMessage() for r in caplog.records)
     assert_stats_close(stats, whole)
 
-    [final] = (tmp_path / STATS_KIND).glob("*/arrays.safetensors")
+    [final] = (tmp_path / STATS.kind).glob("*/arrays.safetensors")
     final.write_bytes(final.read_bytes()[:100])
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        stats, hit = corpus_statistics(model, SNIPPETS, store=store, **PARAMS)
+        stats, hit = STATS.fetch(model, SNIPPETS, cache=store, **PARAMS)
     assert not hit and any("damaged" in r.getMessage() for r in caplog.records)
     assert_stats_close(stats, whole)
-    assert corpus_statistics_cached(model, SNIPPETS, store=store, **PARAMS) is not None
+    assert STATS.get(model, SNIPPETS, cache=store, compute=False, **PARAMS) is not None
 
 
 def test_cache_filling_up_mid_pass(model, tmp_path, monkeypatch, caplog):
@@ -359,35 +358,33 @@ def test_cache_filling_up_mid_pass(model, tmp_path, monkeypatch, caplog):
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
         monkeypatch.setenv("NEURO_CHUNK_PROGRAMS", "1")
-        store = Store(full)
+        store = open_store(full)
         with caplog.at_level(logging.WARNING, logger="neuro.results.store"):
-            pooled = cached_pooled(model, SNIPPETS, max_length=64, store=store)
+            pooled = POOLED.get(model, SNIPPETS, max_length=64, cache=store)
         np.testing.assert_allclose(pooled, pooled_states(model, SNIPPETS, max_length=64), rtol=1e-5, atol=1e-5)
         assert "No space left" in store.last_write_error
-        kept = list((full / resume.CHUNKS_DIR / POOLED_KIND).glob("*/*/manifest.json"))
+        kept = list((full / resume.CHUNKS_DIR / POOLED.kind).glob("*/*/manifest.json"))
         assert 0 < len(kept) < len(SNIPPETS)  # the chunks that fitted are kept for a later run
         assert not [p for p in full.rglob(".tmp-*")]
         for manifest in kept:
-            assert store.load(f"{resume.CHUNKS_DIR}/{POOLED_KIND}/{manifest.parent.parent.name}",
+            assert store.load(f"{resume.CHUNKS_DIR}/{POOLED.kind}/{manifest.parent.parent.name}",
                               manifest.parent.name) is not None
     finally:
         subprocess.run(["umount", str(full)], capture_output=True)
 
 
 def test_one_layer_pooled_pass_resumes(model, tmp_path, chunks_of_3, caplog):
-    """`resumable_pooled` with `layer` (the clone index's single-layer pass) resumes like the full one."""
-    from neuro.results.embeddings import resumable_pooled
-
-    store = Store(tmp_path)
+    """LAYER_EMBEDDINGS (the clone index's single-layer pass) resumes like the full one."""
+    store = open_store(tmp_path)
     with pytest.raises(Cancelled):
-        resumable_pooled(model, SNIPPETS, "layer_embeddings", "k1", layer=1, name="embeddings", max_length=64,
-                         store=store, progress=_cancel_after(4))
+        LAYER_EMBEDDINGS.get(model, SNIPPETS, layer=1, max_length=64, cache=store, progress=_cancel_after(4))
     with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
-        emb = resumable_pooled(model, SNIPPETS, "layer_embeddings", "k1", layer=1, name="embeddings", max_length=64,
-                               store=store)
+        emb = LAYER_EMBEDDINGS.get(model, SNIPPETS, layer=1, max_length=64, cache=store)
     assert _resumed(caplog)
     np.testing.assert_allclose(emb, pooled_states(model, SNIPPETS, max_length=64)[:, 1], rtol=1e-5, atol=1e-5)
-    assert store.load("layer_embeddings", "k1").arrays["embeddings"].shape == (len(SNIPPETS), 32)
+    key = LAYER_EMBEDDINGS.key(model, SNIPPETS, layer=1, max_length=64)
+    assert store.load(LAYER_EMBEDDINGS.kind, key).arrays["embeddings"].shape == (len(SNIPPETS), 32)
+    assert not (tmp_path / resume.CHUNKS_DIR / LAYER_EMBEDDINGS.kind).exists()
 
 
 def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, tmp_path, chunks_of_3, caplog,
@@ -409,10 +406,10 @@ def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, t
         return wrapper
     monkeypatch.setattr(layers, "layer_states", counted("states", layers.layer_states))
     monkeypatch.setattr(layers, "contribution_losses", counted("losses", layers.contribution_losses))
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     with pytest.raises(Cancelled):
-        layers.cached_layer_report(model, corpus, store=store, progress=_cancel_after(7), **params)
-    kept = list((tmp_path / resume.CHUNKS_DIR / layers.LAYERS_KIND).glob("*/*/manifest.json"))
+        layers.LAYER_REPORT.get(model, corpus, cache=store, progress=_cancel_after(7), **params)
+    kept = list((tmp_path / resume.CHUNKS_DIR / layers.LAYER_REPORT.kind).glob("*/*/manifest.json"))
     assert len(kept) == 2 and calls["states"] == 3  # two finished chunks of 3 programs, the third cancelled
 
     def cancel_in_loss_passes(done, total):
@@ -420,14 +417,14 @@ def test_cancelled_layer_report_resumes_and_equals_an_uninterrupted_one(model, t
             raise Cancelled
     with caplog.at_level(logging.INFO, logger="neuro.results.resume"):
         with pytest.raises(Cancelled):
-            layers.cached_layer_report(model, corpus, store=store, progress=cancel_in_loss_passes, **params)
+            layers.LAYER_REPORT.get(model, corpus, cache=store, progress=cancel_in_loss_passes, **params)
     assert calls["states"] == 5 and "6 of 12 programs came from finished chunks" in " ".join(_resumed(caplog))
     assert calls["losses"] == 3  # the third pass was cancelled when it reported
     seen = []
-    report = layers.cached_layer_report(model, corpus, store=store, progress=lambda d, t: seen.append(d), **params)
+    report = layers.LAYER_REPORT.get(model, corpus, cache=store, progress=lambda d, t: seen.append(d), **params)
     assert calls["states"] == 5 and calls["losses"] == 3 + model.n_layers - 1  # two passes came from the cache
     assert seen == sorted(seen) and seen[-1] == len(corpus) + model.n_layers + (model.n_layers + 1) * 6
-    assert not (tmp_path / resume.CHUNKS_DIR / layers.LAYERS_KIND).exists()  # dropped once the report is kept
+    assert not (tmp_path / resume.CHUNKS_DIR / layers.LAYER_REPORT.kind).exists()  # dropped once the report is kept
     whole = layer_report(model, corpus, **params)
     np.testing.assert_allclose(report.scores.to_numpy(float), whole.scores[report.scores.columns].to_numpy(float),
                                atol=1e-5)

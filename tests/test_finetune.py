@@ -11,7 +11,6 @@ import torch
 from conftest import SNIPPETS, tiny_model
 
 from neuro.code.split import SplitParams, split_corpus
-from neuro.experiments.export import export_model
 from neuro.experiments.finetune import (
     FinetuneConfig,
     NeuronDeltas,
@@ -23,14 +22,16 @@ from neuro.experiments.finetune import (
     owned_parameters,
     plan_finetune,
     select_finetune_neurons,
-    start_finetune,
     trainable_count,
     validate_finetune,
 )
-from neuro.jobs.runner import JobContext, JobRefused, NullContext, list_jobs
+from neuro.jobs.folders import JobContext, JobRefused, list_jobs, write_json
+from neuro.jobs.kinds import FINETUNE, export_model
+from neuro.jobs.runner import start_job
 from neuro.model.loading import load_model
 from neuro.training.batches import Batch, make_batches
 from neuro.training.checkpoints import load_tensors
+from neuro.training.context import NullContext
 from neuro.training.loop import train
 from neuro.training.lora import lora_size
 from neuro.training.memory import optimizer_state_size
@@ -115,13 +116,12 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
                             batch_tokens=4096, max_length=64, eval_fraction=0.3)
     job = tmp_path / "job"
     job.mkdir()
-    from neuro.jobs.runner import write_json
-    write_json(job / "spec.json", {"kind": "finetune", "params": config.to_params()})
+    write_json(job / "spec.json", {"kind": "finetune", "params": config.to_json()})
     batch = _batches(base)[0]
     plain = _logits(base, batch)
     planned = trainable_count(base, config)  # before peft changes the model
     result = finetune(base, SNIPPETS, config, NullContext(), checkpoint=JobContext(job).save_checkpoint)
-    assert result["trainable_params"] == planned
+    assert result.trainable_params == planned
     if method == "neurons":  # the deltas apply in hooks only while training: re-apply the saved ones
         deltas = NeuronDeltas(base, NEURONS)
         deltas.load_tensors(load_tensors(job / "checkpoint")[0])
@@ -164,8 +164,8 @@ def test_a_run_lowers_the_target_loss():
                             steps=30, lr=3e-2, batch_tokens=4096, max_length=64, eval_fraction=0.3)
     train_set = split_corpus(SNIPPETS, SplitParams(0.3, 0)).selection
     result = finetune(loaded, train_set + [s for s in SNIPPETS if s.task == "add"], config, NullContext())
-    assert result["losses"][-1] < result["losses"][0]
-    assert result["heldout_after"]["python"] < result["heldout_before"]["python"]
+    assert result.losses[-1] < result.losses[0]
+    assert result.heldout_after["python"] < result.heldout_before["python"]
 
 
 def _snips():
@@ -189,7 +189,7 @@ def test_bad_parameters_are_refused(tiny_llama, tmp_path, change, message):
     reasons = validate_finetune(bad, tiny_llama, _snips())
     assert any(message in r for r in reasons), reasons
     with pytest.raises(JobRefused):
-        start_finetune(bad, tiny_llama, _snips(), root=tmp_path / "jobs")
+        start_job(FINETUNE, bad, tiny_llama, _snips(), root=tmp_path / "jobs")
     assert list_jobs(tmp_path / "jobs") == []  # nothing was started or even created
 
 
@@ -220,13 +220,14 @@ def test_evaluation_programs_do_not_move_the_selected_neurons(tiny_llama, tmp_pa
     from neuro.results.store import Store
 
     seen = []
-    real = neuro.results.statistics.corpus_statistics
+    real = neuro.results.statistics.STATS
 
-    def spy(loaded, snippets, **kwargs):
-        seen.append([s.id for s in snippets])
-        return real(loaded, snippets, **kwargs)
+    class Spy:
+        def get(self, loaded, snippets, **kwargs):
+            seen.append([s.id for s in snippets])
+            return real.get(loaded, snippets, **kwargs)
 
-    monkeypatch.setattr(neuro.results.statistics, "corpus_statistics", spy)
+    monkeypatch.setattr(neuro.results.statistics, "STATS", Spy())
     split = split_corpus(SNIPPETS, SplitParams(0.3, 0))
     evaluated = {s.id for s in split.evaluation}
     edited = [replace(s, code=s.code + f"\n{_MARK[s.lang]}\n") if s.id in evaluated else s for s in SNIPPETS]
@@ -269,13 +270,13 @@ def test_a_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
     assert not {s.task for s in trained} & {s.task for s in evaluated}
     assert {s.id for s in evaluated} == {s.id for s in split.evaluation}
     assert {s.id for s in trained} == {s.id for s in split.selection if s.lang == "python"}
-    assert result["split"] == split.summary()
+    assert result.split == split.summary()
 
 
 def test_an_old_job_config_still_reads():
     """A job folder from before the shared split (heldout_fraction) opens with the default split."""
     old = {"model": "x", "target": "python", "neurons": {"0": [1]}, "heldout_fraction": 0.2, "seed": 3}
-    config = FinetuneConfig.from_params(old)
+    config = FinetuneConfig.from_json(old)
     assert (config.eval_fraction, config.split_seed, config.seed) == (0.3, 0, 3)
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import SNIPPETS, make_tokenizer, tiny_model
 
-from neuro.model import loading as models
+from neuro.model import identity as models
 from neuro.model.identity import module_fingerprint, weights_fingerprint
 from neuro.model.loading import load_model, prepare
-from neuro.results.statistics import corpus_statistics
+from neuro.results.statistics import STATS
 from neuro.results.store import Store
 
 MIB = 1 << 20
@@ -76,9 +76,9 @@ def test_one_edited_weight_in_a_middle_layer_is_a_new_model(tmp_path, monkeypatc
 
     original = load_model(folder, device="cpu")
     snippets = SNIPPETS[:4]
-    first, hit = corpus_statistics(original, snippets, gradients=True, syntax=False, top_k=0, store=store)
+    first, hit = STATS.fetch(original, snippets, gradients=True, syntax=False, top_k=0, cache=store)
     assert not hit
-    assert corpus_statistics(original, snippets, gradients=True, syntax=False, top_k=0, store=store)[1]
+    assert STATS.fetch(original, snippets, gradients=True, syntax=False, top_k=0, cache=store)[1]
 
     with torch.no_grad():
         model.get_parameter(EDITED)[7, 11] += 0.5  # one weight of one neuron's output row
@@ -88,7 +88,7 @@ def test_one_edited_weight_in_a_middle_layer_is_a_new_model(tmp_path, monkeypatc
     edited = load_model(folder, device="cpu")
     assert edited.identity != original.identity
     assert edited.fingerprint == weights_fingerprint(folder)
-    stats, hit = corpus_statistics(edited, snippets, gradients=True, syntax=False, top_k=0, store=store)
+    stats, hit = STATS.fetch(edited, snippets, gradients=True, syntax=False, top_k=0, cache=store)
     assert not hit, "the edited model must not be shown the original model's cached statistics"
     assert not np.allclose(stats.pls_sum, first.pls_sum) or not np.allclose(stats.act_abs_sum, first.act_abs_sum)
 

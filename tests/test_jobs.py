@@ -13,26 +13,24 @@ import pytest
 from conftest import SNIPPETS, tiny_model
 
 from neuro.code.corpus import save_jsonl
-from neuro.experiments.export import export_model
-from neuro.experiments.finetune import FinetuneConfig, finetune, start_finetune
-from neuro.jobs.runner import (
+from neuro.experiments.finetune import FinetuneConfig, FinetuneResult, finetune
+from neuro.jobs.folders import (
     JobContext,
     JobRefused,
-    NullContext,
     cancel_job,
     checkpoint_step,
-    create_job,
     find_job,
     job_metrics,
-    job_result,
     list_jobs,
     process_alive,
     read_json,
-    resume_job,
     write_json,
 )
+from neuro.jobs.kinds import FINETUNE, KINDS, export_model, job_config, job_result
+from neuro.jobs.runner import create_job, resume_job, start_job
 from neuro.model.loading import load_model
 from neuro.paths import REPO_DIR
+from neuro.training.context import NullContext
 
 NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
@@ -75,20 +73,22 @@ def _temporaries(path):
 @pytest.fixture(scope="module")
 def finished(env, model):
     root = env / "cache" / "jobs"
-    info = start_finetune(_config(env), model, SNIPPETS, root=root)
+    info = start_job(FINETUNE, _config(env), model, SNIPPETS, root=root)
     assert info.state in ("queued", "running")
     return _wait(info.path, lambda i: not i.active)
 
 
-def test_a_job_subprocess_runs_to_completion(finished):
+def test_a_job_subprocess_runs_to_completion(finished, env):
     assert finished.state == "finished", (finished.path / "log.txt").read_text()
     assert (finished.done, finished.total) == (1, 1) or finished.fraction == 1.0
     metrics = job_metrics(finished)
     assert [m["step"] for m in metrics] == list(range(1, 7))
     assert all(m["loss"] > 0 for m in metrics)
     result = job_result(finished)
-    assert set(result["heldout_before"]) == set(result["heldout_after"]) >= {"python"}
-    assert result["trainable_params"] == 5 * 3 * 32 and result["optimizer_state"] == 2 * 5 * 3 * 32
+    assert isinstance(result, FinetuneResult) and result.config == _config(env)
+    assert set(result.heldout_before) == set(result.heldout_after) >= {"python"}
+    assert result.trainable_params == 5 * 3 * 32 and result.optimizer_state == 2 * 5 * 3 * 32
+    assert result.losses == [] and "losses" not in read_json(finished.path / "result.json")  # in metrics.json
     assert (finished.path / "checkpoint" / "weights.safetensors").is_file()
     assert checkpoint_step(finished) == 6 and not (finished.path / "checkpoint" / "optimizer.pt").exists()
     assert not _temporaries(finished.path)
@@ -112,7 +112,7 @@ def test_jobs_survive_an_app_restart(finished, env):
 
 def test_cancel_leaves_a_clean_state(env, model):
     root = env / "cache" / "jobs"
-    info = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
+    info = start_job(FINETUNE, _config(env, steps=1_000_000), model, SNIPPETS, root=root)
     running = _wait(info.path, lambda i: i.state == "running" and i.phase == "training" and i.done >= 1)
     pid = running.pid
     assert process_alive(pid)
@@ -128,7 +128,7 @@ def test_cancel_leaves_a_clean_state(env, model):
 
 def test_a_killed_worker_is_shown_as_failed(env, model):
     root = env / "cache" / "jobs"
-    info = start_finetune(_config(env, steps=1_000_000), model, SNIPPETS, root=root)
+    info = start_job(FINETUNE, _config(env, steps=1_000_000), model, SNIPPETS, root=root)
     running = _wait(info.path, lambda i: i.state == "running" and i.done >= 1)
     os.killpg(os.getpgid(running.pid), signal.SIGKILL)
     failed = _wait(info.path, lambda i: not i.active, timeout=30)
@@ -139,8 +139,9 @@ def test_a_killed_worker_is_shown_as_failed(env, model):
 def test_a_job_from_before_the_shared_split_still_lists(tmp_path):
     """An old finished job (heldout_fraction in its params, no split in its result) lists and tabulates."""
     from neuro.experiments.finetune import results_table
+    from neuro.jobs.kinds import finished_results
 
-    params = {**_config(tmp_path).to_params(), "heldout_fraction": 0.2}
+    params = {**_config(tmp_path).to_json(), "heldout_fraction": 0.2}
     del params["eval_fraction"], params["split_seed"]
     folder = create_job("finetune", params, label="old", root=tmp_path / "jobs")
     result = {"config": params, "target": "python", "method": "neurons", "neurons": 5, "trainable_params": 480,
@@ -150,9 +151,20 @@ def test_a_job_from_before_the_shared_split_still_lists(tmp_path):
     write_json(folder / "status.json", {"state": "finished", "created": time.time(), "finished": time.time()})
     jobs = list_jobs(tmp_path / "jobs")
     assert [j.state for j in jobs] == ["finished"]
-    table = results_table(jobs)
+    table = results_table(finished_results(jobs, FINETUNE))
     assert table["target_delta"].tolist() == [-1.0] and table["split"].isna().all()
-    assert FinetuneConfig.from_params(find_job(folder).params).eval_fraction == 0.3
+    assert job_config(find_job(folder)).eval_fraction == 0.3
+
+
+def test_every_kind_reads_back_what_it_writes(finished):
+    """The registry's typed configs and results survive their JSON: what a worker writes, pages read."""
+    assert set(KINDS) == {"finetune", "transfer", "export"}
+    for kind in KINDS.values():
+        assert kind.config.__name__.endswith("Config") and kind.result.__name__.endswith("Result")
+    config = job_config(finished)
+    assert FINETUNE.config.from_json(json.loads(json.dumps(config.to_json()))) == config
+    result = job_result(finished)
+    assert FINETUNE.result.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
 def test_cancel_of_a_queued_job_and_atomic_writes(tmp_path):
@@ -180,7 +192,7 @@ def test_jobs_page_lists_cancels_and_resumes(finished, env, model, monkeypatch):
 
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))
     root = env / "cache" / "jobs"
-    running = start_finetune(_config(env, steps=1_000_000, checkpoint_every=1), model, SNIPPETS, root=root)
+    running = start_job(FINETUNE, _config(env, steps=1_000_000, checkpoint_every=1), model, SNIPPETS, root=root)
     _wait(running.path, lambda i: i.state == "running" and checkpoint_step(i))
     at = AppTest.from_file(str(REPO_DIR / "views" / "jobs.py"), default_timeout=120).run()
     assert not at.exception, at.exception
@@ -212,7 +224,7 @@ def test_a_killed_job_resumes_from_its_checkpoint(env, model, monkeypatch):
     root = env / "cli-cache" / "jobs"
     steps = 120
     config = _config(env, steps=steps, checkpoint_every=10)
-    info = start_finetune(config, model, SNIPPETS, root=root)
+    info = start_job(FINETUNE, config, model, SNIPPETS, root=root)
     state = info.path / "checkpoint" / "train_state.json"
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline:
@@ -232,17 +244,17 @@ def test_a_killed_job_resumes_from_its_checkpoint(env, model, monkeypatch):
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     assert f"resuming from the checkpoint at step {step}" in (info.path / "log.txt").read_text()
     result = job_result(done)
-    assert result["steps"] == steps and checkpoint_step(done) == steps
+    assert result.steps == steps and checkpoint_step(done) == steps
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         whole = finetune(load_model(env / "model", device="cpu"), SNIPPETS, config, NullContext())
     finally:
         torch.set_num_threads(threads)
-    assert [m["loss"] for m in metrics] == pytest.approx(whole["losses"], rel=1e-4)
-    assert result["heldout_after"] == pytest.approx(whole["heldout_after"], rel=1e-4)
-    assert result["heldout_before"] == pytest.approx(whole["heldout_before"], rel=1e-6)
-    assert result["optimizer_state"] == whole["optimizer_state"]
+    assert [m["loss"] for m in metrics] == pytest.approx(whole.losses, rel=1e-4)
+    assert result.heldout_after == pytest.approx(whole.heldout_after, rel=1e-4)
+    assert result.heldout_before == pytest.approx(whole.heldout_before, rel=1e-6)
+    assert result.optimizer_state == whole.optimizer_state
     again = _cli("jobs", "resume", info.id, "--json", env_dir=env, OMP_NUM_THREADS="1")
     assert again.returncode == 2 and "already finished" in json.loads(again.stdout)["error"]
 
@@ -269,7 +281,7 @@ def test_a_checkpoint_killed_between_its_renames_is_recovered(tmp_path):
     JobContext(folder).save_checkpoint(lambda d: (d / "train_state.json").write_text('{"step": 4}'))
     os.replace(folder / "checkpoint", folder / ".checkpoint.old.tmp")  # where a kill would leave it
     write_json(folder / "status.json", {"state": "failed", "created": time.time()})
-    from neuro.jobs.runner import remove_temporaries
+    from neuro.jobs.folders import remove_temporaries
     remove_temporaries(folder)
     assert checkpoint_step(find_job(folder)) == 4 and not _temporaries(folder)
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from neuro.analysis.layers import choose_concept_layers, layer_report, linear_cka, pair_alignment, probe_accuracy
-from neuro.results.layers import cached_layer_report, concept_layers
-from neuro.results.store import Store
+from neuro.results import open_store
+from neuro.results.layers import LAYER_REPORT, concept_layers
 
 
 def test_pair_alignment_perfect_and_shuffled():
@@ -55,31 +55,31 @@ def test_report_on_tiny_model_and_cache(tiny_llama, snippets, tmp_path):
     assert matrix.shape == (3, 3) and np.isnan(matrix.loc["go", "go"])
     assert all(0 <= x < 3 for x in report.concept_layers)
     assert report.normalized().value.dropna().between(0, 1).all()
-    store = Store(tmp_path)
-    first = cached_layer_report(tiny_llama, snippets, store=store, tokens_per_snippet=6)
-    again = cached_layer_report(tiny_llama, snippets, store=store, tokens_per_snippet=6, compute=False)
+    store = open_store(tmp_path)
+    first = LAYER_REPORT.get(tiny_llama, snippets, cache=store, tokens_per_snippet=6)
+    again = LAYER_REPORT.get(tiny_llama, snippets, cache=store, tokens_per_snippet=6, compute=False)
     assert again is not None and again.concept_layers == first.concept_layers
     pd.testing.assert_frame_equal(again.scores, first.scores)
     override = layer_report(tiny_llama, snippets, contribution=False, concept_override=[2])
     assert override.concept_layers == [2] and "user" in override.rule
-    assert concept_layers(tiny_llama, snippets, store=store)
+    assert concept_layers(tiny_llama, snippets, cache=store)
 
 
 def test_concept_layers_are_chosen_on_the_selection_side(tiny_llama, snippets, tmp_path):
     from neuro.code.split import split_corpus
-    from neuro.results.layers import LAYERS_KIND, default_concept_layer
+    from neuro.results.layers import default_concept_layer
 
     split = split_corpus(snippets)  # seed 0: "rev" is evaluated; "add" is the only parallel task left
-    store = Store(tmp_path)
-    report = cached_layer_report(tiny_llama, split, store=store, contribution=False, tokens_per_snippet=4)
-    again = cached_layer_report(tiny_llama, split.selection, store=store, contribution=False, tokens_per_snippet=4,
-                                compute=False)
-    assert again is not None and len(store.entries(LAYERS_KIND)) == 1  # a split means its selection side
+    store = open_store(tmp_path)
+    report = LAYER_REPORT.get(tiny_llama, split, cache=store, contribution=False, tokens_per_snippet=4)
+    again = LAYER_REPORT.get(tiny_llama, split.selection, cache=store, contribution=False, tokens_per_snippet=4,
+                             compute=False)
+    assert again is not None and len(store.entries(LAYER_REPORT.kind)) == 1  # a split means its selection side
     assert report.meta["snippets"] == len(split.selection) and report.pairs.empty
     # No language pair shares two tasks there: the middle layer stands in, and the rule says why.
     assert report.concept_layers == [1] and "middle layer" in report.rule
-    assert concept_layers(tiny_llama, split, store=store) == concept_layers(tiny_llama, split.selection, store=store)
-    assert default_concept_layer(tiny_llama, split, store=store) == 1
+    assert concept_layers(tiny_llama, split, cache=store) == concept_layers(tiny_llama, split.selection, cache=store)
+    assert default_concept_layer(tiny_llama, split, cache=store) == 1
 
 
 def test_layers_cli_reports_the_split(tiny_llama, snippets, tmp_path, capsys):

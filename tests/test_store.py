@@ -1,11 +1,13 @@
-"""The on-disk cache: hits, atomic entries, damaged entries recomputed."""
+"""The on-disk cache: hits, atomic entries, damaged entries recomputed; the recipes that fill it."""
 
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from neuro.results.store import Entry, Store, cache_problem, make_key
+from neuro.results import Recipe, cache_problem, open_store
+from neuro.results.store import Entry, Store, make_key
 
 
 def _entry():
@@ -13,15 +15,25 @@ def _entry():
                  tables={"t": pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})}, meta={"note": "hi"})
 
 
+def _model(identity="m"):
+    """Enough of a LoadedModel for a recipe: an identity (no weights, so no card is written)."""
+    return SimpleNamespace(identity=identity, weights_loaded=False)
+
+
+def _recipe(compute=_entry):
+    """A recipe whose result is its entry as stored."""
+    return Recipe(kind="k", version=1, compute=lambda call: compute(), read=lambda entry: entry)
+
+
 def test_second_call_hits(tmp_path):
     store, calls = Store(tmp_path), []
-    key = make_key("k", model="m", params={"a": 1})
 
     def compute():
         calls.append(1)
         return _entry()
-    first, hit1 = store.get_or_compute("k", key, compute)
-    second, hit2 = store.get_or_compute("k", key, compute)
+    recipe = _recipe(compute)
+    first, hit1 = recipe.fetch(_model(), [], cache=store)
+    second, hit2 = recipe.fetch(_model(), [], cache=store)
     assert (hit1, hit2, len(calls)) == (False, True, 1)
     np.testing.assert_array_equal(second.arrays["x"], first.arrays["x"])
     pd.testing.assert_frame_equal(second.tables["t"], first.tables["t"])
@@ -30,14 +42,14 @@ def test_second_call_hits(tmp_path):
 
 
 def test_truncated_file_is_recomputed(tmp_path):
-    store = Store(tmp_path)
-    key = make_key("k", model="m")
+    store, calls = Store(tmp_path), []
+    recipe = _recipe(lambda: calls.append(1) or _entry())
+    key = recipe.key(_model(), [])
     store.save("k", key, _entry())
     path = store.path("k", key) / "arrays.safetensors"
     path.write_bytes(path.read_bytes()[:-10])
     assert store.load("k", key) is None
-    calls = []
-    entry, hit = store.get_or_compute("k", key, lambda: calls.append(1) or _entry())
+    entry, hit = recipe.fetch(_model(), [], cache=store)
     assert not hit and calls == [1] and entry.arrays["x"].shape == (3, 4)
     assert store.load("k", key) is not None
 
@@ -61,13 +73,13 @@ def test_keys_differ_by_every_part():
 def test_bit_flipped_file_is_recomputed(tmp_path):
     """Fault: one bit flipped in an array file (same size): the CRC catches it and the entry is recomputed."""
     store = Store(tmp_path)
-    key = make_key("k", model="m")
+    key = _recipe().key(_model(), [])
     store.save("k", key, _entry())
     path = store.path("k", key) / "arrays.safetensors"
     data = bytearray(path.read_bytes())
     data[len(data) - 5] ^= 0x10
     path.write_bytes(bytes(data))
-    entry, hit = store.get_or_compute("k", key, _entry)
+    entry, hit = _recipe().fetch(_model(), [], cache=store)
     assert not hit and entry.arrays["x"][2, 3] == 11
     assert store.load("k", key) is not None
 
@@ -100,7 +112,7 @@ def test_two_processes_saving_one_entry_at_once(tmp_path):
 
 def test_unwritable_cache_raises_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     """Fault: an injected EROFS on write: `save` raises CacheWriteError naming the cache and the cause;
-    `get_or_compute` still returns the computed entry."""
+    a recipe still returns the computed result."""
     import errno
     import os
 
@@ -115,7 +127,7 @@ def test_unwritable_cache_raises_a_clear_error_and_leaves_nothing(tmp_path, monk
     with pytest.raises(CacheWriteError, match="Read-only file system") as info:
         store.save("k", key, _entry())
     assert str(tmp_path) in str(info.value)
-    entry, hit = store.get_or_compute("k", key, _entry)
+    entry, hit = _recipe().fetch(_model(), [], cache=store)
     assert not hit and entry.arrays["x"].shape == (3, 4) and "not kept" in store.last_write_error
     assert not list((tmp_path / "k").iterdir())
 
@@ -126,12 +138,12 @@ def test_read_only_bind_mount(tmp_path, mounted):
     src, ro = tmp_path / "src", tmp_path / "ro"
     src.mkdir()
     ro.mkdir()
-    Store(src).save("k", make_key("k", model="old"), _entry())
+    Store(src).save("k", _recipe().key(_model("old"), []), _entry())
     mounted("--bind", str(src), str(ro))
     mounted("-o", "remount,bind,ro", str(ro))
     store = Store(ro)
-    assert store.load("k", make_key("k", model="old")) is not None
-    entry, hit = store.get_or_compute("k", make_key("k", model="new"), _entry)
+    assert _recipe().get(_model("old"), [], cache=store, compute=False) is not None
+    entry, hit = _recipe().fetch(_model("new"), [], cache=store)
     assert not hit and entry.arrays["x"].shape == (3, 4)
     assert "Read-only file system" in store.last_write_error
     assert "Read-only file system" in cache_problem(ro) and cache_problem(src) is None
@@ -147,7 +159,7 @@ def test_full_disk(tmp_path, mounted):
     mounted("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full))
     store = Store(full)
     big = Entry(arrays={"x": np.random.default_rng(0).random(50_000)})
-    entry, hit = store.get_or_compute("k", make_key("k", model="big"), lambda: big)
+    entry, hit = _recipe(lambda: big).fetch(_model("big"), [], cache=store)
     assert not hit and entry is big
     assert "No space left" in store.last_write_error
     assert "No space left" in cache_problem(full)  # remembered: a small probe file would still fit
@@ -174,3 +186,39 @@ def test_a_killed_writers_temporary_folder_is_swept(tmp_path):
     assert store.entries("k") == []
     store.save("k", make_key("k", model="m"), _entry())
     assert not stale.exists() and young.exists()
+
+
+def test_a_recipe_reads_absent_as_none_and_keys_by_every_part(tmp_path):
+    """`get(compute=False)` never computes; the key holds the model, corpus, version, key parts and the
+    versions of the recipe's inputs, and a cache folder is as good as its store."""
+    from neuro.code.corpus import Snippet
+
+    calls = []
+    base = _recipe(lambda: calls.append(1) or _entry())
+    assert base.get(_model(), [], cache=tmp_path, compute=False) is None and not calls
+    assert base.get(_model(), [], cache=tmp_path).meta == {"note": "hi"} and calls == [1]
+    assert base.get(_model(), [], cache=open_store(tmp_path), compute=False) is not None and calls == [1]
+    with_part = Recipe(kind="k", version=1, compute=base.compute, read=base.read,
+                       key_parts=lambda args: {"a": args["a"]}, defaults={"a": 1})
+    snippet = Snippet(id="p/0", lang="python", task="t", code="x = 1\n")
+    keys = {base.key(_model(), []), base.key(_model("n"), []), base.key(_model(), [snippet]),
+            Recipe(kind="k", version=2, compute=base.compute, read=base.read).key(_model(), []),
+            with_part.key(_model(), []), with_part.key(_model(), [], a=2),
+            Recipe(kind="k", version=1, compute=base.compute, read=base.read, inputs={"up": base}).key(_model(), [])}
+    assert len(keys) == 7 and with_part.key(_model(), []) == with_part.key(_model(), [], a=1)
+
+
+def test_the_registry_lists_every_recipe():
+    """Every cached result kind is one recipe, listed once in neuro.results.registry."""
+    import importlib
+    import pkgutil
+
+    import neuro.results
+    from neuro.results.registry import RECIPES
+
+    found = set()
+    for info in pkgutil.iter_modules(neuro.results.__path__):
+        module = importlib.import_module(f"neuro.results.{info.name}")
+        found |= {id(v) for v in vars(module).values() if isinstance(v, Recipe)}
+    assert found == {id(r) for r in RECIPES.values()}
+    assert all(kind == r.kind for kind, r in RECIPES.items())

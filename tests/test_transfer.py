@@ -5,13 +5,14 @@ evaluation tasks."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from conftest import SNIPPETS, tiny_model
 
+from neuro.code.comments import strip_comments
 from neuro.code.split import SplitParams, split_corpus
-from neuro.experiments.export import export_model
 from neuro.experiments.metrics import bleu_tokens, lcs_length, rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 from neuro.experiments.transfer import (
     PROMPT_CUE,
@@ -21,15 +22,16 @@ from neuro.experiments.transfer import (
     middle_layers,
     prompt_ids,
     resolve_layers,
-    start_transfer,
-    strip_comments,
     summary_pairs,
     training_sequence,
     transfer,
     validate_transfer,
 )
-from neuro.jobs.runner import JobCancelled, JobContext, JobRefused, NullContext, list_jobs, write_json
+from neuro.jobs.folders import JobContext, JobRefused, list_jobs, write_json
+from neuro.jobs.kinds import TRANSFER, export_model
+from neuro.jobs.runner import start_job
 from neuro.model.loading import load_model
+from neuro.training.context import JobCancelled, NullContext
 
 # --------------------------------------------------------------------------- metrics
 
@@ -65,12 +67,17 @@ def test_rouge_l_hand_computed():
 
 # --------------------------------------------------------------------------- data
 
-def test_strip_comments():
+def test_summary_pairs_strip_comments():
+    """Transfer strips with neuro.code.comments (clone detection's rules): no summary left to copy."""
     py = 'def f(x):\n    """Add one."""\n    # the answer\n    return x + 1  # done\n'
-    assert strip_comments(py, "python") == "def f(x):\n\n    return x + 1\n"
+    assert strip_comments(py, "python") == "def f(x):\n    return x + 1\n"
     java = "class A {\n    // Return s reversed.\n    /* block */ int f() { return 1; }\n}\n"
-    assert strip_comments(java, "java") == "class A {\n\n     int f() { return 1; }\n}\n"  # the space after */ stays
+    assert strip_comments(java, "java") == "class A {\n     int f() { return 1; }\n}\n"  # the space after */ stays
     assert "Summary" not in strip_comments("// Summary here\nint x;\n", "cpp")
+    commented = [replace(s, code=f"// {s.summary}\n{s.code}" if s.lang != "python" else f"# {s.summary}\n{s.code}")
+                 for s in SNIPPETS]
+    assert [p.code for p in summary_pairs(commented)] == [strip_comments(s.code, s.lang) for s in SNIPPETS]
+    assert [p.code for p in summary_pairs(commented, strip=False)] == [s.code for s in commented]
 
 
 def test_loss_targets_are_the_summary_tokens_only(tiny_llama):
@@ -144,14 +151,14 @@ def test_transfer_trains_only_the_chosen_layers_and_exports_them(base_folder, tm
     config = _config(model=str(base_folder), method=method, layers=layers)
     job = tmp_path / "job"
     job.mkdir()
-    write_json(job / "spec.json", {"kind": "transfer", "params": config.to_params()})
+    write_json(job / "spec.json", {"kind": "transfer", "params": config.to_json()})
     result = transfer(loaded, SNIPPETS, config, NullContext(), checkpoint=JobContext(job).save_checkpoint)
     trainable = [(n, p) for n, p in loaded.model.named_parameters() if p.requires_grad]
     assert trainable and all(any(f"layers.{layer}." in n for layer in layers) for n, _ in trainable)
-    assert result["trainable_params"] == sum(p.numel() for _, p in trainable)
-    assert set(result["scores"]) >= {"go", "java"} and all(
-        0 <= v["bleu4"] <= 100 and 0 <= v["rouge_l"] <= 100 for v in result["scores"].values())
-    assert result["samples"] and {"reference", "prediction", "code"} <= set(result["samples"][0])
+    assert result.trainable_params == sum(p.numel() for _, p in trainable)
+    assert set(result.scores) >= {"go", "java"} and all(
+        0 <= v["bleu4"] <= 100 and 0 <= v["rouge_l"] <= 100 for v in result.scores.values())
+    assert result.samples and {"reference", "prediction", "code"} <= set(result.samples[0])
 
     out = export_model(job, tmp_path / "export")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
@@ -190,10 +197,10 @@ def test_a_stopped_transfer_resumes_to_the_uninterrupted_result(tmp_path):
     assert state["step"] == 2 and (tmp_path / "checkpoint" / "optimizer.pt").is_file()
     resumed = transfer(tiny_model("llama"), SNIPPETS, config, NullContext(), checkpoint=ctx.save_checkpoint,
                        resume=tmp_path / "checkpoint")
-    assert resumed["steps"] == 6 and resumed["optimizer_state"] == whole["optimizer_state"]
-    assert resumed["train_loss_first"] == pytest.approx(whole["train_loss_first"], rel=1e-5)
-    assert resumed["train_loss_last"] == pytest.approx(whole["train_loss_last"], rel=1e-5)
-    assert resumed["scores"] == whole["scores"] and resumed["samples"] == whole["samples"]
+    assert resumed.steps == 6 and resumed.optimizer_state == whole.optimizer_state
+    assert resumed.train_loss_first == pytest.approx(whole.train_loss_first, rel=1e-5)
+    assert resumed.train_loss_last == pytest.approx(whole.train_loss_last, rel=1e-5)
+    assert resumed.scores == whole.scores and resumed.samples == whole.samples
     # the last checkpoint needs no optimizer state: nothing is left to train
     assert not (tmp_path / "checkpoint" / "optimizer.pt").exists()
 
@@ -222,6 +229,10 @@ def test_layer_choices(tiny_llama, tmp_path):
     assert lower == list(range(len(concept)))
     assert resolve_layers("all", tiny_llama, SNIPPETS)[0] == [0, 1, 2]
     assert resolve_layers("custom", tiny_llama, SNIPPETS, [2, 0, 2])[0] == [0, 2]
+    # concept layers the user set on the Layers page: the same rule for "lower", no cache needed
+    assert resolve_layers("concept", tiny_llama, SNIPPETS, concept=[2, 1]) == ([1, 2], "concept layers as set on "
+                                                                                     "the Layers page")
+    assert resolve_layers("lower", tiny_llama, SNIPPETS, concept=[2, 1])[0] == [0, 1]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -238,7 +249,7 @@ def test_bad_transfer_parameters_are_refused(tiny_llama, tmp_path, change, messa
     assert any(message in r for r in validate_transfer(config, tiny_llama, SNIPPETS)), \
         validate_transfer(config, tiny_llama, SNIPPETS)
     with pytest.raises(JobRefused):
-        start_transfer(config, tiny_llama, SNIPPETS, root=tmp_path)
+        start_job(TRANSFER, config, tiny_llama, SNIPPETS, root=tmp_path)
     assert list_jobs(tmp_path) == []
 
 
@@ -265,7 +276,7 @@ def test_a_transfer_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
     assert {p.id for p in trained} == {s.id for s in split.selection if s.lang == "python"}
     assert {p.id for p in evaluated} == {s.id for s in split.evaluation}
     assert {p.lang for p in evaluated} >= {"go", "java"}
-    assert result["split"] == split.summary() and "Summary:" in result["prompt"]
+    assert result.split == split.summary() and "Summary:" in result.prompt
 
 
 def test_a_valid_transfer_passes_validation(tiny_llama):

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Build tools outside the runtime package (the embedded demo model's builder).
+"""

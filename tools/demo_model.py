@@ -125,6 +125,7 @@ JS_EXTS = {".js", ".mjs", ".cjs"}
 
 log = logging.getLogger("tools.demo_model")
 
+
 @dataclass
 class SourceFile:
     """One candidate training file."""
@@ -138,6 +139,7 @@ class SourceFile:
     def nbytes(self) -> int:
         return len(self.text.encode("utf-8"))
 
+
 def decode(data: bytes) -> str | None:
     """UTF-8 text of a file, or None for binary / undecodable content."""
     if b"\x00" in data:
@@ -147,8 +149,10 @@ def decode(data: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
 
+
 def _skipped(rel: str, skip_dirs: set[str]) -> bool:
     return any(part in skip_dirs for part in Path(rel).parts[:-1])
+
 
 def iter_python_stdlib(root: Path) -> Iterator[SourceFile]:
     """``.py`` files of the standard library, without test packages and site-packages."""
@@ -159,6 +163,7 @@ def iter_python_stdlib(root: Path) -> Iterator[SourceFile]:
         text = decode(path.read_bytes())
         if text is not None:
             yield SourceFile("python", "cpython-stdlib", rel, text)
+
 
 def pypi_package_info(import_name: str) -> dict | None:
     """Distribution name, version and license of an installed package, or None."""
@@ -177,6 +182,7 @@ def pypi_package_info(import_name: str) -> dict | None:
         lic = " / ".join(classifiers) or "see package metadata"
     return {"name": dists[0], "version": meta.get("Version", "?"), "license": lic}
 
+
 def iter_site_packages(site: Path, packages: Iterable[str]) -> Iterator[SourceFile]:
     """``.py`` files of installed PyPI packages (import names), without their test folders."""
     for name in packages:
@@ -192,6 +198,7 @@ def iter_site_packages(site: Path, packages: Iterable[str]) -> Iterator[SourceFi
             if text is not None:
                 yield SourceFile("python", f"pypi:{info['name']}", rel, text)
 
+
 def iter_go_src(root: Path) -> Iterator[SourceFile]:
     """``.go`` files of the Go distribution, without ``_test.go`` and ``testdata``."""
     for path in sorted(root.rglob("*.go")):
@@ -202,6 +209,7 @@ def iter_go_src(root: Path) -> Iterator[SourceFile]:
         if text is not None:
             yield SourceFile("go", "golang-1.19-src", rel, text)
 
+
 def iter_jdk_src(zip_path: Path) -> Iterator[SourceFile]:
     """``.java`` files of the OpenJDK ``src.zip``."""
     with zipfile.ZipFile(zip_path) as zf:
@@ -211,12 +219,14 @@ def iter_jdk_src(zip_path: Path) -> Iterator[SourceFile]:
                 if text is not None:
                     yield SourceFile("java", "openjdk-17-source", name, text)
 
+
 def is_cpp_header_name(rel: str, allow_extensionless: bool) -> bool:
     """C++ source/header by extension; extension-less names only where allowed (libstdc++)."""
     suffix = Path(rel).suffix
     if suffix in CPP_EXTS:
         return True
     return allow_extensionless and suffix == "" and re.fullmatch(r"[a-z_0-9]+", Path(rel).name) is not None
+
 
 def iter_cpp_headers(root: Path, source: str, allow_extensionless: bool) -> Iterator[SourceFile]:
     """C++ headers under ``root`` (libstdc++ keeps extension-less standard headers)."""
@@ -226,6 +236,7 @@ def iter_cpp_headers(root: Path, source: str, allow_extensionless: bool) -> Iter
             text = decode(path.read_bytes())
             if text is not None:
                 yield SourceFile("cpp", source, rel, text)
+
 
 def npm_package_info(tgz: Path) -> dict:
     """Name, version and license field of an ``npm pack`` tarball."""
@@ -237,6 +248,7 @@ def npm_package_info(tgz: Path) -> dict:
     if isinstance(lic, list):
         lic = " OR ".join(x.get("type", "?") if isinstance(x, dict) else str(x) for x in lic)
     return {"name": meta.get("name", tgz.stem), "version": meta.get("version", "?"), "license": str(lic)}
+
 
 def iter_npm_tarballs(npm_dir: Path) -> Iterator[SourceFile]:
     """Plain JavaScript files of every ``*.tgz`` in ``npm_dir`` (minified files are skipped)."""
@@ -251,6 +263,7 @@ def iter_npm_tarballs(npm_dir: Path) -> Iterator[SourceFile]:
                 text = decode(tf.extractfile(member).read())
                 if text is not None:
                     yield SourceFile("javascript", f"npm:{name}", rel, text)
+
 
 def iter_language(lang: str, paths: dict) -> Iterator[SourceFile]:
     """All candidate files of one language from the configured source locations."""
@@ -269,6 +282,7 @@ def iter_language(lang: str, paths: dict) -> Iterator[SourceFile]:
     else:
         raise ValueError(f"unknown language {lang!r}")
 
+
 @dataclass
 class FilterParams:
     """Thresholds for :func:`reject_reason`."""
@@ -280,11 +294,13 @@ class FilterParams:
     max_mean_line_len: float = 120.0
     header_chars: int = 2000
 
+
 DEFAULT_FILTER = FilterParams()
 
 JS_FILTER = FilterParams(max_bytes=400_000, max_line_len=400, max_mean_line_len=90.0)
 
 BUNDLE_MARKERS = ("__webpack_require__", "/******/", "//# sourceMappingURL=data:")
+
 
 def reject_reason(text: str, params: FilterParams = DEFAULT_FILTER) -> str | None:
     """Why a file is unfit for training (near-empty, huge, minified, generated), or None."""
@@ -304,7 +320,9 @@ def reject_reason(text: str, params: FilterParams = DEFAULT_FILTER) -> str | Non
         return "bundle"
     return None
 
+
 _PARSERS: dict = {}
+
 
 def has_parse_errors(text: str, lang: str) -> bool:
     """True when tree-sitter finds an ERROR or MISSING node (used for macro-heavy C++ headers)."""
@@ -317,6 +335,7 @@ def has_parse_errors(text: str, lang: str) -> bool:
         _PARSERS[lang] = Parser(Language(mod.language()))
     return _PARSERS[lang].parse(text.encode("utf-8")).root_node.has_error
 
+
 def normalize_lines(text: str) -> list[str]:
     """Lines with whitespace collapsed; blank and punctuation-only lines dropped."""
     out = []
@@ -326,8 +345,10 @@ def normalize_lines(text: str) -> list[str]:
             out.append(norm)
     return out
 
+
 def _gram_hash(lines: list[str]) -> bytes:
     return hashlib.blake2b("\n".join(lines).encode("utf-8"), digest_size=12).digest()
+
 
 @dataclass
 class ExclusionIndex:
@@ -354,6 +375,7 @@ class ExclusionIndex:
                 return True
         return False
 
+
 def read_jsonl(path: Path) -> Iterator[dict]:
     """Records of a ``.jsonl`` or ``.jsonl.gz`` file (bad lines are skipped)."""
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -366,6 +388,7 @@ def read_jsonl(path: Path) -> Iterator[dict]:
             if isinstance(rec, dict):
                 yield rec
 
+
 def programs_of(record: dict) -> list[str]:
     """Program texts of a demo-corpus (``code``/``test``) or HumanEval-X record."""
     out = [record[k] for k in ("code", "test") if isinstance(record.get(k), str)]
@@ -373,9 +396,11 @@ def programs_of(record: dict) -> list[str]:
         out.append(record["prompt"] + str(record.get("canonical_solution") or ""))
     return out
 
+
 def expand_globs(patterns: Iterable[str]) -> list[Path]:
     """Existing files matching the glob patterns, sorted and unique."""
     return sorted({Path(p) for pat in patterns for p in glob.glob(pat, recursive=True) if Path(p).is_file()})
+
 
 def build_exclusion_index(paths: Iterable[Path], n: int = 8) -> ExclusionIndex:
     """Index every program found in the exclusion files."""
@@ -386,6 +411,7 @@ def build_exclusion_index(paths: Iterable[Path], n: int = 8) -> ExclusionIndex:
                 index.add(prog)
     return index
 
+
 def decontaminate(files: Iterable[SourceFile], index: ExclusionIndex) -> tuple[list[SourceFile], list[SourceFile]]:
     """Split files into (kept, dropped) by overlap with the excluded programs."""
     kept, dropped = [], []
@@ -393,10 +419,12 @@ def decontaminate(files: Iterable[SourceFile], index: ExclusionIndex) -> tuple[l
         (dropped if index.matches(f.text) else kept).append(f)
     return kept, dropped
 
+
 def is_validation(f: SourceFile, val_frac: float, seed: int = 0) -> bool:
     """Deterministic per-file validation assignment from a hash of the file's identity."""
     digest = hashlib.sha1(f"{seed}:{f.lang}:{f.source}:{f.path}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < val_frac
+
 
 def select_files(candidates: list[SourceFile], budget: int, index: ExclusionIndex, seen: set[bytes],
                  parse_check: bool, package_cap: int | None = None, seed: int = 0,
@@ -437,6 +465,7 @@ def select_files(candidates: list[SourceFile], budget: int, index: ExclusionInde
         total += f.nbytes
     return kept, reasons
 
+
 def balance(files_by_lang: dict[str, list[SourceFile]], budget: int) -> dict[str, list[SourceFile]]:
     """Cap every language at the same byte budget: ``min(budget, smallest language's bytes)``."""
     cap = min([budget] + [sum(f.nbytes for f in fs) for fs in files_by_lang.values()])
@@ -451,6 +480,7 @@ def balance(files_by_lang: dict[str, list[SourceFile]], budget: int) -> dict[str
         out[lang] = acc
     return out
 
+
 def source_paths(args: argparse.Namespace) -> dict:
     """Locations of the five languages' sources."""
     return {
@@ -458,6 +488,7 @@ def source_paths(args: argparse.Namespace) -> dict:
         "libstdcxx": args.libstdcxx, "boost": args.boost, "npm_dir": args.npm_dir,
         "site_packages": args.site_packages, "pypi_packages": args.pypi_packages,
     }
+
 
 def dpkg_version(package: str) -> str | None:
     """Installed Debian package version, or None."""
@@ -468,10 +499,12 @@ def dpkg_version(package: str) -> str | None:
         return None
     return out.stdout.strip() or None
 
+
 def npm_spec_name(spec: str) -> str:
     """Package name of an npm spec: ``@babel/core@7.1.0`` -> ``@babel/core``, ``lodash`` -> ``lodash``."""
     at = spec.rfind("@")
     return spec[:at] if at > 0 else spec
+
 
 def fetch_js(npm_dir: Path, packages: Iterable[str]) -> None:
     """``npm pack`` every package not yet in ``npm_dir``."""
@@ -482,6 +515,7 @@ def fetch_js(npm_dir: Path, packages: Iterable[str]) -> None:
         log.info("npm pack %d packages", len(missing))
         subprocess.run(["npm", "pack", "--silent", *missing], cwd=npm_dir, check=True,
                        stdout=subprocess.DEVNULL)
+
 
 def build_corpus(args: argparse.Namespace) -> dict:
     """Write ``corpus/{lang}.{train,val}.jsonl`` and ``corpus_stats.json`` under the work dir."""
@@ -539,15 +573,18 @@ def build_corpus(args: argparse.Namespace) -> dict:
     write_json(work / "corpus_stats.json", stats)
     return stats
 
+
 def read_split(work: Path, lang: str, split: str) -> Iterator[dict]:
     """Records of one language's split."""
     yield from read_jsonl(work / "corpus" / f"{lang}.{split}.jsonl")
+
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomic JSON write."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
 
 def train_tokenizer(work: Path, vocab_size: int = 8192):
     """Byte-level BPE on the training split of all languages, wrapped as PreTrainedTokenizerFast."""
@@ -574,6 +611,7 @@ def train_tokenizer(work: Path, vocab_size: int = 8192):
     fast.save_pretrained(out)
     return fast
 
+
 def byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's byte-to-unicode table used by byte-level BPE vocabularies."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
@@ -585,6 +623,7 @@ def byte_decoder() -> dict[str, int]:
             cs.append(256 + extra)
             extra += 1
     return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
 
 def check_offsets(tokenizer, text: str = 's = "héllo → wörld"  # ünïcödé ✓\n') -> dict:
     """Character offsets are monotonic, cover the text exactly and contain each token's bytes.
@@ -610,6 +649,7 @@ def check_offsets(tokenizer, text: str = 's = "héllo → wörld"  # ünïcödé
     ok &= tokenizer.decode(ids, skip_special_tokens=True) == text
     return {"text": text, "tokens": len(ids), "offsets_ok": bool(ok)}
 
+
 def encode_files(tokenizer, texts: list[str], batch: int = 256) -> Iterator[np.ndarray]:
     """Token ids of each text framed as ``<s> ... </s>``."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -617,6 +657,7 @@ def encode_files(tokenizer, texts: list[str], batch: int = 256) -> Iterator[np.n
     for i in range(0, len(texts), batch):
         for enc in backend.encode_batch(texts[i:i + batch], add_special_tokens=False):
             yield np.asarray([bos, *enc.ids, eos], dtype=np.uint16)
+
 
 def write_stream(path: Path, arrays: Iterable[np.ndarray]) -> int:
     """Concatenate uint16 arrays into a raw ``.bin`` file; returns the token count."""
@@ -626,6 +667,7 @@ def write_stream(path: Path, arrays: Iterable[np.ndarray]) -> int:
             fh.write(arr.tobytes())
             n += len(arr)
     return n
+
 
 def pretokenize(work: Path, seed: int = 0) -> dict:
     """``tokens/train.bin`` (all languages, files shuffled) and ``tokens/val_{lang}.bin``."""
@@ -660,6 +702,7 @@ def pretokenize(work: Path, seed: int = 0) -> dict:
     write_json(work / "token_stats.json", stats)
     return stats
 
+
 def model_config(vocab_size: int, layers: int = 8, hidden: int = 256, intermediate: int = 1024,
                  heads: int = 8, kv_heads: int = 4, max_positions: int = 2048):
     """LlamaConfig of the demo model."""
@@ -670,12 +713,14 @@ def model_config(vocab_size: int, layers: int = 8, hidden: int = 256, intermedia
                        max_position_embeddings=max_positions, rope_theta=10000.0, rms_norm_eps=1e-5,
                        tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=2)
 
+
 def lr_at(progress: float, peak: float, warmup: float, final_frac: float = 0.1) -> float:
     """Linear warmup over the first ``warmup`` share of training, then cosine decay to ``final_frac``."""
     if progress < warmup:
         return peak * progress / warmup
     t = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
     return peak * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
 
 def sample_batch(stream: np.ndarray, batch: int, ctx: int, rng: np.random.Generator):
     """Random windows of ``ctx + 1`` tokens as an int64 tensor."""
@@ -684,12 +729,14 @@ def sample_batch(stream: np.ndarray, batch: int, ctx: int, rng: np.random.Genera
     starts = rng.integers(0, len(stream) - ctx - 1, size=batch)
     return torch.from_numpy(np.stack([stream[s:s + ctx + 1] for s in starts]).astype(np.int64))
 
+
 def val_windows(stream: np.ndarray, ctx: int, max_windows: int | None = None) -> np.ndarray:
     """Non-overlapping windows of ``ctx + 1`` tokens (stride ``ctx``): every target counted once."""
     n = (len(stream) - 1) // ctx
     if max_windows is not None:
         n = min(n, max_windows)
     return np.stack([stream[i * ctx:i * ctx + ctx + 1] for i in range(n)]).astype(np.int64)
+
 
 def model_nll(model, windows: np.ndarray, device: str, batch: int = 16) -> tuple[float, int]:
     """Summed next-token cross-entropy (nats) and the number of predicted tokens."""
@@ -708,11 +755,13 @@ def model_nll(model, windows: np.ndarray, device: str, batch: int = 16) -> tuple
             count += x[:, 1:].numel()
     return total, count
 
+
 def unigram_nll(counts: np.ndarray, windows: np.ndarray) -> tuple[float, int]:
     """Summed cross-entropy of an add-one-smoothed unigram model on the same targets."""
     logp = np.log((counts + 1.0) / (counts.sum() + len(counts)))
     targets = windows[:, 1:].reshape(-1)
     return float(-logp[targets].sum()), int(targets.size)
+
 
 def train(args: argparse.Namespace) -> dict:
     """Train from ``tokens/train.bin`` with a time and token budget; checkpoints and resumes."""
@@ -823,6 +872,7 @@ def train(args: argparse.Namespace) -> dict:
     log.info("done: %d steps, %d tokens, %.1f min", state["step"], state["tokens"], state["elapsed"] / 60)
     return metrics
 
+
 def pick_threads(cpus: int, own: int) -> int:
     """CPU threads for the next stretch of training: fewer when other processes load the machine.
 
@@ -832,6 +882,7 @@ def pick_threads(cpus: int, own: int) -> int:
     """
     others = max(0.0, os.getloadavg()[0] - own)
     return max(1, min(cpus, int(cpus - others + 0.5)))
+
 
 def device_name(device: str) -> str:
     """Human-readable accelerator or CPU name."""
@@ -849,6 +900,7 @@ def device_name(device: str) -> str:
         pass
     return platform.processor() or "cpu"
 
+
 def save_model(model, tokenizer, out: Path) -> None:
     """Save bfloat16 safetensors weights (config says float32, so plain loading gives fp32) and tokenizer."""
     import torch
@@ -863,6 +915,7 @@ def save_model(model, tokenizer, out: Path) -> None:
     cfg["dtype"] = "float32"
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     tokenizer.save_pretrained(out)
+
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Per-language validation loss of the shipped model beside the unigram baseline."""
@@ -900,6 +953,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     write_json(work / "eval_metrics.json", metrics)
     return metrics
 
+
 def check_overlap(args: argparse.Namespace) -> dict:
     """Count built corpus files (train and val) that share an n-gram with the excluded programs now."""
     work = Path(args.work_dir)
@@ -920,6 +974,7 @@ def check_overlap(args: argparse.Namespace) -> dict:
              index.programs)
     return result
 
+
 REBUILD = """\
 apt-get update && apt-get install -y golang-1.19-src openjdk-17-source libboost1.81-dev libstdc++-12-dev
 python -m tools.demo_model fetch-js
@@ -932,6 +987,7 @@ setsid nohup python -m tools.demo_model train --max-minutes {max_minutes:g} --ma
 python -m tools.demo_model evaluate
 python -m tools.demo_model check-overlap
 python -m tools.demo_model card"""
+
 
 def render_card(m: dict) -> str:
     """Model card markdown from the collected metrics."""
@@ -1020,6 +1076,7 @@ def render_card(m: dict) -> str:
     ]
     return "\n".join(lines)
 
+
 def card(args: argparse.Namespace) -> dict:
     """Write ``README.md`` and ``metrics.json`` into the model folder from the step metrics."""
     work, out = Path(args.work_dir), Path(args.out_dir)
@@ -1034,6 +1091,7 @@ def card(args: argparse.Namespace) -> dict:
                                     for h in m["train"]["history"][:: max(1, len(m["train"]["history"]) // 40)]]
     write_json(out / "metrics.json", small)
     return small
+
 
 def parser() -> argparse.ArgumentParser:
     """Command-line interface."""
@@ -1112,6 +1170,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--packages", nargs="*", default=list(JS_PACKAGES))
     return p
 
+
 def main(argv: list[str] | None = None) -> None:
     """Run one subcommand (or ``all``)."""
     args = parser().parse_args(argv)
@@ -1132,6 +1191,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         steps[name]()
         log.info("%s finished in %.1f s", name, time.time() - t0)
+
 
 if __name__ == "__main__":
     main()

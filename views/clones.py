@@ -1,5 +1,5 @@
 """Clones: paste a program, find the same task in other languages with concept-layer embeddings.
-Thin: widgets and charts here, computation in neuro/tasks/clones.py."""
+Thin: widgets and charts here, computation in neuro/analysis/clones/."""
 
 import altair as alt
 import pandas as pd
@@ -9,8 +9,9 @@ from neuro.analysis.clones.index import CloneIndex
 from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING
 from neuro.code.corpus import LANGS
 from neuro.code.upload import CloneInputError, decode_upload
-from neuro.results.clones import build_index, cached_evaluation
+from neuro.results.clones import CLONE_EVAL, build_index
 from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui.state import scoped_state
 
 model, corpus = page_header(
     "Clones",
@@ -44,13 +45,13 @@ def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     return found
 
 
-if not (small_enough_to_auto_run(model, corpus) or st.session_state.get(f"clones_ready|{key}")):
+if not (small_enough_to_auto_run(model, corpus) or scoped_state(model, corpus).clones_ready):
     st.info(f"The corpus ({len(corpus)} programs) is not embedded for {model.source} in this session. Embedding "
             "runs the model up to the concept layer once (cached on disk); on a large model use a GPU "
             "(`python -m neuro clones eval`) and browse the cache here.")
     if not st.button("Embed the corpus", type="primary", key="clones_embed"):
         st.stop()
-    st.session_state[f"clones_ready|{key}"] = True
+    scoped_state(model, corpus).clones_ready = True
 
 c1, c2 = st.columns([1, 2])
 center = c2.selectbox(
@@ -67,6 +68,7 @@ index = default if layer == default.layer else get_index(layer, center, f"Embedd
 st.caption(f"The index holds all {len(corpus)} programs in {', '.join(index.index.languages)}, centred on its own "
            f"means (never the query's); embeddings from block {index.layer} (of 0..{model.n_layers - 1}, "
            f"{'the concept layer' if layer == default.layer else 'chosen by you'}), centring: {center}.")
+
 
 # --------------------------------------------------------------------------- search
 def search_tab() -> None:
@@ -117,6 +119,7 @@ def search_tab() -> None:
                     with st.expander(f"#{i + 1}  {hit.score:.3f}  ·  {hit.lang}  ·  {hit.task}", expanded=i == 0):
                         st.code(hit.code, language=hit.lang)
 
+
 # --------------------------------------------------------------------------- evaluation
 def evaluation_tab() -> None:
     st.markdown("Every evaluation-side program is a query; relevant = the programs of the same task. The concept "
@@ -132,15 +135,15 @@ def evaluation_tab() -> None:
     strip = st.toggle("Without comments and docstrings", key="clones_strip",
                       help="Parallel corpora often carry the same English docstring in every language, which "
                            "lets any lexical method find clones by their prose. This evaluates the code alone.")
-    result = cached_evaluation(model, corpus, at, split=split, center=center, strip=strip, compute=False)
+    result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip, compute=False)
     if result is None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
             bar = st.progress(0.0, text="Embedding every layer…")
-            result = cached_evaluation(model, corpus, at, split=split, center=center, strip=strip,
-                                       progress=lambda done, total: bar.progress(
-                                           done / total, text=f"Embedding every layer: {done}/{total} programs"))
+            result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
+                                    progress=lambda done, total: bar.progress(
+                                        done / total, text=f"Embedding every layer: {done}/{total} programs"))
             bar.empty()
     if result is not None:
         st.caption(f"Measured on the evaluation side only: {split.caption()}.")

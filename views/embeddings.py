@@ -4,9 +4,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.results.embeddings import cached_projection
-from neuro.results.layers import cached_layer_report
+from neuro.results.embeddings import PROJECTION
+from neuro.results.layers import LAYER_REPORT
 from views.ui import corpus_split, page_header
+from views.ui.state import scoped_state
 
 model, corpus = page_header(
     "Embeddings",
@@ -16,8 +17,8 @@ if len(corpus) < 4:
     st.warning("A projection needs at least 4 programs.")
     st.stop()
 
-report = cached_layer_report(model, corpus_split(corpus).selection, compute=False)  # chosen on the selection side
-concept = st.session_state.get("concept_layers") or (report.concept_layers if report else [model.n_layers // 2])
+report = LAYER_REPORT.get(model, corpus_split(corpus).selection, compute=False)  # chosen on the selection side
+concept = scoped_state(model, corpus).concept_layers or (report.concept_layers if report else [model.n_layers // 2])
 c1, c2, c3, c4 = st.columns([1, 1, 1, 1.3])
 low = c1.number_input("Lower layer", 0, model.n_layers - 1, value=0, key="emb_low")
 high = c2.number_input("Concept layer", 0, model.n_layers - 1, value=concept[len(concept) // 2], key="emb_high")
@@ -35,7 +36,7 @@ points = {}
 with st.spinner("Fitting UMAP (the first fit in a process compiles UMAP's code: about 30 s)…" if first
                 else "Fitting UMAP…"):
     for layer in (int(low), int(high)):
-        points[layer], _ = cached_projection(model, corpus, layer, center=center)
+        points[layer] = PROJECTION.get(model, corpus, layer=layer, center=center)
 st.session_state["umap_ready"] = True
 
 frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],

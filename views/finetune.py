@@ -1,5 +1,6 @@
 """Fine-tuning: neuron-guided fine-tuning for code generation beside its baselines, run as background jobs.
-Thin: widgets and charts here; planning, validation, training and export in neuro/tasks/finetune.py."""
+Thin: widgets and charts here; planning, validation and training in neuro/experiments/finetune.py, jobs and
+export in neuro/jobs."""
 
 import altair as alt
 import pandas as pd
@@ -14,10 +15,11 @@ from neuro.experiments.finetune import (
     lora_rank_for,
     plan_finetune,
     results_table,
-    start_finetune,
     trainable_count,
 )
-from neuro.jobs.runner import JobRefused, job_metrics, list_jobs
+from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
+from neuro.jobs.kinds import FINETUNE, finished_results
+from neuro.jobs.runner import start_job
 from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
 
 model, corpus = page_header(
@@ -81,7 +83,7 @@ what = {"neurons": f"**{config.n_neurons} {neuron_set} neurons** ({per_layer})",
 st.markdown(f"{what} · **{count:,} trainable parameters** ({100 * count / total:.3f} % of {total:,})")
 if st.button("Start fine-tuning", type="primary", key="ft_start"):
     try:
-        info = start_finetune(config, model, corpus)
+        info = start_job(FINETUNE, config, model, corpus)
         st.success(f"Started job `{info.id}`: {info.label}")
     except JobRefused as err:
         st.error("Not started:\n" + "\n".join(f"- {reason}" for reason in err.reasons))
@@ -107,7 +109,7 @@ def live_panel() -> None:
             color=alt.Color("job:N", legend=legend),
             tooltip=["job", "step", alt.Tooltip("loss:Q", format=".4f")])
         st.altair_chart(chart, width="stretch")
-    table = results_table(jobs)
+    table = results_table(finished_results(jobs, FINETUNE))
     st.subheader("Finished runs")
     if table.empty:
         st.caption("Results appear here when a run finishes.")

@@ -7,18 +7,18 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.jobs.runner import (
+from neuro.jobs.folders import (
     JobRefused,
     cancel_job,
     checkpoint_step,
     job_metrics,
-    job_result,
     jobs_root,
     list_jobs,
     log_tail,
-    resume_job,
     resume_reason,
 )
+from neuro.jobs.kinds import job_config, job_result
+from neuro.jobs.runner import resume_job
 
 st.title("Jobs")
 st.caption(f"Background runs started here or with `python -m neuro finetune|transfer` (folder: "
@@ -45,7 +45,7 @@ def board() -> None:
     for job in [j for j in jobs if resume_reason(j) is None]:
         left, right = st.columns([5, 1])
         left.caption(f"{job.id}: {job.label} — {job.state}; checkpoint at step {checkpoint_step(job)} "
-                     f"of {job.params.get('steps', '?')}")
+                     f"of {job_config(job).steps}")
         if right.button("Resume", key=f"resume_{job.id}"):
             try:
                 info = resume_job(job)
@@ -88,7 +88,7 @@ if jobs:
         result = job_result(job)
         if result:
             with st.expander("Result"):
-                st.code(json.dumps(result, indent=1, default=str)[:50_000], language="json")
+                st.code(json.dumps(result.to_json(), indent=1, default=str)[:50_000], language="json")
         st.markdown("**Log** (last lines)")
         st.code(log_tail(job, 8_000) or "(empty)", language="text")
 

@@ -4,8 +4,9 @@ import altair as alt
 import streamlit as st
 
 from neuro.analysis.lens import LogitLens, logit_lens
-from neuro.results.layers import cached_layer_report
+from neuro.results.layers import LAYER_REPORT
 from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui.state import scope_key, scoped_state
 
 model, corpus = page_header(
     "Layers",
@@ -21,20 +22,20 @@ def scores_tab() -> None:
         st.warning("This corpus has no parallel programs (no task appears in two languages): cross-language "
                    "alignment cannot be measured. Use the demo corpus or HumanEval-X.")
     split = corpus_split(corpus)
-    report = cached_layer_report(model, split.selection, compute=False)
+    report = LAYER_REPORT.get(model, split.selection, compute=False)
     if report is None:
         run = small_enough_to_auto_run(model, split.selection) or st.button("Compute layer scores", type="primary")
         if not run:
             st.info("Layer scores are not cached for this model and corpus yet.")
             return
         bar = st.progress(0.0, text="Capturing hidden states…")
-        report = cached_layer_report(model, split.selection, progress=lambda d, t: bar.progress(
+        report = LAYER_REPORT.get(model, split.selection, progress=lambda d, t: bar.progress(
             d / t, text=f"Layer scores: step {d}/{t}"))
         bar.empty()
     override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
-                              default=report.concept_layers, key="concept_override")
+                              default=report.concept_layers, key=f"concept_override|{scope_key(model, corpus)}")
     concept = sorted(override) or report.concept_layers
-    st.session_state["concept_layers"] = concept
+    scoped_state(model, corpus).concept_layers = concept
     st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
     st.caption(f"Every score on this tab comes from the selection side, so the concept layers are never chosen on "
                f"the programs the Clones page evaluates them on. {split.caption()}.")
@@ -76,9 +77,8 @@ def lens_tab() -> None:
     if not code.strip():
         st.info("Paste a program to read.")
         return
-    memo = st.session_state.setdefault("lens_memo", {})
-    key = (model.identity, code)
-    lens: LogitLens | None = memo.get(key)
+    memo = scoped_state(model, corpus).lens
+    lens: LogitLens | None = memo.get(code)
     if lens is None:
         try:
             with st.spinner("One forward pass…"):
@@ -87,7 +87,7 @@ def lens_tab() -> None:
             st.info(str(err))
             return
         memo.clear()
-        memo[key] = lens
+        memo[code] = lens
     if lens.truncated_from:
         st.warning(f"Only the first {len(lens.token_ids):,} of its {lens.truncated_from:,} tokens are read.")
     summary = lens.layer_summary()

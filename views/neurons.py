@@ -16,7 +16,7 @@ from neuro.analysis.selectivity import (
 from neuro.code.corpus import LANGS
 from neuro.code.syntax import align_tokens, detect_language
 from neuro.instrument.statistics import trace_tokens
-from neuro.results.statistics import ablation
+from neuro.results.statistics import ABLATION
 from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, pls_statistics
 
 MAX_PASTE = 20_000
@@ -137,6 +137,7 @@ def layer_map() -> None:
     if st.toggle(f"Compare with {other_name} (agreement of the specific sets per language)", key="neurons_cmp"):
         st.dataframe(cached_overlap(stats_key, method, params, stats), width="stretch")
 
+
 # --------------------------------------------------------------------------- table
 def neuron_table() -> None:
     table = views["table"]
@@ -160,6 +161,7 @@ def neuron_table() -> None:
     d1.download_button("Download CSV", export_bytes(filters, filters, "csv", view), "neurons.csv", "text/csv")
     d2.download_button("Download parquet", export_bytes(filters, filters, "parquet", view), "neurons.parquet",
                        "application/octet-stream")
+
 
 # --------------------------------------------------------------------------- detail
 def neuron_detail() -> None:
@@ -196,6 +198,7 @@ def neuron_detail() -> None:
         else:
             st.caption("Run the ablation (Ablation tab) to see the effect of this neuron's group.")
 
+
 # --------------------------------------------------------------------------- relations
 def relations() -> None:
     relations = cached_relations(stats_key, stats)
@@ -206,6 +209,7 @@ def relations() -> None:
     right.altair_chart(charts.dendrogram(relations.tree.segments(), relations.tree.leaf_positions(),
                                          title="Average-linkage tree"), width="stretch")
     st.caption("The paper reports a family-tree-like structure (e.g. C++ and Java close, Python apart).")
+
 
 # --------------------------------------------------------------------------- ablation
 def ablation_tab() -> None:
@@ -218,8 +222,8 @@ def ablation_tab() -> None:
     if key not in st.session_state and st.button("Run ablation", type="primary", key="run_ablation"):
         bar = st.progress(0.0, text="Ablating…")
         try:
-            st.session_state[key], _ = ablation(model, split.evaluation, selection, progress=lambda d, t: bar.progress(
-                d / t, text=f"Ablating: {d}/{t} passes"))
+            st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, progress=lambda d, t:
+                                                 bar.progress(d / t, text=f"Ablating: {d}/{t} passes"))
         except ValueError as err:
             st.error(str(err))
         bar.empty()
@@ -235,6 +239,7 @@ def ablation_tab() -> None:
         st.altair_chart(charts.ablation_bars(summary, title="Own-language loss change vs random draws (mean +- sd)"),
                         width="stretch")
         st.dataframe(summary.round(3), width="stretch")
+
 
 # --------------------------------------------------------------------------- token inspector
 def token_inspector() -> None:

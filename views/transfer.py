@@ -1,7 +1,6 @@
 """Transfer: concept-layer-guided summarization transfer from one language to the others, as background
-jobs. Thin: widgets and charts here; the task in neuro/tasks/transfer.py."""
+jobs. Thin: widgets and charts here; the experiment in neuro/experiments/transfer.py, jobs in neuro/jobs."""
 
-from dataclasses import replace
 
 import altair as alt
 import pandas as pd
@@ -13,11 +12,13 @@ from neuro.experiments.transfer import (
     TransferConfig,
     comparison_table,
     plan_transfer,
-    start_transfer,
     trainable_count,
 )
-from neuro.jobs.runner import JobRefused, job_metrics, job_result, list_jobs
+from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
+from neuro.jobs.kinds import TRANSFER, finished_results
+from neuro.jobs.runner import start_job
 from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, page_header
+from views.ui.state import scoped_state
 
 model, corpus = page_header(
     "Summarization transfer",
@@ -58,15 +59,9 @@ options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=stri
 
 
 def plan(layer_choice: str) -> TransferConfig:
-    override = st.session_state.get("concept_layers")  # set on the Layers page
-    if override and layer_choice in ("concept", "lower"):
-        layers = sorted(override) if layer_choice == "concept" else list(range(len(override)))
-        note = ("concept layers as set on the Layers page" if layer_choice == "concept"
-                else f"the lowest {len(layers)} layers (as many as the concept layers)")
-        return replace(plan_transfer(model, split, source, "custom", layers, **options),
-                       layer_choice=layer_choice, layer_note=note)
     with st.spinner("Finding the concept layers (cached after the first time)…"):
-        return plan_transfer(model, split, source, layer_choice, custom, **options)
+        return plan_transfer(model, split, source, layer_choice, custom, **options,
+                             concept_override=scoped_state(model, corpus).concept_layers)  # the Layers page
 
 
 config = plan(choice)
@@ -77,7 +72,7 @@ st.markdown(f"**Layers {config.layers}** — {config.layer_note}. "
 def start(configs: list[TransferConfig]) -> None:
     for cfg in configs:
         try:
-            info = start_transfer(cfg, model, corpus)
+            info = start_job(TRANSFER, cfg, model, corpus)
             st.success(f"Started job `{info.id}`: {info.label}")
         except JobRefused as err:
             st.error(f"Not started ({cfg.layer_choice} layers):\n" + "\n".join(f"- {r}" for r in err.reasons))
@@ -104,7 +99,8 @@ def live_panel() -> None:
         if points:
             st.caption(f"last training loss {points[-1]['loss']:.4f} at step {points[-1]['step']}")
     st.subheader("Comparison")
-    bleu, rouge = comparison_table(jobs, "bleu4"), comparison_table(jobs, "rouge_l")
+    results = finished_results(jobs, TRANSFER)
+    bleu, rouge = comparison_table(results, "bleu4"), comparison_table(results, "rouge_l")
     if bleu.empty:
         st.caption("Scores appear here when a run finishes.")
         return
@@ -123,11 +119,13 @@ def live_panel() -> None:
 live_panel()
 
 st.subheader("Examples")
-finished = [j for j in list_jobs(kind="transfer") if j.state == "finished"]
+jobs = list_jobs(kind="transfer")
+finished = finished_results(jobs, TRANSFER)
 if finished:
-    pick = st.selectbox("Run", finished, format_func=lambda j: f"{j.id}: {j.label}", key="tr_examples_job")
-    result = job_result(pick) or {}
-    samples = pd.DataFrame(result.get("samples", []))
+    labels = {j.id: j.label for j in jobs}
+    pick = st.selectbox("Run", list(finished), format_func=lambda i: f"{i}: {labels[i]}", key="tr_examples_job")
+    result = finished[pick]
+    samples = pd.DataFrame(result.samples)
     if not samples.empty:
         st.dataframe(samples[["lang", "task", "reference", "prediction", "before", "bleu4", "rouge_l"]],
                      hide_index=True, width="stretch")
@@ -135,7 +133,7 @@ if finished:
                            format_func=lambda i: f"{samples.lang[i]} {samples.task[i]}")
         st.code(samples.code[row], language={"cpp": "cpp", "javascript": "javascript"}.get(samples.lang[row],
                                                                                           samples.lang[row]))
-    before = {lang: (v.get("bleu4_before"), v.get("rouge_l_before")) for lang, v in result.get("scores", {}).items()}
+    before = {lang: (v.get("bleu4_before"), v.get("rouge_l_before")) for lang, v in result.scores.items()}
     if any(b[0] is not None for b in before.values()):
         st.caption("Before training (same prompts): " + "; ".join(
             f"{lang} BLEU-4 {b:.1f} / ROUGE-L {r:.1f}" for lang, (b, r) in before.items() if b is not None))

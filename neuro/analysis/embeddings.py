@@ -8,7 +8,7 @@ languages (Libovicky et al., 2020, "On the language neutrality of pre-trained mu
 representations"). On the demo model this more than doubles cross-language clone MAP@R.
 
 Where a score is measured, the means are fitted on the selection side of the corpus split
-(neuro/split.py) and applied to the evaluation side (`Centering.fit(...).apply(...)` on different
+(neuro/code/split.py) and applied to the evaluation side (`Centering.fit(...).apply(...)` on different
 rows); `centred_rows` fits and applies on the same rows and serves pictures, not scores.
 """
 
@@ -31,6 +31,7 @@ DEFAULT_CENTERING = "language"
 
 MIN_LANGUAGE_ROWS = 5  # a language with fewer programs is centred on the corpus mean (its own mean is noise)
 
+
 def unit_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """Rows minus `mean` (if given), scaled to unit length: cosine similarity becomes a dot product."""
     x = np.asarray(x, dtype=np.float32)
@@ -38,10 +39,12 @@ def unit_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
         x = x - mean
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
+
 def check_centering(center: str) -> str:
     if center not in CENTERINGS:
         raise ValueError(f"centring must be one of {', '.join(CENTERINGS)}, not {center!r}")
     return center
+
 
 @dataclass(frozen=True)
 class Centering:
@@ -80,11 +83,13 @@ class Centering:
                 out[langs == lang] -= self.mean_for(lang)
         return unit_rows(out)
 
+
 def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: str = DEFAULT_CENTERING) -> np.ndarray:
     """Unit rows of one embedding per snippet, centred as `how` says, fitted on these rows (for
     pictures; a measured score fits `Centering` on the selection side instead)."""
     langs = [s.lang for s in snippets]
     return Centering.fit(x, langs, how).apply(x, langs)
+
 
 def project_2d(points: np.ndarray, seed: int = 0, neighbors: int = 15) -> np.ndarray:
     """UMAP (cosine) to two dimensions; the first call in a process JIT-compiles for ~20-30 s."""

@@ -20,6 +20,7 @@ from neuro.progress import Progress
 _FUNCTION_TYPES = {"function_definition", "function_declaration", "method_declaration", "arrow_function",
                    "function_expression", "method_definition", "function_item"}
 
+
 def prompt_of(snippet: Snippet) -> str:
     """The generation prompt: the snippet's own, else its code up to the body of its first function
     (Python: after the docstring, if any; brace languages: after the body's opening brace)."""
@@ -41,6 +42,7 @@ def prompt_of(snippet: Snippet) -> str:
             return raw[: body.start_byte + 1].decode("utf-8", "replace") + "\n"
         stack = list(node.named_children) + stack
     raise ValueError(f"{snippet.id}: no function found to build a prompt from")
+
 
 def _brace_deltas(text: str):
     """Yield (index, +1/-1) for each brace outside string/char literals and comments."""
@@ -67,6 +69,7 @@ def _brace_deltas(text: str):
             yield i, 1 if ch == "{" else -1
         i += 1
 
+
 def truncate_completion(prompt: str, completion: str, lang: str) -> str:
     """Cut a completion where the prompted function ends.
 
@@ -88,6 +91,7 @@ def truncate_completion(prompt: str, completion: str, lang: str) -> str:
             return completion[: i + 1] + "\n"
     return completion
 
+
 @dataclass(frozen=True)
 class GenerationParams:
     samples: int = 1
@@ -101,6 +105,7 @@ class GenerationParams:
             raise ValueError("samples and max_new_tokens must be >= 1")
         if self.temperature < 0 or (self.temperature == 0 and self.samples > 1):
             raise ValueError("greedy decoding (temperature 0) gives one sample; raise the temperature")
+
 
 def complete(loaded: LoadedModel, prompts: Sequence[str], params: GenerationParams,
              max_prompt_tokens: int = 1024) -> list[list[str]]:
@@ -118,9 +123,10 @@ def complete(loaded: LoadedModel, prompts: Sequence[str], params: GenerationPara
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
                 do_sample=sample, temperature=params.temperature if sample else None,
                 top_p=params.top_p if sample else None, num_return_sequences=params.samples,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+                pad_token_id=loaded.pad_id)
             out.append([tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in generated])
     return out
+
 
 @dataclass
 class PassAtK:
@@ -128,6 +134,7 @@ class PassAtK:
 
     by_language: dict[str, dict[int, float]]
     samples: list[dict] = field(default_factory=list)  # task, lang, completion, status, reason
+
 
 def evaluate_pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], params: GenerationParams,
                        ks: Sequence[int] = (1,), ablate: NeuronSet | None = None,

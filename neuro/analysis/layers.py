@@ -46,6 +46,7 @@ def make_probe() -> Pipeline:
     """
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver="newton-cg", max_iter=300))
 
+
 def probe_accuracy(features: np.ndarray, labels: Sequence, folds: int = 5, seed: int = 0) -> float:
     """Cross-validated accuracy of a standardized logistic-regression probe (nan if too few labels)."""
     labels = np.asarray(labels)
@@ -57,8 +58,10 @@ def probe_accuracy(features: np.ndarray, labels: Sequence, folds: int = 5, seed:
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return float(cross_val_score(probe, features, labels, cv=cv).mean())
 
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al., 2019) between two row-aligned representations."""
@@ -68,12 +71,14 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
     return float(cross / denom) if denom > 0 else float("nan")
 
+
 @dataclass(frozen=True)
 class PairAlignment:
     accuracy: float  # share of queries whose parallel program is the nearest candidate
     mrr: float
     cka: float
     n: int
+
 
 def pair_alignment(queries: np.ndarray, candidates: np.ndarray) -> PairAlignment:
     """Row i of `queries` and of `candidates` are the same task in two languages."""
@@ -82,6 +87,7 @@ def pair_alignment(queries: np.ndarray, candidates: np.ndarray) -> PairAlignment
     ranks = 1 + (sims > correct[:, None]).sum(1)
     return PairAlignment(float((ranks == 1).mean()), float((1.0 / ranks).mean()), linear_cka(queries, candidates),
                          len(queries))
+
 
 def alignment_by_pair(pooled: np.ndarray, snippets: Sequence[Snippet]) -> dict[tuple[str, str], PairAlignment]:
     """Cross-language alignment for every ordered language pair with at least 2 shared tasks."""
@@ -98,10 +104,12 @@ def alignment_by_pair(pooled: np.ndarray, snippets: Sequence[Snippet]) -> dict[t
         out[(b, a)] = pair_alignment(qb, qa)
     return out
 
+
 @dataclass(frozen=True)
 class ConceptChoice:
     layers: list[int]
     rule: str
+
 
 def choose_concept_layers(lang_id: Sequence[float], alignment: Sequence[float], near_peak: float = 0.9,
                           drop: float = 0.02) -> ConceptChoice:
@@ -122,6 +130,7 @@ def choose_concept_layers(lang_id: Sequence[float], alignment: Sequence[float], 
         return ConceptChoice(fallen, rule)
     return ConceptChoice(near, rule + " Language ID never falls that far near the peak here, so the choice "
                                       "rests on alignment alone.")
+
 
 @dataclass
 class LayerReport:
@@ -149,6 +158,7 @@ class LayerReport:
         return {"concept_layers": self.concept_layers, "rule": self.rule, **self.meta,
                 "layers": self.scores.round(4).to_dict(orient="records")}
 
+
 def _syntax_labels(loaded: LoadedModel, snippets: Sequence[Snippet], index: np.ndarray, max_length: int,
                    max_types: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Node type (top `max_types` types, else dropped) and language of each sampled token."""
@@ -162,9 +172,11 @@ def _syntax_labels(loaded: LoadedModel, snippets: Sequence[Snippet], index: np.n
     langs = np.array([snippets[int(i)].lang for i in index[:, 0]], dtype=object)
     return types, langs
 
+
 def contribution_sample(snippets: Sequence[Snippet], limit: int) -> list[Snippet]:
     """The programs (at most `limit`, spread evenly in corpus order) the FFN contributions are measured on."""
     return list(snippets)[:: max(1, len(snippets) // limit)][:limit]
+
 
 def contribution_losses(loaded: LoadedModel, sample: Sequence[Snippet], layer: int | None,
                         max_length: int = 512) -> dict[str, float]:
@@ -174,12 +186,13 @@ def contribution_losses(loaded: LoadedModel, sample: Sequence[Snippet], layer: i
     with ablated(loaded, {layer: range(loaded.n_neurons)}):
         return language_losses(loaded, sample, max_length=max_length)
 
+
 def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per_snippet: int = 12,
                  contribution: bool = True, contribution_limit: int = 200, max_length: int = 512, seed: int = 0,
                  concept_override: Sequence[int] | None = None, progress: Progress | None = None,
                  states: LayerStates | None = None, losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
     """Compute every per-layer score on a (preferably parallel) corpus: pass the selection side of the
-    corpus split (neuro/split.py), since the concept layers chosen here are then evaluated elsewhere.
+    corpus split (neuro/code/split.py), since the concept layers chosen here are then evaluated elsewhere.
 
     `states` (from `layer_states` with the same `tokens_per_snippet`, `seed` and `max_length`) and
     `losses` (`contribution_losses` with nothing, then each layer, silenced) may come from a resumable

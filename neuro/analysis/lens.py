@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neuro.instrument.hooks import _forward_until, hooked
+from neuro.instrument.hooks import forward_until, hooked
 from neuro.instrument.tokens import encode
-from neuro.model.adapters import _get
 from neuro.model.loading import LoadedModel
 
 
@@ -95,21 +94,23 @@ class LogitLens:
                                 for t in range(len(self.token_ids))]
         return out
 
+
 def _token_text(tokenizer, token_id: int) -> str:
     """A vocabulary entry as text (`<id 123>` for rows of a padded unembedding that have no token)."""
     token = tokenizer.convert_ids_to_tokens(token_id)
     return f"<id {token_id}>" if token is None else tokenizer.convert_tokens_to_string([token])
 
+
 def _final_logits(loaded: LoadedModel):
     """hidden states -> logits the way the model computes them after its last block."""
-    norm = _get(loaded.model, loaded.adapter.final_norm)
-    head = loaded.model.get_output_embeddings()
+    norm, head = loaded.final_norm, loaded.unembedding
     cap = getattr(loaded.config, "final_logit_softcapping", None)  # Gemma 2
 
     def logits(hidden: torch.Tensor) -> torch.Tensor:
         out = head(norm(hidden)).float()
         return torch.tanh(out / cap) * cap if cap else out
     return logits
+
 
 def logit_lens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = None, *, top_k: int = 5,
                max_length: int = 512) -> LogitLens:
@@ -145,7 +146,7 @@ def logit_lens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = No
             handles.append(sites[layer].block.register_forward_hook(hook))
 
     with loaded.lock, hooked(register), torch.inference_mode():
-        _forward_until(loaded, ids, torch.ones_like(ids), last_layer=last)
+        forward_until(loaded, ids, torch.ones_like(ids), last_layer=last)
     top_ids = np.stack([read[layer][0] for layer in layers])
     vocab = {int(i): _token_text(loaded.tokenizer, int(i)) for i in np.unique(top_ids)}
     top_texts = [[[vocab[int(i)] for i in position] for position in layer] for layer in top_ids]

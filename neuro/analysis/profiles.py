@@ -32,6 +32,7 @@ def syntax_profile(stats: CorpusStats, layer: int, neuron: int, min_count: int =
     frame = frame[frame.tokens >= min_count]
     return frame.sort_values("mean_activation", ascending=False, ignore_index=True)
 
+
 @dataclass(frozen=True)
 class Example:
     """One top-activating token with its context: `before` + `token` + `after` reproduce the line(s)."""
@@ -44,6 +45,7 @@ class Example:
     before: str
     after: str
     node_type: str | None
+
 
 def top_examples(stats: CorpusStats, snippets: Sequence[Snippet], loaded: LoadedModel, layer: int, neuron: int,
                  context_chars: int = 80, max_length: int | None = None) -> list[Example]:

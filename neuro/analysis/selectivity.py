@@ -38,6 +38,7 @@ NORMALIZATIONS = ("none", "language", "language_layer")
 
 SCORES = ("pls", "attribution")
 
+
 @dataclass(frozen=True)
 class SelectionParams:
     """PLS selection parameters (the design's three numbers; part of any cache key or UI caption).
@@ -57,7 +58,7 @@ class SelectionParams:
         a_t * dL/da_t, the first-order estimate of the change in a program's mean loss when the neuron
         is zeroed (signs kept: a neuron whose removal lowers a language's loss scores negative there).
         PLS's absolute value credits such neurons too, so PLS-selected neurons need not hurt their
-        language when ablated. See neuro.capture.CorpusStats for the exact sums.
+        language when ablated. See neuro.instrument.statistics.CorpusStats for the exact sums.
     """
 
     candidate_quantile: float = 0.90
@@ -77,6 +78,7 @@ class SelectionParams:
             raise ValueError(f"ratio must be >= 1, got {self.ratio}")
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+
 
 @dataclass(frozen=True)
 class LapeParams:
@@ -100,6 +102,7 @@ class LapeParams:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
 
 @dataclass(frozen=True, eq=False)
 class NeuronSelection:
@@ -196,6 +199,7 @@ class NeuronSelection:
                 "counts": self.counts_by_language(), "share": self.share(),
                 **{k: v for k, v in self.extra.items() if isinstance(v, (int, float, str))}}
 
+
 def _check_scores(scores: np.ndarray, languages: list[str]) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 3:
@@ -207,6 +211,7 @@ def _check_scores(scores: np.ndarray, languages: list[str]) -> np.ndarray:
     if not np.isfinite(scores).all():
         raise ValueError("scores contain NaN or inf")
     return scores
+
 
 def _top_two(flat: np.ndarray):
     """Per column of (languages, M): index and value of the largest and second largest (first on ties)."""
@@ -222,6 +227,7 @@ def _top_two(flat: np.ndarray):
     ratio[(second <= 0) & (top > 0)] = np.inf
     return top_i, second_i, top, second, ratio
 
+
 def _in_top(values: np.ndarray, k: int) -> np.ndarray:
     """Exactly the k largest values (ties at the cut broken by position), in O(n) with a partition."""
     if k >= values.size:
@@ -232,9 +238,11 @@ def _in_top(values: np.ndarray, k: int) -> np.ndarray:
     keep[ties] = True
     return keep
 
+
 def top_count(total: int, fraction: float) -> int:
     """How many neurons the top `fraction` of `total` keeps: round(fraction * total), at least one."""
     return max(1, int(round(fraction * total)))
+
 
 def _frame(method: str, value: str, languages: list[str], flat: np.ndarray, n_neurons: int, top_two: tuple,
            cls: np.ndarray, lang_bits: np.ndarray, extra_columns: dict | None = None) -> pd.DataFrame:
@@ -259,6 +267,7 @@ def _frame(method: str, value: str, languages: list[str], flat: np.ndarray, n_ne
     columns["langs"] = pd.Categorical.from_codes(inverse.reshape(-1), names)
     columns["method"] = pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [method])
     return pd.DataFrame(columns)
+
 
 def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionParams | None = None) -> NeuronSelection:
     """PLS selection on a raw (languages, layers, neurons) array; see the module docstring for the rules.
@@ -289,6 +298,7 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
     return NeuronSelection("pls", languages, n_layers, n_neurons, threshold, params, frame,
                            extra={"top_count": k})
 
+
 def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
     """Scores (languages, layers, neurons) divided by their mean magnitude per language or per
     (language, layer) (for PLS, which is never negative, simply its mean)."""
@@ -298,10 +308,12 @@ def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
     mean = np.abs(pls).mean(axis=axes, keepdims=True)
     return pls / np.where(mean > 0, mean, 1.0)
 
+
 def select_pls(stats: CorpusStats, params: SelectionParams | None = None) -> NeuronSelection:
     """Language-specific and universal neurons by PLS (the paper's method; see SelectionParams.normalize)."""
     params = params or SelectionParams()
     return select_pls_scores(normalized_pls(stats.score(params.score), params.normalize), stats.languages, params)
+
 
 def lape_entropy(prob: np.ndarray) -> np.ndarray:
     """Entropy over languages of the activation probability normalized to a distribution (axis 0).
@@ -313,6 +325,7 @@ def lape_entropy(prob: np.ndarray) -> np.ndarray:
     dist = np.divide(prob, total, out=np.zeros_like(prob), where=total > 0)
     logs = np.log(dist, out=np.zeros_like(dist), where=dist > 0)
     return -(dist * logs).sum(axis=0)
+
 
 def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParams | None = None) -> NeuronSelection:
     """LAPE (Tang et al., 2024), following their `identify.py`:
@@ -355,9 +368,11 @@ def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParam
     return NeuronSelection("lape", languages, n_layers, n_neurons, bar, params, frame,
                            extra={"filter_value": filter_value, "top_count": k, "eligible": int(eligible.sum())})
 
+
 def select_lape(stats: CorpusStats, params: LapeParams | None = None) -> NeuronSelection:
     """Language-specific neurons by LAPE on activation probabilities (no gradients needed)."""
     return select_lape_scores(stats.activation_probability(), stats.languages, params)
+
 
 def select_neurons(stats: CorpusStats, method: str = "pls",
                    params: SelectionParams | LapeParams | None = None) -> NeuronSelection:
@@ -371,6 +386,7 @@ def select_neurons(stats: CorpusStats, method: str = "pls",
             raise TypeError("method 'lape' takes LapeParams")
         return select_lape(stats, params)
     raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+
 
 @dataclass(frozen=True)
 class ChanceLevel:
@@ -397,6 +413,7 @@ class ChanceLevel:
         return {"method": self.method, "score": self.score, "permutations": self.permutations, "units": self.units,
                 "mean": self.mean(), "max": self.max()}
 
+
 def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None,
                  permutations: int = 20, seed: int = 0) -> ChanceLevel:
     """Counts of selected neurons under `permutations` random relabellings of the units' languages."""
@@ -417,6 +434,7 @@ def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParam
             for _ in range(permutations)]
     return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows))
 
+
 def overlap(a: NeuronSelection, b: NeuronSelection) -> pd.DataFrame:
     """Per language, agreement of two selections' specific sets: |A & B|, |A|, |B|, Jaccard.
 
@@ -432,6 +450,7 @@ def overlap(a: NeuronSelection, b: NeuronSelection) -> pd.DataFrame:
                      "jaccard": inter / union if union else math.nan})
     return pd.DataFrame(rows, columns=["language", "intersection", "a", "b", "jaccard"]).set_index("language")
 
+
 def language_vectors(stats: CorpusStats, candidates_only: bool = False,
                      params: SelectionParams | None = None) -> np.ndarray:
     """PLS per language flattened over (layer, neuron): (languages, neurons); optionally only candidates.
@@ -446,6 +465,7 @@ def language_vectors(stats: CorpusStats, candidates_only: bool = False,
         top = flat.max(axis=0)
         flat = flat[:, top >= np.quantile(top, params.candidate_quantile)]
     return flat
+
 
 def similarity_matrix(vectors: np.ndarray, languages: list[str], method: str = "cosine") -> pd.DataFrame:
     """Languages x languages similarity of per-language vectors: cosine or Spearman rank correlation.
@@ -469,10 +489,12 @@ def similarity_matrix(vectors: np.ndarray, languages: list[str], method: str = "
     np.fill_diagonal(sim, 1.0)
     return pd.DataFrame(sim, index=list(languages), columns=list(languages))
 
+
 def language_similarity(stats: CorpusStats, method: str = "cosine", candidates_only: bool = False,
                         params: SelectionParams | None = None) -> pd.DataFrame:
     """How alike the languages' PLS profiles are (languages x languages)."""
     return similarity_matrix(language_vectors(stats, candidates_only, params), list(stats.languages), method)
+
 
 @dataclass(frozen=True, eq=False)
 class LanguageTree:
@@ -501,6 +523,7 @@ class LanguageTree:
         return pd.DataFrame({"language": self.leaves, "x": [5.0 + 10.0 * i for i in range(len(self.leaves))],
                              "y": 0.0})
 
+
 def cluster_languages(similarity: pd.DataFrame) -> LanguageTree:
     """Agglomerative clustering (average linkage) on distance = 1 - similarity."""
     languages = list(similarity.index)
@@ -514,12 +537,14 @@ def cluster_languages(similarity: pd.DataFrame) -> LanguageTree:
     return LanguageTree(languages, z, list(tree["ivl"]), [list(map(float, x)) for x in tree["icoord"]],
                         [list(map(float, y)) for y in tree["dcoord"]])
 
+
 @dataclass(frozen=True, eq=False)
 class LanguageRelations:
     similarity: pd.DataFrame
     tree: LanguageTree
     method: str
     candidates_only: bool
+
 
 def language_relations(stats: CorpusStats, method: str = "cosine", candidates_only: bool = False,
                        params: SelectionParams | None = None) -> LanguageRelations:

@@ -4,7 +4,7 @@ Conventions for all subcommands: `--model` takes a local folder or a hub id, `--
 JSONL file, a folder of source files or a folder of HumanEval-X files; both default to the embedded
 demo. With `--json`, stdout carries one JSON document and nothing else; logs and progress go to stderr.
 
-Commands live in `neuro/commands/<feature>.py`, each registered with `@command(...)`; every module
+Commands live in `neuro/cli/commands/<feature>.py`, each registered with `@command(...)`; every module
 in that package is imported when the parser is built.
 """
 
@@ -26,9 +26,10 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.model.loading import load_model
 from neuro.paths import DEMO_MODEL_DIR
-from neuro.results.store import cache_problem
+from neuro.results import cache_problem
 
 log = logging.getLogger("neuro")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -37,7 +38,9 @@ class Command:
     run: Callable  # (args) -> (json summary: dict, text: str)
     configure: Callable[[argparse.ArgumentParser], None] | None
 
+
 COMMANDS: dict[str, Command] = {}
+
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] | None = None):
     """Register `fn(args) -> (summary, text)` as `python -m neuro NAME`; `configure` adds its options."""
@@ -45,6 +48,7 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
         COMMANDS[name] = Command(name, help, fn, configure)
         return fn
     return wrap
+
 
 def progress(label: str):
     """A progress callback printing `label: done/total` to stderr."""
@@ -55,10 +59,12 @@ def progress(label: str):
         print(f"{label}: {done}/{total} ({time.time() - start:.1f}s)", end=end, file=sys.stderr, flush=True)
     return report
 
+
 def open_model(args):
     source = args.model or str(DEMO_MODEL_DIR)
     log.info("loading model %s", source)
     return load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+
 
 def open_corpus(args):
     snippets = load_corpus(args.corpus)
@@ -71,9 +77,11 @@ def open_corpus(args):
         raise CorpusError("the corpus is empty after filtering")
     return snippets
 
+
 def open_split(args, snippets) -> CorpusSplit:
     """The selection / evaluation split every analysis shares (--eval-fraction, --split-seed)."""
     return split_corpus(snippets, SplitParams(eval_fraction=args.eval_fraction, seed=args.split_seed))
+
 
 def read_code_file(path: str | None, purpose: str) -> str:
     """The program in `path` as text, read before any model is loaded; a missing flag, a binary file or
@@ -89,11 +97,13 @@ def read_code_file(path: str | None, purpose: str) -> str:
         raise ValueError(upload.error)
     return upload.text
 
+
 def _load_commands() -> None:
     from neuro.cli import commands
 
     for module in pkgutil.iter_modules(commands.__path__):
         importlib.import_module(f"{commands.__name__}.{module.name}")
+
 
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
@@ -121,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.configure(p)
         p.set_defaults(handler=cmd.run)
     return parser
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

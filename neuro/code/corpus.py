@@ -29,8 +29,10 @@ EXTENSIONS = {
     ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
 }
 
+
 class CorpusError(ValueError):
     """A corpus that cannot be loaded; the message says why and what to do."""
+
 
 @dataclass(frozen=True)
 class Snippet:
@@ -51,12 +53,14 @@ class Snippet:
     def to_json(self) -> dict:
         return asdict(self)
 
+
 def normalize_lang(name: str) -> str:
     """Map a language name or alias ("C++", "js", "golang") to one of LANGS."""
     key = str(name).strip().lower()
     if key not in _ALIASES:
         raise CorpusError(f"unknown language {name!r}; supported: {', '.join(LANGS)}")
     return _ALIASES[key]
+
 
 def corpus_hash(snippets: Iterable[Snippet]) -> str:
     """Content hash of a corpus (order-sensitive): the cache key of everything computed on it."""
@@ -65,14 +69,17 @@ def corpus_hash(snippets: Iterable[Snippet]) -> str:
         h.update(json.dumps([s.id, s.lang, s.task, s.code], ensure_ascii=False).encode())
     return h.hexdigest()[:16]
 
+
 def by_language(snippets: Iterable[Snippet]) -> dict[str, list[Snippet]]:
     out: dict[str, list[Snippet]] = {}
     for s in snippets:
         out.setdefault(s.lang, []).append(s)
     return {lang: out[lang] for lang in LANGS if lang in out}
 
+
 def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
 
 def load_jsonl(path: str | Path) -> list[Snippet]:
     """Snippet JSONL: one object per line with id, lang, task, code and optional summary, test."""
@@ -102,6 +109,7 @@ def load_jsonl(path: str | Path) -> list[Snippet]:
         raise CorpusError(f"{path}: no snippets")
     return snippets
 
+
 def save_jsonl(snippets: Iterable[Snippet], path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -110,6 +118,7 @@ def save_jsonl(snippets: Iterable[Snippet], path: str | Path) -> None:
             row = {k: v for k, v in s.to_json().items() if not (k == "prompt" and v is None)}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
 
 def load_folder(folder: str | Path, max_bytes: int = 200_000) -> list[Snippet]:
     """Every source file under `folder` whose extension names one of the five languages.
@@ -136,9 +145,11 @@ def load_folder(folder: str | Path, max_bytes: int = 200_000) -> list[Snippet]:
         raise CorpusError(f"{folder}: no source files in C++, Java, Python, Go or JavaScript")
     return snippets
 
+
 _HEX_LANG = {"cpp": "cpp", "go": "go", "java": "java", "js": "javascript", "python": "python"}
 
 _HEX_FILE = re.compile(r"humaneval_(cpp|go|java|js|python)\.jsonl(\.gz)?$")
+
 
 def first_sentence(text: str) -> str:
     """The first sentence of a docstring, without comment markers or examples."""
@@ -156,6 +167,7 @@ def first_sentence(text: str) -> str:
     match = re.search(r"^(.+?[.!?])(\s|$)", joined)
     return (match.group(1) if match else joined).strip()
 
+
 def _docstring(lang: str, row: dict) -> str:
     if lang == "go" and row.get("docstring"):
         return row["docstring"]
@@ -167,6 +179,7 @@ def _docstring(lang: str, row: dict) -> str:
         return match.group(2) if match else ""
     match = re.search(r"/\*(.*?)\*/", prompt, re.S)
     return match.group(1) if match else ""
+
 
 def humaneval_row_to_snippet(lang_key: str, row: dict) -> Snippet:
     lang = _HEX_LANG[lang_key]
@@ -181,6 +194,7 @@ def humaneval_row_to_snippet(lang_key: str, row: dict) -> Snippet:
         code=row["prompt"] + row["canonical_solution"],
         summary=first_sentence(_docstring(lang, row)), test=test, prompt=row["prompt"],
     )
+
 
 def load_humaneval_x(folder: str | Path, languages: Iterable[str] = LANGS) -> list[Snippet]:
     """HumanEval-X from `humaneval_<lang>.jsonl(.gz)` files (the layout of THUDM/humaneval-x)."""
@@ -200,6 +214,7 @@ def load_humaneval_x(folder: str | Path, languages: Iterable[str] = LANGS) -> li
                 snippets += [humaneval_row_to_snippet(key, json.loads(line)) for line in fh if line.strip()]
     return snippets
 
+
 def load_humaneval_x_from_hub(repo_id: str = "THUDM/humaneval-x", offline: bool | None = None) -> list[Snippet]:
     """HumanEval-X from the Hugging Face hub (or its local cache when offline)."""
     from huggingface_hub import snapshot_download
@@ -216,6 +231,7 @@ def load_humaneval_x_from_hub(repo_id: str = "THUDM/humaneval-x", offline: bool 
     except Exception as err:  # network errors differ by version; the message is what matters
         raise CorpusError(f"could not fetch dataset {repo_id!r} from the hub: {err}") from None
     return load_humaneval_x(folder)
+
 
 def load_corpus(spec: str | Path | None = None) -> list[Snippet]:
     """Load a corpus from a JSONL file, a folder (HumanEval-X files or source files) or a hub id.

@@ -120,6 +120,7 @@ _JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
               "-XX:ActiveProcessorCount=2", "-XX:CompressedClassSpaceSize=128m", "-XX:ReservedCodeCacheSize=64m",
               "-XX:MaxMetaspaceSize=256m")
 
+
 @dataclass(frozen=True)
 class ExecutionResult:
     """The outcome of one program run against its test. `status` is one of STATUSES."""
@@ -133,6 +134,7 @@ class ExecutionResult:
     duration: float
     reason: str
 
+
 @dataclass(frozen=True)
 class _Limits:
     cpu_s: int
@@ -141,12 +143,14 @@ class _Limits:
     nproc: int
     nofile: int = 1024
 
+
 @dataclass(frozen=True)
 class _Step:
     argv: tuple[str, ...]
     compile: bool
     as_mb: int | None
     env: tuple[tuple[str, str], ...] = ()
+
 
 @dataclass(frozen=True)
 class _Proc:
@@ -157,6 +161,7 @@ class _Proc:
     overflow: bool  # the output passed the cap (and the run was killed)
     over_quota: bool = False  # the work folder passed its quota (and the run was killed)
 
+
 def _world_executable(path: str) -> bool:
     """Whether a process of another uid can run `path` (e.g. a pyenv Python under /root cannot)."""
     real = Path(os.path.realpath(path))
@@ -164,6 +169,7 @@ def _world_executable(path: str) -> bool:
         return all(p.stat().st_mode & 0o001 for p in [real, *real.parents])
     except OSError:
         return False
+
 
 @functools.cache
 def _tool(name: str) -> str | None:
@@ -174,12 +180,15 @@ def _tool(name: str) -> str | None:
     found = [c for c in candidates if c]
     return next((c for c in found if _world_executable(c)), found[0] if found else None)
 
+
 _REQUIRED = {"python": ("python3",), "javascript": ("node",), "cpp": ("g++",), "java": ("javac", "java"),
              "go": ("go",)}
+
 
 def toolchains() -> dict[str, bool]:
     """Which of the five languages can be compiled and run on this host."""
     return {lang: all(_tool(t) for t in _REQUIRED[lang]) for lang in LANGS}
+
 
 @functools.cache
 def _namespace_prefix() -> tuple[str, ...]:
@@ -199,8 +208,10 @@ def _namespace_prefix() -> tuple[str, ...]:
             return prefix
     return ()
 
+
 def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
+
 
 def _tool_roots(names: Iterable[str]) -> list[str]:
     """Install folders of tools that live outside /usr (`.../bin/tool` -> `...`), for read-only binds."""
@@ -212,10 +223,12 @@ def _tool_roots(names: Iterable[str]) -> list[str]:
             roots.append(str(Path(real).parent.parent))
     return roots
 
+
 def _setpriv(uid: int) -> list[str]:
     """Inside bwrap (as root): become `uid`, with no groups, no capabilities and no way to regain any."""
     return [_tool("setpriv"), f"--reuid={uid}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", "--"]
+
 
 def _bwrap_argv(work: Path, binds: Iterable[str]) -> list[str]:
     """bubblewrap's command line for one step, up to and including the `--` before the command.
@@ -254,6 +267,7 @@ def _bwrap_argv(work: Path, binds: Iterable[str]) -> list[str]:
             args += parents(path) + ["--ro-bind", path, path]
     return args + parents(str(work)) + ["--bind", str(work), str(work), "--chdir", str(work), "--"]
 
+
 @functools.cache
 def _bwrap_works() -> bool:
     """Whether bubblewrap runs here with the options runs use (and, as root, drops to another uid)."""
@@ -278,6 +292,7 @@ def _bwrap_works() -> bool:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
 @functools.cache
 def _isolation() -> str:
     """The mechanism runs are isolated with: "bubblewrap", "namespaces" (the fallback) or "none"."""
@@ -285,11 +300,13 @@ def _isolation() -> str:
         return "bubblewrap"
     return "namespaces" if _namespace_prefix() else "none"
 
+
 def _separate_uids() -> bool:
     """Whether runs get their own uids: as root, unless only a user namespace (mapping us to root) works."""
     if os.geteuid() != 0:
         return False
     return _isolation() == "bubblewrap" or "--map-root-user" not in _namespace_prefix()
+
 
 def sandbox_features() -> dict[str, str | bool]:
     """What the sandbox enforces on this host (see the module docstring); JSON-friendly."""
@@ -305,6 +322,7 @@ def sandbox_features() -> dict[str, str | bool]:
         "rlimits": True,
     }
 
+
 def sandbox_warning() -> str | None:
     """A line for pages that run generated code, or None when bubblewrap isolates the runs."""
     isolation = _isolation()
@@ -314,6 +332,7 @@ def sandbox_warning() -> str | None:
             "world-readable files (the repository included) and write its /tmp"
             + ("" if isolation == "namespaces" else ", and reach the network")
             + ". Install bubblewrap (`apt-get install bubblewrap`) and run as root or with user namespaces enabled.")
+
 
 @functools.cache
 def _cache_root() -> Path:
@@ -325,6 +344,7 @@ def _cache_root() -> Path:
         return Path(tempfile.mkdtemp(prefix="neuro-exec-cache-"))
     root.chmod(0o755)  # the sandbox uids read the precompiled header from here
     return root
+
 
 def _cpp_header() -> Path:
     """The common C++ header, precompiled once per compiler and flags (g++ ignores a stale .gch)."""
@@ -349,6 +369,7 @@ def _cpp_header() -> Path:
             tmp.unlink(missing_ok=True)  # without the .gch g++ reads the header itself: slower, same result
     return header
 
+
 @functools.cache  # a failed attempt is not retried; a missing archive later only costs speed
 def _javac_flags() -> tuple[str, ...]:
     """JVM flags for javac, with a class-data archive of the compiler's own classes when one can be made.
@@ -372,6 +393,7 @@ def _javac_flags() -> tuple[str, ...]:
                 return flags
     return (*flags, f"-J-XX:SharedArchiveFile={archive}")
 
+
 def _go_cache(uid: int | None) -> Path:
     """The fallback's writable Go build cache, one per uid (shared by that uid's compiles)."""
     folder = _cache_root() / f"gocache-{uid if uid is not None else os.geteuid()}"
@@ -381,15 +403,19 @@ def _go_cache(uid: int | None) -> Path:
             os.chown(folder, uid, uid)
     return folder
 
+
 def _gopath() -> str:
     return os.pathsep.join(p for p in ("/usr/share/gocode", os.environ.get("GOPATH", "")) if p)
+
 
 def _go_env(cache: str) -> tuple[tuple[str, str], ...]:
     return (("GO111MODULE", "off"), ("GOPATH", _gopath()), ("GOCACHE", cache), ("GOFLAGS", ""),
             ("GOTOOLCHAIN", "local"), ("GOPROXY", "off"), ("GOTELEMETRY", "off"))
 
+
 _GO_SEED_TEST = ("package main\n\nimport (\n\t\"testing\"\n{}\n)\n\n"
                  "func TestSeed(t *testing.T) {{\n{}\n}}\n")
+
 
 @functools.cache  # a failed attempt is not retried: runs then build into a per-run cache (slower)
 def _go_seed() -> Path | None:
@@ -437,12 +463,14 @@ def _go_seed() -> Path | None:
             pass
     return seed if seed.is_dir() else None
 
+
 def _go_build_cache(uid: int | None) -> str:
     """GOCACHE for a compile step: the read-only seed under bubblewrap, else the per-uid cache."""
     if _isolation() == "bubblewrap":
         seed = _go_seed()
         return str(seed) if seed else "/tmp/gocache"  # /tmp: the run's own tmpfs
     return str(_go_cache(uid))
+
 
 def _user_tasks(uid: int) -> int:
     """Tasks (processes and threads) of `uid`: what RLIMIT_NPROC counts."""
@@ -455,6 +483,7 @@ def _user_tasks(uid: int) -> int:
             continue
     return count
 
+
 def _rlimit_args(limits: _Limits) -> list[str]:
     mb = 1 << 20
     args = [f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--fsize={limits.fsize_mb * mb}",
@@ -462,6 +491,7 @@ def _rlimit_args(limits: _Limits) -> list[str]:
     if limits.as_mb is not None:
         args.append(f"--as={limits.as_mb * mb}")
     return args
+
 
 def _preexec(limits: _Limits):
     """Fallback where `prlimit` is missing (preexec_fn is not safe with threads, hence only a fallback)."""
@@ -477,6 +507,7 @@ def _preexec(limits: _Limits):
         if limits.as_mb is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limits.as_mb * mb,) * 2)
     return apply
+
 
 def _folder_usage(folder: Path) -> int:
     """Bytes allocated under `folder`, or more than any quota once it holds `_QUOTA_ENTRIES` entries."""
@@ -495,12 +526,14 @@ def _folder_usage(folder: Path) -> int:
             continue
     return total
 
+
 def _exited(pid: int) -> bool:
     """Whether `pid` has exited, without reaping it (so its process group id cannot be reused yet)."""
     try:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
+
 
 def _kill_group(proc: subprocess.Popen, namespace: bool, patience: float = 5.0) -> None:
     """SIGKILL everything the run started and wait until it is gone.
@@ -532,6 +565,7 @@ def _kill_group(proc: subprocess.Popen, namespace: bool, patience: float = 5.0) 
         except (ProcessLookupError, PermissionError):
             return
         time.sleep(0.01)
+
 
 def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limits: _Limits,
            uid: int | None, output_limit: int, binds: Iterable[str] = (), quota_mb: int | None = None) -> _Proc:
@@ -621,6 +655,7 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
         rc = -(rc - 128)
     return _Proc(rc, bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, overflow, over_quota)
 
+
 # Packages a Go file may use without importing them (HumanEval-X's prompts and tests rely on these).
 _GO_STD = {p.rsplit("/", 1)[-1]: (None, p) for p in (
     "bytes", "crypto/md5", "errors", "fmt", "math", "math/rand", "reflect", "regexp", "sort", "strconv",
@@ -633,6 +668,7 @@ _GO_SEED_USE = {"bytes": "Compare", "crypto/md5": "Sum", "errors": "New", "fmt":
 
 _GO_DECLARING = {"short_var_declaration": "left", "var_spec": "name", "const_spec": "name",
                  "parameter_declaration": "name", "range_clause": "left"}
+
 
 def _go_file(source: str):
     """(import specs as (alias, path), byte spans of the import declarations, used names, declared names)."""
@@ -663,12 +699,14 @@ def _go_file(source: str):
             declared.update(n.text.decode() for n in names)
     return specs, spans, used, declared
 
+
 def _go_package_name(alias: str | None, path: str) -> str | None:
     """The name an import binds, or None where the path does not tell (then the import is kept)."""
     last = path.rsplit("/", 1)[-1]
     if alias:
         return alias
     return None if re.search(r"[^a-z0-9]|^v\d+$", last) else last
+
 
 def reconcile_go_imports(code: str, test: str) -> tuple[str, str]:
     """Make each Go file import what it uses, as goimports would: drop unused imports, add missing ones.
@@ -708,15 +746,18 @@ def reconcile_go_imports(code: str, test: str) -> tuple[str, str]:
         out.append(text[:cut] + "\n" + block + "\n" + text[cut:].lstrip("\n"))
     return out[0], out[1]
 
+
 def _write(path: Path, text: str) -> None:
     path.write_bytes(text.encode("utf-8", "replace"))
     path.chmod(0o644)
+
 
 def _share(work: Path) -> None:
     """Let the run's uid read what the compiler's uid wrote, whatever umask the caller has."""
     for path in work.rglob("*"):
         mode = path.stat().st_mode
         path.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
+
 
 def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int | None) -> list[_Step]:
     """Write the program files and return the compile and run steps."""
@@ -756,6 +797,7 @@ def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int 
                 _Step(("./prog.test",), False, big, (("GOMEMLIMIT", f"{memory_mb}MiB"),))]
     raise ValueError(f"unsupported language {lang!r}")
 
+
 def _binds(lang: str) -> list[str]:
     """Host paths a language's steps read under bubblewrap, besides /usr (see `_bwrap_argv`)."""
     binds = _tool_roots(_REQUIRED[lang])
@@ -773,6 +815,7 @@ def _binds(lang: str) -> list[str]:
             binds.append(str(seed))
     return binds
 
+
 def _env(work: Path, extra: Iterable[tuple[str, str]]) -> dict[str, str]:
     home, tmp = (_HOME, "/tmp") if _isolation() == "bubblewrap" else (str(work), str(work))
     env = {"PATH": SYSTEM_PATH, "HOME": home, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
@@ -783,11 +826,13 @@ def _env(work: Path, extra: Iterable[tuple[str, str]]) -> dict[str, str]:
     env.update(extra)
     return env
 
+
 _REASON = re.compile(r"^(?:(?:\w+\.)*\w*(?:Error|Exception)\b.*|.*Assertion .* failed.*|--- FAIL.*|panic: .*"
                      r"|fatal error: .*|.*\berror: .*|Exception in thread .*|terminate called .*)$", re.M)
 
 _MEMORY = re.compile(r"MemoryError|std::bad_alloc|OutOfMemoryError|out of memory|Allocation failed"
                      r"|Cannot allocate memory|allocation failed|failed to reserve", re.I)
+
 
 def _reason(text: str) -> str:
     match = _REASON.search(text)
@@ -795,17 +840,20 @@ def _reason(text: str) -> str:
         (x for x in text.splitlines() if x.strip() and not x.startswith("#")), "")
     return line.strip()[:200]
 
+
 def _signal_name(rc: int) -> str:
     try:
         return signal.Signals(-rc).name
     except ValueError:
         return f"signal {-rc}"
 
+
 def _result(status: str, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
     out = proc.stdout.decode("utf-8", "replace") if proc else ""
     err = proc.stderr.decode("utf-8", "replace") if proc else ""
     return ExecutionResult(status == "passed", status, proc.returncode if proc else None, out, err,
                            bool(proc and proc.overflow), time.monotonic() - start, reason)
+
 
 def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[str, str]:
     text = proc.stderr.decode("utf-8", "replace") + "\n" + proc.stdout.decode("utf-8", "replace")
@@ -832,6 +880,7 @@ def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> t
     if rc is not None and rc < 0:
         return "failed", f"killed by {_signal_name(rc)}" + (f": {detail}" if detail else "")
     return "failed", detail or f"exit status {rc}"
+
 
 def run_program(lang: str, code: str, test: str, *, timeout: float = 10.0, compile_timeout: float = 60.0,
                 memory_mb: int = 512, output_limit: int = 64 * 1024) -> ExecutionResult:
@@ -882,11 +931,13 @@ def run_program(lang: str, code: str, test: str, *, timeout: float = 10.0, compi
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
 def run_snippet(snippet: Snippet, code: str | None = None, **kwargs) -> ExecutionResult:
     """Run a snippet's test against its own code or against `code` (e.g. a model's completion)."""
     if not snippet.test:
         return ExecutionResult(False, "error", None, "", "", False, 0.0, f"snippet {snippet.id} has no test")
     return run_program(snippet.lang, snippet.code if code is None else code, snippet.test, **kwargs)
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c pass: 1 - C(n-c, k) / C(n, k) (Chen et al., 2021)."""
@@ -898,6 +949,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
+
 
 def pass_at_k_by_language(outcomes: Iterable[tuple[str, str, bool]], ks: Iterable[int] = (1,)
                           ) -> dict[str, dict[int, float]]:

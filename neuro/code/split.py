@@ -21,6 +21,7 @@ from neuro.code.corpus import Snippet
 
 DEFAULT_EVAL_FRACTION = 0.3
 
+
 @dataclass(frozen=True)
 class SplitParams:
     """eval_fraction: share of units (tasks, else programs per language) kept for evaluation."""
@@ -31,6 +32,7 @@ class SplitParams:
     def __post_init__(self):
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"the evaluation fraction must lie in (0, 1), got {self.eval_fraction}")
+
 
 @dataclass(frozen=True, eq=False)
 class CorpusSplit:
@@ -50,6 +52,7 @@ class CorpusSplit:
         return (f"selection: {len(self.selection)} programs, evaluation: {len(self.evaluation)} programs "
                 f"(split by {self.unit}, {self.params.eval_fraction:.0%} evaluated, seed {self.params.seed})")
 
+
 def _held_out(keys: Sequence[str], fraction: float, seed: int) -> set[str]:
     """round(fraction x units) units ranked first by sha256(seed:key); at least one on each side."""
     keys = sorted(set(keys))
@@ -58,6 +61,7 @@ def _held_out(keys: Sequence[str], fraction: float, seed: int) -> set[str]:
     if len(keys) >= 2:
         n = min(max(n, 1), len(keys) - 1)
     return set(ranked[:n])
+
 
 def split_corpus(snippets: Sequence[Snippet], params: SplitParams | None = None) -> CorpusSplit:
     """The corpus's selection and evaluation sides (see the module docstring)."""

@@ -15,6 +15,7 @@ from neuro.code.corpus import LANGS, normalize_lang
 
 _local = threading.local()  # tree-sitter parsers are not thread-safe: one per thread and language
 
+
 @cache
 def language(lang: str) -> Language:
     lang = normalize_lang(lang)
@@ -30,6 +31,7 @@ def language(lang: str) -> Language:
         import tree_sitter_javascript as grammar
     return Language(grammar.language())
 
+
 def parse(code: str, lang: str) -> Tree:
     parsers = getattr(_local, "parsers", None)
     if parsers is None:
@@ -38,6 +40,7 @@ def parse(code: str, lang: str) -> Tree:
     if lang not in parsers:
         parsers[lang] = Parser(language(lang))
     return parsers[lang].parse(code.encode("utf-8"))
+
 
 def error_bytes(node: Node) -> int:
     """Bytes covered by ERROR nodes plus one per MISSING node under `node`."""
@@ -48,6 +51,7 @@ def error_bytes(node: Node) -> int:
     if node.is_missing:
         return 1
     return sum(error_bytes(child) for child in node.children)
+
 
 def parse_errors(code: str, lang: str) -> int:
     """Number of ERROR and MISSING nodes: 0 for a program that parses cleanly."""
@@ -60,6 +64,7 @@ def parse_errors(code: str, lang: str) -> int:
             stack.extend(node.children)
     return count
 
+
 def char_to_byte_offsets(text: str) -> list[int]:
     """`out[i]` is the UTF-8 byte offset of character i (and `out[len(text)]` the total size)."""
     out = [0] * (len(text) + 1)
@@ -70,6 +75,7 @@ def char_to_byte_offsets(text: str) -> list[int]:
     out[len(text)] = total
     return out
 
+
 @dataclass(frozen=True)
 class TokenNode:
     """The smallest named syntax node enclosing a token (None for whitespace-only tokens)."""
@@ -77,6 +83,7 @@ class TokenNode:
     type: str | None
     start_byte: int = 0
     end_byte: int = 0
+
 
 def align_tokens(code: str, lang: str, offsets: Sequence[tuple[int, int]],
                  tree: Tree | None = None) -> list[TokenNode]:
@@ -105,6 +112,7 @@ def align_tokens(code: str, lang: str, offsets: Sequence[tuple[int, int]],
         out.append(TokenNode(node.type, node.start_byte, node.end_byte))
     return out
 
+
 _CUES: dict[str, list[tuple[str, float]]] = {
     "cpp": [(r"#include\s*[<\"]", 2.0), (r"\bstd::", 1.5), (r"\busing namespace\b", 1.5),
             (r"\btemplate\s*<", 1.5), (r"\bcout\b|\bcin\b", 1.0), (r"\w+::\w+", 0.5),
@@ -126,12 +134,14 @@ _CUES: dict[str, list[tuple[str, float]]] = {
 
 _COMPILED = {lang: [(re.compile(p, re.M), w) for p, w in cues] for lang, cues in _CUES.items()}
 
+
 @dataclass(frozen=True)
 class Detection:
     lang: str
     confidence: float
     scores: dict[str, float]
     error_rates: dict[str, float]
+
 
 def detect_language(code: str, candidates: Sequence[str] = LANGS) -> Detection:
     """Guess the language of pasted code from tree-sitter error rates plus cheap lexical cues.

@@ -1,4 +1,6 @@
-"""TODO docstring (neuro.code.upload)."""
+"""Code a user pastes or uploads: decoding files (BOMs, UTF-8, binary refused), truncation, language
+detection and the messages that say what was done to the input.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ UNDECODABLE_MESSAGE = ("{name} is not UTF-8 text (byte 0x{byte:02x} at offset {o
 
 EMPTY_FILE_MESSAGE = "{name} is empty."
 
+
 class CloneInputError(ValueError):
     """Input that cannot be searched at all (empty code); the message says what to do."""
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -43,8 +47,10 @@ class Upload:
     encoding: str | None
     error: str | None = None
 
+
 _BOMS = [(b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")]
+
 
 def decode_upload(data: bytes, name: str = "The file") -> Upload:
     """UTF-8 (or UTF-16/32 with a byte-order mark) text of an upload; binary and other encodings are
@@ -65,6 +71,7 @@ def decode_upload(data: bytes, name: str = "The file") -> Upload:
     except UnicodeDecodeError as err:
         return Upload(None, None, UNDECODABLE_MESSAGE.format(name=name, byte=data[err.start], offset=err.start))
 
+
 @dataclass(frozen=True)
 class Query:
     """Checked query code: what is searched, its language, and what the user should be told."""
@@ -82,6 +89,7 @@ class Query:
     @property
     def low_confidence(self) -> bool:
         return not self.overridden and self.confidence < LOW_CONFIDENCE
+
 
 def prepare_query(code: str, lang: str | None = None, max_chars: int = MAX_CODE_CHARS) -> Query:
     """Truncate, detect the language (unless given) and flag text that does not look like code.

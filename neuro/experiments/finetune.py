@@ -13,7 +13,7 @@ the chosen set), "full" (every parameter) and "lora" (peft LoRA on the FFN proje
 that hold the chosen neurons, its rank sized to a comparable trainable-parameter count).
 
 No number is measured on the programs it was chosen from: with the corpus's selection / evaluation split
-(neuro/split.py; `eval_fraction` and `split_seed` in the config), the neurons (and so the random
+(neuro/code/split.py; `eval_fraction` and `split_seed` in the config), the neurons (and so the random
 control's exclusion) come from statistics of the selection side only (`select_finetune_neurons`),
 training uses the target language's selection-side programs, and the loss (and pass@k) before and after
 is measured on the evaluation side.
@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +39,13 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.instrument.ablation import as_layer_map, count, language_losses, random_like
 from neuro.instrument.hooks import hooked
 from neuro.instrument.tokens import encode
-from neuro.jobs.runner import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
-from neuro.jobs.runner import run_job as run_in_process
-from neuro.model.adapters import UnsupportedArchitecture
-from neuro.model.loading import LoadedModel, load_model
+from neuro.model.loading import LoadedModel
 from neuro.training.batches import make_batches
-from neuro.training.checkpoints import load_pretrained_weights, load_tensors, save_tensors
-from neuro.training.loop import common_reasons, load_job_model, train
+from neuro.training.checkpoints import checkpoint_meta, load_pretrained_weights, load_tensors, save_tensors
+from neuro.training.context import TaskContext
+from neuro.training.loop import TrainSummary, common_reasons, train
 from neuro.training.lora import (
     apply_lora,
-    get_module,
     is_conv1d,
     linear_modules,
     lora_size,
@@ -57,6 +53,7 @@ from neuro.training.lora import (
     trainable_parameters,
 )
 from neuro.training.memory import estimate_training_bytes, memory_reason
+from neuro.training.records import Record
 
 METHODS = ("neurons", "random", "full", "lora")
 
@@ -65,9 +62,6 @@ NEURON_SETS = ("specific", "specific+universal")
 METHOD_LABELS = {"neurons": "Neuron-guided", "random": "Random neurons (control)", "full": "Full fine-tuning",
                  "lora": "LoRA (peft)"}
 
-_FUSED_GATE_UP = {"phi3": "gate_up_proj"}  # gate rows [0, I), up rows [I, 2I)
-
-_INPUT_PROJ = {"gpt2": "c_fc", "gpt_bigcode": "c_fc", "gpt_neox": "dense_h_to_4h", "starcoder2": "c_fc"}
 
 @dataclass(frozen=True)
 class FfnParts:
@@ -79,17 +73,11 @@ class FfnParts:
     fused: nn.Module | None = None   # gated with one gate+up projection (Phi-3)
     input: nn.Module | None = None   # non-gated input projection
 
+
 def ffn_parts(loaded: LoadedModel, layer: int) -> FfnParts:
     site = loaded.sites()[layer]
-    mlp = get_module(site.block, loaded.adapter.mlp)
-    name = loaded.adapter.name
-    if loaded.adapter.gated:
-        if name in _FUSED_GATE_UP:
-            return FfnParts(site.down, fused=getattr(mlp, _FUSED_GATE_UP[name]))
-        return FfnParts(site.down, gate=mlp.gate_proj, up=site.up)
-    if name not in _INPUT_PROJ:
-        raise UnsupportedArchitecture(f"{name}: the FFN input projection is not named in finetune._INPUT_PROJ")
-    return FfnParts(site.down, input=getattr(mlp, _INPUT_PROJ[name]))
+    return FfnParts(site.down, gate=site.gate, up=site.up, fused=site.gate_up, input=site.fc_in)
+
 
 def _add_rows(module: nn.Module, rows, delta: torch.Tensor) -> None:
     """W[rows, :] += delta (k x in) for a linear layer; Conv1D stores W transposed."""
@@ -99,6 +87,7 @@ def _add_rows(module: nn.Module, rows, delta: torch.Tensor) -> None:
     else:
         w[rows] += delta.to(w.dtype)
 
+
 def _add_columns(module: nn.Module, columns, delta: torch.Tensor) -> None:
     """W[:, columns] += delta (out x k) for a linear layer; Conv1D stores W transposed."""
     w = module.weight.data
@@ -107,13 +96,15 @@ def _add_columns(module: nn.Module, columns, delta: torch.Tensor) -> None:
     else:
         w[:, columns] += delta.to(w.dtype)
 
+
 def owned_parameters(loaded: LoadedModel, layer: int) -> int:
     """Parameters one neuron of `layer` owns (what NeuronDeltas trains per neuron)."""
-    hidden = loaded.model.get_input_embeddings().embedding_dim
+    hidden = loaded.embeddings.embedding_dim
     if loaded.adapter.gated:
         return 3 * hidden
     parts = ffn_parts(loaded, layer)
     return 2 * hidden + (1 if getattr(parts.input, "bias", None) is not None else 0)
+
 
 class NeuronDeltas(nn.Module):
     """Trainable deltas for the rows and columns a neuron set owns, applied by hooks (see module doc).
@@ -135,7 +126,7 @@ class NeuronDeltas(nn.Module):
         for layer, idx in layer_map.items():
             if not 0 <= layer < n_layers or idx.min() < 0 or idx.max() >= width:
                 raise ValueError(f"neurons of layer {layer} are outside {n_layers} layers x {width} neurons")
-        hidden = loaded.model.get_input_embeddings().embedding_dim
+        hidden = loaded.embeddings.embedding_dim
         device = loaded.device
         self.gated = loaded.adapter.gated
         self.layers = sorted(layer_map)
@@ -169,7 +160,7 @@ class NeuronDeltas(nn.Module):
         def register(handles: list) -> None:
             for layer in self.layers:
                 site, key, idx = sites[layer], str(layer), self.index(layer)
-                mlp = get_module(site.block, loaded.adapter.mlp)
+                mlp = site.mlp
 
                 def keep_input(module, args, kwargs, layer=layer):
                     state[layer, "x"] = args[0] if args else next(iter(kwargs.values()))
@@ -233,9 +224,10 @@ class NeuronDeltas(nn.Module):
             for name, p in self.named_parameters():
                 p.copy_(tensors[name].to(p.device, p.dtype))
 
+
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything a fine-tuning job needs (JSON-ready through `to_params`).
+class FinetuneConfig(Record):
+    """Everything a fine-tuning job needs (its spec.json params through `to_json`).
 
     neurons: {layer: indices}: what is trained (neurons, random) or what LoRA is sized and placed
     against (lora); ignored by full fine-tuning; chosen on the selection side of the split that
@@ -263,16 +255,15 @@ class FinetuneConfig:
     dtype: str | None = None
     trust_remote_code: bool = False
 
-    def to_params(self) -> dict:
-        params = asdict(self)
-        params["neurons"] = {str(k): [int(x) for x in v] for k, v in self.neurons.items()}
+    def to_json(self) -> dict:
+        params = super().to_json()
+        params["neurons"] = {str(k): [int(x) for x in v] for k, v in self.neurons.items()}  # JSON keys
         return params
 
     @classmethod
-    def from_params(cls, params: Mapping) -> FinetuneConfig:
-        params = dict(params)
-        params["neurons"] = {int(k): list(v) for k, v in (params.get("neurons") or {}).items()}
-        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
+    def from_json(cls, params: Mapping) -> FinetuneConfig:
+        neurons = {int(k): list(v) for k, v in (params.get("neurons") or {}).items()}
+        return super().from_json({**params, "neurons": neurons})
 
     @property
     def n_neurons(self) -> int:
@@ -283,14 +274,15 @@ class FinetuneConfig:
         size = f", {self.n_neurons} neurons" if self.method in ("neurons", "random") else ""
         return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}"
 
-
     @property
     def split_params(self) -> SplitParams:
         return SplitParams(eval_fraction=self.eval_fraction, seed=self.split_seed)
 
+
 def finetune_split(snippets: Sequence[Snippet], config: FinetuneConfig) -> CorpusSplit:
     """The corpus's selection / evaluation split this run uses (trains on one side, evaluates on the other)."""
     return split_corpus(snippets, config.split_params)
+
 
 def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None, *, store=None,
                             max_length: int = 512, progress=None):
@@ -298,10 +290,11 @@ def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None
     SELECTION side only, so no evaluation-side program influences which neurons are trained (or which
     the random control avoids). `params`: SelectionParams (None: its defaults, e.g. the score)."""
     from neuro.analysis.selectivity import select_neurons
-    from neuro.results.statistics import corpus_statistics
+    from neuro.results.statistics import STATS
 
-    stats, _ = corpus_statistics(loaded, split.selection, max_length=max_length, store=store, progress=progress)
+    stats = STATS.get(loaded, split.selection, max_length=max_length, cache=store, progress=progress)
     return select_neurons(stats, "pls", params)
+
 
 def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = "neurons",
                   neuron_set: str = "specific", split: CorpusSplit | None = None, **options) -> FinetuneConfig:
@@ -326,11 +319,14 @@ def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = 
     return FinetuneConfig(model=loaded.source, target=target, method=method, neuron_set=neuron_set,
                           neurons=neurons, **options)
 
+
 def _lora_targets(loaded: LoadedModel, config: FinetuneConfig) -> list[str]:
-    return linear_modules(loaded, sorted(config.neurons), within=loaded.adapter.mlp)
+    return linear_modules(loaded, sorted(config.neurons), ffn_only=True)
+
 
 def _neuron_param_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
     return sum(len(idx) * owned_parameters(loaded, layer) for layer, idx in config.neurons.items())
+
 
 def lora_rank_for(loaded: LoadedModel, config: FinetuneConfig) -> int:
     """The configured rank, or the rank whose trainable count is closest to the neuron-guided count."""
@@ -339,6 +335,7 @@ def lora_rank_for(loaded: LoadedModel, config: FinetuneConfig) -> int:
     per_rank = lora_size(loaded, _lora_targets(loaded, config), 1)
     return max(1, int(round(_neuron_param_count(loaded, config) / max(per_rank, 1))))
 
+
 def trainable_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
     """Parameters the job will train (computed without changing the model)."""
     if config.method in ("neurons", "random"):
@@ -346,6 +343,7 @@ def trainable_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
     if config.method == "lora":
         return lora_size(loaded, _lora_targets(loaded, config), lora_rank_for(loaded, config))
     return sum(p.numel() for p in loaded.model.parameters())
+
 
 def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
                       memory_budget: int | None = None) -> list[str]:
@@ -389,22 +387,6 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
             reasons.append(reason)
     return reasons
 
-def start_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Sequence[Snippet], *,
-                   root=None, memory_budget: int | None = None, detach: bool = True,
-                   run_loaded: LoadedModel | None = None) -> JobInfo:
-    """Validate, then start the job (detached: in the background; else here, returning when done).
-
-    Raises JobRefused with every reason when the run cannot start; nothing is created then.
-    `run_loaded`: for a foreground run, the model to train in place of loading a fresh copy.
-    """
-    reasons = validate_finetune(config, loaded, snippets, memory_budget)
-    if reasons:
-        raise JobRefused(reasons)
-    folder = create_job("finetune", config.to_params(), label=config.label(), snippets=snippets, root=root)
-    if detach:
-        launch(folder)
-        return read_job(folder, reconcile=False)
-    return run_in_process(folder, loaded=run_loaded, echo=True)
 
 class _Adaptation:
     """One method's trainable state: its parameters, how it is applied, and how it is saved."""
@@ -430,7 +412,7 @@ class _Adaptation:
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
         """The trainable state; `extra` (JSON) rides along in meta.json, e.g. what a resume need not redo."""
-        meta = {"method": self.method, "config": self.config.to_params(), **(extra or {})}
+        meta = {"method": self.method, "config": self.config.to_json(), **(extra or {})}
         if self.deltas is not None:
             save_tensors(folder, self.deltas.state_tensors(), meta)
         elif self.peft is not None:
@@ -451,6 +433,7 @@ class _Adaptation:
         else:
             load_pretrained_weights(self.loaded.model, folder / "model")
 
+
 def lm_sequences(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int) -> list[tuple[list, list]]:
     """(ids, flags) for language modelling: every token after the first is a target."""
     out = []
@@ -459,13 +442,11 @@ def lm_sequences(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: i
         out.append((ids, [1] * len(ids)))
     return out
 
-def _pad_id(loaded: LoadedModel) -> int:
-    tok = loaded.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 def _sandbox() -> dict:
     from neuro.code.sandbox import sandbox_features
     return sandbox_features()
+
 
 def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig) -> dict | None:
     from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k
@@ -476,8 +457,42 @@ def _pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], config: Finetun
     result = evaluate_pass_at_k(loaded, todo, GenerationParams(max_new_tokens=config.max_new_tokens, seed=config.seed))
     return {lang: {str(k): v for k, v in by_k.items()} for lang, by_k in result.by_language.items()}
 
-def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig, ctx,
-             checkpoint=None, resume: Path | None = None) -> dict:
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneResult(TrainSummary):
+    """A fine-tuning run's result (result.json). Losses are mean next-token cross-entropy per language on
+    the evaluation side; *_delta = after - before. Fields past the first few default to None: jobs
+    from before they existed lack them."""
+
+    config: FinetuneConfig
+    target: str
+    method: str
+    heldout_before: dict[str, float]
+    heldout_after: dict[str, float]
+    heldout_delta: dict[str, float] = field(default_factory=dict)
+    target_delta: float | None = None
+    others_delta_mean: float | None = None
+    neuron_set: str | None = None
+    neurons: int | None = None  # trained neurons (neurons, random); 0 for lora and full
+    neurons_per_layer: dict[str, int] = field(default_factory=dict)
+    lora_rank: int | None = None
+    model_params: int | None = None
+    trainable_share: float = math.nan
+    train_programs: int | None = None
+    heldout_programs: int | None = None
+    split: dict | None = None  # CorpusSplit.summary(); None for jobs from before the shared split
+    device: str | None = None
+    pass_at_k_before: dict | None = None  # {lang: {k: pass@k}}
+    pass_at_k_after: dict | None = None
+    sandbox: dict | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> FinetuneResult:
+        return super().from_json({**data, "config": FinetuneConfig.from_json(data["config"])})
+
+
+def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneConfig, ctx: TaskContext,
+             checkpoint=None, resume: Path | None = None) -> FinetuneResult:
     """Train `config.method` on the target language's selection-side programs; evaluate the loss per
     language (and pass@k) on the evaluation side before and after. `checkpoint(write)` saves a checkpoint
     folder that `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
@@ -488,7 +503,7 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} evaluation programs "
             f"in {len({s.lang for s in heldout})} languages ({split.caption()})")
     eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
-    saved = read_json(resume / "meta.json", {}) if resume is not None else {}
+    saved = checkpoint_meta(resume)
     if "before" in saved:  # resumed: the evaluation before training is in the checkpoint
         before, pass_before = saved["before"], saved.get("pass_before")
     else:
@@ -500,7 +515,7 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     adaptation = _Adaptation(loaded, config)
     if resume is not None:
         adaptation.load(resume)
-    batches = make_batches(lm_sequences(loaded, target_train, config.max_length), _pad_id(loaded), loaded.device,
+    batches = make_batches(lm_sequences(loaded, target_train, config.max_length), loaded.pad_id, loaded.device,
                            config.batch_tokens)
     ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
             f"{len(batches)} batches")
@@ -516,50 +531,34 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     delta = {lang: after[lang] - before[lang] for lang in before}
     others = [v for lang, v in delta.items() if lang != config.target]
     model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
-    result = {
-        "config": config.to_params(), "target": config.target, "method": config.method,
-        "neuron_set": config.neuron_set, "neurons": config.n_neurons if config.method in ("neurons", "random") else 0,
-        "neurons_per_layer": {str(k): len(v) for k, v in config.neurons.items()},
-        "lora_rank": adaptation.rank or None, "model_params": model_params,
-        "train_programs": len(target_train), "heldout_programs": len(heldout), "split": split.summary(),
-        "device": str(loaded.device),
-        **report.summary(),
-        "heldout_before": before, "heldout_after": after, "heldout_delta": delta,
-        "target_delta": delta.get(config.target), "others_delta_mean": float(np.mean(others)) if others else None,
-        "pass_at_k_before": pass_before, "pass_at_k_after": pass_after,
-        "sandbox": _sandbox() if config.pass_at_k else None,
-    }
-    result["trainable_share"] = result["trainable_params"] / max(model_params, 1)
-    result["losses"] = report.losses
-    return result
+    return FinetuneResult(
+        config=config, target=config.target, method=config.method, neuron_set=config.neuron_set,
+        neurons=config.n_neurons if config.method in ("neurons", "random") else 0,
+        neurons_per_layer={str(k): len(v) for k, v in config.neurons.items()},
+        lora_rank=adaptation.rank or None, model_params=model_params,
+        train_programs=len(target_train), heldout_programs=len(heldout), split=split.summary(),
+        device=str(loaded.device), **report.summary(), losses=report.losses,
+        trainable_share=report.trainable / max(model_params, 1),
+        heldout_before=before, heldout_after=after, heldout_delta=delta,
+        target_delta=delta.get(config.target), others_delta_mean=float(np.mean(others)) if others else None,
+        pass_at_k_before=pass_before, pass_at_k_after=pass_after,
+        sandbox=_sandbox() if config.pass_at_k else None)
 
-def run_job(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
-    """Job entry point ("finetune")."""
-    config = FinetuneConfig.from_params(params)
-    snippets = ctx.snippets()
-    ctx.progress(0, 1, "loading the model")
-    loaded = load_job_model(params, loaded)
-    ctx.log(f"model {loaded.source} on {loaded.device}")
-    result = finetune(loaded, snippets, config, ctx, checkpoint=ctx.save_checkpoint, resume=ctx.resume_from)
-    result.pop("losses")  # already in metrics.json
-    return result
 
-def adapted_model(job_dir: str | os.PathLike):
-    """The job's base model with its trained state merged into the weights, and the tokenizer: what
-    tasks.export writes as a Hugging Face folder (W_eff = W + deltas; LoRA merged; full: the weights)."""
-    checkpoint = Path(job_dir) / "checkpoint"
-    config = FinetuneConfig.from_params((read_json(Path(job_dir) / "spec.json", {}) or {}).get("params", {}))
-    base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+def merge_finetuned(base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
+    """`base` (a fresh copy of the job's model) with the checkpoint's trained state merged into its
+    weights, for export: W_eff = W + deltas; LoRA merged; full: the saved weights."""
     if config.method in ("neurons", "random"):
         deltas = NeuronDeltas(base, config.neurons)
         deltas.load_tensors(load_tensors(checkpoint)[0])
         deltas.merge_into(base)
-        return base.model, base.tokenizer
+        return base.model
     if config.method == "lora":
         tensors, meta = load_tensors(checkpoint)
-        return merged_lora(base, tensors, meta["targets"], int(meta["rank"])), base.tokenizer
+        return merged_lora(base, tensors, meta["targets"], int(meta["rank"]))
     load_pretrained_weights(base.model, checkpoint / "model")
-    return base.model, base.tokenizer
+    return base.model
+
 
 def split_label(summary: Mapping | None) -> str | None:
     """'30% evaluated, seed 0' from a result's split summary (None for jobs from before the shared split)."""
@@ -567,25 +566,20 @@ def split_label(summary: Mapping | None) -> str | None:
         return None
     return f"{summary['eval_fraction']:.0%} evaluated, seed {summary['seed']}"
 
-def results_table(jobs: Sequence[JobInfo]) -> pd.DataFrame:
-    """One row per finished fine-tuning job: what was trained, at what cost, and the evaluation-side losses."""
+
+def results_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
+    """One row per run ({job id: result}, e.g. neuro.jobs' finished_results): what was trained, at what
+    cost, and the evaluation-side losses."""
     rows = []
-    for job in jobs:
-        if job.kind != "finetune" or job.state != "finished":
-            continue
-        r = job_result(job) or {}
-        if not r:
-            continue
-        target = r["target"]
+    for job_id, r in results.items():
         rows.append({
-            "target": target, "method": r["method"], "neurons": r.get("neurons"),
-            "trainable_params": r["trainable_params"],
-            "trainable_%": round(100 * r.get("trainable_share", math.nan), 4),
-            "target_loss_before": r["heldout_before"].get(target), "target_loss_after": r["heldout_after"].get(target),
-            "target_delta": r["target_delta"], "others_delta_mean": r["others_delta_mean"],
-            "peak_memory_mb": r.get("peak_memory_mb"), "memory_overhead_mb": r.get("memory_overhead_mb"),
-            "optimizer_state": r["optimizer_state"], "s_per_step": r.get("seconds_per_step"), "steps": r["steps"],
-            "lr": r["config"]["lr"], "neuron_set": r.get("neuron_set"), "lora_rank": r.get("lora_rank"),
-            "split": split_label(r.get("split")), "job": job.id,
+            "target": r.target, "method": r.method, "neurons": r.neurons, "trainable_params": r.trainable_params,
+            "trainable_%": round(100 * r.trainable_share, 4),
+            "target_loss_before": r.heldout_before.get(r.target), "target_loss_after": r.heldout_after.get(r.target),
+            "target_delta": r.target_delta, "others_delta_mean": r.others_delta_mean,
+            "peak_memory_mb": r.peak_memory_mb, "memory_overhead_mb": r.memory_overhead_mb,
+            "optimizer_state": r.optimizer_state, "s_per_step": r.seconds_per_step, "steps": r.steps,
+            "lr": r.config.lr, "neuron_set": r.neuron_set, "lora_rank": r.lora_rank,
+            "split": split_label(r.split), "job": job_id,
         })
     return pd.DataFrame(rows)

@@ -33,9 +33,11 @@ _NORMALIZE2 = [(re.compile(p), r) for p, r in [
     (r"([0-9])(-)", r"\1 \2 "),                    # dash after a digit
 ]]
 
+
 def split_puncts(text: str) -> str:
     """CodeXGLUE's pre-tokenization: words and single punctuation characters, space-separated."""
     return " ".join(re.findall(r"[\w]+|[^\s\w]", text))
+
 
 def bleu_tokens(text: str) -> list[str]:
     """The tokens BLEU counts: CodeXGLUE's splitPuncts(lower(strip)), then NIST normalization."""
@@ -48,8 +50,10 @@ def bleu_tokens(text: str) -> list[str]:
         s = pattern.sub(repl, s)
     return s.split()
 
+
 def _ngrams(words: Sequence[str], n: int) -> Counter:
     return Counter(tuple(words[i: i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
 
 def sentence_bleu(references: str | Sequence[str], candidate: str, n: int = 4) -> float:
     """Smoothed BLEU-n of one candidate in [0, 1] (see the module docstring)."""
@@ -72,6 +76,7 @@ def sentence_bleu(references: str | Sequence[str], candidate: str, n: int = 4) -
     brevity = min(0.0, 1 - (ref_len + 1) / (len(test) + 1))
     return math.exp(log_bleu + brevity)
 
+
 def smoothed_bleu4(references: Sequence[str], candidates: Sequence[str]) -> float:
     """Mean sentence BLEU-4 over pairs, x 100 (CodeXGLUE's reported number)."""
     if len(references) != len(candidates):
@@ -80,9 +85,11 @@ def smoothed_bleu4(references: Sequence[str], candidates: Sequence[str]) -> floa
         return float("nan")
     return 100.0 * sum(sentence_bleu(r, c) for r, c in zip(references, candidates)) / len(references)
 
+
 def rouge_tokens(text: str) -> list[str]:
     """rouge-score's default tokenizer: lower-case, non-alphanumerics become spaces."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Length of the longest common subsequence (O(len(a) * len(b)) dynamic programme, one row kept)."""
@@ -96,6 +103,7 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
         prev = row
     return prev[-1]
 
+
 def sentence_rouge_l(reference: str, candidate: str, beta: float = 1.0) -> float:
     """ROUGE-L F-measure of one candidate in [0, 1]: P = LCS/|cand|, R = LCS/|ref|."""
     ref, cand = rouge_tokens(reference), rouge_tokens(candidate)
@@ -104,6 +112,7 @@ def sentence_rouge_l(reference: str, candidate: str, beta: float = 1.0) -> float
         return 0.0
     precision, recall = lcs / len(cand), lcs / len(ref)
     return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
+
 
 def rouge_l(references: Sequence[str], candidates: Sequence[str], beta: float = 1.0) -> float:
     """Mean sentence ROUGE-L F-measure over pairs, x 100."""

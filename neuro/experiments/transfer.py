@@ -1,7 +1,7 @@
 """Concept-layer-guided cross-lingual transfer for code summarization.
 
 The model learns to write a one-sentence summary after code of ONE source language, with the
-adaptation confined to chosen layers (default: the concept layers of neuro/layers.py, where programs
+adaptation confined to chosen layers (default: the concept layers of neuro/analysis/layers.py, where programs
 of different languages align); it is then asked to summarize code of the other languages it never
 saw summarized (zero-shot). Choices to compare: concept layers, all layers, lower layers (as many of
 the lowest layers as there are concept layers), or a custom list.
@@ -11,10 +11,10 @@ summary tokens only. The cue is the same plain text for every language (no comme
 adapted on one language meets the very same cue in every other: the prompts of two languages differ
 only in their code. Adaptation: LoRA (peft) on every linear layer of the chosen blocks, or "full":
 every parameter of the chosen blocks. By default comments (and Python docstrings) are removed from
-the code first: the demo corpus states its summary in a comment, which would turn summarization into
-copying.
+the code first (neuro/code/comments.py, as for clone detection): the demo corpus states its summary in a
+comment, which would turn summarization into copying.
 
-Sides: the corpus's selection / evaluation split (neuro/split.py; `eval_fraction`, `split_seed`). The
+Sides: the corpus's selection / evaluation split (neuro/code/split.py; `eval_fraction`, `split_seed`). The
 concept layers are found on the selection side, the model adapts on the source language's
 selection-side pairs, and it summarizes the evaluation-side programs of the source and target
 languages (split by task when tasks are parallel, so an evaluated task's summary never appears in
@@ -24,26 +24,27 @@ fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch import nn
 
+from neuro.code.comments import strip_comments
 from neuro.code.corpus import LANGS, Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-from neuro.code.syntax import parse
 from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
-from neuro.jobs.runner import JobInfo, JobRefused, create_job, job_result, launch, read_job, read_json
-from neuro.jobs.runner import run_job as run_in_process
-from neuro.model.loading import LoadedModel, load_model
+from neuro.model.loading import LoadedModel
 from neuro.training.batches import make_batches
-from neuro.training.checkpoints import load_tensors, load_weights, save_tensors
-from neuro.training.loop import common_reasons, load_job_model, train
+from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
+from neuro.training.context import TaskContext
+from neuro.training.loop import TrainSummary, common_reasons, train
 from neuro.training.lora import apply_lora, linear_modules, lora_size, merged_lora, trainable_parameters
 from neuro.training.memory import estimate_training_bytes, memory_reason
+from neuro.training.records import Record
+from neuro.results.layers import concept_layers
 
 LAYER_CHOICES = ("concept", "all", "lower", "custom")
 
@@ -54,29 +55,6 @@ PROMPT_CUE = "\n\nSummary:"
 
 PROMPT_FORMAT = "<code>" + PROMPT_CUE.replace("\n", "\\n") + " <summary>"
 
-def strip_comments(code: str, lang: str) -> str:
-    """The code without comments and Python docstrings; blank-line runs collapsed to one."""
-    raw = code.encode("utf-8")
-    spans = []
-    stack = [parse(code, lang).root_node]
-    while stack:
-        node = stack.pop()
-        if "comment" in node.type:
-            spans.append((node.start_byte, node.end_byte))
-            continue
-        if lang == "python" and node.type in ("module", "block"):
-            first = node.named_children[0] if node.named_children else None
-            if first is not None and first.type == "expression_statement" and len(first.named_children) == 1 \
-                    and first.named_children[0].type == "string":
-                spans.append((first.start_byte, first.end_byte))
-        stack.extend(node.children)
-    for start, end in sorted(spans, reverse=True):
-        raw = raw[:start] + raw[end:]
-    lines, out = [line.rstrip() for line in raw.decode("utf-8", "replace").split("\n")], []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip("\n") + "\n"
 
 @dataclass(frozen=True)
 class SummaryPair:
@@ -85,6 +63,7 @@ class SummaryPair:
     task: str
     code: str
     summary: str
+
 
 def summary_pairs(snippets: Sequence[Snippet], strip: bool = True) -> list[SummaryPair]:
     """(code, summary) pairs of the snippets that have a summary."""
@@ -95,14 +74,17 @@ def summary_pairs(snippets: Sequence[Snippet], strip: bool = True) -> list[Summa
             out.append(SummaryPair(s.id, s.lang, s.task, code, s.summary.strip()))
     return out
 
+
 def _ids(loaded: LoadedModel, text: str) -> list[int]:
     return list(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
 
 def prompt_ids(loaded: LoadedModel, pair: SummaryPair, max_code_tokens: int) -> list[int]:
     """[bos] + code tokens (cut to max_code_tokens) + PROMPT_CUE, tokenized apart so a long program
     never pushes the cue out. Nothing but the code depends on the language (pair.lang is not read)."""
     bos = [loaded.tokenizer.bos_token_id] if loaded.tokenizer.bos_token_id is not None else []
     return bos + _ids(loaded, pair.code.rstrip())[:max_code_tokens] + _ids(loaded, PROMPT_CUE)
+
 
 def training_sequence(loaded: LoadedModel, pair: SummaryPair, max_code_tokens: int,
                       max_summary_tokens: int) -> tuple[list[int], list[int]]:
@@ -113,17 +95,17 @@ def training_sequence(loaded: LoadedModel, pair: SummaryPair, max_code_tokens: i
         target = target + [loaded.tokenizer.eos_token_id]
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
+
 @torch.inference_mode()
 def summarize(loaded: LoadedModel, pairs: Sequence[SummaryPair], *, max_code_tokens: int = 384,
               max_new_tokens: int = 40, no_repeat_ngram: int = 3, ctx=None, phase: str = "summarizing") -> list[str]:
     """Greedy summaries, one program at a time, cut at the first line break."""
     tok, out = loaded.tokenizer, []
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     with loaded.lock:
         for i, pair in enumerate(pairs):
             ids = torch.tensor([prompt_ids(loaded, pair, max_code_tokens)], device=loaded.device)
             generated = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                              max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                              max_new_tokens=max_new_tokens, pad_token_id=loaded.pad_id,
                                               eos_token_id=tok.eos_token_id, no_repeat_ngram_size=no_repeat_ngram)
             text = tok.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
             out.append(text.strip().split("\n")[0].strip())
@@ -131,6 +113,7 @@ def summarize(loaded: LoadedModel, pairs: Sequence[SummaryPair], *, max_code_tok
                 ctx.check()
                 ctx.progress(i + 1, len(pairs), phase)
     return out
+
 
 def score(pairs: Sequence[SummaryPair], predictions: Sequence[str]) -> dict[str, dict]:
     """BLEU-4 and ROUGE-L (x 100) per language."""
@@ -142,34 +125,38 @@ def score(pairs: Sequence[SummaryPair], predictions: Sequence[str]) -> dict[str,
     return {lang: {"bleu4": smoothed_bleu4(refs, preds), "rouge_l": rouge_l(refs, preds), "n": len(refs)}
             for lang, (refs, preds) in by_lang.items()}
 
+
 def middle_layers(n_layers: int) -> list[int]:
     """The middle third of the layers (at least one)."""
     start = n_layers // 3
     return list(range(start, max(start + 1, n_layers - n_layers // 3)))
 
+
 def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet],
-                   custom: Sequence[int] | None = None, store=None) -> tuple[list[int], str]:
-    """The layer list of a choice and a sentence saying where it came from."""
+                   custom: Sequence[int] | None = None, store=None,
+                   concept: Sequence[int] | None = None) -> tuple[list[int], str]:
+    """The layer list of a choice and a sentence saying where it came from. `concept`: concept layers
+    the user set (the Layers page's override); otherwise the rule's, found on `snippets` (cached)."""
     n = loaded.n_layers
     if choice == "all":
         return list(range(n)), f"all {n} layers"
     if choice == "custom":
         return sorted({int(x) for x in custom or []}), "chosen by the user"
-    try:
-        from neuro.results.layers import concept_layers
-        concept = sorted(int(x) for x in concept_layers(loaded, snippets, store=store))
-        note = "concept layers (neuro.layers: alignment peak, language ID fallen)"
-    except ImportError:
-        concept, note = middle_layers(n), "middle third of the layers (neuro.layers is not available)"
+    if concept:
+        concept, note = sorted(int(x) for x in concept), "concept layers as set on the Layers page"
+    else:
+        concept = sorted(int(x) for x in concept_layers(loaded, snippets, cache=store))
+        note = "concept layers (alignment peak, language ID fallen: the Layers page's rule)"
     if choice == "concept":
         return concept, note
     if choice == "lower":
         return list(range(len(concept))), f"the lowest {len(concept)} layers (as many as the concept layers)"
     raise ValueError(f"unknown layer choice {choice!r}; use one of {', '.join(LAYER_CHOICES)}")
 
+
 @dataclass(frozen=True)
-class TransferConfig:
-    """Everything a transfer job needs (JSON-ready through `to_params`)."""
+class TransferConfig(Record):
+    """Everything a transfer job needs (its spec.json params through `to_json`)."""
 
     model: str
     source: str
@@ -185,7 +172,7 @@ class TransferConfig:
     max_summary_tokens: int = 48
     max_new_tokens: int = 40
     no_repeat_ngram: int = 3  # 0: plain greedy
-    eval_fraction: float = DEFAULT_EVAL_FRACTION  # the selection / evaluation split (neuro/split.py)
+    eval_fraction: float = DEFAULT_EVAL_FRACTION  # the selection / evaluation split (neuro/code/split.py)
     split_seed: int = 0
     seed: int = 0  # training (batch order, initialization)
     strip_comments: bool = True
@@ -197,13 +184,6 @@ class TransferConfig:
     dtype: str | None = None
     trust_remote_code: bool = False
 
-    def to_params(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, params: Mapping) -> TransferConfig:
-        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
-
     @property
     def split_params(self) -> SplitParams:
         return SplitParams(eval_fraction=self.eval_fraction, seed=self.split_seed)
@@ -212,23 +192,30 @@ class TransferConfig:
         return (f"{self.source} -> others: {self.layer_choice} layers {self.layers}, {self.method}, "
                 f"{self.steps} steps, lr {self.lr:g}")
 
+
 def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: str = "concept",
-                  custom_layers: Sequence[int] | None = None, store=None, **options) -> TransferConfig:
-    """A config whose layers are resolved on the split's selection side (concept layers found there) and
-    that records the split, so the run adapts on that side and evaluates on the other."""
-    layers, note = resolve_layers(layer_choice, loaded, split.selection, custom_layers, store=store)
+                  custom_layers: Sequence[int] | None = None, store=None,
+                  concept_override: Sequence[int] | None = None, **options) -> TransferConfig:
+    """A config whose layers are resolved on the split's selection side (concept layers found there,
+    unless the user set them) and that records the split, so the run adapts on that side and evaluates
+    on the other."""
+    layers, note = resolve_layers(layer_choice, loaded, split.selection, custom_layers, store=store,
+                                  concept=concept_override)
     options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
     return TransferConfig(model=loaded.source, source=source, layers=layers, layer_choice=layer_choice,
                           layer_note=note, **options)
 
+
 def _targets(loaded: LoadedModel, config: TransferConfig) -> list[str]:
     return linear_modules(loaded, config.layers)
+
 
 def trainable_count(loaded: LoadedModel, config: TransferConfig) -> int:
     if config.method == "lora":
         return lora_size(loaded, _targets(loaded, config), config.rank)
-    prefixes = tuple(f"{loaded.adapter.blocks}.{layer}." for layer in config.layers)
+    prefixes = tuple(loaded.adapter.block_prefix(layer) for layer in config.layers)
     return sum(p.numel() for name, p in loaded.model.named_parameters() if name.startswith(prefixes))
+
 
 def transfer_sides(snippets: Sequence[Snippet], config: TransferConfig
                    ) -> tuple[CorpusSplit, list[SummaryPair], list[SummaryPair]]:
@@ -241,6 +228,7 @@ def transfer_sides(snippets: Sequence[Snippet], config: TransferConfig
                                config.strip_comments)
     order = {lang: i for i, lang in enumerate(LANGS)}
     return split, train_pairs, sorted(eval_pairs, key=lambda p: (order.get(p.lang, 99), p.task))
+
 
 def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
                       memory_budget: int | None = None) -> list[str]:
@@ -279,18 +267,6 @@ def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Seq
             reasons.append(reason)
     return reasons
 
-def start_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Sequence[Snippet], *, root=None,
-                   memory_budget: int | None = None, detach: bool = True,
-                   run_loaded: LoadedModel | None = None) -> JobInfo:
-    """Validate, then start the job (see finetune.start_finetune)."""
-    reasons = validate_transfer(config, loaded, snippets, memory_budget)
-    if reasons:
-        raise JobRefused(reasons)
-    folder = create_job("transfer", config.to_params(), label=config.label(), snippets=snippets, root=root)
-    if detach:
-        launch(folder)
-        return read_job(folder, reconcile=False)
-    return run_in_process(folder, loaded=run_loaded, echo=True)
 
 def adapt_layers(loaded: LoadedModel, config: TransferConfig):
     """Make only the chosen layers trainable (LoRA injected there, or their own parameters).
@@ -298,13 +274,45 @@ def adapt_layers(loaded: LoadedModel, config: TransferConfig):
     if config.method == "lora":
         peft_model = apply_lora(loaded, _targets(loaded, config), config.rank)
         return trainable_parameters(loaded.model), peft_model
-    prefixes = tuple(f"{loaded.adapter.blocks}.{layer}." for layer in config.layers)
+    prefixes = tuple(loaded.adapter.block_prefix(layer) for layer in config.layers)
     for name, p in loaded.model.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
     return trainable_parameters(loaded.model), None
 
-def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx,
-             checkpoint=None, resume: Path | None = None) -> dict:
+
+@dataclass(frozen=True, kw_only=True)
+class TransferResult(TrainSummary):
+    """A transfer run's result (result.json). scores: {lang: {"bleu4", "rouge_l", "n"} (x 100, after
+    training), plus "bleu4_before" and "rouge_l_before" when evaluated before}; zero_shot_*: their mean over
+    the languages other than the source; samples: a few summaries per language (see `_samples`)."""
+
+    config: TransferConfig
+    source: str
+    layers: list[int]
+    layer_choice: str
+    method: str
+    scores: dict[str, dict[str, float]]
+    layer_note: str = ""
+    zero_shot_bleu4: float | None = None
+    zero_shot_rouge_l: float | None = None
+    samples: list[dict] = field(default_factory=list)
+    train_pairs: int | None = None
+    eval_pairs: int | None = None
+    split: dict | None = None  # CorpusSplit.summary()
+    prompt: str = PROMPT_FORMAT
+    device: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> TransferResult:
+        return super().from_json({**data, "config": TransferConfig.from_json(data["config"])})
+
+    def zero_shot(self, metric: str) -> float | None:
+        """The zero-shot mean of "bleu4" or "rouge_l"."""
+        return {"bleu4": self.zero_shot_bleu4, "rouge_l": self.zero_shot_rouge_l}[metric]
+
+
+def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx: TaskContext,
+             checkpoint=None, resume: Path | None = None) -> TransferResult:
     """Adapt on the source language's selection-side pairs, then summarize the evaluation-side programs
     of every language. `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see
     tasks.train); `resume`: such a folder to continue from."""
@@ -313,7 +321,7 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
             f"({split.caption()}); layers {config.layers} ({config.layer_note})")
     gen = dict(max_code_tokens=config.max_code_tokens, max_new_tokens=config.max_new_tokens,
                no_repeat_ngram=config.no_repeat_ngram)
-    saved = read_json(resume / "meta.json", {}) if resume is not None else {}
+    saved = checkpoint_meta(resume)
     if "before" in saved:  # resumed: the summaries before training are in the checkpoint
         before = saved["before"]
     else:
@@ -325,11 +333,9 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
         restore_layers(loaded, peft_model, resume)
     sequences = [training_sequence(loaded, p, config.max_code_tokens, config.max_summary_tokens) for p in train_pairs]
     longest = max(len(ids) for ids, _ in sequences)
-    tok = loaded.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    batches = make_batches(sequences, pad, loaded.device, batch_tokens=config.batch_size * longest,
+    batches = make_batches(sequences, loaded.pad_id, loaded.device, batch_tokens=config.batch_size * longest,
                            max_batch=config.batch_size)
-    meta = {"config": config.to_params(), "before": before}
+    meta = {"config": config.to_json(), "before": before}
     save = (lambda training: checkpoint(lambda folder: (save_layers(loaded, params, peft_model, folder, meta),
                                                         training(folder)))) if checkpoint else None
     report = train(loaded.model, params, batches, steps=config.steps, lr=config.lr, ctx=ctx, seed=config.seed,
@@ -341,16 +347,15 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
             scores[lang].update(bleu4_before=values["bleu4"], rouge_l_before=values["rouge_l"])
     samples = _samples(eval_pairs, after, before, config.keep_samples)
     zero_shot = [v for lang, v in scores.items() if lang != config.source]
-    return {
-        "config": config.to_params(), "source": config.source, "layers": config.layers,
-        "layer_choice": config.layer_choice, "layer_note": config.layer_note, "method": config.method,
-        "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "split": split.summary(),
-        "prompt": PROMPT_FORMAT, "device": str(loaded.device),
-        **report.summary(), "scores": scores,
-        "zero_shot_bleu4": sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
-        "zero_shot_rouge_l": sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
-        "samples": samples,
-    }
+    return TransferResult(
+        config=config, source=config.source, layers=config.layers, layer_choice=config.layer_choice,
+        layer_note=config.layer_note, method=config.method, train_pairs=len(train_pairs),
+        eval_pairs=len(eval_pairs), split=split.summary(), prompt=PROMPT_FORMAT, device=str(loaded.device),
+        **report.summary(), losses=report.losses, scores=scores,
+        zero_shot_bleu4=sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
+        zero_shot_rouge_l=sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
+        samples=samples)
+
 
 def _samples(pairs, after, before, keep: int) -> list[dict]:
     out, seen = [], {}
@@ -365,14 +370,6 @@ def _samples(pairs, after, before, keep: int) -> list[dict]:
                     "code": pair.code[:600]})
     return out
 
-def run_job(ctx, params: dict, loaded: LoadedModel | None = None) -> dict:
-    """Job entry point ("transfer")."""
-    config = TransferConfig.from_params(params)
-    snippets = ctx.snippets()
-    ctx.progress(0, 1, "loading the model")
-    loaded = load_job_model(params, loaded)
-    ctx.log(f"model {loaded.source} on {loaded.device}")
-    return transfer(loaded, snippets, config, ctx, checkpoint=ctx.save_checkpoint, resume=ctx.resume_from)
 
 def save_layers(loaded: LoadedModel, params, peft_model, folder: Path, meta: dict) -> None:
     """The adapted layers' trainable state: LoRA weights (their targets follow from the config), or the
@@ -384,6 +381,7 @@ def save_layers(loaded: LoadedModel, params, peft_model, folder: Path, meta: dic
         names = {id(p): n for n, p in loaded.model.named_parameters()}
         save_tensors(folder, {names[id(p)]: p for p in params}, meta)
 
+
 def restore_layers(loaded: LoadedModel, peft_model, folder: Path) -> None:
     """Load what `save_layers` wrote into the freshly adapted model (resuming a job)."""
     tensors, _ = load_tensors(folder)
@@ -393,35 +391,27 @@ def restore_layers(loaded: LoadedModel, peft_model, folder: Path) -> None:
     else:
         load_weights(loaded.model, tensors)
 
-def adapted_model(job_dir: str | os.PathLike):
-    """The job's base model with the adapted layers merged in, and the tokenizer: what tasks.export
-    writes as a Hugging Face folder."""
-    checkpoint = Path(job_dir) / "checkpoint"
-    config = TransferConfig.from_params((read_json(Path(job_dir) / "spec.json", {}) or {}).get("params", {}))
-    base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+
+def merge_transferred(base: LoadedModel, config: TransferConfig, checkpoint: Path) -> nn.Module:
+    """`base` (a fresh copy of the job's model) with the checkpoint's adapted layers merged in, for export."""
     tensors, _ = load_tensors(checkpoint)
     if config.method == "lora":
         # the targets as training chose them (peft's own record may be shortened to name suffixes)
-        return merged_lora(base, tensors, _targets(base, config), config.rank), base.tokenizer
+        return merged_lora(base, tensors, _targets(base, config), config.rank)
     load_weights(base.model, tensors)
-    return base.model, base.tokenizer
+    return base.model
 
-def comparison_table(jobs: Sequence[JobInfo], metric: str = "bleu4") -> pd.DataFrame:
-    """One row per finished transfer job, one column per evaluated language (metric after training),
+
+def comparison_table(results: Mapping[str, TransferResult], metric: str = "bleu4") -> pd.DataFrame:
+    """One row per run ({job id: result}), one column per evaluated language (metric after training),
     plus the zero-shot mean over the languages other than the source."""
     rows = []
-    for job in jobs:
-        if job.kind != "transfer" or job.state != "finished":
-            continue
-        r = job_result(job) or {}
-        if not r:
-            continue
-        row = {"layers": f"{r['layer_choice']} {r['layers']}", "source": r["source"]}
-        for lang, values in r["scores"].items():
-            row[lang + (" (source)" if lang == r["source"] else "")] = round(values[metric], 2)
-        row["zero-shot mean"] = round(r[f"zero_shot_{metric}"], 2) if r.get(f"zero_shot_{metric}") is not None \
-            else None
-        row.update({"method": r["method"], "trainable_params": r["trainable_params"], "steps": r["steps"],
-                    "job": job.id})
+    for job_id, r in results.items():
+        row = {"layers": f"{r.layer_choice} {r.layers}", "source": r.source}
+        for lang, values in r.scores.items():
+            row[lang + (" (source)" if lang == r.source else "")] = round(values[metric], 2)
+        zero_shot = r.zero_shot(metric)
+        row["zero-shot mean"] = round(zero_shot, 2) if zero_shot is not None else None
+        row.update({"method": r.method, "trainable_params": r.trainable_params, "steps": r.steps, "job": job_id})
         rows.append(row)
     return pd.DataFrame(rows)

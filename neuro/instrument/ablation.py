@@ -24,6 +24,7 @@ from neuro.progress import Progress
 
 NeuronSet = Mapping[int, Sequence[int]]  # layer -> neuron indices
 
+
 def as_layer_map(neurons: NeuronSet | Iterable[tuple[int, int]]) -> dict[int, np.ndarray]:
     """Normalise {layer: indices} or [(layer, neuron), ...] to {layer: sorted unique int array}."""
     if isinstance(neurons, Mapping):
@@ -35,8 +36,10 @@ def as_layer_map(neurons: NeuronSet | Iterable[tuple[int, int]]) -> dict[int, np
         out.setdefault(layer, []).append(n)
     return {layer: np.unique(np.array(idx, dtype=np.int64)) for layer, idx in sorted(out.items())}
 
+
 def count(neurons: NeuronSet) -> int:
     return int(sum(len(v) for v in as_layer_map(neurons).values()))
+
 
 @contextmanager
 def ablated(loaded: LoadedModel, neurons: NeuronSet | Iterable[tuple[int, int]]) -> Iterator[None]:
@@ -62,6 +65,7 @@ def ablated(loaded: LoadedModel, neurons: NeuronSet | Iterable[tuple[int, int]])
     with loaded.lock, hooked(register):
         yield
 
+
 def random_like(neurons: NeuronSet, width: int, seed: int = 0,
                 exclude: NeuronSet | None = None) -> dict[int, np.ndarray]:
     """A random control: the same number of neurons in each layer, avoiding `exclude`."""
@@ -73,20 +77,21 @@ def random_like(neurons: NeuronSet, width: int, seed: int = 0,
         out[layer] = np.sort(rng.choice(pool, size=min(len(idx), len(pool)), replace=False))
     return out
 
+
 def language_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
                     batch_tokens: int = 8192, max_batch: int = 32) -> dict[str, float]:
     """Mean next-token cross-entropy per language (mean over programs of each program's mean)."""
     loaded.require_weights()
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     totals: dict[str, list[float]] = {}
-    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     with loaded.lock, torch.inference_mode():
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
-            ids, mask = collate([encoded[i] for i in batch], pad, loaded.device)
+            ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             logits = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             for i, loss in zip(batch, sample_losses(logits, ids, mask).tolist()):
                 totals.setdefault(snippets[i].lang, []).append(loss)
     return {lang: float(np.mean(v)) for lang, v in totals.items()}
+
 
 @dataclass(frozen=True)
 class AblationResult:
@@ -150,13 +155,14 @@ class AblationResult:
             }
         return pd.DataFrame.from_dict(rows, orient="index")
 
+
 def ablation_matrix(loaded: LoadedModel, snippets: Sequence[Snippet], groups: Mapping[str, NeuronSet], *,
                     draws: int = 5, seed: int = 0, max_length: int = 512,
                     progress: Progress | None = None) -> AblationResult:
     """For each group (usually a language's specific neurons) the per-language loss change when it is
     zeroed, beside `draws` random controls of the same size per layer that avoid every group's neurons.
 
-    `snippets` should be programs the groups were NOT selected on (see neuro.split)."""
+    `snippets` should be programs the groups were NOT selected on (see neuro.code.split)."""
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     width = loaded.n_neurons
@@ -187,6 +193,7 @@ def ablation_matrix(loaded: LoadedModel, snippets: Sequence[Snippet], groups: Ma
             random_rows[d][name] = change(control)
     frame = lambda rows: pd.DataFrame.from_dict(rows, orient="index")[list(base)]  # noqa: E731
     return AblationResult(base, frame(rows), [frame(r) for r in random_rows], sizes)
+
 
 def neuron_effects(loaded: LoadedModel, snippets: Sequence[Snippet], neurons: Sequence[tuple[int, int]], *,
                    max_length: int = 512, progress: Progress | None = None) -> pd.DataFrame:

@@ -23,6 +23,7 @@ def world() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
+
 def init_from_env() -> str | None:
     """Join the process group torchrun describes; returns this rank's device ("cuda:N" or "cpu")."""
     rank, size = world()
@@ -37,6 +38,7 @@ def init_from_env() -> str | None:
         return f"cuda:{local}"
     return "cpu"
 
+
 def finish(wait: bool = True) -> None:
     """Leave the process group, together (`wait`): a rank that exits while another still uses gloo
     aborts it (SIGABRT, "terminate called without an active exception"). After an error other ranks may
@@ -46,12 +48,14 @@ def finish(wait: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
 
+
 def _all_sum(array: np.ndarray | None, device: torch.device) -> np.ndarray | None:
     if array is None:
         return None
     tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().numpy()
+
 
 def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") -> CorpusStats:
     """Sum every rank's shard statistics (all ranks receive the result)."""
@@ -69,6 +73,7 @@ def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") ->
         top_values, top_ids = best.cpu().numpy(), ids.gather(1, order).cpu().numpy()
     return CorpusStats(stats.languages, meta=dict(stats.meta), top_values=top_values, top_ids=top_ids,
                        unit_lang=stats.unit_lang, **summed)
+
 
 def distributed_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], **kwargs) -> CorpusStats:
     """`capture_statistics` over this rank's shard, then reduced across ranks."""

@@ -1,4 +1,5 @@
-"""TODO docstring (neuro.instrument.hooks)."""
+"""Hook plumbing shared by every capture: hooks that are always removed, and forward passes that stop
+at the last block anyone reads."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ def hooked(register: Callable[[list], None]) -> Iterator[None]:
         for handle in handles:
             handle.remove()
 
+
 class _StopForward(Exception):
     """Raised by a block hook to end a forward pass early (nothing above that block is needed)."""
 
-def _forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, last_layer: int | None) -> None:
+
+def forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, last_layer: int | None) -> None:
+    """Run the model on `ids`, stopping after block `last_layer` (None: the whole model): hooks on the
+    blocks up to it see their inputs and outputs, and the blocks above (and the unembedding) cost nothing."""
     sites = loaded.sites()
     stop_at = len(sites) - 1 if last_layer is None else last_layer
 

@@ -1,4 +1,4 @@
-"""TODO docstring (neuro.instrument.losses)."""
+"""Next-token cross-entropy per token and per program, padding excluded."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ def token_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) ->
     target_mask = mask[:, 1:].to(torch.float32)
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
     return ce.view(ids.shape[0], -1) * target_mask, target_mask
+
 
 def sample_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of each sample (padding excluded), shape (batch,)."""

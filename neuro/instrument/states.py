@@ -1,4 +1,5 @@
-"""TODO docstring (neuro.instrument.states)."""
+"""Hidden states of the blocks, pooled per program and at sampled tokens, from one forward pass that
+stops at the highest block asked for."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import _forward_until, hooked
-from neuro.instrument.tokens import _pad_id, collate, encode, length_batches, real_token_mask
+from neuro.instrument.hooks import forward_until, hooked
+from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
@@ -28,6 +29,7 @@ class LayerStates:
     tokens: np.ndarray | None = None
     token_index: np.ndarray | None = None
 
+
 def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarray:
     """`count` sorted token positions of 1..length-1 drawn with a stream seeded by `seed` and the program's
     text: the same program gets the same positions wherever it sits in the corpus."""
@@ -35,6 +37,7 @@ def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarra
         return np.zeros(0, int)
     rng = np.random.default_rng([seed, zlib.crc32(code.encode("utf-8"))])
     return np.sort(rng.choice(np.arange(1, length), size=min(count, length - 1), replace=False))
+
 
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                  tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
@@ -53,7 +56,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     if not 0 <= last < len(sites):
         raise ValueError(f"upto_layer must lie in 0..{len(sites) - 1}")
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
-    hidden = loaded.model.get_input_embeddings().weight.shape[1]
+    hidden = loaded.embeddings.weight.shape[1]
     pooled = np.zeros((len(snippets), last + 1, hidden), dtype=np.float32)
     picks = [sample_positions(len(e.ids), tokens_per_snippet, seed, s.code) for e, s in zip(encoded, snippets)]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
@@ -77,9 +80,9 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     done = 0
     with loaded.lock, hooked(register), torch.inference_mode():
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
-            ids, mask = collate([encoded[i] for i in batch], _pad_id(loaded), loaded.device)
+            ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             current.update(rows=batch, mask=real_token_mask(loaded, ids, mask).float())  # BOS excluded
-            _forward_until(loaded, ids, mask, last_layer=last)
+            forward_until(loaded, ids, mask, last_layer=last)
             done += len(batch)
             if progress:
                 progress(done, len(snippets))
@@ -87,6 +90,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     if tokens is not None:
         index = np.array([(i, int(pos)) for i, p in enumerate(picks) for pos in p], dtype=np.int64).reshape(-1, 2)
     return LayerStates(pooled, tokens, index)
+
 
 def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                   max_length: int = 512, batch_tokens: int = 8192, max_batch: int = 64,

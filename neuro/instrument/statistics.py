@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import _forward_until, hooked
+from neuro.instrument.hooks import forward_until, hooked
 from neuro.instrument.losses import sample_losses, token_losses
-from neuro.instrument.tokens import Encoded, _pad_id, collate, encode, length_batches, real_token_mask
+from neuro.instrument.tokens import Encoded, collate, encode, length_batches, real_token_mask
 from neuro.model.adapters import NeuronSite
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
@@ -28,11 +28,13 @@ def _check_width(site: NeuronSite, tensor: torch.Tensor, expected: int) -> None:
         raise RuntimeError(f"layer {site.layer}: captured width {tensor.shape[-1]} != intermediate size "
                            f"{expected}; the adapter names the wrong module")
 
+
 POSITION_BITS = 20  # a top-k token id is snippet_index << POSITION_BITS | token_position
 
 UNIT_BUDGET = 1 << 26  # values per per-unit array (units x layers x neurons) kept for the permutation null
 
 STATS_VERSION = 3  # 3: summed-loss gradients, BOS excluded, attribution with both signs, per-unit scores
+
 
 @dataclass
 class CorpusStats:
@@ -52,7 +54,7 @@ class CorpusStats:
     Per unit (a program, or a block of one language's programs on models too large for that, see
     `unit_plan`): unit_pls, unit_attribution, unit_active (units, layers, neurons) with unit_tokens,
     unit_samples and unit_lang (index into `languages`): the same sums per unit, so a permutation of
-    language labels among units gives the chance level of any selection rule (neuro.selectivity).
+    language labels among units gives the chance level of any selection rule (neuro.analysis.selectivity).
 
     Optional, pooled over languages: type_sum / type_count, the sum of activations per tree-sitter
     node type (the syntax profile, node type names in meta["node_types"]); top_values / top_ids, the
@@ -168,6 +170,7 @@ class CorpusStats:
         return CorpusStats(self.languages, meta=dict(self.meta), top_values=top_values, top_ids=top_ids,
                            unit_lang=self.unit_lang, **summed)
 
+
 def unit_plan(snippets: Sequence[Snippet], languages: Sequence[str], n_layers: int, width: int,
               budget: int = UNIT_BUDGET) -> tuple[np.ndarray, np.ndarray]:
     """(unit of each snippet (-1: not captured), language index of each unit).
@@ -188,6 +191,7 @@ def unit_plan(snippets: Sequence[Snippet], languages: Sequence[str], n_layers: i
             unit_of[i] = len(unit_lang) + j % max(n_units, 1)
         unit_lang += [li] * n_units
     return unit_of, np.array(unit_lang, dtype=np.int64)
+
 
 class StatisticsHooks:
     """Hooks and accumulators of one capture. Per-language sums are read and reset between languages;
@@ -322,6 +326,7 @@ class StatisticsHooks:
         self._add(layer, self.attribution, self.unit_attribution, self._per_program(attr_weight, product), units)
         self._add(layer, self.pls, self.unit_pls, self._per_program(pls_weight, product.abs_()), units)
 
+
 def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet],
                          max_types: int) -> tuple[list[str], list[list[int]]]:
     """Per token, the id of its smallest enclosing named node type (-1 for none).
@@ -342,6 +347,7 @@ def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet]
     ids = [[-1 if t is None else index.get(t, other) for t in row] for row in names]
     return vocab, ids
 
+
 def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
                        syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
                        max_length: int = 512, batch_tokens: int = 4096, max_batch: int = 32,
@@ -351,8 +357,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     """Per-language neuron statistics of a corpus: one forward (and one backward) pass per batch.
 
     `shard=(rank, world)` processes only the snippets whose index % world == rank (data parallel; the
-    shards' statistics sum to the whole corpus's, see neuro.distributed). `indices` likewise processes
-    only those snippets (a chunk of a resumable pass, neuro.resume); units, node types and top-k ids stay
+    shards' statistics sum to the whole corpus's, see neuro.instrument.distributed). `indices` likewise processes
+    only those snippets (a chunk of a resumable pass, neuro.results.resume); units, node types and top-k ids stay
     those of the whole list, so the statistics of disjoint index sets sum to the whole corpus's.
 
     Gradients are activation-only: parameters stay frozen and the backward of each program's summed
@@ -369,8 +375,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32)
            for name in ("act_abs", "active", "pls", "attribution")}
     tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
-    pad_id, device, model = _pad_id(loaded), loaded.device, loaded.model
-    embed = model.get_input_embeddings()
+    pad_id, device, model = loaded.pad_id, loaded.device, loaded.model
+    embed = loaded.embeddings
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     node_types, type_ids = node_type_vocabulary(encoded, snippets, max_node_types) if syntax else ([], None)
     keep = None if indices is None else set(indices)
@@ -440,6 +446,7 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
         stats.top_values, stats.top_ids = hooks.top_values.cpu().numpy(), hooks.top_ids.cpu().numpy()
     return stats
 
+
 def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch.Tensor):
     """(node type ids, global token ids) of a padded batch; -1 where there is no token."""
     types = torch.full(mask.shape, -1, dtype=torch.long)
@@ -449,6 +456,7 @@ def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch
             types[r, :n] = torch.tensor(type_ids[i], dtype=torch.long)
         positions[r, :n] = (i << POSITION_BITS) + torch.arange(n)
     return types.to(mask.device), positions.to(mask.device)
+
 
 @dataclass(frozen=True)
 class TokenTrace:
@@ -463,6 +471,7 @@ class TokenTrace:
     @property
     def token_texts(self) -> list[str]:
         return [self.code[a:b] for a, b in self.offsets]
+
 
 def trace_tokens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = None,
                  max_length: int = 1024) -> TokenTrace:
@@ -488,6 +497,6 @@ def trace_tokens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = 
 
     ids = torch.tensor([enc.ids], device=loaded.device)
     with loaded.lock, hooked(register), torch.inference_mode():
-        _forward_until(loaded, ids, torch.ones_like(ids), last_layer=layers[-1])
+        forward_until(loaded, ids, torch.ones_like(ids), last_layer=layers[-1])
     acts = np.stack([kept[layer].numpy() for layer in layers])
     return TokenTrace(code, enc.ids, enc.offsets, layers, acts)

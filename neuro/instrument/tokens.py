@@ -1,4 +1,4 @@
-"""TODO docstring (neuro.instrument.tokens)."""
+"""Tokenizing programs with character offsets, and batching them by length to bound padding."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Encoded:
     ids: list[int]
     offsets: list[tuple[int, int]]
 
+
 def encode(loaded: LoadedModel, code: str, max_length: int) -> Encoded:
     """Token ids and character offsets of one program (a BOS token first when the tokenizer has one)."""
     tok = loaded.tokenizer
@@ -24,6 +25,7 @@ def encode(loaded: LoadedModel, code: str, max_length: int) -> Encoded:
     if tok.bos_token_id is not None:
         ids, offsets = [tok.bos_token_id] + ids, [(0, 0)] + offsets
     return Encoded(ids, offsets)
+
 
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
     """Indices grouped into batches of similar length: padded size (batch x longest) <= batch_tokens."""
@@ -39,6 +41,7 @@ def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 6
         batches.append(current)
     return batches
 
+
 def collate(encoded: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and attention mask."""
     longest = max(len(e.ids) for e in encoded)
@@ -49,9 +52,6 @@ def collate(encoded: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tens
         mask[row, : len(e.ids)] = 1
     return ids.to(device), mask.to(device)
 
-def _pad_id(loaded: LoadedModel) -> int:
-    tok = loaded.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 def real_token_mask(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """1 for a program's own tokens: padding and special tokens (BOS, ...) excluded.

@@ -1,258 +1,40 @@
-"""Background jobs: long work (fine-tuning, transfer, export) in its own process, state on disk.
+"""Starting, running and resuming jobs of the registered kinds (kinds.py), on the folders of folders.py.
 
-A job is a folder `cache/jobs/<id>/`; the folder is the only truth, so a refreshed page, a second tab
-or a restarted app sees every job as it is:
-
-    spec.json      kind, label, params (written once, before the process starts)
-    data.jsonl     the corpus the job was started with (so it runs on exactly what the user saw)
-    status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically)
-    metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1} (rewritten atomically)
-    result.json    the final result (written atomically before the state becomes "finished")
-    log.txt        append-only log; the detached process's stdout and stderr land here too
-    checkpoint/    the trainable state and what resuming needs (train_state.json: step, losses, batch order
-                   and its RNG; optimizer.pt while steps remain), replaced atomically as a whole folder
-    cancel         present when a cancel was requested
-
-States: queued -> running -> finished | failed | cancelled. A queued or running job whose process is
-gone (checked by pid and process start time on this host, by heartbeat age elsewhere) is shown, and
-recorded, as failed. Cancel: the cancel file plus SIGTERM to the job's process group; the worker stops
-at its next check and records "cancelled"; a worker that does not stop within a grace period is killed
-and the canceller records the state and removes temporary files.
-
-Resume: a failed or cancelled job whose checkpoint holds train_state.json goes back to "queued" and a
-new worker continues from that checkpoint (metrics after its step are dropped, the task skips what the
-checkpoint already holds). A finished job, or one without such a checkpoint, is refused.
-
-The worker is `python -m neuro.jobs run <job_dir>`. Task code receives a `JobContext` (progress,
-metric, log, check, checkpoint) and returns a JSON-ready result.
+Starting takes a kind and its typed config: the config is validated (every reason to refuse, before
+anything is created), written to spec.json with the corpus, and the worker `python -m neuro.jobs run
+<job_dir>` is launched (or the job runs here, for the CLI's foreground mode). The worker looks the
+kind up in KINDS, runs it with a JobContext and writes its typed result to result.json.
 """
 
 from __future__ import annotations
 
-import fcntl
-import importlib
-import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from neuro.paths import REPO_DIR, cache_dir
+from neuro.jobs.folders import (
+    JobContext,
+    JobInfo,
+    JobRefused,
+    find_job,
+    jobs_root,
+    launch,
+    new_job_id,
+    read_job,
+    read_json,
+    remove_temporaries,
+    requeue,
+    write_json,
+)
+from neuro.jobs.kinds import KINDS, JobKind
+from neuro.model.loading import LoadedModel
+from neuro.training.context import JobCancelled
+from neuro.training.records import Record
 
-ACTIVE = ("queued", "running")
-
-TERMINAL = ("finished", "failed", "cancelled")
-
-HEARTBEAT_S = 5.0
-
-STALE_S = 300.0  # a job on another host with no heartbeat for this long is considered dead
-
-TRAIN_STATE = "train_state.json"  # in a checkpoint: the training step and what resuming needs
-
-# kind -> "module:function"; the function is fn(ctx, params, loaded=None) -> dict
-KINDS: dict[str, str] = {
-    "finetune": "neuro.experiments.finetune:run_job",
-    "export": "neuro.experiments.export:run_export",
-    "transfer": "neuro.experiments.transfer:run_job",
-}
-
-class JobRefused(ValueError):
-    """Parameters refused before anything started; `reasons` lists every problem found."""
-
-    def __init__(self, reasons: Sequence[str]):
-        self.reasons = list(reasons)
-        super().__init__("; ".join(self.reasons))
-
-class JobCancelled(Exception):
-    pass
-
-def jobs_root(root: str | os.PathLike | None = None) -> Path:
-    return Path(root) if root is not None else cache_dir() / "jobs"
-
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink(missing_ok=True)
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-def remove_temporaries(job_dir: Path) -> None:
-    """Temporary files and folders left by a killed writer (names start with '.', end with '.tmp')."""
-    recover_checkpoint(job_dir)
-    for path in job_dir.glob(".*.tmp"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-def recover_checkpoint(job_dir: Path, name: str = "checkpoint") -> None:
-    """A writer killed between its two renames (see JobContext.save_checkpoint) left the previous
-    checkpoint as `.<name>.old.tmp` and none in place: put it back, so a resume still finds it."""
-    old = job_dir / f".{name}.old.tmp"
-    if old.is_dir() and not (job_dir / name).exists():
-        os.replace(old, job_dir / name)
-
-def _proc_start(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot) from /proc, None when it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-def process_alive(pid: int | None, start: str | None = None) -> bool:
-    """True when `pid` runs (not a zombie) and, when `start` is given, is the same process (pid reuse)."""
-    if not pid:
-        return False
-    if Path("/proc").is_dir():
-        now = _proc_start(pid)
-        return now is not None and (start is None or now == start)
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-@dataclass(frozen=True)
-class JobInfo:
-    """What a listing shows of one job (read from its folder)."""
-
-    id: str
-    kind: str
-    label: str
-    state: str
-    path: Path
-    params: dict
-    created: float
-    started: float | None = None
-    finished: float | None = None
-    heartbeat: float | None = None
-    done: int = 0
-    total: int = 0
-    phase: str = ""
-    message: str = ""
-    error: str | None = None
-    pid: int | None = None
-    host: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else (1.0 if self.state == "finished" else 0.0)
-
-    @property
-    def elapsed(self) -> float:
-        if not self.started:
-            return 0.0
-        return (self.finished or time.time()) - self.started
-
-    def row(self) -> dict:
-        """A flat row for tables."""
-        return {"id": self.id, "state": self.state, "progress": round(100 * self.fraction, 1), "kind": self.kind,
-                "label": self.label, "phase": self.phase,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)),
-                "elapsed_s": round(self.elapsed, 1), "message": self.error or self.message}
-
-def _dead(status: dict, launcher: dict) -> str | None:
-    """Why an active job's process is known to be gone, or None when it may still run."""
-    here = socket.gethostname()
-    pid, start, host = status.get("pid"), status.get("proc_start"), status.get("host")
-    if not pid:  # queued: the launcher knows the pid until the worker writes its own
-        pid, start, host = launcher.get("pid"), launcher.get("proc_start"), launcher.get("host")
-    if pid and host == here:
-        return None if process_alive(pid, start) else "the job's process ended without finishing (killed or crashed)"
-    beat = status.get("heartbeat") or status.get("created") or 0
-    if time.time() - beat > STALE_S:
-        return f"no heartbeat for {time.time() - beat:.0f} s"
-    return None
-
-def read_job(path: str | os.PathLike, reconcile: bool = True) -> JobInfo | None:
-    """The job in `path`, or None when it is not a job folder. With `reconcile`, an active job whose
-    process is gone is recorded as failed (the status is re-read first, so a job that just finished
-    is never overwritten)."""
-    path = Path(path)
-    spec = read_json(path / "spec.json")
-    status = read_json(path / "status.json")
-    if not isinstance(spec, dict) or not isinstance(status, dict):
-        return None
-    if reconcile and status.get("state") in ACTIVE:
-        reason = _dead(status, read_json(path / "launcher.json", {}) or {})
-        if reason:
-            status = read_json(path / "status.json", status)
-            if status.get("state") in ACTIVE:
-                status = dict(status, state="failed", error=reason, finished=time.time())
-                write_json(path / "status.json", status)
-                remove_temporaries(path)
-    progress = status.get("progress") or {}
-    return JobInfo(
-        id=path.name, kind=spec.get("kind", "?"), label=spec.get("label", ""), state=status.get("state", "?"),
-        path=path, params=spec.get("params", {}), created=spec.get("created", 0.0),
-        started=status.get("started"), finished=status.get("finished"), heartbeat=status.get("heartbeat"),
-        done=int(progress.get("done", 0)), total=int(progress.get("total", 0)), phase=progress.get("phase", ""),
-        message=status.get("message", ""), error=status.get("error"), pid=status.get("pid"),
-        host=status.get("host"))
-
-def list_jobs(root: str | os.PathLike | None = None, kind: str | None = None) -> list[JobInfo]:
-    """Every job under the jobs folder, newest first."""
-    folder = jobs_root(root)
-    if not folder.is_dir():
-        return []
-    jobs = [job for p in folder.iterdir() if p.is_dir() and (job := read_job(p)) is not None]
-    jobs = [j for j in jobs if kind is None or j.kind == kind]
-    return sorted(jobs, key=lambda j: (j.created, j.id), reverse=True)
-
-def find_job(job: str | os.PathLike | JobInfo, root: str | os.PathLike | None = None) -> JobInfo:
-    """A job by id, folder or JobInfo."""
-    if isinstance(job, JobInfo):
-        path = job.path
-    else:
-        path = Path(job)
-        if not (path / "spec.json").is_file():
-            path = jobs_root(root) / str(job)
-    info = read_job(path)
-    if info is None:
-        raise FileNotFoundError(f"no job {job!s}")
-    return info
-
-def job_metrics(job: JobInfo) -> list[dict]:
-    return read_json(job.path / "metrics.json", []) or []
-
-def job_result(job: JobInfo) -> dict | None:
-    return read_json(job.path / "result.json")
-
-def log_tail(job: JobInfo, max_chars: int = 20_000) -> str:
-    path = job.path / "log.txt"
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            fh.seek(max(0, size - max_chars))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-def new_job_id(kind: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
 
 def create_job(kind: str, params: dict, *, label: str = "", snippets=None,
                root: str | os.PathLike | None = None) -> Path:
@@ -269,21 +51,6 @@ def create_job(kind: str, params: dict, *, label: str = "", snippets=None,
     write_json(folder / "status.json", {"state": "queued", "created": now, "message": "waiting to start"})
     return folder
 
-def launch(job_dir: Path, env: dict | None = None) -> int:
-    """Start the worker process for a created job, in its own session (so cancel can kill its group)."""
-    job_dir = Path(job_dir)
-    log = open(job_dir / "log.txt", "ab")
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "neuro.jobs", "run", str(job_dir.resolve())],
-                                cwd=REPO_DIR, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, env={**os.environ, **(env or {})})
-    finally:
-        log.close()
-    write_json(job_dir / "launcher.json", {"pid": proc.pid, "proc_start": _proc_start(proc.pid),
-                                           "host": socket.gethostname()})
-    # Reap the child when it exits so a long-lived app does not collect zombies.
-    threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
-    return proc.pid
 
 def _launch_or_fail(folder: Path) -> JobInfo:
     """Start the job's process; a job whose process cannot start is marked failed with the reason."""
@@ -294,243 +61,34 @@ def _launch_or_fail(folder: Path) -> JobInfo:
                                             "error": f"could not start the job process: {err}"})
     return read_job(folder, reconcile=False)
 
-def start_job(kind: str, params: dict, *, label: str = "", snippets=None,
-              root: str | os.PathLike | None = None) -> JobInfo:
-    """Create a job and start it in the background; returns at once."""
-    return _launch_or_fail(create_job(kind, params, label=label, snippets=snippets, root=root))
 
-def checkpoint_step(job: JobInfo) -> int | None:
-    """The training step of the job's resumable checkpoint, None when it has none."""
-    state = read_json(job.path / "checkpoint" / TRAIN_STATE)
-    return int(state["step"]) if isinstance(state, dict) and "step" in state else None
+def start_job(kind: JobKind, config: Record, loaded: LoadedModel | None = None, snippets=None, *,
+              root: str | os.PathLike | None = None, memory_budget: int | None = None, detach: bool = True,
+              run_loaded: LoadedModel | None = None) -> JobInfo:
+    """Validate `config`, then start a `kind` job (detached: in the background; else here, returning when
+    done).
 
-def resume_reason(job: JobInfo) -> str | None:
-    """Why `job` cannot be resumed (None: it can)."""
-    if job.state == "finished":
-        return f"job {job.id} already finished; there is nothing to resume"
-    if job.active:
-        return f"job {job.id} is {job.state}; only a failed or cancelled job can be resumed"
-    if checkpoint_step(job) is None:
-        return (f"job {job.id} has no checkpoint to resume from (it stopped before its first one; "
-                "set 'checkpoint every' to save them during training)")
-    return None
+    Raises JobRefused with every reason when it cannot start; nothing is created then. `loaded`: the
+    model the config was planned on (validation reads its shape); `snippets`: the corpus the job runs on;
+    `run_loaded`: for a foreground run, the model to use in place of loading a fresh copy.
+    """
+    reasons = kind.validate(config, loaded, snippets, memory_budget)
+    if reasons:
+        raise JobRefused(reasons)
+    folder = create_job(kind.name, config.to_json(), label=config.label(), snippets=snippets, root=root)
+    return _launch_or_fail(folder) if detach else run_job(folder, loaded=run_loaded, echo=True)
+
 
 def resume_job(job: str | os.PathLike | JobInfo, *, root: str | os.PathLike | None = None,
                detach: bool = True) -> JobInfo:
     """Continue a failed or cancelled job from its last checkpoint (detached: in the background, else
     here, returning when done). Raises JobRefused when it cannot be resumed."""
     path = find_job(job, root).path
-    _requeue(path)
+    requeue(path)
     return run_job(path, echo=True) if not detach else _launch_or_fail(path)
 
-def _requeue(path: Path) -> None:
-    """Put a resumable job back to "queued": metrics cut at the checkpoint's step, cancel and result
-    gone. Under a lock, so two tabs clicking Resume at once start one worker (the second is refused)."""
-    with open(path / ".resume.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        info = read_job(path)
-        reason = resume_reason(info)
-        if reason:
-            raise JobRefused([reason])
-        step = checkpoint_step(info)
-        write_json(path / "metrics.json", [m for m in job_metrics(info) if int(m.get("step", 0)) <= step])
-        for name in ("cancel", "result.json", "launcher.json"):
-            (path / name).unlink(missing_ok=True)
-        write_json(path / "status.json", {"state": "queued", "created": time.time(), "resumed_from": step,
-                                          "message": f"resuming from step {step}"})
-        with open(path / "log.txt", "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} resuming from the checkpoint at step {step}\n")
 
-def _wait_gone(pid: int, start: str | None, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not process_alive(pid, start):
-            return True
-        time.sleep(0.1)
-    return not process_alive(pid, start)
-
-def cancel_job(job: str | os.PathLike | JobInfo, *, grace: float = 10.0,
-               root: str | os.PathLike | None = None) -> JobInfo:
-    """Ask a job to stop; on this host make sure its process group is gone and the state is clean."""
-    info = find_job(job, root)
-    if not info.active:
-        return info
-    (info.path / "cancel").touch()
-    status = read_json(info.path / "status.json", {}) or {}
-    launcher = read_json(info.path / "launcher.json", {}) or {}
-    pid, start, host = status.get("pid") or launcher.get("pid"), status.get("proc_start"), status.get("host")
-    if not status.get("pid"):
-        start, host = launcher.get("proc_start"), launcher.get("host")
-    if pid and host == socket.gethostname() and process_alive(pid, start):
-        # A detached worker leads its own process group; a CLI run in a user's shell does not, and
-        # killing that group would hit the user's pipeline: signal the process alone then.
-        group = status.get("own_group", True)
-        _signal(pid, signal.SIGTERM, group)
-        if not _wait_gone(pid, start, grace):
-            _signal(pid, signal.SIGKILL, group)
-            _wait_gone(pid, start, 5.0)
-    elif host and host != socket.gethostname():
-        return read_job(info.path)  # the worker elsewhere sees the cancel file at its next step
-    status = read_json(info.path / "status.json", {}) or {}
-    if status.get("state") in ACTIVE:
-        write_json(info.path / "status.json", dict(status, state="cancelled", message="cancelled by user",
-                                                   finished=time.time()))
-    remove_temporaries(info.path)
-    return read_job(info.path)
-
-def _signal(pid: int, sig: int, group: bool) -> None:
-    try:
-        if group:
-            os.killpg(os.getpgid(pid), sig)
-            return
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-@dataclass
-class JobContext:
-    """What task code uses to report and to notice a cancel. `echo` also prints the log to stderr."""
-
-    path: Path
-    echo: bool = False
-    _status: dict = field(default_factory=dict)
-    _metrics: list = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _last_write: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoint"
-
-    @property
-    def resume_from(self) -> Path | None:
-        """The checkpoint to continue from: a job that starts with a resumable checkpoint was resumed."""
-        return self.checkpoint_dir if (self.checkpoint_dir / TRAIN_STATE).is_file() else None
-
-    @property
-    def spec(self) -> dict:
-        return read_json(self.path / "spec.json", {})
-
-    def snippets(self):
-        """The corpus saved with the job (None when the job has none)."""
-        from neuro.code.corpus import load_jsonl
-        data = self.path / "data.jsonl"
-        return load_jsonl(data) if data.is_file() else None
-
-    # status
-    def _write_status(self, **changes) -> None:
-        with self._lock:
-            self._status.update(changes, heartbeat=time.time())
-            write_json(self.path / "status.json", self._status)
-
-    def begin(self) -> None:
-        self._status = read_json(self.path / "status.json", {}) or {}
-        self._metrics = read_json(self.path / "metrics.json", []) or []  # a resumed job's earlier steps
-        self._write_status(state="running", pid=os.getpid(), proc_start=_proc_start(os.getpid()),
-                           host=socket.gethostname(), own_group=os.getpgid(0) == os.getpid(),
-                           started=time.time(), message="starting", error=None)
-        threading.Thread(target=self._beat, daemon=True, name="heartbeat").start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            self._write_status()
-
-    def end(self, state: str, message: str = "", error: str | None = None) -> None:
-        self._stop.set()
-        self._flush_metrics()
-        changes = {"progress": {"done": 1, "total": 1, "phase": "done"}} if state == "finished" else {}
-        self._write_status(state=state, message=message, error=error, finished=time.time(), **changes)
-
-    def progress(self, done: int, total: int, phase: str = "") -> None:
-        """Progress of the current phase; written at most twice a second (and always at the end)."""
-        progress = {"done": int(done), "total": int(total), "phase": phase}
-        if done >= total or time.time() - self._last_write > 0.5:
-            self._last_write = time.time()
-            self._flush_metrics()
-            self._write_status(progress=progress, message=phase)
-        else:
-            with self._lock:
-                self._status["progress"] = progress
-
-    def metric(self, **values) -> None:
-        """One metric point; past 4000 points every other one is dropped, so files stay small."""
-        self._metrics.append(values)
-        if len(self._metrics) > 4000:
-            self._metrics = self._metrics[::2]
-
-    def _flush_metrics(self) -> None:
-        if self._metrics:
-            write_json(self.path / "metrics.json", self._metrics)
-
-    def log(self, message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}\n"
-        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
-            fh.write(line)
-        if self.echo:
-            print(line, end="", file=sys.stderr, flush=True)
-
-    # cancel
-    def request_cancel(self, *_args) -> None:
-        self._cancel.set()
-
-    def cancelled(self) -> bool:
-        return self._cancel.is_set() or (self.path / "cancel").exists()
-
-    def check(self) -> None:
-        """Raise JobCancelled when a cancel was requested (call between steps)."""
-        if self.cancelled():
-            raise JobCancelled()
-
-    # checkpoints and artifacts
-    def save_checkpoint(self, write: Callable[[Path], None], name: str = "checkpoint") -> Path:
-        """`write(folder)` fills a temporary folder that then replaces `<job>/<name>` as a whole.
-
-        Metrics are flushed first, so metrics.json always reaches the checkpoint's step (a resume keeps
-        the points up to it). A kill between the two renames is repaired by `recover_checkpoint`."""
-        self._flush_metrics()
-        final = self.path / name
-        tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        tmp.mkdir()
-        try:
-            write(tmp)
-            old = self.path / f".{name}.old.tmp"
-            shutil.rmtree(old, ignore_errors=True)  # a stale one would block the rename
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return final
-
-class NullContext:
-    """A JobContext stand-in for running task code in-process (notebooks, tests): reports nothing."""
-
-    echo = False
-
-    def progress(self, done: int, total: int, phase: str = "") -> None:
-        pass
-
-    def metric(self, **values) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
-
-    def check(self) -> None:
-        pass
-
-def _entry(kind: str) -> Callable:
-    module, name = KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
-
-def run_job(job_dir: str | os.PathLike, loaded=None, echo: bool = False) -> JobInfo:
+def run_job(job_dir: str | os.PathLike, loaded: LoadedModel | None = None, echo: bool = False) -> JobInfo:
     """Run a created job in this process (the worker; also the CLI's foreground mode).
 
     `loaded`: an already loaded model to use instead of loading the job's model (CLI foreground).
@@ -546,8 +104,9 @@ def run_job(job_dir: str | os.PathLike, loaded=None, echo: bool = False) -> JobI
     try:
         ctx.check()
         ctx.log(f"job {path.name}: {spec['kind']} {spec.get('label', '')}")
-        result = _entry(spec["kind"])(ctx, spec.get("params", {}), loaded=loaded)
-        write_json(path / "result.json", result)
+        kind = KINDS[spec["kind"]]
+        result = kind.run(kind.config.from_json(spec.get("params", {})), ctx, loaded)
+        write_json(path / "result.json", result.to_json())
         ctx.end("finished", "done")
         ctx.log("finished")
     except (JobCancelled, KeyboardInterrupt):
@@ -561,6 +120,7 @@ def run_job(job_dir: str | os.PathLike, loaded=None, echo: bool = False) -> JobI
             signal.signal(signal.SIGTERM, previous)
         remove_temporaries(path)
     return read_job(path, reconcile=False)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv

@@ -1,4 +1,4 @@
-"""TODO"""
+"""Errors of loading and running models, kept apart so every module of neuro.model can raise them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ class ModelLoadError(RuntimeError):
 
 
 class WeightsNotLoaded(RuntimeError):
-    """A browse-only model (opened from its cached card, no weights; see neuro.browse) was asked to run."""
+    """A browse-only model (opened from its cached card, no weights; see neuro.model.cards) was asked to run."""
 
 
 BROWSE_ONLY_MESSAGE = (

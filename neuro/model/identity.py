@@ -1,4 +1,5 @@
-"""TODO docstring (neuro.model.identity)."""
+"""Model identity for cache keys: a fingerprint of the weights' bytes (not of the path they came from),
+with the files' digests remembered so a multi-GB model is not re-hashed on every load."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from neuro.paths import cache_dir
 log = logging.getLogger(__name__)
 
 
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 DIGEST_MEMO = "weight-digests.json"
 
@@ -34,6 +34,7 @@ _CHUNK = 1 << 23
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
+
 def _hash_file(path: Path) -> str:
     """sha256 of a whole file, streamed through one reused buffer (hashlib releases the GIL)."""
     h = hashlib.sha256()
@@ -43,6 +44,7 @@ def _hash_file(path: Path) -> str:
         while n := fh.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
+
 
 def _hub_blob_digest(path: Path) -> str | None:
     """The sha256 a hub cache snapshot file is named by (`snapshots/<rev>/f -> ../../blobs/<sha256>`),
@@ -55,8 +57,10 @@ def _hub_blob_digest(path: Path) -> str | None:
         return None
     return target.name if _SHA256_HEX.fullmatch(target.name) else None
 
+
 def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
 
 def _read_memo(path: Path) -> dict[str, dict]:
     """The remembered digests; empty when the memo is missing, unreadable or not ours (never fatal)."""
@@ -68,6 +72,7 @@ def _read_memo(path: Path) -> dict[str, dict]:
     except (OSError, ValueError, AttributeError):
         pass
     return {}
+
 
 def _write_memo(path: Path, new: dict[str, dict]) -> None:
     """Merge `new` into the memo (re-read now: another process may have added entries), drop entries
@@ -85,6 +90,7 @@ def _write_memo(path: Path, new: dict[str, dict]) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+
 
 def file_digests(paths: Sequence[Path], memo: Path | None = None) -> list[str]:
     """sha256 of each file: from the hub cache's blob names, from the memo when the file is unchanged,
@@ -124,14 +130,16 @@ def file_digests(paths: Sequence[Path], memo: Path | None = None) -> list[str]:
             _write_memo(memo, new)
     return [d for d in digests if d is not None]
 
+
 def weights_fingerprint(folder: Path, memo: Path | None = None) -> str:
     """Fingerprint of every byte of a folder's weight files (with their names relative to the folder)."""
     folder = Path(folder)
-    paths = sorted(p for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    paths = sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
     h = hashlib.sha256(b"neuro-weights-v2\n")
     for path, digest in zip(paths, file_digests(paths, memo), strict=True):
         h.update(f"{path.relative_to(folder).as_posix()}\0{digest}\n".encode())
     return h.hexdigest()[:16]
+
 
 def _tensor_bytes(t: torch.Tensor):
     """The raw bytes of a tensor (any dtype, bf16 included: viewed as bytes in torch, not numpy)."""
@@ -142,6 +150,7 @@ def _tensor_bytes(t: torch.Tensor):
         return t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
     except (RuntimeError, TypeError):  # e.g. a quantized tensor: hash its values instead
         return t.dequantize().float().cpu().numpy().tobytes() if t.is_quantized else str(t.tolist()).encode()
+
 
 def module_fingerprint(model: nn.Module) -> str:
     """Fingerprint of every value of every parameter and buffer of an in-memory model (built from a

@@ -1,29 +1,31 @@
-"""Load Hugging Face causal LMs and name their neuron sites through one adapter table.
+"""Load Hugging Face causal LMs (or a cached model card, browse-only) for analysis.
 
 A neuron is one channel of the FFN's intermediate activation: the input of the FFN's output
-projection. The adapter table below says, per architecture, where the transformer blocks live and
-what their FFN sub-modules are called; nothing else in the project knows module names.
+projection. The adapter table (neuro.model.adapters) says, per architecture, where the transformer
+blocks live and what their FFN sub-modules are called; `LoadedModel` hands out the modules it names.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from neuro.model.adapters import Adapter, NeuronSite, _get, adapter_for, neuron_sites
+from neuro.model.adapters import Adapter, NeuronSite, adapter_for, neuron_sites
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
-from neuro.model.identity import _WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
+from neuro.model.identity import WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
-
+CARD_FILE = "neuro-card.json"
 
 
 @dataclass
@@ -42,8 +44,34 @@ class LoadedModel:
         return self.model.config
 
     @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
+        return self.adapter.blocks_of(self.model)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm the last block's output goes through before the unembedding."""
+        return self.adapter.final_norm_of(self.model)
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    def unembedding(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    @property
+    def pad_id(self) -> int:
+        """The id padded positions get (they are masked out): the pad token, else EOS, else 0."""
+        for candidate in (getattr(self.tokenizer, "pad_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    @property
     def n_layers(self) -> int:
-        return len(_get(self.model, self.adapter.blocks))
+        return len(self.blocks)
 
     @property
     def n_neurons(self) -> int:
@@ -52,11 +80,11 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return self.embeddings.weight.device
 
     @property
     def weights_loaded(self) -> bool:
-        """False for a model opened from its cached card (browse-only, see neuro.browse)."""
+        """False for a model opened from its cached card (browse-only, see neuro.model.cards)."""
         return not next(self.model.parameters()).is_meta
 
     def require_weights(self) -> None:
@@ -72,6 +100,7 @@ class LoadedModel:
 
     def sites(self) -> list[NeuronSite]:
         return neuron_sites(self.model, self.adapter)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -89,6 +118,7 @@ class ModelInfo:
     neuron_site: str
     fingerprint: str
 
+
 def model_info(loaded: LoadedModel) -> ModelInfo:
     cfg, a = loaded.config, loaded.adapter
     return ModelInfo(
@@ -103,20 +133,24 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
         parameters=sum(p.numel() for p in loaded.model.parameters()),
         dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
         device=str(loaded.device),
-        neuron_site=f"{a.blocks}.{{i}}.{a.mlp}.{a.down} (input)",
+        neuron_site=a.site_label(),
         fingerprint=loaded.fingerprint,
     )
+
 
 def default_dtype(device: str) -> torch.dtype:
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
 
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """A quick TCP probe, so an offline machine fails in seconds instead of hanging in retries."""
@@ -125,6 +159,7 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
 
 def resolve_source(source: str | os.PathLike) -> Path:
     """A local folder, or the local snapshot of a hub id (downloaded only when the hub is reachable)."""
@@ -157,6 +192,7 @@ def resolve_source(source: str | os.PathLike) -> Path:
     except Exception as err:
         raise ModelLoadError(f"could not download {text!r} from the hub: {err}") from None
 
+
 def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
                device: str | None = None, device_map: str | dict | None = None,
                trust_remote_code: bool = False) -> LoadedModel:
@@ -168,9 +204,7 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = resolve_source(source)
-    from neuro.model.cards import is_card_folder, load_browse_only
-
-    if is_card_folder(folder) and not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+    if is_card_folder(folder) and not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
         return load_browse_only(folder, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -195,6 +229,7 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
         model.to(device)
     return prepare(model, tokenizer, source=str(source), fingerprint=weights_fingerprint(folder))
 
+
 def prepare(model: nn.Module, tokenizer, source: str, fingerprint: str | None = None) -> LoadedModel:
     """Wrap an already-built model (e.g. from a config in a test) for analysis."""
     adapter = adapter_for(model.config)
@@ -204,4 +239,64 @@ def prepare(model: nn.Module, tokenizer, source: str, fingerprint: str | None = 
         tokenizer.pad_token = tokenizer.eos_token
     loaded = LoadedModel(model, tokenizer, adapter, source, fingerprint or module_fingerprint(model))
     loaded.sites()  # fail now, not in the middle of a capture, if the adapter does not fit
+    return loaded
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's card: config, tokenizer and identity kept beside its cached results (neuro.model.cards),
+    enough to open it browse-only."""
+
+    folder: Path
+    identity: str
+    fingerprint: str
+    source: str
+    model_type: str
+    n_layers: int
+    neurons_per_layer: int
+    parameters: int
+    saved: float
+
+    @property
+    def label(self) -> str:
+        day = time.strftime("%Y-%m-%d", time.localtime(self.saved))
+        return f"{self.source} ({self.model_type}, {self.n_layers} layers, cached {day})"
+
+
+def is_card_folder(folder: Path) -> bool:
+    return (folder / CARD_FILE).is_file()
+
+
+def read_card(folder: Path) -> ModelCard:
+    data = json.loads((folder / CARD_FILE).read_text())
+    return ModelCard(folder=folder, **{k: data[k] for k in ModelCard.__dataclass_fields__ if k != "folder"})
+
+
+def _refuse(*_args, **_kwargs):
+    raise WeightsNotLoaded(BROWSE_ONLY_MESSAGE)
+
+
+def load_browse_only(folder: str | Path, trust_remote_code: bool = False) -> LoadedModel:
+    """The model of a card folder on the meta device: shapes and tokenizer, no weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    try:
+        card = read_card(folder)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"cannot read the model card in {folder}: {err}") from None
+    adapter_for(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        log.warning("no tokenizer in %s (%s): token views are unavailable", folder, err)
+        tokenizer = None
+    model.register_forward_pre_hook(_refuse)
+    model.get_input_embeddings().register_forward_pre_hook(_refuse)
+    loaded = prepare(model, tokenizer, source=card.source, fingerprint=card.fingerprint)
+    if loaded.identity != card.identity:
+        raise ModelLoadError(f"the card in {folder} is inconsistent: {loaded.identity} != {card.identity}")
     return loaded

@@ -1,4 +1,4 @@
-"""TODO docstring (neuro.results.clones)."""
+"""Cached clone evaluations (recipe `CLONE_EVAL`) and the clone index, from the cached pooled states."""
 
 from __future__ import annotations
 
@@ -13,28 +13,23 @@ from neuro.analysis.clones.index import CloneIndex, VectorIndex, resolve_split
 from neuro.analysis.clones.metrics import CloneEvaluation, retrieval_table
 from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
 from neuro.code.comments import without_comments
-from neuro.code.corpus import Snippet, corpus_hash
+from neuro.code.corpus import Snippet
 from neuro.code.split import CorpusSplit, SplitParams
-from neuro.model.cards import remember_model
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
-from neuro.results.embeddings import POOLED_KIND, POOLED_VERSION, cached_pooled, pooled_key, resumable_pooled
-from neuro.results.store import Entry, Store, make_key
+from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED
+from neuro.results.layers import LAYER_REPORT, concept_layers, default_concept_layer
+from neuro.results.recipe import Cache, Call, Recipe
+from neuro.results.store import Entry
 
-EMBED_KIND = "clone_embeddings"
 
-EVAL_KIND = "clone_eval"
-
-EVAL_VERSION = 3  # 3: measured on the evaluation side of the split, chosen on the selection side
-
-def _cached_concept_layers(loaded: LoadedModel, selection: Sequence[Snippet], store: Store) -> list[int]:
+def _cached_concept_layers(loaded: LoadedModel, selection: Sequence[Snippet], cache: Cache) -> list[int]:
     """The concept layers if a layer report on the selection side is already cached (an explicit layer
     should not cost one)."""
-    from neuro.results.layers import cached_layer_report
-
-    report = (cached_layer_report(loaded, selection, store=store, compute=False)
-              or cached_layer_report(loaded, selection, store=store, contribution=False, compute=False))
+    report = (LAYER_REPORT.get(loaded, selection, cache=cache, compute=False)
+              or LAYER_REPORT.get(loaded, selection, cache=cache, contribution=False, compute=False))
     return report.concept_layers if report else []
+
 
 @dataclass(frozen=True)
 class SplitEmbeddings:
@@ -57,52 +52,50 @@ class SplitEmbeddings:
         """Unit rows of the evaluation programs of `x`, centred with the selection side's means."""
         return self.centering(x, center).apply(x[self.evaluation_rows], [s.lang for s in self.evaluation])
 
+
 def split_embeddings(loaded: LoadedModel, snippets: Sequence[Snippet], *,
                      split: CorpusSplit | SplitParams | None = None, strip: bool = False, max_length: int = 512,
-                     store: Store | None = None, progress: Progress | None = None) -> SplitEmbeddings:
+                     cache: Cache = None, progress: Progress | None = None) -> SplitEmbeddings:
     """Pooled states of the corpus (without comments when `strip`) and which rows are on which side."""
     split = resolve_split(snippets, split)
     evaluated = set(split.evaluation)
     on_eval = np.array([s in evaluated for s in snippets])
     corpus = without_comments(snippets) if strip else list(snippets)
-    pooled = all_layer_embeddings(loaded, corpus, max_length=max_length, store=store, progress=progress)
+    pooled = POOLED.get(loaded, corpus, max_length=max_length, cache=cache, progress=progress)
     sel_rows, eval_rows = np.flatnonzero(~on_eval), np.flatnonzero(on_eval)
     return SplitEmbeddings(split, pooled, sel_rows, eval_rows, [corpus[i] for i in sel_rows],
                            [corpus[i] for i in eval_rows])
 
-def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
-                    split: CorpusSplit | SplitParams | None = None, center: str = DEFAULT_CENTERING,
-                    strip: bool = False, max_length: int = 512, store: Store | None = None,
-                    progress: Progress | None = None) -> CloneEvaluation:
+
+def _resolve_request(loaded: LoadedModel, snippets: Sequence[Snippet], args: dict) -> tuple[Sequence[Snippet], dict]:
+    check_centering(args["center"])
+    return snippets, dict(args, split=resolve_split(snippets, args["split"]))
+
+
+def _evaluate_clones(call: Call) -> Entry:
     """MAP@R and Recall@1 at `layer` (default: the concept layer), first layer, last layer, mean of
     layers and token TF-IDF, plus every layer (the sweep): all from one cached full pass.
 
-    Chosen on the selection side of `split` (default: `SplitParams()`): the concept layer (layer report),
-    the centring means at each layer and TF-IDF's vocabulary and idf. Measured on the evaluation side:
-    every query and every candidate is an evaluation program.
-
-    `strip` evaluates the programs without comments and docstrings (`strip_comments`); the concept
-    layer is still the one found on the selection side as given.
-    """
-    from neuro.results.layers import concept_layers
-
+    Chosen on the selection side of the split: the concept layer (layer report), the centring means at
+    each layer and TF-IDF's vocabulary and idf. Measured on the evaluation side: every query and every
+    candidate is an evaluation program. With `strip` the programs are evaluated without comments and
+    docstrings; the concept layer is still the one found on the selection side as given."""
+    loaded, snippets, a = call.loaded, call.snippets, call.args
+    layer, split, center = a["layer"], a["split"], a["center"]
     if len({s.task for s in snippets}) == len(snippets):
         raise ValueError("no two programs share a task: clone retrieval needs a parallel corpus")
-    check_centering(center)
-    store = store or Store()
-    split = resolve_split(snippets, split)
     if len({s.task for s in split.evaluation}) == len(split.evaluation):
         raise ValueError(f"no two evaluation programs share a task ({split.caption()}): clone retrieval needs "
                          "parallel programs on the evaluation side; evaluate a larger share or a larger corpus")
     if layer is None:
-        concept = concept_layers(loaded, split.selection, store)
+        concept = concept_layers(loaded, split.selection, call.store)
     else:
-        concept = _cached_concept_layers(loaded, split.selection, store)
+        concept = _cached_concept_layers(loaded, split.selection, call.store)
     chosen = concept[len(concept) // 2] if layer is None else int(layer)
     if not 0 <= chosen < loaded.n_layers:
         raise ValueError(f"layer must lie in 0..{loaded.n_layers - 1}")
-    sides = split_embeddings(loaded, snippets, split=split, strip=strip, max_length=max_length, store=store,
-                             progress=progress)
+    sides = split_embeddings(loaded, snippets, split=split, strip=a["strip"], max_length=a["max_length"],
+                             cache=call.store, progress=call.progress)
     pooled, evaluation = sides.pooled, sides.evaluation
     last = loaded.n_layers - 1
 
@@ -130,68 +123,38 @@ def evaluate_clones(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int
     meta = {"model": loaded.identity, "programs": len(snippets), "evaluated_programs": len(evaluation),
             "evaluated_tasks": len({s.task for s in evaluation}),
             "languages": list(dict.fromkeys(s.lang for s in evaluation)), "n_layers": loaded.n_layers,
-            "center": center, "comments_stripped": strip, "max_length": max_length, "split": split.summary()}
-    return CloneEvaluation(pd.concat(frames, ignore_index=True), pd.DataFrame(sweep), chosen, concept, meta)
-
-def cached_evaluation(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
-                      split: CorpusSplit | SplitParams | None = None, center: str = DEFAULT_CENTERING,
-                      strip: bool = False, max_length: int = 512, store: Store | None = None,
-                      progress: Progress | None = None, compute: bool = True) -> CloneEvaluation | None:
-    """`evaluate_clones` through the cache (None when not cached and `compute` is False)."""
-    check_centering(center)
-    store = store or Store()
-    split = resolve_split(snippets, split)
-    key = make_key(EVAL_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, center=center,
-                   strip=strip, max_length=max_length, split=asdict(split.params), version=EVAL_VERSION,
-                   pooled=POOLED_VERSION)
-    entry = store.load(EVAL_KIND, key)
-    if entry is None:
-        if not compute:
-            return None
-        result = evaluate_clones(loaded, snippets, layer, split=split, center=center, strip=strip,
-                                 max_length=max_length, store=store, progress=progress)
-        entry = Entry(tables={"scores": result.scores, "sweep": result.sweep},
-                      meta={"layer": result.layer, "concept_layers": result.concept_layers, "meta": result.meta})
-        store.try_save(EVAL_KIND, key, entry)
-        remember_model(loaded, store.root)
-    return CloneEvaluation(entry.tables["scores"], entry.tables["sweep"], int(entry.meta["layer"]),
-                           [int(x) for x in entry.meta["concept_layers"]], dict(entry.meta["meta"]))
+            "center": center, "comments_stripped": a["strip"], "max_length": a["max_length"],
+            "split": split.summary()}
+    return Entry(tables={"scores": pd.concat(frames, ignore_index=True), "sweep": pd.DataFrame(sweep)},
+                 meta={"layer": chosen, "concept_layers": concept, "meta": meta})
 
 
-def all_layer_embeddings(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
-                         store: Store | None = None, progress: Progress | None = None) -> np.ndarray:
-    """(snippets, layers, hidden) mean-pooled block outputs: one full pass, cached and shared with the
-    Embeddings view (neuro/embeddings.py)."""
-    return cached_pooled(loaded, snippets, max_length=max_length, store=store or Store(), progress=progress)
+def _clone_eval_key(args: dict) -> dict:
+    return dict(layer=args["layer"], center=args["center"], strip=args["strip"], max_length=args["max_length"],
+                split=asdict(args["split"].params))
 
 
-def layer_embeddings(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int, *, max_length: int = 512,
-                     store: Store | None = None, progress: Progress | None = None) -> np.ndarray:
-    """(snippets, hidden) embeddings at one block, cached: sliced from the all-layer entry when it
-    exists, else from a pass that stops after `layer` (a middle layer costs only the blocks below)."""
-    if not 0 <= layer < loaded.n_layers:
-        raise ValueError(f"layer must lie in 0..{loaded.n_layers - 1}")
-    store = store or Store()
-    full = store.load(POOLED_KIND, pooled_key(loaded, snippets, max_length))
-    if full is not None:
-        return full.arrays["pooled"][:, layer]
-    key = make_key(EMBED_KIND, model=loaded.identity, corpus=corpus_hash(snippets), layer=layer, max_length=max_length,
-                   version=POOLED_VERSION)
-    return resumable_pooled(loaded, snippets, EMBED_KIND, key, layer=layer, name="embeddings", max_length=max_length,
-                            store=store, progress=progress)
+CLONE_EVAL: Recipe[CloneEvaluation] = Recipe(
+    kind="clone_eval", version=3,  # 3: measured on the evaluation side of the split, chosen on the selection side
+    compute=_evaluate_clones, read=lambda entry: CloneEvaluation(
+        entry.tables["scores"], entry.tables["sweep"], int(entry.meta["layer"]),
+        [int(x) for x in entry.meta["concept_layers"]], dict(entry.meta["meta"])),
+    key_parts=_clone_eval_key, prepare=_resolve_request, inputs={"pooled": POOLED},
+    defaults=dict(layer=None, split=None, center=DEFAULT_CENTERING, strip=False, max_length=512))
+"""Cross-language clone retrieval of a parallel corpus, chosen on the selection side of `split` (default:
+`SplitParams()`) and measured on its evaluation side, at `layer` (None: the concept layer) beside the
+baselines, plus the sweep over every layer; `center` says what is subtracted before cosine, `strip`
+evaluates the programs without comments."""
 
 
 def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
                 split: CorpusSplit | SplitParams | None = None, center: str = DEFAULT_CENTERING,
-                max_length: int = 512, store: Store | None = None, progress: Progress | None = None) -> CloneIndex:
+                max_length: int = 512, cache: Cache = None, progress: Progress | None = None) -> CloneIndex:
     """Embed the whole corpus at `layer` (default: the concept layer chosen on the selection side of
     `split`, computed and cached if needed). The centring means are the index's (the corpus's), never
     a query's."""
-    from neuro.results.layers import default_concept_layer
-
-    store = store or Store()
     if layer is None:
-        layer = default_concept_layer(loaded, resolve_split(snippets, split).selection, store)
+        layer = default_concept_layer(loaded, resolve_split(snippets, split).selection, cache)
     layer = int(layer)
-    emb = layer_embeddings(loaded, snippets, layer, max_length=max_length, store=store, progress=progress)
+    emb = LAYER_EMBEDDINGS.get(loaded, snippets, layer=layer, max_length=max_length, cache=cache, progress=progress)
     return CloneIndex(loaded, layer, VectorIndex(emb, snippets, center=center), max_length)

@@ -39,6 +39,7 @@ DEFAULT_CHUNK_PROGRAMS = 64
 
 ChunkCompute = Callable[[int, int, "Progress | None"], Entry]  # (lo, hi, progress of this chunk) -> entry
 
+
 def chunk_programs() -> int:
     """Programs per chunk: $NEURO_CHUNK_PROGRAMS, else 64."""
     try:
@@ -46,16 +47,20 @@ def chunk_programs() -> int:
     except ValueError:
         return DEFAULT_CHUNK_PROGRAMS
 
+
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
     """[lo, hi) of each chunk of `n` items in order."""
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
 
 def chunk_kind(kind: str, key: str) -> str:
     """The store kind that holds the chunks of one result (a folder of its own, deleted as a whole)."""
     return f"{CHUNKS_DIR}/{kind}/{key}"
 
+
 def chunk_folder(store: Store, kind: str, key: str) -> Path:
     return store.root / chunk_kind(kind, key)
+
 
 def drop_chunks(store: Store, kind: str, key: str) -> None:
     """Delete the finished chunks of a result (once the result itself is saved)."""
@@ -66,15 +71,18 @@ def drop_chunks(store: Store, kind: str, key: str) -> None:
     except OSError:
         pass
 
+
 def _chunk_key(key: str, index: int, lo: int, hi: int, snippets: Sequence[Snippet], prefix: bool) -> str:
     part = snippets[:hi] if prefix else snippets[lo:hi]
     return make_key("chunk", result=key, index=index, lo=lo, hi=hi, prefix=prefix, content=corpus_hash(part))
+
 
 def _shifted(progress: Progress | None, offset: int, total: int) -> Progress | None:
     """A chunk's progress (done of its own programs) as progress over the whole corpus."""
     if progress is None:
         return None
     return lambda done, _total: progress(offset + done, total)
+
 
 def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
                     compute: Callable[[int], Entry], *, loaded: Callable[[int], None] | None = None,
@@ -93,6 +101,7 @@ def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
             loaded(index)
         out.append(entry)
     return out
+
 
 def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute, *,
                  size: int | None = None, progress: Progress | None = None, save: bool = True) -> list[Entry]:
@@ -113,6 +122,7 @@ def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet],
     if resumed:
         log.info("%s: %d of %d programs came from finished chunks of an interrupted run", kind, sum(resumed), n)
     return out
+
 
 def chunked_sum(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute,
                 add: Callable[[Entry, Entry], Entry], *, size: int | None = None, max_chunks: int | None = None,

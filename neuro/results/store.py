@@ -18,7 +18,6 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,16 +32,19 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
+
 @dataclass
 class Entry:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
+
 def make_key(kind: str, **parts) -> str:
     """Stable hash of a cache key; `parts` must be JSON-serialisable (sorted for stability)."""
     payload = json.dumps({"kind": kind, "schema": SCHEMA_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
 
 def _checksum(path: Path) -> str:
     """CRC-32 of a file: catches truncated, half-copied or edited files at ~1 GB/s (not a security hash)."""
@@ -52,8 +54,10 @@ def _checksum(path: Path) -> str:
             crc = zlib.crc32(chunk, crc)
     return f"{crc:08x}"
 
+
 class CacheWriteError(OSError):
     """The cache cannot be written (read-only folder, full disk, ...): the message says where and why."""
+
 
 def _replaced(folder: Path, manifest_text: str | None) -> bool:
     """Whether the entry in `folder` now has another manifest than `manifest_text`, or none: a concurrent
@@ -63,7 +67,9 @@ def _replaced(folder: Path, manifest_text: str | None) -> bool:
     except OSError:
         return True
 
+
 STALE_SECONDS = 3600  # a temporary folder this old belongs to a writer that was killed
+
 
 def _sweep_stale(parent: Path) -> None:
     """Remove the temporary folders a killed writer left in `parent` (never a live writer's: too young)."""
@@ -74,6 +80,7 @@ def _sweep_stale(parent: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
+
 
 def _verify(folder: Path) -> dict | None:
     """The manifest of the entry in `folder` when every file matches it (size and CRC-32), else None."""
@@ -87,9 +94,11 @@ def _verify(folder: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
+
 _FAILED_WRITES: dict[Path, tuple[float, str]] = {}  # cache root -> (when, why) of its last failed write
 
 FAILURE_MEMORY_S = 600.0
+
 
 def cache_problem(root: str | os.PathLike | None = None, within_s: float = FAILURE_MEMORY_S,
                   probe: bool = True) -> str | None:
@@ -111,6 +120,7 @@ def cache_problem(root: str | os.PathLike | None = None, within_s: float = FAILU
         return (f"the cache folder {root} cannot be written ({err.strerror or err}): results are computed but "
                 "not kept, so each is computed again next time")
     return None
+
 
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
@@ -221,15 +231,6 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
                 return None
         return None
-
-    def get_or_compute(self, kind: str, key: str, compute: Callable[[], Entry]) -> tuple[Entry, bool]:
-        """(entry, hit): the cached entry, or a freshly computed and saved one."""
-        entry = self.load(kind, key)
-        if entry is not None:
-            return entry, True
-        entry = compute()
-        self.try_save(kind, key, entry)
-        return entry, False
 
     def entries(self, kind: str) -> list[dict]:
         """Manifests of the readable entries of one kind (for listing results in the UI and CLI)."""

@@ -1,4 +1,4 @@
-"""TODO docstring (neuro.training.batches)."""
+"""Training batches: right-padded token ids with per-token target flags, and their loss."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Batch:
     def tokens(self) -> int:
         return int(self.targets.sum())
 
+
 def make_batches(sequences: Sequence[tuple[list[int], list[int]]], pad_id: int, device, batch_tokens: int,
                  max_batch: int = 64) -> list[Batch]:
     """Batches of similar length from (ids, target flags) pairs; flag i marks ids[i] as a target."""
@@ -43,6 +44,7 @@ def make_batches(sequences: Sequence[tuple[list[int], list[int]]], pad_id: int, 
             flags[row, : len(seq)] = torch.tensor(flag, dtype=torch.float32)
         out.append(Batch(ids.to(device), mask.to(device), flags[:, 1:].to(device)))
     return out
+
 
 def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy over the batch's target tokens (each token weighs the same)."""

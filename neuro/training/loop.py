@@ -1,9 +1,9 @@
 """What the training tasks share: batches, one training loop (resumable from its checkpoints), memory
 checks and measurement, LoRA on named modules, checkpoints. Which programs a task trains on and which it
-is evaluated on comes from the corpus-wide selection / evaluation split (neuro/split.py).
+is evaluated on comes from the corpus-wide selection / evaluation split (neuro/code/split.py).
 
 The tasks themselves live in `finetune.py` (neuron-guided fine-tuning for code generation) and
-`transfer.py` (concept-layer-guided summarization transfer); both run as jobs (see neuro/jobs.py).
+`transfer.py` (concept-layer-guided summarization transfer); both run as jobs (see neuro/jobs/kinds.py).
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from neuro.jobs.runner import TRAIN_STATE
 from neuro.model.loading import LoadedModel, load_model
 from neuro.training.batches import Batch, batch_loss
+from neuro.training.checkpoints import TRAIN_STATE
+from neuro.training.context import TaskContext
 from neuro.training.memory import PeakMemory, optimizer_state_size
+from neuro.training.records import Record
 
 
 def common_reasons(steps, lr, batch_tokens: int | None = None, weights_loaded: bool = True) -> list[str]:
@@ -41,6 +43,7 @@ def common_reasons(steps, lr, batch_tokens: int | None = None, weights_loaded: b
         reasons.append(f"batch tokens must be >= 16, got {batch_tokens}")
     return reasons
 
+
 @dataclass
 class TrainReport:
     steps: int
@@ -57,8 +60,29 @@ class TrainReport:
                 "train_loss_last": float(np.mean(self.losses[-5:])) if self.losses else None,
                 "trainable_params": self.trainable, "optimizer_state": self.optimizer_state, **self.memory}
 
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSummary(Record):
+    """What every training job's result says about its training: `TrainReport.summary()`, typed. The
+    base of each training kind's result, so result.json stays flat as it always was; the defaults let
+    results of older jobs (written before a field existed) still load."""
+
+    steps: int
+    trainable_params: int
+    optimizer_state: int
+    seconds: float | None = None
+    seconds_per_step: float | None = None
+    train_loss_first: float | None = None
+    train_loss_last: float | None = None
+    memory_kind: str | None = None
+    peak_memory_mb: float | None = None
+    baseline_memory_mb: float | None = None
+    memory_overhead_mb: float | None = None
+    losses: list[float] = field(default_factory=list, metadata={"saved": False})  # every step's (metrics.json)
+
+
 def train(model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Batch], *, steps: int, lr: float,
-          ctx, seed: int = 0, clip: float = 1.0, checkpoint=None, checkpoint_every: int = 0,
+          ctx: TaskContext, seed: int = 0, clip: float = 1.0, checkpoint=None, checkpoint_every: int = 0,
           resume: Path | None = None, device: torch.device | None = None) -> TrainReport:
     """AdamW on `params` only, `steps` batches drawn from a seeded shuffle (reshuffled each epoch).
 
@@ -111,6 +135,7 @@ def train(model: nn.Module, params: Sequence[nn.Parameter], batches: Sequence[Ba
     state = optimizer_state_size(optimizer) or saved.get("optimizer_state", 0)
     return TrainReport(steps, losses, time.time() - start, sum(p.numel() for p in params), state, memory.summary())
 
+
 def save_training_state(folder: Path, state: dict, optimizer: torch.optim.Optimizer | None) -> None:
     """train()'s part of a checkpoint: step, losses, batch order and RNG as JSON; the optimizer state and
     torch RNG (unused by training today: models run in eval mode, so no dropout) while steps remain."""
@@ -119,6 +144,7 @@ def save_training_state(folder: Path, state: dict, optimizer: torch.optim.Optimi
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                    folder / "optimizer.pt")
     (folder / TRAIN_STATE).write_text(json.dumps(state))
+
 
 def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> dict:
     """Restore what `save_training_state` wrote into `optimizer` and `rng`; returns the saved state."""
@@ -132,9 +158,11 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
     return state
 
-def load_job_model(params: dict, loaded: LoadedModel | None = None) -> LoadedModel:
-    """The model a job trains: the one handed in (CLI foreground) or a fresh private copy."""
+
+def load_job_model(config, loaded: LoadedModel | None = None) -> LoadedModel:
+    """The model a job trains: the one handed in (CLI foreground) or a fresh private copy of the one its
+    config names (`model`, `dtype`, `device`, `trust_remote_code`)."""
     if loaded is not None:
         return loaded
-    return load_model(params["model"], dtype=params.get("dtype"), device=params.get("device"),
-                      trust_remote_code=bool(params.get("trust_remote_code")))
+    return load_model(config.model, dtype=config.dtype, device=config.device,
+                      trust_remote_code=bool(config.trust_remote_code))

@@ -1,4 +1,6 @@
-"""TODO docstring (neuro.training.memory)."""
+"""Memory before training: what a run needs (weights, gradients, optimizer state, activations) against
+what the device has, so a run that cannot fit is refused with the figures instead of dying midway.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from neuro.model.loading import LoadedModel
 def _rss() -> int:
     import psutil
     return psutil.Process().memory_info().rss
+
 
 class PeakMemory:
     """Peak memory while the block runs: CUDA allocator peak on a GPU, sampled process RSS on a CPU.
@@ -57,6 +60,7 @@ class PeakMemory:
                 "peak_memory_mb": round(self.peak / mb, 1), "baseline_memory_mb": round(self.baseline / mb, 1),
                 "memory_overhead_mb": round((self.peak - self.baseline) / mb, 1)}
 
+
 def available_memory(device: str | torch.device | None = None) -> int:
     """Bytes a new job process could use: free memory of the GPU, or available RAM."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -65,11 +69,13 @@ def available_memory(device: str | torch.device | None = None) -> int:
     import psutil
     return int(psutil.virtual_memory().available)
 
+
 def _dtype_bytes(dtype: str | torch.dtype | None, device: str) -> int:
     if dtype is None:
         return 2 if str(device).startswith("cuda") else 4
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     return torch.empty((), dtype=dtype).element_size()
+
 
 def estimate_training_bytes(loaded: LoadedModel, trainable: int, batch_tokens: int, *, full: bool,
                             dtype: str | None = None, device: str | None = None) -> int:
@@ -90,6 +96,7 @@ def estimate_training_bytes(loaded: LoadedModel, trainable: int, batch_tokens: i
     logits = batch_tokens * int(cfg.vocab_size) * 4 * 3
     return int(1.2 * (params * width + state + activations + logits))
 
+
 def memory_reason(needed: int, budget: int | None, device: str | None) -> str | None:
     """A refusal when `needed` bytes exceed `budget` (default: what is available now)."""
     budget = available_memory(device) if budget is None else budget
@@ -98,6 +105,7 @@ def memory_reason(needed: int, budget: int | None, device: str | None) -> str | 
         return (f"the model does not fit: the job needs about {needed / gib:.2f} GiB and "
                 f"{budget / gib:.2f} GiB are available; use a smaller batch, a GPU, or a smaller model")
     return None
+
 
 def optimizer_state_size(optimizer: torch.optim.Optimizer) -> int:
     """Elements of every tensor the optimizer keeps (moments; scalar step counters excluded)."""

@@ -12,8 +12,8 @@ from conftest import SNIPPETS, tiny_model
 from test_faults import SLOW_CAPTURE, _computed, _env, _prefix_chunks
 
 from neuro.code.corpus import save_jsonl
-from neuro.results.statistics import STATS_KIND
-from neuro.results.store import Store
+from neuro.results import open_store
+from neuro.results.statistics import STATS
 from tests.browser.conftest import start_server, stop_server
 from tests.browser.test_browser import assert_no_exception, settle
 
@@ -45,7 +45,7 @@ def test_sigkill_of_the_server_while_a_page_computes(page, tmp_path):
         server.wait()
     finally:
         stop_server(server)
-    assert _prefix_chunks(cache) and not Store(cache).entries(STATS_KIND)  # kept, and nothing half-written
+    assert _prefix_chunks(cache) and not open_store(cache).entries(STATS.kind)  # kept, and nothing half-written
     first = _computed(log)
     log.unlink()
 
@@ -59,4 +59,4 @@ def test_sigkill_of_the_server_while_a_page_computes(page, tmp_path):
         stop_server(server)
     resumed = _computed(log)
     assert first[0] == ["0"] and resumed and resumed[0] != ["0"]  # the finished chunk was not recomputed
-    assert len(Store(cache).entries(STATS_KIND)) == 1 and not _prefix_chunks(cache)
+    assert len(open_store(cache).entries(STATS.kind)) == 1 and not _prefix_chunks(cache)

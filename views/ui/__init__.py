@@ -30,6 +30,7 @@ CACHED = "Cached results only"
 CHECKPOINT_HELP = ("A run stopped midway (process killed, machine restarted, cancelled) can be resumed from its "
                    "last checkpoint on the Jobs page. 0: only after the last step.")
 
+
 @dataclass(frozen=True)
 class Selection:
     model: LoadedModel | None
@@ -37,13 +38,16 @@ class Selection:
     model_error: str | None
     corpus_error: str | None
 
+
 @st.cache_resource(show_spinner="Loading the model (once per process, shared by every session)…")
 def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
     return load_model(source, trust_remote_code=trust_remote_code)
 
+
 @st.cache_data(show_spinner="Loading the corpus…", max_entries=8)
 def cached_corpus(spec: str | None) -> list[Snippet]:
     return load_corpus(spec)
+
 
 def _init_state() -> None:
     env_model, env_corpus = os.environ.get("NEURO_MODEL"), os.environ.get("NEURO_CORPUS")
@@ -67,8 +71,10 @@ def _init_state() -> None:
             st.session_state[key] = st.session_state[widget]
         st.session_state[widget] = st.session_state[key]
 
+
 def _widget(key: str) -> str:
     return f"_w_{key}"
+
 
 def model_source() -> str | None:
     kind = st.session_state.model_kind
@@ -77,6 +83,7 @@ def model_source() -> str | None:
     text = {LOCAL: st.session_state.model_path, HUB: st.session_state.model_hub,
             CACHED: st.session_state.model_card}[kind].strip()
     return text or None
+
 
 def sidebar() -> Selection:
     """Draw the pickers and return the loaded model and corpus (or why they could not be loaded)."""
@@ -144,6 +151,7 @@ def sidebar() -> Selection:
             corpus_error = str(err)
     return Selection(model, corpus, model_error, corpus_error)
 
+
 def corpus_split(corpus: list[Snippet]) -> CorpusSplit:
     """The selection / evaluation split chosen in the sidebar (shared by every page); stops the page with
     the reason when the corpus cannot be split."""
@@ -155,26 +163,30 @@ def corpus_split(corpus: list[Snippet]) -> CorpusSplit:
         st.error(f"This corpus cannot be split into selection and evaluation programs: {err}")
         st.stop()
 
+
 def corpus_key(corpus: list[Snippet]) -> str:
     from neuro.code.corpus import corpus_hash
     return corpus_hash(corpus)
 
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def stats_from_cache(model_identity: str, corpus_hash: str, _model: LoadedModel, _corpus: list[Snippet]):
     """Cached statistics or None: never computes (that is a user's explicit action)."""
-    from neuro.results.statistics import corpus_statistics_cached
-    return corpus_statistics_cached(_model, _corpus)
+    from neuro.results.statistics import STATS
+    return STATS.get(_model, _corpus, compute=False)
+
 
 def compute_stats(model: LoadedModel, corpus: list[Snippet]):
     """Run the statistics pass with a progress bar, then refresh the cached lookup."""
-    from neuro.results.statistics import corpus_statistics
+    from neuro.results.statistics import STATS
 
     bar = st.progress(0.0, text="Capturing activations and gradients…")
-    stats, _ = corpus_statistics(model, corpus, progress=lambda done, total: bar.progress(
+    stats = STATS.get(model, corpus, progress=lambda done, total: bar.progress(
         done / total, text=f"Capturing activations and gradients: {done}/{total} programs"))
     bar.empty()
     stats_from_cache.clear()
     return stats
+
 
 def small_enough_to_auto_run(model: LoadedModel, corpus: list[Snippet]) -> bool:
     """Small model and corpus: compute on first view instead of asking (a couple of minutes on a CPU)."""
@@ -182,6 +194,7 @@ def small_enough_to_auto_run(model: LoadedModel, corpus: list[Snippet]) -> bool:
         return False  # cached results only: nothing can be computed
     params = sum(p.numel() for p in model.model.parameters())
     return params < 50_000_000 and len(corpus) <= 1000
+
 
 def statistics(model: LoadedModel, corpus: list[Snippet]):
     """The statistics for the selected model and corpus: from the cache, computed on first view for
@@ -203,6 +216,7 @@ def statistics(model: LoadedModel, corpus: list[Snippet]):
         return compute_stats(model, corpus)
     return None
 
+
 def page_header(title: str, caption: str) -> tuple[LoadedModel, list[Snippet]]:
     """Sidebar, title and caption of a page; stops the page with the reason when the selected model
     or corpus could not be loaded."""
@@ -214,6 +228,7 @@ def page_header(title: str, caption: str) -> tuple[LoadedModel, list[Snippet]]:
         st.stop()
     return selection.model, selection.corpus
 
+
 def pls_statistics(model: LoadedModel, corpus: list[Snippet]):
     """The corpus statistics with gradients (PLS), or stop the page saying why they are missing."""
     stats = statistics(model, corpus)
@@ -223,6 +238,7 @@ def pls_statistics(model: LoadedModel, corpus: list[Snippet]):
         st.error("These statistics have no gradients, so no PLS; recapture with gradients.")
         st.stop()
     return stats
+
 
 def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
     """Tabs whose open one lives in the URL (?tab=...): a rerun (pasted code, a moved slider) stays on
@@ -235,11 +251,13 @@ def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
                 except WeightsNotLoaded as err:
                     st.info(str(err))
 
+
 def export_panel(kind: str, key: str) -> None:
     """Export a finished `kind` job's adapted model as a Hugging Face folder (in the background, as an
     "export" job); the same panel on the Fine-tuning and Transfer pages."""
-    from neuro.experiments.export import start_export
-    from neuro.jobs.runner import JobRefused, list_jobs
+    from neuro.jobs.folders import JobRefused, list_jobs
+    from neuro.jobs.kinds import EXPORT, export_config, job_config
+    from neuro.jobs.runner import start_job
 
     st.subheader("Export")
     done = [j for j in list_jobs(kind=kind) if j.state == "finished"]
@@ -250,11 +268,12 @@ def export_panel(kind: str, key: str) -> None:
     out = st.text_input("Folder (empty: inside the job's folder)", key=f"{key}_out")
     if st.button("Export as a Hugging Face folder", key=key):
         try:
-            info = start_export(pick, out.strip() or None)
-            st.success(f"Exporting in the background (job `{info.id}`) to `{info.params['out']}`; "
+            config = export_config(pick, out.strip() or None)
+            info = start_job(EXPORT, config)
+            st.success(f"Exporting in the background (job `{info.id}`) to `{config.out}`; "
                        "load it with any Hugging Face loader or as a local model in the sidebar.")
         except JobRefused as err:
             st.error("; ".join(err.reasons))
-    exports = [j for j in list_jobs(kind="export") if j.params.get("kind", "finetune") == kind]
+    exports = [j for j in list_jobs(kind="export") if job_config(j).kind == kind]
     for job in exports[:5]:
         st.caption(f"{job.label}: **{job.state}**" + (f" ({job.error})" if job.error else ""))

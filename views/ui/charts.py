@@ -11,6 +11,7 @@ import pandas as pd
 LANG_COLORS = {"cpp": "#4e79a7", "java": "#f28e2b", "python": "#59a14f", "go": "#76b7b2",
                "javascript": "#edc948", "universal": "#b07aa1"}
 
+
 def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", scheme: str = "blues",
             fmt: str = ".3g", x_sort=None, y_sort=None, domain_mid: float | None = None) -> alt.Chart:
     """A labelled heatmap of a long-form frame (x, y, value)."""
@@ -24,10 +25,12 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", sc
     text = base.mark_text(fontSize=11).encode(text=alt.Text(f"{value}:Q", format=fmt))
     return rects + text
 
+
 def matrix_heatmap(matrix: pd.DataFrame, row_name: str, col_name: str, value: str, **kwargs) -> alt.Chart:
     long = matrix.rename_axis(index=row_name, columns=col_name).stack().rename(value).reset_index()
     return heatmap(long, col_name, row_name, value, x_sort=list(matrix.columns), y_sort=list(matrix.index),
                    **kwargs)
+
 
 def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "",
          horizontal: bool = False, sort=None) -> alt.Chart:
@@ -41,6 +44,7 @@ def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: s
         enc["color"] = alt.Color(f"{color}:N", legend=None, scale=alt.Scale(
             domain=names, range=[LANG_COLORS.get(n, "#999") for n in names]))
     return alt.Chart(frame, title=title).mark_bar().encode(**enc)
+
 
 def ablation_bars(summary: pd.DataFrame, title: str = "") -> alt.Chart:
     """Per group: the selected neurons' loss change (bar) beside the random draws' mean +- sd (point and
@@ -58,17 +62,20 @@ def ablation_bars(summary: pd.DataFrame, title: str = "") -> alt.Chart:
     points = base.mark_point(color="black", filled=True).encode(y="random_mean:Q")
     return bars_ + errors + points
 
+
 def dendrogram(segments: pd.DataFrame, leaves: pd.DataFrame, title: str = "") -> alt.Chart:
     lines = alt.Chart(segments, title=title).mark_rule(strokeWidth=2).encode(
         x=alt.X("x:Q", axis=None), x2="x2:Q", y=alt.Y("y:Q", title="distance (1 - similarity)"), y2="y2:Q")
     labels = alt.Chart(leaves).mark_text(dy=12, fontSize=12).encode(x="x:Q", y="y:Q", text="language:N")
     return lines + labels
 
+
 def _color(value: float, scale: float) -> str:
     """Red for positive, blue for negative activation, alpha by magnitude."""
     alpha = 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
     rgb = "220,50,47" if value >= 0 else "38,139,210"
     return f"rgba({rgb},{alpha:.2f})"
+
 
 def token_html(code: str, offsets: list[tuple[int, int]], values: np.ndarray, labels: list[str | None],
                max_tokens: int = 4000) -> str:
@@ -88,6 +95,7 @@ def token_html(code: str, offsets: list[tuple[int, int]], values: np.ndarray, la
     parts.append(html.escape(code[end:]))
     return ('<pre style="font-size:13px;line-height:1.5;white-space:pre-wrap;padding:8px;'
             'border:1px solid #ddd;border-radius:6px">' + "".join(parts) + "</pre>")
+
 
 def example_html(before: str, token: str, after: str) -> str:
     """One top-activating token highlighted in its context."""

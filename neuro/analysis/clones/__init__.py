@@ -1,1 +1,2 @@
-"""TODO"""
+"""Cross-language clone detection: the vector index, retrieval metrics and the lexical baseline.
+"""

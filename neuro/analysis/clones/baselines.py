@@ -1,4 +1,6 @@
-"""TODO docstring (neuro.analysis.clones.baselines)."""
+"""The lexical baseline of clone detection: TF-IDF over identifier subwords and symbols, fitted on the
+selection side.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from neuro.code.corpus import Snippet
 
 _SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\s\w]")
 
+
 def code_tokens(code: str) -> list[str]:
     """Lower-cased identifier pieces (camelCase and snake_case split), numbers and punctuation, so
     `hasCloseElements`, `has_close_elements` and `HasCloseElements` share their tokens."""
     return [t.lower() for t in _SUBWORD.findall(code)]
+
 
 def tfidf_vectors(snippets: Sequence[Snippet], fit_on: Sequence[Snippet] | None = None):
     """Unit-normalized sparse TF-IDF rows (sublinear tf) of the snippets' code tokens, with the vocabulary

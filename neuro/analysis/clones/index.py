@@ -1,8 +1,8 @@
 """Zero-shot cross-language clone detection with concept-layer embeddings.
 
 A program's embedding is the mean over its tokens of one block's output (default: the concept layer,
-see neuro/layers.py), from a forward pass that stops at that block. Similarity is cosine after
-centring (neuro/embeddings.py): by default each program minus the mean of its own language's
+see neuro/analysis/layers.py), from a forward pass that stops at that block. Similarity is cosine after
+centring (neuro/analysis/embeddings.py): by default each program minus the mean of its own language's
 programs, which removes the per-language direction that pooled states carry at every layer. On the
 demo model this more than doubles cross-language MAP@R (HumanEval-X, concept layer: 0.256 with the
 corpus mean -> 0.588); "corpus" (one shared mean) and "none" stay available.
@@ -19,7 +19,7 @@ Evaluation (MAP@R, Recall@1; Musgrave et al., 2020): each program is a query; re
 of the same task. Cross-language: candidates are the programs in the other languages; all-language:
 every other program; per language pair (a, b): queries in a, candidates in b.
 
-No number is measured on the programs it was chosen from (neuro/split.py): the concept layer comes from
+No number is measured on the programs it was chosen from (neuro/code/split.py): the concept layer comes from
 the layer report on the selection side, the centring means are fitted on the selection side's
 embeddings, and the TF-IDF baseline's vocabulary and idf too; queries and candidates are the
 evaluation side's programs only. Search may index the whole corpus: its centring means come from the
@@ -45,11 +45,11 @@ NO_LANGUAGE_MEAN_MESSAGE = ("The corpus has fewer than {min} {lang} programs, so
                             "mean rather than its language's mean.")
 
 
-
 def embed_code(loaded: LoadedModel, code: str, layer: int, max_length: int = 512) -> np.ndarray:
     """(hidden,) embedding of one program at `layer` (the forward stops there)."""
     probe = Snippet("query", "python", "query", code)  # the language plays no part in the forward pass
     return layer_states(loaded, [probe], upto_layer=layer, max_length=max_length).pooled[0, layer]
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -58,6 +58,7 @@ class Hit:
     task: str
     score: float  # cosine similarity in [-1, 1]
     code: str
+
 
 class VectorIndex:
     """Exact cosine top-k over unit rows; rows are stored grouped by language so a language filter
@@ -122,6 +123,7 @@ class VectorIndex:
                 spans.append((block.start, block.stop))
         return spans
 
+
 @dataclass(frozen=True)
 class SearchResult:
     """Ranked hits and the checked query (its language, truncation and warnings). Iterates over hits."""
@@ -145,6 +147,7 @@ class SearchResult:
                 "confidence": round(q.confidence, 4), "lang_overridden": q.overridden, "truncated": q.truncated,
                 "looks_like_code": q.looks_like_code, "low_confidence": q.low_confidence, "notices": list(q.notices),
                 "hits": [{"rank": i + 1, **asdict(h), "score": round(h.score, 6)} for i, h in enumerate(self.hits)]}
+
 
 @dataclass
 class CloneIndex:
@@ -183,6 +186,7 @@ class CloneIndex:
             wanted = [x for x in wanted if x != query.lang]
         hits = self.index.search_vector(self.embed(query.code), k, wanted, lang=query.lang)
         return SearchResult(query, hits, self.layer)
+
 
 def resolve_split(snippets: Sequence[Snippet], split: CorpusSplit | SplitParams | None = None) -> CorpusSplit:
     """The corpus's selection / evaluation split: a `CorpusSplit`'s parameters (or the given `SplitParams`,

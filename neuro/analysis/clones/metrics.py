@@ -1,4 +1,6 @@
-"""TODO docstring (neuro.analysis.clones.metrics)."""
+"""Retrieval metrics of clone detection (MAP@R, Recall@1) per setting and language pair: the same task in
+another language is the relevant hit.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from neuro.code.corpus import Snippet
 def _ranked(sims: np.ndarray) -> np.ndarray:
     """Candidate order per query row, best first (ties keep corpus order)."""
     return np.argsort(-sims, axis=1, kind="stable")
+
 
 def view_scores(order: np.ndarray, relevant: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query, AP@R and hit@1 restricted to `candidates` (bool, queries x corpus), given the ranking
@@ -34,20 +37,24 @@ def view_scores(order: np.ndarray, relevant: np.ndarray, candidates: np.ndarray)
     ap[missing], hit1[missing] = np.nan, np.nan
     return ap, hit1
 
+
 def map_at_r(sims: np.ndarray, relevant: np.ndarray, candidates: np.ndarray | None = None) -> float:
     """MAP@R of a similarity matrix (queries x corpus); queries without relevant items are skipped."""
     candidates = np.ones_like(relevant, dtype=bool) if candidates is None else candidates
     return float(np.nanmean(view_scores(_ranked(sims), relevant, candidates)[0]))
+
 
 def recall_at_1(sims: np.ndarray, relevant: np.ndarray, candidates: np.ndarray | None = None) -> float:
     """Share of queries whose most similar candidate is relevant."""
     candidates = np.ones_like(relevant, dtype=bool) if candidates is None else candidates
     return float(np.nanmean(view_scores(_ranked(sims), relevant, candidates)[1]))
 
+
 def _similarities(vectors, rows: np.ndarray) -> np.ndarray:
     """Cosine similarities of `rows` to every row of unit `vectors` (dense array or sparse matrix)."""
     sims = vectors[rows] @ vectors.T
     return np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims, dtype=np.float32)
+
 
 def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> pd.DataFrame:
     """Cross-language, all-language and per-pair MAP@R / Recall@1 of unit `vectors` (one per snippet).
@@ -99,7 +106,9 @@ def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> p
     return pd.DataFrame(out, columns=["setting", "query_lang", "candidate_lang", "map_at_r", "recall_at_1",
                                       "queries"])
 
+
 SETTINGS = ("cross-language", "all-language")
+
 
 @dataclass
 class CloneEvaluation:

@@ -7,7 +7,6 @@ import time
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
 from neuro.model.loading import model_info
-from neuro.results.store import Store
 
 
 @command("info", "model summary: architecture, layers, neurons per layer, neuron site")
@@ -16,17 +15,19 @@ def cmd_info(args) -> tuple[dict, str]:
     text = "\n".join(f"{k:>18}: {v}" for k, v in info.items())
     return info, text
 
+
 def _capture_options(p) -> None:
     p.add_argument("--no-gradients", action="store_true", help="activations only (no PLS)")
     p.add_argument("--no-syntax", action="store_true", help="skip the per-node-type profiles")
     p.add_argument("--top-k", type=int, default=16, help="top activating tokens kept per neuron")
+
 
 @command("capture", "per-language neuron statistics (activations, PLS, LAPE counts) into the cache",
          _capture_options)
 def cmd_capture(args) -> tuple[dict, str]:
     from neuro.instrument.distributed import distributed_statistics, init_from_env, world
     from neuro.instrument.statistics import capture_statistics
-    from neuro.results.statistics import corpus_statistics
+    from neuro.results.statistics import STATS
 
     rank, size = world()
     device = init_from_env()  # under torchrun: one shard of the corpus per rank, accumulators all-reduced
@@ -36,12 +37,10 @@ def cmd_capture(args) -> tuple[dict, str]:
     split = open_split(args, open_corpus(args))
     snippets = split.selection  # statistics choose neurons: the split's selection side
     start = time.time()
-    stats, hit = corpus_statistics(loaded, snippets, gradients=not args.no_gradients,
-                                   syntax=not args.no_syntax, top_k=args.top_k,
-                                   max_length=args.max_length, store=Store(args.cache),
-                                   progress=progress(f"capture [rank {rank}/{size}]" if size > 1 else "capture"),
-                                   capture=distributed_statistics if size > 1 else capture_statistics,
-                                   save=rank == 0)
+    stats, hit = STATS.fetch(loaded, snippets, gradients=not args.no_gradients, syntax=not args.no_syntax,
+                             top_k=args.top_k, max_length=args.max_length, cache=args.cache,
+                             progress=progress(f"capture [rank {rank}/{size}]" if size > 1 else "capture"),
+                             capture=distributed_statistics if size > 1 else capture_statistics, save=rank == 0)
     summary = {
         "model": loaded.identity, "snippets": len(snippets), "split": split.summary(), "cache_hit": hit, "ranks": size,
         "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
@@ -57,11 +56,12 @@ def cmd_capture(args) -> tuple[dict, str]:
     lines.append(f"{'(cache hit)' if hit else '(computed)'} in {summary['seconds']} s")
     return summary, "\n".join(lines)
 
+
 @command("models", "models with cached results: their card folders open with --model without the weights")
 def cmd_models(args) -> tuple[dict, str]:
     from neuro.model.cards import list_cards
 
-    cards = list_cards(Store(args.cache).root)
+    cards = list_cards(args.cache)
     rows = [{**{k: v for k, v in dataclasses.asdict(c).items() if k != "folder"}, "folder": str(c.folder)}
             for c in cards]
     text = "\n".join(f"{c.folder}  {c.label}" for c in cards) or "no cached results yet"

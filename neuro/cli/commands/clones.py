@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress, read_code_file
-from neuro.results.store import Store
 
 
 def _options(p) -> None:
@@ -21,12 +20,13 @@ def _options(p) -> None:
     p.add_argument("--hit-languages", help="search: comma-separated languages the hits may be in (default: all)")
     p.add_argument("--cross-language", action="store_true", help="search: no hits in the query's own language")
 
-def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
-    from neuro.results.clones import cached_evaluation
 
-    result = cached_evaluation(loaded, snippets, args.layer, split=split, center=args.center,
-                               strip=args.strip_comments, max_length=args.max_length,
-                               store=Store(args.cache), progress=progress("embed"))
+def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
+    from neuro.results.clones import CLONE_EVAL
+
+    result = CLONE_EVAL.get(loaded, snippets, layer=args.layer, split=split, center=args.center,
+                            strip=args.strip_comments, max_length=args.max_length, cache=args.cache,
+                            progress=progress("embed"))
     table = result.overall()
     sweep = result.sweep.pivot(index="layer", columns="setting", values="map_at_r")
     text = (f"measured on the evaluation side ({result.meta['evaluated_programs']} programs, "
@@ -37,11 +37,12 @@ def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
             + "\n\ncross-language MAP@R per pair (rows: query language)\n" + result.pair_matrix().round(3).to_string())
     return result.summary(), text
 
+
 def _search(args, loaded, snippets, split, code: str) -> tuple[dict, str]:
     from neuro.results.clones import build_index
 
     index = build_index(loaded, snippets, args.layer, split=split, center=args.center, max_length=args.max_length,
-                        store=Store(args.cache), progress=progress("embed"))
+                        cache=args.cache, progress=progress("embed"))
     languages = args.hit_languages.split(",") if args.hit_languages else None
     result = index.search(code, k=args.k, languages=languages, lang=args.lang,
                           cross_language=args.cross_language)
@@ -50,6 +51,7 @@ def _search(args, loaded, snippets, split, code: str) -> tuple[dict, str]:
              *(f"note: {n}" for n in q.notices)]
     lines += [f"{i + 1:>3}. {h.score:+.4f}  {h.lang:<11} {h.task:<24} {h.id}" for i, h in enumerate(result.hits)]
     return {"model": loaded.identity, "split": split.summary(), **result.summary()}, "\n".join(lines)
+
 
 @command("clones", "cross-language clone detection: `eval` (MAP@R, Recall@1, baselines, layer sweep) or `search`",
          _options)

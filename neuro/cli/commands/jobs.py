@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuro.cli import command, open_corpus, open_model, open_split
-from neuro.results.store import Store
 
 
 def _jobs_root(args) -> Path | None:
     return Path(args.cache) / "jobs" if args.cache else None
+
 
 def _common_options(p) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
@@ -26,8 +26,10 @@ def _common_options(p) -> None:
                    help="steps between checkpoints that `jobs resume` continues from (0: only the last step)")
     p.add_argument("--export", help="after a single foreground run, export the model as a Hugging Face folder here")
 
+
 def _budget(args) -> int | None:
     return int(args.memory_budget_gb * (1 << 30)) if args.memory_budget_gb else None
+
 
 def _finetune_options(p) -> None:
     from neuro.experiments.finetune import METHODS, NEURON_SETS
@@ -44,22 +46,32 @@ def _finetune_options(p) -> None:
     p.add_argument("--ratio", type=float, default=1.5)
     p.add_argument("--top-fraction", type=float, default=0.01)
 
-def _finish(infos, table, summary_of, split) -> tuple[dict, str]:
-    from neuro.jobs.runner import job_result
 
+def _result_json(info, drop=()) -> dict | None:
+    """The job's typed result as JSON (None while it has none), without the `drop` fields."""
+    from neuro.jobs.kinds import job_result
+
+    result = job_result(info)
+    return None if result is None else {k: v for k, v in result.to_json().items() if k not in drop}
+
+
+def _finish(infos, table, split) -> tuple[dict, str]:
     summary = {"split": split.summary(),
-               "jobs": [{**info.row(), "path": str(info.path), "result": summary_of(job_result(info))}
+               "jobs": [{**info.row(), "path": str(info.path), "result": _result_json(info, drop=("config",))}
                         for info in infos]}
     lines = [split.caption()] + [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
     if table is not None and not table.empty:
         lines.append(table.to_string(index=False))
     return summary, "\n".join(lines)
 
+
 @command("finetune", "neuron-guided fine-tuning (and its baselines) as jobs; results in <cache>/jobs",
          _finetune_options)
 def cmd_finetune(args) -> tuple[dict, str]:
     from neuro.analysis.selectivity import SelectionParams
-    from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons, start_finetune
+    from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons
+    from neuro.jobs.kinds import FINETUNE, finished_results
+    from neuro.jobs.runner import start_job
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     _check_export(args, len(methods))
@@ -68,7 +80,7 @@ def cmd_finetune(args) -> tuple[dict, str]:
     params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
                              top_fraction=args.top_fraction)
     # neurons from the selection side's statistics only; the jobs evaluate on the other side
-    selection = select_finetune_neurons(loaded, split, params, store=Store(args.cache), max_length=args.max_length)
+    selection = select_finetune_neurons(loaded, split, params, store=args.cache, max_length=args.max_length)
     infos = []
     for method in methods:
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
@@ -81,17 +93,19 @@ def cmd_finetune(args) -> tuple[dict, str]:
         # A single foreground run trains the model already loaded; several load fresh copies each,
         # since full fine-tuning and LoRA change the model they train.
         run_loaded = loaded if len(methods) == 1 else None
-        infos.append(start_finetune(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
-                                    detach=args.detach, run_loaded=run_loaded))
-    table = None if args.detach else results_table(infos)
-    summary, text = _finish(infos, table, lambda r: r and {k: v for k, v in r.items() if k != "config"}, split)
+        infos.append(start_job(FINETUNE, config, loaded, snippets, root=_jobs_root(args),
+                               memory_budget=_budget(args), detach=args.detach, run_loaded=run_loaded))
+    table = None if args.detach else results_table(finished_results(infos, FINETUNE))
+    summary, text = _finish(infos, table, split)
     return _export(args, infos, summary, text)
+
 
 def _check_export(args, runs: int) -> None:
     """--export needs one foreground run: refuse before anything starts."""
     if args.export and (runs != 1 or args.detach):
         raise ValueError("--export needs a single foreground run (export detached or compared runs later "
                          "with `jobs export <id>`)")
+
 
 def _export(args, infos, summary: dict, text: str) -> tuple[dict, str]:
     """--export: write the finished run's model as a Hugging Face folder."""
@@ -103,14 +117,16 @@ def _export(args, infos, summary: dict, text: str) -> tuple[dict, str]:
     summary["exported"] = _export_to(infos[0].path, args.export)
     return summary, text + f"\nexported to {summary['exported']}"
 
+
 def _export_to(job_dir: Path, out) -> str:
     """Export here; an occupied folder is a usage error (exit 2 with the message), not a crash."""
-    from neuro.experiments.export import export_model
+    from neuro.jobs.kinds import export_model
 
     try:
         return str(export_model(job_dir, out))
     except FileExistsError as err:
         raise ValueError(f"{err}; choose another folder or remove it") from err
+
 
 def _transfer_options(p) -> None:
     from neuro.experiments.transfer import METHODS
@@ -127,10 +143,13 @@ def _transfer_options(p) -> None:
     p.add_argument("--keep-comments", action="store_true", help="do not strip comments from the code")
     p.add_argument("--no-before", action="store_true", help="skip the evaluation before training")
 
+
 @command("transfer", "concept-layer-guided summarization transfer as jobs: BLEU-4 / ROUGE-L per language",
          _transfer_options)
 def cmd_transfer(args) -> tuple[dict, str]:
-    from neuro.experiments.transfer import LAYER_CHOICES, comparison_table, plan_transfer, start_transfer
+    from neuro.experiments.transfer import LAYER_CHOICES, comparison_table, plan_transfer
+    from neuro.jobs.kinds import TRANSFER, finished_results
+    from neuro.jobs.runner import start_job
 
     choices = args.layers or ["concept"]
     _check_export(args, len(choices))
@@ -148,21 +167,22 @@ def cmd_transfer(args) -> tuple[dict, str]:
                        targets=args.targets.split(",") if args.targets else [], device=args.device,
                        checkpoint_every=args.checkpoint_every, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)
-        config = plan_transfer(loaded, split, args.source, choice, custom, store=Store(args.cache), **options)
+        config = plan_transfer(loaded, split, args.source, choice, custom, store=args.cache, **options)
         run_loaded = loaded if len(choices) == 1 else None
-        infos.append(start_transfer(config, loaded, snippets, root=_jobs_root(args), memory_budget=_budget(args),
-                                    detach=args.detach, run_loaded=run_loaded))
+        infos.append(start_job(TRANSFER, config, loaded, snippets, root=_jobs_root(args),
+                               memory_budget=_budget(args), detach=args.detach, run_loaded=run_loaded))
     text_tables = None
     if not args.detach:
-        bleu, rouge = comparison_table(infos, "bleu4"), comparison_table(infos, "rouge_l")
+        results = finished_results(infos, TRANSFER)
+        bleu, rouge = comparison_table(results, "bleu4"), comparison_table(results, "rouge_l")
         if not bleu.empty:
             import pandas as pd
             text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
                                     names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
             text_tables = text_tables.reset_index()
-    summary, text = _finish(infos, text_tables, lambda r: r and {k: v for k, v in r.items() if k != "config"},
-                            split)
+    summary, text = _finish(infos, text_tables, split)
     return _export(args, infos, summary, text)
+
 
 def _jobs_options(p) -> None:
     p.add_argument("action", choices=["list", "show", "cancel", "resume", "export"])
@@ -172,10 +192,12 @@ def _jobs_options(p) -> None:
     p.add_argument("--detach", action="store_true", help="resume: continue in the background and return at once")
     p.add_argument("--out", help="export: the Hugging Face folder to write (default: <job>/export)")
 
+
 @command("jobs", "list, show, cancel, resume or export background jobs (fine-tuning, transfer, export)",
          _jobs_options)
 def cmd_jobs(args) -> tuple[dict, str]:
-    from neuro.jobs.runner import cancel_job, find_job, job_metrics, job_result, list_jobs, log_tail, resume_job
+    from neuro.jobs.folders import cancel_job, find_job, job_metrics, list_jobs, log_tail
+    from neuro.jobs.runner import resume_job
 
     root = _jobs_root(args)
     if args.action == "list":
@@ -190,13 +212,13 @@ def cmd_jobs(args) -> tuple[dict, str]:
         return info.row(), f"{info.id}: {info.state}"
     if args.action == "resume":
         info = resume_job(args.job, root=root, detach=args.detach)
-        return {**info.row(), "result": job_result(info)}, f"{info.id}: {info.state}" + (
+        return {**info.row(), "result": _result_json(info)}, f"{info.id}: {info.state}" + (
             f" ({info.error})" if info.error else "")
     if args.action == "export":
         return _export_job(find_job(args.job, root), args.out)
     info = find_job(args.job, root)
     metrics = job_metrics(info)
-    summary = {**info.row(), "path": str(info.path), "params": info.params, "result": job_result(info),
+    summary = {**info.row(), "path": str(info.path), "params": info.params, "result": _result_json(info),
                "metrics": metrics[-20:]}
     text = "\n".join(f"{k}: {v}" for k, v in info.row().items())
     if metrics:
@@ -206,10 +228,11 @@ def cmd_jobs(args) -> tuple[dict, str]:
         text += "\n--- log ---\n" + summary["log"]
     return summary, text
 
+
 def _export_job(info, out: str | None) -> tuple[dict, str]:
     """Export a finished fine-tuning or transfer job here (in the foreground)."""
-    from neuro.experiments.export import export_reason
-    from neuro.jobs.runner import JobRefused
+    from neuro.jobs.folders import JobRefused
+    from neuro.jobs.kinds import export_reason
 
     reason = export_reason(info)
     if reason:

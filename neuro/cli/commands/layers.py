@@ -4,7 +4,6 @@ corpus split (the concept layers are then evaluated on the other side, e.g. by `
 from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
-from neuro.results.store import Store
 
 
 def _options(p) -> None:
@@ -13,10 +12,11 @@ def _options(p) -> None:
     p.add_argument("--no-contribution", action="store_true", help="skip the FFN ablation per layer")
     p.add_argument("--concept", type=int, nargs="+", help="override the concept layers")
 
+
 @command("layers", "per-layer language ID, cross-language alignment, syntax probe, contribution; concept layers",
          _options)
 def cmd_layers(args) -> tuple[dict, str]:
-    from neuro.results.layers import cached_layer_report
+    from neuro.results.layers import LAYER_REPORT
 
     loaded, snippets = open_model(args), open_corpus(args)
     split = open_split(args, snippets)
@@ -24,8 +24,7 @@ def cmd_layers(args) -> tuple[dict, str]:
                   max_length=args.max_length)
     if args.concept:
         params["concept_override"] = tuple(args.concept)
-    report = cached_layer_report(loaded, split.selection, store=Store(args.cache), progress=progress("layers"),
-                                 **params)
+    report = LAYER_REPORT.get(loaded, split.selection, cache=args.cache, progress=progress("layers"), **params)
     summary = {"model": loaded.identity, "split": split.summary(), **report.summary()}
     cols = [c for c in report.scores.columns if not c.startswith("syntax_acc_")]
     text = (f"layer scores on the selection side: {split.caption()}\n"

@@ -11,6 +11,7 @@ def _options(p) -> None:
     p.add_argument("-k", type=int, default=5, help="top predictions kept per position (default 5)")
     p.add_argument("--per-token", action="store_true", help="also list each layer's top-1 at every token")
 
+
 @command("lens", "logit lens for one program: next-token loss, accuracy and agreement with the output per layer",
          _options)
 def cmd_lens(args) -> tuple[dict, str]:

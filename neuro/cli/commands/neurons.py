@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
-from neuro.results.store import Store
 
 
 def _selection_options(p) -> None:
@@ -20,8 +19,10 @@ def _selection_options(p) -> None:
                    help="pls: token mean of |a * dL/da| (the paper); attribution: -(1/T) sum_t a * dL/da, the "
                         "first-order estimate of the change in a program's mean loss when a neuron is zeroed")
 
+
 def _seed_option(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random controls (and of sampling)")
+
 
 def _generation_options(p) -> None:
     _selection_options(p)
@@ -32,13 +33,14 @@ def _generation_options(p) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=256)
 
+
 def _statistics(args, loaded, split):
     """Statistics of the split's selection side: neurons are chosen there and measured elsewhere."""
-    from neuro.results.statistics import corpus_statistics
+    from neuro.results.statistics import STATS
 
-    stats, _ = corpus_statistics(loaded, split.selection, max_length=args.max_length, store=Store(args.cache),
-                                 progress=progress("capture"))
-    return stats
+    return STATS.get(loaded, split.selection, max_length=args.max_length, cache=args.cache,
+                     progress=progress("capture"))
+
 
 def _selection(args, stats):
     from neuro.analysis.selectivity import LapeParams, SelectionParams, select_neurons
@@ -50,11 +52,13 @@ def _selection(args, stats):
                                  top_fraction=args.top_fraction, normalize=args.normalize, score=args.score)
     return select_neurons(stats, args.method, params)
 
+
 def _neurons_options(p) -> None:
     _selection_options(p)
     p.add_argument("--permutations", type=int, default=20,
                    help="language-label permutations for the chance level of each count (default 20; 0: none)")
     p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
+
 
 @command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language and layer",
          _neurons_options)
@@ -93,22 +97,24 @@ def cmd_neurons(args) -> tuple[dict, str]:
     lines.append("per layer:\n" + by_layer.to_string())
     return summary, "\n".join(lines)
 
+
 def _ablate_options(p) -> None:
     _selection_options(p)
     _seed_option(p)
     p.add_argument("--draws", type=int, default=5, help="random controls per group (default 5)")
 
+
 @command("ablate", "loss change per language when each language's neurons are zeroed, beside random controls",
          _ablate_options)
 def cmd_ablate(args) -> tuple[dict, str]:
-    from neuro.results.statistics import ablation
+    from neuro.results.statistics import ABLATION
 
     loaded, snippets = open_model(args), open_corpus(args)
     split = open_split(args, snippets)
     stats = _statistics(args, loaded, split)
     selection = _selection(args, stats)
-    result, hit = ablation(loaded, split.evaluation, selection, draws=args.draws, seed=args.seed,
-                           max_length=args.max_length, store=Store(args.cache), progress=progress("ablation"))
+    result, hit = ABLATION.fetch(loaded, split.evaluation, selection=selection, draws=args.draws, seed=args.seed,
+                                 max_length=args.max_length, cache=args.cache, progress=progress("ablation"))
     table = result.summary()
     summary = {"model": loaded.identity, "method": selection.method, "score": getattr(selection.params, "score", None),
                "split": split.summary(), "cache_hit": hit, "base_loss": result.base, "draws": len(result.random_draws),
@@ -121,6 +127,7 @@ def cmd_ablate(args) -> tuple[dict, str]:
             + f"\n\nrandom controls, mean of {len(result.random_draws)} draws\n"
             + result.delta_random.round(4).to_string() + "\n\n" + table.round(3).to_string())
     return summary, text
+
 
 @command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)",
          _generation_options)

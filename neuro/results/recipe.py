@@ -1,0 +1,145 @@
+"""One `Recipe` per kind of cached result, and the one code path that loads or computes it.
+
+A recipe says how a result is keyed (its kind and version, the model's identity, the corpus's hash, its
+own key parts and the versions of the recipes it is computed from), how it is computed (an `Entry` of
+arrays, tables and meta) and how an entry is read back as the typed result. `Recipe.get` loads the result
+or computes it; a computed result is kept with `try_save` (a cache that cannot be written costs only the
+keeping), the finished chunks of its resumable passes (neuro.results.resume) are then dropped, and the
+model's card is remembered so that a copied cache can be browsed without the weights (neuro.model.cards).
+
+Every recipe is listed in neuro.results.registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from neuro.code.corpus import Snippet, corpus_hash
+from neuro.model.cards import remember_model
+from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
+from neuro.results.resume import ChunkCompute, chunked_rows, chunked_sum, drop_chunks, resumable_steps
+from neuro.results.store import Entry, Store, make_key
+
+R = TypeVar("R")
+
+Cache = Store | str | os.PathLike | None  # an open store, the folder of one, or None: the default cache
+
+
+def open_store(cache: Cache = None) -> Store:
+    """The store of a cache folder (None: cache/ or $NEURO_CACHE); an open store is returned as is, so
+    one computation's nested results share its `last_write_error`."""
+    return cache if isinstance(cache, Store) else Store(cache)
+
+
+def picked(*names: str) -> Callable[[dict], dict]:
+    """Key parts that are the named arguments as they are."""
+    return lambda args: {name: args[name] for name in names}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request for a result: what a recipe's `compute` and `reuse` receive. Its resumable passes keep
+    their chunks under the result's own kind and key, so they are dropped once the result is kept."""
+
+    recipe: Recipe
+    loaded: LoadedModel
+    snippets: list[Snippet]
+    args: dict[str, Any]
+    store: Store
+    key: str
+    progress: Progress | None
+    save: bool
+
+    def chunked_rows(self, compute: ChunkCompute, *, progress: Progress | None) -> list[Entry]:
+        """neuro.results.resume.chunked_rows for this result."""
+        return chunked_rows(self.store, self.recipe.kind, self.key, self.snippets, compute, progress=progress,
+                            save=self.save)
+
+    def chunked_sum(self, compute: ChunkCompute, add: Callable[[Entry, Entry], Entry], *,
+                    max_chunks: int | None = None) -> Entry:
+        """neuro.results.resume.chunked_sum for this result."""
+        return chunked_sum(self.store, self.recipe.kind, self.key, self.snippets, compute, add,
+                           max_chunks=max_chunks, progress=self.progress, save=self.save)
+
+    def steps(self, step_keys: Sequence[str], compute: Callable[[int], Entry], *,
+              loaded: Callable[[int], None] | None = None) -> list[Entry]:
+        """neuro.results.resume.resumable_steps for this result."""
+        return resumable_steps(self.store, self.recipe.kind, self.key, step_keys, compute, loaded=loaded,
+                               save=self.save)
+
+
+@dataclass(frozen=True, eq=False)
+class Recipe(Generic[R]):
+    """How one kind of cached result is keyed, computed and read back.
+
+    kind: the cache folder (and part of every key: renaming it orphans the entries).
+    version: bump it whenever the result's content or meaning changes; the old entries are then missed.
+    compute: the result as an Entry, from a `Call` (its `args` are `defaults` updated with the caller's).
+    read: the typed result from an entry (a loaded one or the one just computed).
+    key_parts: the key parts from the args, beyond model, corpus and versions (args that only say how to
+        compute, e.g. a capture function, are left out).
+    defaults: the args a caller may leave out.
+    prepare: (loaded, snippets, args) -> (snippets, args): checks and normalises a request before the
+        cache is read (e.g. a split means its selection side), so a bad request fails before any work.
+    reuse: the result taken from another cached result when that has it (e.g. one layer sliced from the
+        all-layer states), or None; tried before this recipe's own entry, and counted as a hit.
+    inputs: recipes this one is computed from, under the key part names that hold their versions, so
+        bumping one of them misses this one's entries too.
+    """
+
+    kind: str
+    version: int
+    compute: Callable[[Call], Entry]
+    read: Callable[[Entry], R]
+    key_parts: Callable[[dict], dict] = field(default=lambda args: {})
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    prepare: Callable[[LoadedModel, Sequence[Snippet], dict], tuple[Sequence[Snippet], dict]] | None = None
+    reuse: Callable[[Call], R | None] | None = None
+    inputs: Mapping[str, Recipe] = field(default_factory=dict)
+
+    def get(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None, compute: bool = True,
+            save: bool = True, progress: Progress | None = None, **args) -> R | None:
+        """The result: from the cache, else computed and kept (`save=False`: not kept, e.g. on the other
+        ranks of a data-parallel run). With `compute=False`, None when it is not cached (never runs the
+        model)."""
+        found = self._resolve(loaded, snippets, cache, compute, save, progress, args)
+        return None if found is None else found[0]
+
+    def fetch(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None, save: bool = True,
+              progress: Progress | None = None, **args) -> tuple[R, bool]:
+        """(result, cache_hit): `get` for a caller that reports whether the result was computed."""
+        return self._resolve(loaded, snippets, cache, True, save, progress, args)
+
+    def key(self, loaded: LoadedModel, snippets: Sequence[Snippet], **args) -> str:
+        """The cache key of the result these arguments ask for."""
+        return self._call(loaded, snippets, None, None, True, args).key
+
+    def _call(self, loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache, progress: Progress | None,
+              save: bool, args: dict) -> Call:
+        args = {**self.defaults, **args}
+        if self.prepare is not None:
+            snippets, args = self.prepare(loaded, snippets, args)
+        snippets = list(snippets)
+        key = make_key(self.kind, model=loaded.identity, corpus=corpus_hash(snippets), version=self.version,
+                       **self.key_parts(args), **{name: r.version for name, r in self.inputs.items()})
+        return Call(self, loaded, snippets, args, open_store(cache), key, progress, save)
+
+    def _resolve(self, loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache, compute: bool, save: bool,
+                 progress: Progress | None, args: dict) -> tuple[R, bool] | None:
+        call = self._call(loaded, snippets, cache, progress, save, args)
+        if self.reuse is not None and (found := self.reuse(call)) is not None:
+            return found, True
+        entry = call.store.load(self.kind, call.key)
+        if entry is not None:
+            return self.read(entry), True
+        if not compute:
+            return None
+        entry = self.compute(call)
+        if save and call.store.try_save(self.kind, call.key, entry) is not None:
+            drop_chunks(call.store, self.kind, call.key)
+            remember_model(loaded, call.store.root)
+        return self.read(entry), False

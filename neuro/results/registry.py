@@ -1,0 +1,20 @@
+"""Every kind of cached result, in one list: a result kept in the cache is computed by one of these
+recipes (neuro.results.recipe), whose version is the one place to invalidate its entries."""
+
+from __future__ import annotations
+
+from neuro.results.clones import CLONE_EVAL
+from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED, PROJECTION
+from neuro.results.layers import LAYER_REPORT
+from neuro.results.recipe import Recipe
+from neuro.results.statistics import ABLATION, STATS
+
+RECIPES: dict[str, Recipe] = {recipe.kind: recipe for recipe in (
+    STATS,             # per-language neuron statistics (Neurons page, capture, fine-tuning's neurons)
+    ABLATION,          # loss change when each language's neurons are zeroed
+    POOLED,            # all-layer pooled program states
+    LAYER_EMBEDDINGS,  # one layer's pooled states (the clone index)
+    PROJECTION,        # 2-D UMAP of one layer's pooled states
+    LAYER_REPORT,      # per-layer scores and the concept layers
+    CLONE_EVAL,        # cross-language clone retrieval scores
+)}

@@ -483,3 +483,22 @@ def test_attribution_score_selects_by_the_signed_estimate():
     stats.attribution_sum = None
     with pytest.raises(ValueError, match="recapture"):
         select_neurons(stats, "pls", SelectionParams(score="attribution"))
+
+
+def test_chance_level_recipe_keeps_the_null_counts(tmp_path):
+    """The CHANCE recipe computes the statistics it needs, keeps only the small table of null counts, and
+    gives what `chance_level` gives on the same statistics; other parameters are another entry."""
+    from conftest import SNIPPETS, tiny_model
+
+    from neuro.analysis.selectivity import chance_level
+    from neuro.results.statistics import CHANCE, STATS
+
+    model = tiny_model("llama")
+    first, hit = CHANCE.fetch(model, SNIPPETS, cache=tmp_path, permutations=4, stats_args=dict(max_length=64))
+    again, hit_again = CHANCE.fetch(model, SNIPPETS, cache=tmp_path, permutations=4, stats_args=dict(max_length=64))
+    stats = STATS.get(model, SNIPPETS, cache=tmp_path, compute=False, max_length=64)
+    direct = chance_level(stats, "pls", None, 4)
+    assert (hit, hit_again) == (False, True) and first.units == len(SNIPPETS)
+    assert first.summary() == again.summary() == direct.summary()
+    assert CHANCE.get(model, SNIPPETS, cache=tmp_path, compute=False, permutations=5,
+                      stats_args=dict(max_length=64)) is None

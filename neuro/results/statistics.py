@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pandas as pd
 
 from neuro.code.corpus import Snippet, corpus_hash
+from neuro.analysis.selectivity import ChanceLevel, chance_level
 from neuro.instrument.ablation import AblationResult, ablation_matrix
 from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics
 from neuro.model.loading import LoadedModel
@@ -98,3 +100,30 @@ ABLATION: Recipe[AblationResult] = Recipe(
 """Ablation matrix for a `selection`'s language groups (and its universal group with `include_universal`):
 the loss change per language beside `draws` random controls. The snippets are the programs the effects
 are measured on: the evaluation side of the split whose selection side chose `selection` (neuro.code.split)."""
+
+
+def _chance_key(args: dict) -> dict:
+    params = args["params"]
+    return dict(method=args["method"], params=dataclasses.asdict(params) if params is not None else None,
+                permutations=args["permutations"], seed=args["seed"],
+                stats=STATS.key_parts({**STATS.defaults, **args["stats_args"]}))
+
+
+def _chance(call: Call) -> Entry:
+    a = call.args
+    stats = STATS.get(call.loaded, call.snippets, cache=call.store, progress=call.progress, save=call.save,
+                      **a["stats_args"])
+    level = chance_level(stats, a["method"], a["params"], a["permutations"], seed=a["seed"])
+    return Entry(tables={"counts": level.counts},
+                 meta=dict(method=level.method, score=level.score, permutations=level.permutations, units=level.units))
+
+
+CHANCE: Recipe[ChanceLevel] = Recipe(
+    kind="chance_level", version=1, compute=_chance, key_parts=_chance_key, inputs={"stats_version": STATS},
+    read=lambda entry: ChanceLevel(entry.meta["method"], entry.meta["score"], entry.meta["permutations"],
+                                   entry.meta["units"], entry.tables["counts"]),
+    defaults=dict(method="pls", params=None, permutations=20, seed=0, stats_args={}))
+"""The chance level of a selection rule (neuro.analysis.selectivity.chance_level): its counts when the
+units' language labels are permuted, from the statistics of the same programs (`STATS` with
+`stats_args`, computed first when they are not cached). Small, so a page can show it without the
+per-program arrays it is computed from."""

@@ -42,6 +42,14 @@ def _statistics(args, loaded, split):
                      progress=progress("capture"))
 
 
+def _selected(args):
+    """(model, split, statistics of the selection side, the neurons selected on them), as the options say."""
+    loaded = open_model(args)
+    split = open_split(args, open_corpus(args))
+    stats = _statistics(args, loaded, split)
+    return loaded, split, stats, _selection(args, stats)
+
+
 def _selection(args, stats):
     from neuro.analysis.selectivity import LapeParams, SelectionParams, select_neurons
 
@@ -65,10 +73,7 @@ def _neurons_options(p) -> None:
 def cmd_neurons(args) -> tuple[dict, str]:
     from neuro.analysis.selectivity import chance_level, overlap, select_neurons
 
-    loaded, snippets = open_model(args), open_corpus(args)
-    split = open_split(args, snippets)
-    stats = _statistics(args, loaded, split)
-    selection = _selection(args, stats)
+    loaded, split, stats, selection = _selected(args)
     other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
     by_layer = selection.counts_by_layer()
     chance = chance_level(stats, args.method, selection.params, args.permutations, seed=args.split_seed) \
@@ -109,10 +114,7 @@ def _ablate_options(p) -> None:
 def cmd_ablate(args) -> tuple[dict, str]:
     from neuro.results.statistics import ABLATION
 
-    loaded, snippets = open_model(args), open_corpus(args)
-    split = open_split(args, snippets)
-    stats = _statistics(args, loaded, split)
-    selection = _selection(args, stats)
+    loaded, split, stats, selection = _selected(args)
     result, hit = ABLATION.fetch(loaded, split.evaluation, selection=selection, draws=args.draws, seed=args.seed,
                                  max_length=args.max_length, cache=args.cache, progress=progress("ablation"))
     table = result.summary()
@@ -136,10 +138,7 @@ def cmd_ablate_gen(args) -> tuple[dict, str]:
     from neuro.code.sandbox import sandbox_features, sandbox_warning
     from neuro.instrument.ablation import random_like
 
-    loaded, snippets = open_model(args), open_corpus(args)
-    split = open_split(args, snippets)
-    stats = _statistics(args, loaded, split)
-    selection = _selection(args, stats)
+    loaded, split, stats, selection = _selected(args)
     neurons = selection.neurons_for(args.target)
     if not neurons:
         raise ValueError(f"no neurons are specific to {args.target} with these parameters")

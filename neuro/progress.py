@@ -26,6 +26,15 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def seconds_left(done: int, total: int, since: float, done_then: int, now: float) -> float | None:
+    """Time left at the rate measured since (`since`, `done_then`); None until there is enough to measure."""
+    if done >= total:
+        return 0.0
+    if now - since < MIN_ELAPSED_S or done <= done_then:
+        return None
+    return (total - done) * (now - since) / (done - done_then)
+
+
 class Eta:
     """Label, progress and time left of one computation, from its `progress(done, total)` calls."""
 
@@ -39,12 +48,7 @@ class Eta:
         if self.first is None:
             self.first = (now, done)
             return None
-        t0, done0 = self.first
-        if done >= total:
-            return 0.0
-        if now - t0 < MIN_ELAPSED_S or done <= done0:
-            return None
-        return (total - done) * (now - t0) / (done - done0)
+        return seconds_left(done, total, *self.first, now)
 
     def text(self, done: int, total: int) -> str:
         left = self.seconds_left(done, total)

@@ -23,6 +23,7 @@ from neuro.jobs.folders import (
     job_metrics,
     list_jobs,
     process_alive,
+    read_job,
     read_json,
     write_json,
 )
@@ -185,6 +186,27 @@ def test_checkpoint_replaces_the_whole_folder(tmp_path):
     ctx.save_checkpoint(lambda d: (d / "b.txt").write_text("2"))
     assert sorted(p.name for p in (folder / "checkpoint").iterdir()) == ["b.txt"]
     assert not _temporaries(folder)
+
+
+def test_a_running_job_says_how_long_its_phase_has_left(tmp_path, monkeypatch):
+    """The time left is measured from the phase's first report: 20 of 100 steps in 10 s leave about 40 s;
+    a new phase starts a new measurement."""
+    import neuro.jobs.folders as folders
+
+    clock = [1000.0]
+    monkeypatch.setattr(folders.time, "time", lambda: clock[0])
+    folder = create_job("finetune", {}, root=tmp_path)
+    ctx = JobContext(folder)
+    ctx._write_status(state="running", started=clock[0])
+    ctx.progress(0, 100, "train")
+    clock[0] += 10
+    ctx.progress(20, 100, "train")
+    info = read_job(folder)
+    assert info.seconds_left() == pytest.approx(40) and info.progress_text().endswith("(20/100) · about 40 s left")
+    ctx.progress(0, 8, "evaluate")
+    clock[0] += 0.6
+    ctx.progress(2, 8, "evaluate")
+    assert read_job(folder).seconds_left() is None  # under a second of this phase: not yet measured
 
 
 def test_jobs_page_lists_cancels_and_resumes(finished, env, model, monkeypatch):

@@ -4,9 +4,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from neuro.results.embeddings import PROJECTION
+from neuro.results.embeddings import POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
 from views.ui import corpus_split, page_header
+from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
 model, corpus = page_header(
@@ -31,6 +32,10 @@ center = "language" if c4.toggle(
 if report is None:
     st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
 
+if any(PROJECTION.get(model, corpus, layer=layer, center=center, compute=False) is None
+       for layer in {int(low), int(high)}):
+    with progress_bar("Pooled states of every program at every layer") as progress:
+        POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
 first = "umap_ready" not in st.session_state
 points = {}
 with st.spinner("Fitting UMAP (the first fit in a process compiles UMAP's code: about 30 s)…" if first

@@ -97,7 +97,7 @@ def live_panel() -> None:
         st.info("No fine-tuning runs yet.")
         return
     for job in [j for j in jobs if j.active]:
-        st.progress(job.fraction, text=f"{job.label} — {job.phase or job.state} ({job.done}/{job.total})")
+        st.progress(job.fraction, text=job.progress_text())
     curves = []
     for job in jobs[:6]:
         for point in job_metrics(job):

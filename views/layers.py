@@ -6,6 +6,7 @@ import streamlit as st
 from neuro.analysis.lens import LogitLens, logit_lens
 from neuro.results.layers import LAYER_REPORT
 from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui.progress import progress_bar
 from views.ui.state import scope_key, scoped_state
 
 model, corpus = page_header(
@@ -28,10 +29,8 @@ def scores_tab() -> None:
         if not run:
             st.info("Layer scores are not cached for this model and corpus yet.")
             return
-        bar = st.progress(0.0, text="Capturing hidden states…")
-        report = LAYER_REPORT.get(model, split.selection, progress=lambda d, t: bar.progress(
-            d / t, text=f"Layer scores: step {d}/{t}"))
-        bar.empty()
+        with progress_bar("Layer scores (programs forwarded, then layers probed)") as progress:
+            report = LAYER_REPORT.get(model, split.selection, progress=progress)
     override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
                               default=report.concept_layers, key=f"concept_override|{scope_key(model, corpus)}")
     concept = sorted(override) or report.concept_layers

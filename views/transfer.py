@@ -94,7 +94,7 @@ def live_panel() -> None:
         st.info("No transfer runs yet.")
         return
     for job in [j for j in jobs if j.active]:
-        st.progress(job.fraction, text=f"{job.label} — {job.phase or job.state} ({job.done}/{job.total})")
+        st.progress(job.fraction, text=job.progress_text())
         points = job_metrics(job)
         if points:
             st.caption(f"last training loss {points[-1]['loss']:.4f} at step {points[-1]['step']}")

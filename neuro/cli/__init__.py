@@ -17,13 +17,13 @@ import logging
 import os
 import pkgutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from neuro.code.corpus import CorpusError, load_corpus
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
+from neuro.progress import reporter
 from neuro.model.loading import load_model
 from neuro.paths import DEMO_MODEL_DIR
 from neuro.results import cache_problem
@@ -51,13 +51,12 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 
 def progress(label: str):
-    """A progress callback printing `label: done/total` to stderr."""
-    start = time.time()
+    """A progress callback printing `label: done/total · elapsed · about N left` on one stderr line."""
+    clear = "\033[K" if sys.stderr.isatty() else ""  # erase the rest of a longer previous line
 
-    def report(done: int, total: int) -> None:
-        end = "\n" if done >= total else "\r"
-        print(f"{label}: {done}/{total} ({time.time() - start:.1f}s)", end=end, file=sys.stderr, flush=True)
-    return report
+    def show(fraction: float, text: str) -> None:
+        print(f"\r{text}{clear}", end="\n" if fraction >= 1 else "", file=sys.stderr, flush=True)
+    return reporter(label, show)
 
 
 def open_model(args):

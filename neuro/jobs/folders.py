@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuro.paths import REPO_DIR, cache_dir
+from neuro.progress import duration, seconds_left
 from neuro.training.checkpoints import TRAIN_STATE
 from neuro.training.context import JobCancelled
 
@@ -148,6 +149,7 @@ class JobInfo:
     error: str | None = None
     pid: int | None = None
     host: str | None = None
+    phase_since: tuple[float, int] | None = None  # (time, done) of the current phase's first report
 
     @property
     def active(self) -> bool:
@@ -162,6 +164,18 @@ class JobInfo:
         if not self.started:
             return 0.0
         return (self.finished or time.time()) - self.started
+
+    def seconds_left(self) -> float | None:
+        """Time left in the current phase at the rate measured since it began (None: not yet known)."""
+        if not self.active or self.phase_since is None:
+            return None
+        return seconds_left(self.done, self.total, *self.phase_since, time.time())
+
+    def progress_text(self) -> str:
+        """What a progress bar says: the job, its phase, how far, and about how long the phase has left."""
+        text = f"{self.label} — {self.phase or self.state} ({self.done}/{self.total})"
+        left = self.seconds_left()
+        return text + (f" · about {duration(left)} left" if left else "")
 
     def row(self) -> dict:
         """A flat row for tables."""
@@ -209,7 +223,7 @@ def read_job(path: str | os.PathLike, reconcile: bool = True) -> JobInfo | None:
         started=status.get("started"), finished=status.get("finished"), heartbeat=status.get("heartbeat"),
         done=int(progress.get("done", 0)), total=int(progress.get("total", 0)), phase=progress.get("phase", ""),
         message=status.get("message", ""), error=status.get("error"), pid=status.get("pid"),
-        host=status.get("host"))
+        host=status.get("host"), phase_since=tuple(progress["since"]) if progress.get("since") else None)
 
 
 def list_jobs(root: str | os.PathLike | None = None, kind: str | None = None) -> list[JobInfo]:
@@ -374,6 +388,8 @@ class JobContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _last_write: float = 0.0
+    _phase: str = ""
+    _phase_since: tuple[float, int] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -417,7 +433,9 @@ class JobContext:
 
     def progress(self, done: int, total: int, phase: str = "") -> None:
         """Progress of the current phase; written at most twice a second (and always at the end)."""
-        progress = {"done": int(done), "total": int(total), "phase": phase}
+        if phase != self._phase or self._phase_since is None:  # a new phase: its rate is measured from here
+            self._phase, self._phase_since = phase, (time.time(), int(done))
+        progress = {"done": int(done), "total": int(total), "phase": phase, "since": list(self._phase_since)}
         if done >= total or time.time() - self._last_write > 0.5:
             self._last_write = time.time()
             self._flush_metrics()

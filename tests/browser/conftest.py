@@ -52,11 +52,17 @@ def playwright_browser():
 
 
 @contextlib.contextmanager
-def serve_app(work: Path):
+def serve_app(work: Path, embedded: bool = False):
     """`streamlit run app.py` on a free localhost port with its cache in `work`; yields the URL once the
-    server answers, and stops it (and any analysis a page left running) on exit."""
+    server answers, and stops it (and any analysis a page left running) on exit. `embedded`: the app as a
+    newcomer starts it, on the embedded default (demo model and the whole demo corpus)."""
     env = dict(os.environ, NEURO_CACHE=str(work / "cache"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    if demo_model_available() and demo_corpus_available():
+    for name in ("NEURO_MODEL", "NEURO_CORPUS"):
+        env.pop(name, None)
+    if embedded:
+        if not (demo_model_available() and demo_corpus_available()):
+            pytest.skip("the embedded demo model or corpus is not in this checkout")
+    elif demo_model_available() and demo_corpus_available():
         # the embedded model on a slice of the demo corpus (10 tasks x 5 languages) keeps the analyses
         # each page starts on first view short enough for a 2-core CI machine
         from neuro.code.corpus import load_corpus, save_jsonl

@@ -213,6 +213,13 @@ def _check_scores(scores: np.ndarray, languages: list[str]) -> np.ndarray:
     return scores
 
 
+def _flat_scores(scores: np.ndarray, languages: list[str]) -> tuple[np.ndarray, int, int]:
+    """Checked scores as (languages, layers x neurons), with the number of layers and of neurons."""
+    scores = _check_scores(scores, languages)
+    _, n_layers, n_neurons = scores.shape
+    return scores.reshape(len(languages), -1), n_layers, n_neurons
+
+
 def _top_two(flat: np.ndarray):
     """Per column of (languages, M): index and value of the largest and second largest (first on ties)."""
     cols = np.arange(flat.shape[1])
@@ -277,9 +284,7 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
     """
     params = params or SelectionParams()
     languages = list(languages)
-    pls = _check_scores(pls, languages)
-    n_langs, n_layers, n_neurons = pls.shape
-    flat = pls.reshape(n_langs, -1)
+    flat, n_layers, n_neurons = _flat_scores(pls, languages)
     m = flat.shape[1]
     top_two = _top_two(flat)
     top_i, _second_i, top, _second, ratio = top_two
@@ -345,10 +350,8 @@ def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParam
     """
     params = params or LapeParams()
     languages = list(languages)
-    prob = _check_scores(prob, languages)
-    n_langs, n_layers, n_neurons = prob.shape
-    flat = prob.reshape(n_langs, -1)
-    m = flat.shape[1]
+    flat, n_layers, n_neurons = _flat_scores(prob, languages)
+    n_langs, m = flat.shape
     entropy = lape_entropy(flat)
     filter_value, bar = (float(q) for q in np.quantile(flat, [params.filter_quantile, params.activation_quantile]))
     eligible = (flat > filter_value).any(axis=0)

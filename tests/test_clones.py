@@ -403,3 +403,155 @@ def test_clone_evaluation_queries_and_candidates_are_evaluation_programs(tiny_ll
     np.testing.assert_allclose(got.loc[tfidf.index, "map_at_r"], tfidf["map_at_r"], rtol=1e-6)
     with pytest.raises(ValueError, match="no two evaluation programs share a task"):
         CLONE_EVAL.get(tiny_llama, SNIPPETS, layer=1, split=SplitParams(seed=2), cache=store)  # only "sum" held out
+
+
+# --------------------------------------------------------------------------- why a hit is a hit
+
+def test_same_task_ranks_by_hand():
+    from neuro.analysis.clones.explain import MODEL, TFIDF, rank_of, same_task_ranks, top_hits
+
+    # Programs 0..6; the query is program 0 (its own copy), task "a".
+    snippets = [Snippet("a/python", "python", "a", "pa"), Snippet("b/python", "python", "b", "pb"),
+                Snippet("c/python", "python", "c", "pc"), Snippet("a/go", "go", "a", "ga"),
+                Snippet("b/go", "go", "b", "gb"), Snippet("a/java", "java", "a", "ja"),
+                Snippet("b/java", "java", "b", "jb")]
+    model = np.array([1.0, 0.9, 0.2, 0.5, 0.7, 0.8, 0.1])
+    tfidf = np.array([1.0, 0.1, 0.3, 0.6, 0.2, 0.05, 0.4])
+    assert rank_of(model, 3, np.ones(7, bool)) == 5  # 1.0, 0.9, 0.7, 0.8 are higher
+    assert rank_of(model, 3, np.array([0, 0, 0, 1, 1, 0, 0], bool)) == 2
+    cross = np.array([s.lang != "python" for s in snippets])  # "other languages only"
+    ranks = {(r.method, r.lang): r for r in same_task_ranks({MODEL: model, TFIDF: tfidf}, snippets, "a", cross, own=0)}
+    assert set(ranks) == {(m, lang) for m in (MODEL, TFIDF) for lang in ("go", "java")}  # own copy: no python row
+    # Model: go's a (0.5) is below go's b (0.7): rank 2 of 2 in Go; among the 4 candidates 0.8, 0.7 are higher.
+    assert (ranks[MODEL, "go"].rank_in_language, ranks[MODEL, "go"].language_programs) == (2, 2)
+    assert (ranks[MODEL, "go"].rank_among_candidates, ranks[MODEL, "go"].candidates) == (3, 4)
+    assert (ranks[MODEL, "java"].rank_in_language, ranks[MODEL, "java"].rank_among_candidates) == (1, 1)
+    assert (ranks[TFIDF, "go"].rank_in_language, ranks[TFIDF, "go"].rank_among_candidates) == (1, 1)
+    assert (ranks[TFIDF, "java"].rank_in_language, ranks[TFIDF, "java"].rank_among_candidates) == (2, 4)
+    assert ranks[TFIDF, "java"].score == pytest.approx(0.05)
+    # A query that is no corpus program but is declared task "a": Python's a is ranked among all 3 Python programs.
+    declared = {(r.method, r.lang): r for r in same_task_ranks({MODEL: model}, snippets, "a", np.ones(7, bool))}
+    assert declared[MODEL, "python"].rank_in_language == 1 and declared[MODEL, "python"].language_programs == 3
+    assert declared[MODEL, "go"].rank_among_candidates == 5
+    assert [h.id for h in top_hits(tfidf, snippets, cross, 2)] == ["a/go", "b/java"]
+    assert top_hits(tfidf, snippets, np.zeros(7, bool), 3) == []
+
+
+def test_explanation_of_a_corpus_program(tiny_llama, snippets, tmp_path):
+    from neuro.analysis.clones.explain import MODEL, OWN_PROGRAM_MESSAGE, TFIDF
+    from neuro.results.clones import explain_search
+
+    store = open_store(tmp_path)
+    index = build_index(tiny_llama, snippets, cache=store)
+    query = snippets[3]  # rev/python, with its whitespace changed: still the corpus program
+    code = "  " + query.code.replace("\n", "\n\n").replace("    ", "\t") + "\n"
+    result = explain_search(index, snippets, code, k=len(snippets), cache=store)
+    assert (result.task, result.task_source, result.own_id) == ("rev", "corpus program", "rev/python")
+    assert OWN_PROGRAM_MESSAGE.format(id="rev/python", lang="python") in result.notes
+    exact = explain_search(index, snippets, query.code, k=len(snippets), cache=store)
+    # An exact copy: its own program first, similarity 1 at every layer and under TF-IDF.
+    assert exact.hits[MODEL][0].id == "rev/python" and exact.hits[MODEL][0].score == pytest.approx(1, abs=1e-4)
+    assert exact.hits[TFIDF][0].id == "rev/python" and exact.hits[TFIDF][0].score == pytest.approx(1, abs=1e-5)
+    np.testing.assert_allclose(exact.similarity.of("rev/python"), 1.0, atol=1e-4)
+    assert exact.similarity.values.shape[1] == tiny_llama.n_layers and exact.similarity.layer == index.layer
+    # The index's layer of the per-layer similarities is the index's score for every hit.
+    for hit in exact.hits[MODEL]:
+        assert exact.similarity.of(hit.id)[index.layer] == pytest.approx(hit.score, abs=1e-4)
+    # Every layer, independently: an index of that layer's states (its own centring) scores the query the same way.
+    pooled, states = POOLED.get(tiny_llama, snippets, cache=store), pooled_states(
+        tiny_llama, [Snippet("q", "python", "q", query.code)])[0]
+    for layer in range(tiny_llama.n_layers):
+        scores = {h.id: h.score for h in VectorIndex(pooled[:, layer], snippets).search_vector(
+            states[layer], k=len(snippets), lang="python")}
+        for id in exact.similarity.ids:
+            assert exact.similarity.of(id)[layer] == pytest.approx(scores[id], abs=1e-4)
+    # Same-task ranks: Go's and Java's rev (Python's is the query itself), against the index's own ranking and
+    # TF-IDF fitted on the selection side as the evaluation fits it.
+    assert {(r.method, r.lang) for r in exact.ranks} == {(m, lang) for m in (MODEL, TFIDF) for lang in ("go", "java")}
+    selection = split_corpus(snippets).selection
+    tfidf = tfidf_vectors([*snippets, Snippet("q", "python", "q", query.code)], fit_on=selection)
+    tfidf_scores = (tfidf[:-1] @ tfidf[-1].T).toarray().ravel()
+    for r in exact.ranks:
+        if r.method == MODEL:
+            order = [h.id for h in index.search(query.code, k=len(snippets), languages=[r.lang])]
+            everywhere = [h.id for h in index.search(query.code, k=len(snippets))]
+        else:
+            order = sorted((s.id for s in snippets if s.lang == r.lang), key=lambda i: -tfidf_scores[
+                [s.id for s in snippets].index(i)])
+            everywhere = [h.id for h in exact.hits[TFIDF]]
+            assert r.score == pytest.approx(tfidf_scores[[s.id for s in snippets].index(r.id)], abs=1e-5)
+        assert r.rank_in_language == order.index(r.id) + 1 and r.language_programs == len(order)
+        assert r.rank_among_candidates == everywhere.index(r.id) + 1 and r.candidates == len(snippets)
+    assert set(exact.similarity.ids) >= {"rev/go", "rev/java"}
+    assert [s for i, s in zip(exact.similarity.ids, exact.similarity.same_task) if s] == [True, True]  # not its own
+    frame = exact.rank_frame()
+    assert list(frame.language) == ["java", "go"] and f"concept layer {index.layer}: rank in language" in frame
+    assert "Task rev:" in exact.describe() and "java at rank" in exact.describe()
+    summary = exact.summary()
+    assert summary["hits"][0]["id"] == "rev/python" and summary["baseline_hits"][0]["id"] == "rev/python"
+    assert len(summary["same_task_ranks"]) == 4
+    assert len(summary["layer_similarity"]["rows"]) == len(exact.similarity.ids)
+    json.dumps(summary)
+    # Cross-language: the same candidates for both methods.
+    cross = explain_search(index, snippets, query.code, k=3, cross_language=True, cache=store)
+    assert all(h.lang != "python" for m in (MODEL, TFIDF) for h in cross.hits[m]) and cross.candidates == 4
+
+
+def test_explanation_with_an_unknown_or_given_task(tiny_llama, snippets, tmp_path):
+    from neuro.analysis.clones.explain import MODEL, TASK_NOT_IN_CORPUS_MESSAGE, UNKNOWN_TASK_MESSAGE
+    from neuro.results.clones import explain_search
+
+    index = build_index(tiny_llama, snippets, cache=tmp_path)
+    code = "def plus(x, y):\n    return x + y  # not in the corpus\n"
+    unknown = explain_search(index, snippets, code, k=3, cache=tmp_path)
+    assert unknown.task is None and unknown.own_id is None and unknown.ranks == []
+    assert UNKNOWN_TASK_MESSAGE in unknown.notes and unknown.describe() == UNKNOWN_TASK_MESSAGE
+    assert len(unknown.hits[MODEL]) == 3 and len(unknown.similarity.ids) >= 3 and not any(unknown.similarity.same_task)
+    given = explain_search(index, snippets, code, task="add", k=3, cache=tmp_path)
+    assert given.task_source == "given" and {r.lang for r in given.ranks} == {"python", "go", "java"}
+    assert next(r for r in given.ranks if r.lang == "python").language_programs == 3  # no own copy to leave out
+    missing = explain_search(index, snippets, code, task="sort", k=3, cache=tmp_path)
+    assert missing.ranks == [] and TASK_NOT_IN_CORPUS_MESSAGE.format(task="sort") in missing.notes
+
+
+def test_cli_search_explains(folder, capsys):
+    (folder / "q.py").write_text(SNIPPETS[3].code)
+    code = main(["clones", "search", "--code-file", str(folder / "q.py"), "-k", "3", "--cross-language",
+                 "--model", str(folder / "model"), "--corpus", str(folder / "corpus.jsonl"),
+                 "--cache", str(folder / "cache"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["task"] == "rev" and result["own_program"] == "rev/python"
+    assert len(result["hits"]) == 3 and len(result["baseline_hits"]) == 3
+    assert {(r["method"], r["lang"]) for r in result["same_task_ranks"]} == {
+        (m, lang) for m in ("model", "tfidf") for lang in ("go", "java")}
+    rows = result["layer_similarity"]["rows"]
+    assert all(len(r["similarity"]) == 3 for r in rows) and {"rev/go", "rev/java"} <= {r["id"] for r in rows}
+    (folder / "other.py").write_text("def plus(x, y):\n    return x + y\n")
+    code = main(["clones", "search", "--code-file", str(folder / "other.py"), "--task", "add", "--model",
+                 str(folder / "model"), "--corpus", str(folder / "corpus.jsonl"), "--cache", str(folder / "cache"),
+                 "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["task_source"] == "given" and len(result["same_task_ranks"]) == 6
+
+
+def test_page_explains_its_default_example(folder, monkeypatch):
+    monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(folder / "page-cache"))
+    at = AppTest.from_file(str(REPO_DIR / "views" / "clones.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    # The default: the first task every language has ("add"), in Python, its task known.
+    assert at.text_area(key="clones_code").value == SNIPPETS[0].code and at.selectbox(key="clones_task").value == "add"
+    model_hits, tfidf_hits, ranks = (at.dataframe[i].value for i in range(3))
+    assert list(tfidf_hits.columns) == list(model_hits.columns) and "python" not in set(tfidf_hits.language)
+    assert list(ranks.language) == ["java", "go"] and "token TF-IDF: rank in language" in ranks.columns
+    assert any(m.value.startswith("Task add:") for m in at.markdown)
+    assert any("Similarity to the query at every layer" in str(c.proto.spec) for c in at.get("vega_lite_chart"))
+    at.selectbox(key="clones_example_lang").set_value("go").run()
+    assert at.text_area(key="clones_code").value == SNIPPETS[1].code  # add/go
+    at.selectbox(key="clones_example_task").set_value("rev").run()
+    assert at.text_area(key="clones_code").value == SNIPPETS[4].code and at.selectbox(key="clones_task").value == "rev"
+    assert list(at.dataframe[2].value.language) == ["java", "python"]  # the corpus order of languages
+    at.text_area(key="clones_code").set_value("def plus(x, y):\n    return x + y\n").run()
+    assert at.selectbox(key="clones_task").value == "auto"
+    assert any("task is unknown" in c.value for c in at.caption)

@@ -5,12 +5,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.analysis.clones.baselines import TfidfIndex
+from neuro.analysis.clones.explain import MODEL, TFIDF
 from neuro.analysis.clones.index import CloneIndex
 from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING
 from neuro.code.corpus import LANGS
 from neuro.code.upload import CloneInputError, decode_upload
-from neuro.results.clones import CLONE_EVAL, build_index
+from neuro.results.clones import CLONE_EVAL, baseline_index, build_index, explain_search, explanation_cached
 from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
 model, corpus = page_header(
@@ -45,6 +48,16 @@ def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     return found
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _baseline(corpus_and_split: str, _corpus, _split) -> TfidfIndex:
+    return baseline_index(_corpus, _split)
+
+
+def baseline() -> TfidfIndex:
+    """The TF-IDF index of this corpus, fitted on its split's selection side, kept across reruns."""
+    return _baseline(f"{corpus_key(corpus)}|{split.params}", corpus, split)
+
+
 if not (small_enough_to_auto_run(model, corpus) or scoped_state(model, corpus).clones_ready):
     st.info(f"The corpus ({len(corpus)} programs) is not embedded for {model.source} in this session. Embedding "
             "runs the model up to the concept layer once (cached on disk); on a large model use a GPU "
@@ -71,9 +84,69 @@ st.caption(f"The index holds all {len(corpus)} programs in {', '.join(index.inde
 
 
 # --------------------------------------------------------------------------- search
+tasks_by_lang: dict[str, dict[str, str]] = {}
+for snippet in corpus:
+    tasks_by_lang.setdefault(snippet.lang, {}).setdefault(snippet.task, snippet.code)
+everywhere = [t for t in dict.fromkeys(s.task for s in corpus) if all(t in by for by in tasks_by_lang.values())]
+# The default example: the corpus's first task that every language has (in Python when there is one), not
+# chosen for how well the model does on it; the page explains whatever it shows.
+default_lang = "python" if "python" in tasks_by_lang else next(iter(tasks_by_lang))
+default_task = everywhere[0] if everywhere else next(iter(tasks_by_lang[default_lang]))
+
+
+def _use_example() -> None:
+    lang, task = st.session_state["clones_example_lang"], st.session_state.get("clones_example_task")
+    if task in tasks_by_lang.get(lang, {}):
+        st.session_state["clones_code"] = tasks_by_lang[lang][task]
+        st.session_state["clones_task"] = task
+
+
+def _edited() -> None:
+    st.session_state["clones_task"] = "auto"  # edited code: its task is found by matching the corpus again
+
+
+def hits_frame(hits) -> pd.DataFrame:
+    return pd.DataFrame([{"rank": i + 1, "similarity": round(h.score, 4), "language": h.lang, "task": h.task,
+                          "id": h.id} for i, h in enumerate(hits)])
+
+
+def layer_chart(explanation) -> alt.Chart:
+    """One heat row per program: its similarity to the query at every layer, the index's layer marked."""
+    sim = explanation.similarity
+    order = {MODEL: {h.id: i + 1 for i, h in enumerate(explanation.hits[MODEL])},
+             TFIDF: {h.id: i + 1 for i, h in enumerate(explanation.hits[TFIDF])}}
+    labels = []
+    for id, same in zip(sim.ids, sim.same_task):
+        tags = [f"model #{order[MODEL][id]}" if id in order[MODEL] else "",
+                f"TF-IDF #{order[TFIDF][id]}" if id in order[TFIDF] else "", "same task" if same else ""]
+        labels.append(f"{id}  ({', '.join(t for t in tags if t)})")
+    frame = sim.frame()
+    frame["program"] = frame.id.map(dict(zip(sim.ids, labels)))
+    heat = alt.Chart(frame, title="Similarity to the query at every layer").mark_rect().encode(
+        x=alt.X("layer:O"), y=alt.Y("program:N", sort=labels, title=None),
+        color=alt.Color("similarity:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
+        tooltip=["id", "task", "layer", alt.Tooltip("similarity:Q", format=".3f")])
+    mark = alt.Chart(pd.DataFrame({"layer": [sim.layer]})).mark_rect(
+        fill=None, stroke="black", strokeWidth=2).encode(x="layer:O")
+    return (heat + mark).properties(height=18 * len(labels) + 40)
+
+
 def search_tab() -> None:
-    example = next((s.code for s in corpus if s.lang == "python"), corpus[0].code)
-    code = st.text_area("Paste a function", value=example, height=220, key="clones_code")
+    langs = list(tasks_by_lang)
+    if "clones_code" not in st.session_state:
+        st.session_state["clones_code"] = tasks_by_lang[default_lang][default_task]
+        st.session_state["clones_task"] = default_task
+    with st.expander("Pick an example from the corpus", expanded=False):
+        e1, e2 = st.columns(2)
+        example_lang = e1.selectbox("Language", langs, index=langs.index(default_lang), key="clones_example_lang",
+                                    on_change=_use_example)
+        tasks = list(tasks_by_lang[example_lang])
+        e2.selectbox("Task", tasks, index=tasks.index(default_task) if default_task in tasks else 0,
+                     key="clones_example_task", on_change=_use_example)
+        st.caption(f"The page opens on {default_task} in {default_lang}: the corpus's first task that "
+                   f"{'every language has' if everywhere else 'it has'}, not chosen for how well the model does on "
+                   "it. Whatever the ranks below are, they are what this model does.")
+    code = st.text_area("Paste a function", height=220, key="clones_code", on_change=_edited)
     upload = st.file_uploader("…or upload a source file", key="clones_upload")
     if upload is not None:
         decoded = decode_upload(upload.getvalue(), upload.name)
@@ -82,7 +155,7 @@ def search_tab() -> None:
         else:
             code = decoded.text
             st.caption(f"Searching the uploaded file {upload.name} ({decoded.encoding}).")
-    c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
     lang = c1.selectbox("Query language", ["auto", *LANGS], key="clones_lang",
                         format_func=lambda x: "detect automatically" if x == "auto" else x)
     languages = c2.multiselect("Hits in", index.index.languages, default=index.index.languages,
@@ -91,33 +164,78 @@ def search_tab() -> None:
     cross = c4.checkbox("Other languages only", value=True, key="clones_cross",
                         help="Drop hits in the query's own language (same-language programs share syntax, so "
                              "they crowd out the cross-language clones).")
+    all_tasks = list(dict.fromkeys(s.task for s in corpus))
+    if st.session_state.get("clones_task") not in ["auto", *all_tasks]:
+        st.session_state["clones_task"] = "auto"
+    task = c5.selectbox("Query's task", ["auto", *all_tasks], key="clones_task",
+                        format_func=lambda x: "match the corpus" if x == "auto" else x,
+                        help="For the same-task ranks: which corpus task the query is. 'match the corpus': the "
+                             "task of the corpus program it equals (whitespace aside), if any.")
+    args = dict(k=int(k), languages=languages, lang=None if lang == "auto" else lang, cross_language=cross)
     try:
-        result = index.search(code, k=int(k), languages=languages, lang=None if lang == "auto" else lang,
-                              cross_language=cross)
+        result = index.search(code, **args)
     except CloneInputError as err:
         st.info(str(err))
-        result = None
-    if result is not None:
-        q = result.query
-        how = "chosen by you" if q.overridden else f"detected at {q.confidence:.0%} confidence"
-        st.markdown(f"**Query language: {q.lang}** ({how}).")
-        for notice in q.notices:
-            st.warning(notice)
-        if not result.hits:
-            st.info("No program matches the language filter.")
-        else:
-            table = pd.DataFrame([{"rank": i + 1, "similarity": round(h.score, 4), "language": h.lang,
-                                   "task": h.task, "id": h.id} for i, h in enumerate(result.hits)])
-            st.dataframe(table, width="stretch", hide_index=True)
-            left, right = st.columns(2)
-            with left:
-                st.markdown("**Query**")
-                st.code(q.code, language=q.lang)
-            with right:
-                st.markdown("**Hits**")
-                for i, hit in enumerate(result.hits):
-                    with st.expander(f"#{i + 1}  {hit.score:.3f}  ·  {hit.lang}  ·  {hit.task}", expanded=i == 0):
-                        st.code(hit.code, language=hit.lang)
+        return
+    explanation = None
+    if small_enough_to_auto_run(model, corpus) or explanation_cached(index, corpus) \
+            or st.button("Compare with TF-IDF and every layer", key="clones_explain",
+                         help="One pass over the corpus that keeps every layer (cached on disk)."):
+        with progress_bar("Embedding every layer") as progress:
+            explanation = explain_search(index, corpus, code, task=None if task == "auto" else task, split=split,
+                                         baseline=baseline(), concept=layer == default.layer, progress=progress,
+                                         **args)
+    q = result.query
+    how = "chosen by you" if q.overridden else f"detected at {q.confidence:.0%} confidence"
+    st.markdown(f"**Query language: {q.lang}** ({how}).")
+    for notice in q.notices:
+        st.warning(notice)
+    model_hits = result.hits if explanation is None else explanation.hits[MODEL]
+    if not model_hits:
+        st.info("No program matches the language filter.")
+        return
+    name = f"Model: {'concept ' if layer == default.layer else ''}layer {index.layer}"
+    if explanation is None:
+        st.dataframe(hits_frame(model_hits), width="stretch", hide_index=True)
+    else:
+        left, right = st.columns(2)
+        left.markdown(f"**{name}** (cosine of pooled states)")
+        left.dataframe(hits_frame(model_hits), width="stretch", hide_index=True)
+        right.markdown("**Lexical baseline: token TF-IDF** (fitted on the selection side)")
+        right.dataframe(hits_frame(explanation.hits[TFIDF]), width="stretch", hide_index=True)
+        explain_block(explanation)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Query**")
+        st.code(q.code, language=q.lang)
+    with right:
+        st.markdown(f"**Hits** ({name.lower()})")
+        for i, hit in enumerate(model_hits):
+            with st.expander(f"#{i + 1}  {hit.score:.3f}  ·  {hit.lang}  ·  {hit.task}", expanded=i == 0):
+                st.code(hit.code, language=hit.lang)
+
+
+def explain_block(explanation) -> None:
+    st.markdown("**Where each method finds the query's task**")
+    for note in explanation.notes:
+        st.caption(note)
+    if explanation.ranks:
+        side = "evaluation" if explanation.task in {s.task for s in split.evaluation} else "selection"
+        st.dataframe(explanation.rank_frame(), width="stretch", hide_index=True)
+        st.markdown(explanation.describe())
+        st.caption("Rank in language: among that language's programs (column programs; the query's own copy "
+                   "left out); a rank is 1 + the number of programs scoring higher. Rank among hits: its place in "
+                   "the hit list above, were the "
+                   f"list {explanation.candidates} long (the language filter applies). The task {explanation.task} "
+                   f"is on the {side} side of the split (the concept layer is chosen on the selection side). "
+                   "TF-IDF matches identifier pieces, symbols and the docstring's words, which parallel programs "
+                   "often share; the model's similarity comes from its hidden states alone.")
+    st.altair_chart(layer_chart(explanation), width="stretch")
+    st.caption("How to read the rows: each is a hit (of the model, of TF-IDF, or both) or a program of the query's "
+               "task; each cell is its cosine similarity to the query at that layer, centred at every layer as the "
+               f"index centres ({CENTERINGS[center]}). Red: similar, blue: dissimilar. The boxed column is layer "
+               f"{explanation.layer}, where the model's hits are ranked. A same-task row that is red at some layers "
+               "and pale at the boxed one shows where the model's representations agree and where they do not.")
 
 
 # --------------------------------------------------------------------------- evaluation

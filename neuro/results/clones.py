@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from neuro.analysis.clones.baselines import tfidf_vectors
+from neuro.analysis.clones.baselines import TfidfIndex, tfidf_vectors
+from neuro.analysis.clones.explain import QueryExplanation, explain_query
 from neuro.analysis.clones.index import CloneIndex, VectorIndex, resolve_split
 from neuro.analysis.clones.metrics import CloneEvaluation, retrieval_table
 from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
@@ -158,3 +159,28 @@ def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | N
     layer = int(layer)
     emb = LAYER_EMBEDDINGS.get(loaded, snippets, layer=layer, max_length=max_length, cache=cache, progress=progress)
     return CloneIndex(loaded, layer, VectorIndex(emb, snippets, center=center), max_length)
+
+
+def baseline_index(snippets: Sequence[Snippet], split: CorpusSplit | SplitParams | None = None) -> TfidfIndex:
+    """TF-IDF over the whole corpus, its vocabulary and idf fitted on the selection side of `split` (as the
+    evaluation fits it)."""
+    return TfidfIndex(snippets, fit_on=resolve_split(snippets, split).selection)
+
+
+def explanation_cached(index: CloneIndex, snippets: Sequence[Snippet], cache: Cache = None) -> bool:
+    """Whether explaining a search costs no pass over the corpus (its all-layer pooled states are cached)."""
+    return POOLED.get(index.loaded, snippets, max_length=index.max_length, cache=cache, compute=False) is not None
+
+
+def explain_search(index: CloneIndex, snippets: Sequence[Snippet], code: str, *, task: str | None = None, k: int = 10,
+                   languages: Sequence[str] | None = None, lang: str | None = None, cross_language: bool = False,
+                   split: CorpusSplit | SplitParams | None = None, baseline: TfidfIndex | None = None,
+                   concept: bool = True, cache: Cache = None, progress: Progress | None = None) -> QueryExplanation:
+    """`index.search(code, ...)` explained (neuro/analysis/clones/explain.py): the TF-IDF baseline's hits
+    over the same candidates, the same-task ranks per language, and every hit's similarity at every layer.
+    `snippets` are the programs the index was built on, in the same order; their all-layer pooled states
+    come from the cache (one pass over the corpus when missing); `baseline` (default: `baseline_index`)
+    can be kept between calls."""
+    pooled = POOLED.get(index.loaded, snippets, max_length=index.max_length, cache=cache, progress=progress)
+    return explain_query(index, code, pooled, snippets, baseline or baseline_index(snippets, split), task=task, k=k,
+                         languages=languages, lang=lang, cross_language=cross_language, concept=concept)

@@ -69,6 +69,7 @@ class VectorIndex:
             raise ValueError("an index needs one embedding per snippet, and at least one snippet")
         rank = {lang: i for i, lang in enumerate([*LANGS, *sorted({s.lang for s in snippets} - set(LANGS))])}
         order = sorted(range(len(snippets)), key=lambda i: rank[snippets[i].lang])
+        self.order = np.asarray(order, dtype=np.int64)  # row r of the index is snippet order[r] as given
         self.snippets = [snippets[i] for i in order]
         langs = [s.lang for s in self.snippets]
         embeddings = np.asarray(embeddings, dtype=np.float32)[order]
@@ -90,11 +91,21 @@ class VectorIndex:
         """Whether a query in `lang` gets its own language's mean (else the corpus mean, or none)."""
         return self.centering.how != "language" or lang in self.centering.language_means
 
+    def query_vector(self, vector: np.ndarray, lang: str | None = None) -> np.ndarray:
+        """`vector` (a raw embedding of a program in `lang`) centred as the index centres it, unit length."""
+        return unit_rows(np.asarray(vector, dtype=np.float32)[None], self.centering.mean_for(lang))[0]
+
+    def scores(self, vector: np.ndarray, lang: str | None = None) -> np.ndarray:
+        """Cosine of `vector` with every row, in the order the snippets were given (not the index's)."""
+        out = np.empty(len(self.snippets), dtype=np.float32)
+        out[self.order] = self.vectors @ self.query_vector(vector, lang)
+        return out
+
     def search_vector(self, vector: np.ndarray, k: int = 10, languages: Sequence[str] | None = None,
                       lang: str | None = None) -> list[Hit]:
         """The k rows most similar to `vector`, a raw embedding of a program in `lang` (centred and
         normalized here: with language centring, on that language's mean when the corpus has one)."""
-        query = unit_rows(np.asarray(vector, dtype=np.float32)[None], self.centering.mean_for(lang))[0]
+        query = self.query_vector(vector, lang)
         spans = self._spans(languages)
         if not spans or k <= 0:
             return []
@@ -157,7 +168,7 @@ class CloneIndex:
     layer: int
     index: VectorIndex
     max_length: int = 512
-    _recent: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _recent: dict[object, np.ndarray] = field(default_factory=dict, repr=False)
 
     def embed(self, code: str) -> np.ndarray:
         """The query's embedding; the last few are kept, so a page rerun with unchanged code costs no pass."""
@@ -168,6 +179,18 @@ class CloneIndex:
                 self._recent.pop(next(iter(self._recent)), None)
             self._recent[code] = vector
         return vector
+
+    def embed_all_layers(self, code: str) -> np.ndarray:
+        """(layers, hidden): the query's pooled states at every layer, from one full forward pass."""
+        key = ("all layers", code)
+        states = self._recent.get(key)
+        if states is None:
+            probe = Snippet("query", "python", "query", code)
+            states = layer_states(self.loaded, [probe], max_length=self.max_length).pooled[0]
+            if len(self._recent) >= 32:
+                self._recent.pop(next(iter(self._recent)), None)
+            self._recent[key] = states
+        return states
 
     def search(self, code: str, k: int = 10, languages: Sequence[str] | None = None, lang: str | None = None,
                cross_language: bool = False) -> SearchResult:

@@ -19,6 +19,8 @@ def _options(p) -> None:
     p.add_argument("-k", type=int, default=10, help="search: number of hits (default 10)")
     p.add_argument("--hit-languages", help="search: comma-separated languages the hits may be in (default: all)")
     p.add_argument("--cross-language", action="store_true", help="search: no hits in the query's own language")
+    p.add_argument("--task", help="search: the query's task in the corpus, for the same-task ranks (default: the task "
+                                  "of the corpus program the query equals, after whitespace normalisation)")
 
 
 def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
@@ -39,18 +41,27 @@ def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
 
 
 def _search(args, loaded, snippets, split, code: str) -> tuple[dict, str]:
-    from neuro.results.clones import build_index
+    from neuro.analysis.clones.explain import MODEL, TFIDF
+    from neuro.results.clones import build_index, explain_search
 
     index = build_index(loaded, snippets, args.layer, split=split, center=args.center, max_length=args.max_length,
                         cache=args.cache, progress=progress("embed"))
     languages = args.hit_languages.split(",") if args.hit_languages else None
-    result = index.search(code, k=args.k, languages=languages, lang=args.lang,
-                          cross_language=args.cross_language)
+    result = explain_search(index, snippets, code, task=args.task, k=args.k, languages=languages, lang=args.lang,
+                            cross_language=args.cross_language, split=split, concept=args.layer is None,
+                            cache=args.cache, progress=progress("embed every layer"))
     q = result.query
     lines = [f"query: {q.lang} ({'given' if q.overridden else f'detected, {q.confidence:.0%}'}), layer {result.layer}",
-             *(f"note: {n}" for n in q.notices)]
-    lines += [f"{i + 1:>3}. {h.score:+.4f}  {h.lang:<11} {h.task:<24} {h.id}" for i, h in enumerate(result.hits)]
-    return {"model": loaded.identity, "split": split.summary(), **result.summary()}, "\n".join(lines)
+             *(f"note: {n}" for n in (*q.notices, *result.notes))]
+    for method in (MODEL, TFIDF):
+        lines += [f"\n{result.label(method)}"]
+        lines += [f"{i + 1:>3}. {h.score:+.4f}  {h.lang:<11} {h.task:<24} {h.id}"
+                  for i, h in enumerate(result.hits[method])]
+    if result.ranks:
+        lines += ["\nsame-task ranks", result.rank_frame().to_string(index=False)]
+    lines += ["", result.describe()]
+    summary = {"model": loaded.identity, "split": split.summary(), **result.summary()}
+    return summary, "\n".join(lines)
 
 
 @command("clones", "cross-language clone detection: `eval` (MAP@R, Recall@1, baselines, layer sweep) or `search`",

@@ -163,3 +163,51 @@ def test_page_state_is_kept_per_model_and_corpus():
     at.run()  # a rerun keeps the state
     assert not at.exception
     assert at.markdown[0].value == repr([[2, 3], None, None])
+
+
+def _cache_files(cache) -> set:
+    return {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+
+
+def test_home_leads_with_the_findings_without_computing(monkeypatch, app_env, tmp_path):
+    """The Overview says what was found from the cache only: with nothing cached, each line says which page
+    computes it and links there; once the Neurons page's statistics and chance level are cached, the counts
+    appear beside their chance level, and the page still computes nothing."""
+    from neuro.analysis.selectivity import SelectionParams
+    from neuro.code.corpus import load_corpus
+    from neuro.code.split import split_corpus
+    from neuro.model.loading import load_model
+    from neuro.results.statistics import CHANCE, STATS
+
+    cache = tmp_path / "cache"
+    at = _run(monkeypatch, app_env, NEURO_CACHE=str(cache))
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader][0] == "What was found"
+    texts = [m.value for m in at.markdown]
+    for title in ("Language-specific neurons", "Universal neurons", "Where they sit", "Language family tree",
+                  "Concept layers", "Clone detection"):
+        line = next(t for t in texts if t.startswith(f"**{title}.**"))
+        assert "Not computed yet" in line, line
+    links = {(link.value, link.proto.page, link.proto.query_string) for link in at.page_link}
+    assert ("Neurons · Layer map", "neurons", "tab=Layer+map") in links, links
+    assert ("Neurons · Language relations", "neurons", "tab=Language+relations") in links
+    assert ("Layers · Layer scores", "layers", "tab=Layer+scores") in links
+    assert ("Clones · Evaluation", "clones", "tab=Evaluation") in links
+    assert _cache_files(cache) == set()  # the page computed nothing
+    assert {m.label: m.value for m in at.metric}["Layers"] == "3"  # the model summary is still there
+
+    loaded = load_model(app_env / "model")
+    selection = split_corpus(load_corpus(str(app_env / "corpus.jsonl"))).selection
+    STATS.get(loaded, selection, cache=cache)
+    CHANCE.get(loaded, selection, method="pls", params=SelectionParams(), cache=cache)
+    kept = _cache_files(cache)
+    at = _run(monkeypatch, app_env, NEURO_CACHE=str(cache))
+    assert not at.exception, at.exception
+    texts = [m.value for m in at.markdown]
+    specific = next(t for t in texts if t.startswith("**Language-specific neurons.**"))
+    assert re.search(r"\d+ of 144 FFN neurons \(\d+\.\d\d %\)", specific) and "chance" in specific, specific
+    assert "mean" in specific and "max" in specific
+    assert any(t.startswith("**Language family tree.** PLS profiles") for t in texts)
+    assert "Not computed yet" in next(t for t in texts if t.startswith("**Concept layers.**"))
+    assert _cache_files(cache) == kept
+    print("\n".join(t for t in texts if t.startswith("**")))

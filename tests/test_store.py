@@ -222,3 +222,78 @@ def test_the_registry_lists_every_recipe():
         found |= {id(v) for v in vars(module).values() if isinstance(v, Recipe)}
     assert found == {id(r) for r in RECIPES.values()}
     assert all(kind == r.kind for kind, r in RECIPES.items())
+
+
+# --------------------------------------------------------------------------- the shipped, read-only layer
+def _files(folder):
+    """Every file under `folder` with its bytes (what a write or a delete would change)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _shipped(tmp_path, model="m"):
+    """A shipped folder holding one entry of `_recipe()` for `model`, and that entry's key."""
+    shipped = tmp_path / "shipped"
+    key = _recipe().key(_model(model), [])
+    Store(shipped, shipped=None).save("k", key, _entry())
+    return shipped, key
+
+
+def test_the_shipped_layer_serves_a_miss_and_is_never_written(tmp_path):
+    shipped, key = _shipped(tmp_path)
+    before = _files(shipped)
+    store, calls = Store(tmp_path / "cache", shipped=shipped), []
+    recipe = _recipe(lambda: calls.append(1) or _entry())
+    found, hit = recipe.fetch(_model(), [], cache=store)
+    assert hit and not calls and found.meta == {"note": "hi"}
+    np.testing.assert_array_equal(found.arrays["x"], _entry().arrays["x"])
+    assert store.exists("k", key) and not store.path("k", key).exists()  # served, not copied into the cache
+    assert recipe.get(_model("other"), [], cache=store) is not None and calls == [1]  # another model computes
+    assert store.path("k", recipe.key(_model("other"), [])).is_dir()  # ... and keeps it in the writable cache
+    assert _files(shipped) == before and store.entries("k") and len(store.entries("k")) == 1
+
+
+def test_the_writable_cache_comes_before_the_shipped_layer(tmp_path):
+    shipped, key = _shipped(tmp_path)
+    store = Store(tmp_path / "cache", shipped=shipped)
+    store.save("k", key, Entry(meta={"note": "mine"}))
+    assert store.load("k", key).meta == {"note": "mine"}
+    assert Store(tmp_path / "cache", shipped=None).load("k", key).meta == {"note": "mine"}
+    assert Store(tmp_path / "empty", shipped=None).load("k", key) is None  # without the layer: a miss
+
+
+def test_a_damaged_shipped_entry_is_reported_missed_and_kept(tmp_path, caplog):
+    shipped, key = _shipped(tmp_path)
+    data = shipped / "k" / key / "arrays.safetensors"
+    raw = bytearray(data.read_bytes())
+    raw[-5] ^= 0x01
+    data.write_bytes(bytes(raw))
+    before = _files(shipped)
+    store, calls = Store(tmp_path / "cache", shipped=shipped), []
+    with caplog.at_level("WARNING"):
+        assert store.load("k", key) is None
+    assert any("shipped result" in r.getMessage() and "precompute" in r.getMessage() for r in caplog.records)
+    recipe = _recipe(lambda: calls.append(1) or _entry())
+    assert recipe.fetch(_model(), [], cache=store)[1] is False and calls == [1]  # computed instead
+    assert store.path("k", key).is_dir()  # kept in the writable cache, found first from now on
+    assert _files(shipped) == before  # never deleted nor repaired
+
+
+def test_a_damaged_cache_entry_falls_back_to_the_shipped_one(tmp_path):
+    shipped, key = _shipped(tmp_path)
+    store = Store(tmp_path / "cache", shipped=shipped)
+    store.save("k", key, Entry(meta={"note": "mine"}))
+    (store.path("k", key) / "manifest.json").write_text("{garbled")
+    assert store.load("k", key).meta == {"note": "hi"} and not store.path("k", key).exists()
+
+
+def test_where_the_shipped_layer_is(tmp_path, monkeypatch):
+    from neuro.paths import PRECOMPUTED_DIR
+
+    monkeypatch.delenv("NEURO_PRECOMPUTED", raising=False)
+    assert Store(tmp_path).shipped == PRECOMPUTED_DIR
+    assert Store(PRECOMPUTED_DIR).shipped is None  # the shipped folder itself has no layer below it
+    monkeypatch.setenv("NEURO_PRECOMPUTED", "none")
+    assert Store(tmp_path).shipped is None and open_store(tmp_path).shipped is None
+    monkeypatch.setenv("NEURO_PRECOMPUTED", str(tmp_path / "elsewhere"))
+    assert Store(tmp_path).shipped == tmp_path / "elsewhere"
+    assert Store(tmp_path).load("k", "absent") is None and Store(tmp_path).writable_only().shipped is None

@@ -16,8 +16,18 @@ from neuro.analysis.selectivity import (
 from neuro.code.corpus import LANGS
 from neuro.code.syntax import align_tokens, detect_language
 from neuro.instrument.statistics import trace_tokens
-from neuro.results.statistics import ABLATION
-from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, pls_statistics
+from neuro.results.statistics import ABLATION, CHANCE
+from views.ui import (
+    charts,
+    corpus_key,
+    corpus_split,
+    lazy_tabs,
+    page_header,
+    pls_statistics,
+    small_enough_to_auto_run,
+    stats_from_cache,
+)
+from views.ui.progress import progress_bar
 
 MAX_PASTE = 20_000
 
@@ -47,7 +57,27 @@ def cached_views(key: str, method: str, params, _stats) -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def cached_chance(key: str, method: str, params, _stats):
-    return chance_level(_stats, method, params) if _stats.has_units() else None
+    return chance_level(_stats, method, params)
+
+
+def chance_for(method: str, params):
+    """The chance level of the selection rule: from the statistics' per-program scores, else cached (the
+    shipped one of the demo's default parameters); where those scores were left out (the shipped statistics
+    of the demo) and the setup is small, the statistics are captured again first, with a progress bar.
+    None when there is nothing to compute it from."""
+    if stats.has_units():
+        return cached_chance(stats_key, method, params, stats)
+    chance = CHANCE.get(model, corpus, method=method, params=params, compute=False)
+    if chance is not None or not (stats.units_omitted and small_enough_to_auto_run(model, corpus)):
+        return chance
+    note = st.info("The chance level for these parameters is computed from per-program scores that the shipped "
+                   "statistics leave out: capturing the statistics once more, with them (about half a minute on "
+                   "a CPU, then kept in the cache).")
+    with progress_bar("Per-program scores for the chance level") as progress:
+        chance = CHANCE.get(model, corpus, method=method, params=params, progress=progress)
+    note.empty()
+    stats_from_cache.clear()
+    return chance
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -108,7 +138,7 @@ st.markdown(
     + (f"(quantile of max PLS, scale: {params.normalize})." if method == "pls" else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
-chance = cached_chance(stats_key, method, params, stats)
+chance = chance_for(method, params)
 cols = st.columns(len(counts))
 for col, (name, value) in zip(cols, counts.items()):
     col.metric(name, value, help=None if chance is None else "what the same rule selects when language labels are "

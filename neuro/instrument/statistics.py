@@ -8,6 +8,7 @@ memory is O(layers x neurons) whatever the corpus size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -119,14 +120,30 @@ class CorpusStats:
         return {"pls": self.pls, "attribution": self.attribution,
                 "probability": self.activation_probability}[name]()
 
+    UNIT_ARRAYS = ("unit_pls", "unit_attribution", "unit_active", "unit_tokens", "unit_samples", "unit_lang")
+
     def has_units(self) -> bool:
         return self.unit_lang is not None and len(self.unit_lang) > 0
+
+    @property
+    def units_omitted(self) -> bool:
+        """Whether the per-unit arrays were left out of these statistics (`without_units`, e.g. the shipped
+        results of the demo model): a chance level then needs the statistics captured again."""
+        return bool(self.meta.get("units_omitted"))
+
+    def without_units(self) -> CorpusStats:
+        """These statistics without the per-unit arrays (most of their size; only a chance level needs
+        them), their meta saying they were left out."""
+        return dataclasses.replace(self, meta=dict(self.meta, units_omitted=True),
+                                   **{name: None for name in self.UNIT_ARRAYS})
 
     def unit_score(self, name: str, unit_lang: np.ndarray) -> np.ndarray:
         """The per-language score with units labelled `unit_lang` (e.g. a permutation of the real labels):
         sums over each label's units divided by its programs (tokens for "probability")."""
         if not self.has_units():
-            raise ValueError("these statistics keep no per-program scores: recapture them for a chance level")
+            raise ValueError("these statistics keep no per-program scores" + (
+                " (left out of the shipped results)" if self.units_omitted else "")
+                + ": recapture them for a chance level")
         values = {"pls": self.unit_pls, "attribution": self.unit_attribution, "probability": self.unit_active}[name]
         if values is None:
             raise ValueError(f"these statistics have no per-program {name}")

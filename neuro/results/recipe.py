@@ -29,10 +29,11 @@ R = TypeVar("R")
 Cache = Store | str | os.PathLike | None  # an open store, the folder of one, or None: the default cache
 
 
-def open_store(cache: Cache = None) -> Store:
-    """The store of a cache folder (None: cache/ or $NEURO_CACHE); an open store is returned as is, so
-    one computation's nested results share its `last_write_error`."""
-    return cache if isinstance(cache, Store) else Store(cache)
+def open_store(cache: Cache = None, **options) -> Store:
+    """The store of a cache folder (None: cache/ or $NEURO_CACHE) with `options` (`shipped=None`: without the
+    shipped layer); an open store is returned as is, so one computation's nested results share its
+    `last_write_error`."""
+    return cache if isinstance(cache, Store) else Store(cache, **options)
 
 
 def picked(*names: str) -> Callable[[dict], dict]:

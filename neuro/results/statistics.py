@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import pandas as pd
@@ -13,8 +14,10 @@ from neuro.instrument.ablation import AblationResult, ablation_matrix
 from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
-from neuro.results.recipe import Call, Recipe, picked
+from neuro.results.recipe import Cache, Call, Recipe, open_store, picked
 from neuro.results.store import Entry
+
+log = logging.getLogger(__name__)
 
 # a resumable capture has at most this many chunks: each chunk re-reads the whole corpus's tokens and
 # syntax (0.3 s for 330 programs), so on a large corpus the chunks grow instead of multiplying
@@ -55,6 +58,30 @@ STATS: Recipe[CorpusStats] = Recipe(
 """Per-language neuron statistics: PLS with `gradients`, syntax profiles with `syntax`, `top_k` examples.
 `capture` computes them (default: the local, resumable capture; e.g. neuro.instrument.distributed's
 `distributed_statistics` under torchrun, with `save=False` on the ranks that must not write)."""
+
+
+def without_units(entry: Entry) -> Entry:
+    """A STATS entry without its per-unit arrays (22 of the demo's 26 MB; only a chance level needs them),
+    its meta saying so: what the shipped results keep (neuro/assets/precomputed)."""
+    stats = CorpusStats.from_arrays(entry.arrays, entry.meta).without_units()
+    return Entry(arrays=stats.to_arrays(), tables=dict(entry.tables), meta=stats.meta)
+
+
+UNITS_MESSAGE = ("the shipped statistics leave out the per-program scores a chance level is computed from: "
+                 "capturing the statistics once more, with them (kept in the cache)")
+
+
+def statistics_with_units(loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None,
+                          progress: Progress | None = None, save: bool = True, **stats_args) -> CorpusStats:
+    """STATS with its per-unit arrays (what a chance level needs): the cached statistics, or, when those
+    are shipped without them (`without_units`), the statistics captured again into the writable cache,
+    where every later request finds them first."""
+    store = open_store(cache)
+    stats = STATS.get(loaded, snippets, cache=store, progress=progress, save=save, **stats_args)
+    if stats.has_units() or not stats.units_omitted:
+        return stats
+    log.warning("%s", UNITS_MESSAGE)
+    return STATS.get(loaded, snippets, cache=store.writable_only(), progress=progress, save=save, **stats_args)
 
 
 def _ablation_groups(loaded: LoadedModel, snippets: Sequence[Snippet], args: dict) -> tuple[Sequence[Snippet], dict]:
@@ -111,8 +138,8 @@ def _chance_key(args: dict) -> dict:
 
 def _chance(call: Call) -> Entry:
     a = call.args
-    stats = STATS.get(call.loaded, call.snippets, cache=call.store, progress=call.progress, save=call.save,
-                      **a["stats_args"])
+    stats = statistics_with_units(call.loaded, call.snippets, cache=call.store, progress=call.progress,
+                                  save=call.save, **a["stats_args"])
     level = chance_level(stats, a["method"], a["params"], a["permutations"], seed=a["seed"])
     return Entry(tables={"counts": level.counts},
                  meta=dict(method=level.method, score=level.score, permutations=level.permutations, units=level.units))
@@ -125,5 +152,5 @@ CHANCE: Recipe[ChanceLevel] = Recipe(
     defaults=dict(method="pls", params=None, permutations=20, seed=0, stats_args={}))
 """The chance level of a selection rule (neuro.analysis.selectivity.chance_level): its counts when the
 units' language labels are permuted, from the statistics of the same programs (`STATS` with
-`stats_args`, computed first when they are not cached). Small, so a page can show it without the
-per-program arrays it is computed from."""
+`stats_args`, computed first when they are not cached or are shipped without their per-unit arrays).
+Small, so a page can show it without the per-program arrays it is computed from."""

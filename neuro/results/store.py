@@ -5,6 +5,11 @@ corpus hash, method parameters, schema version). It holds arrays (safetensors), 
 a JSON manifest written last, with the size and CRC-32 of every file. An entry is written in a
 temporary folder and renamed into place, so readers never see half an entry; an entry whose files do
 not match its manifest (truncated, edited, half-copied) is treated as missing and recomputed.
+
+Below the writable cache lies a read-only layer: results shipped with the repository in the same
+`<kind>/<key>/` layout (neuro/assets/precomputed, written only by `python -m neuro precompute`). `load`
+reads it when the cache misses; nothing is ever written into it or deleted from it, and a damaged
+shipped entry is reported and treated as missing (computed and kept in the writable cache).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from neuro.paths import cache_dir
+from neuro.paths import cache_dir, precomputed_dir
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +127,40 @@ def cache_problem(root: str | os.PathLike | None = None, within_s: float = FAILU
     return None
 
 
+def _read(folder: Path) -> Entry:
+    """The entry in `folder`; raises when it is missing, damaged or does not match its manifest."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, info in manifest["files"].items():
+        path = folder / name
+        if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
+            raise ValueError(f"{name} does not match its manifest")
+    entry = Entry(meta=manifest.get("meta", {}))
+    if "arrays.safetensors" in manifest["files"]:
+        entry.arrays = load_file(str(folder / "arrays.safetensors"))
+    for name in manifest.get("tables", []):
+        entry.tables[name] = pd.read_parquet(folder / f"{name}.parquet")
+    return entry
+
+
+_REPORTED: set[tuple[Path, float]] = set()  # damaged shipped entries already reported (folder, mtime)
+
+DEFAULT_SHIPPED = "default"
+
+
 class Store:
-    def __init__(self, root: str | os.PathLike | None = None):
+    """The writable cache at `root` (default: cache/ or $NEURO_CACHE) over the read-only `shipped` layer
+    (default: neuro/assets/precomputed or $NEURO_PRECOMPUTED; None: no shipped layer)."""
+
+    def __init__(self, root: str | os.PathLike | None = None,
+                 shipped: str | os.PathLike | None = DEFAULT_SHIPPED):
         self.root = Path(root) if root is not None else cache_dir()
+        shipped = precomputed_dir() if shipped == DEFAULT_SHIPPED else shipped
+        self.shipped = None if shipped is None or Path(shipped).resolve() == self.root.resolve() else Path(shipped)
         self.last_write_error: str | None = None
+
+    def writable_only(self) -> Store:
+        """This cache without the shipped layer (a result recomputed in full although one is shipped)."""
+        return Store(self.root, shipped=None)
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
@@ -205,35 +240,47 @@ class Store:
             return None
 
     def load(self, kind: str, key: str) -> Entry | None:
-        """The entry, or None when it is missing or damaged (a damaged entry is deleted)."""
+        """The entry, or None when it is missing or damaged (a damaged entry is deleted). When the writable
+        cache misses, the shipped layer's entry (never deleted: a damaged one is reported and missed)."""
         folder = self.path(kind, key)
         for attempt in range(3):
             if not folder.is_dir():
-                return None
+                return self.load_shipped(kind, key)
             text = None
             try:
                 text = (folder / "manifest.json").read_text()
-                manifest = json.loads(text)
-                for name, info in manifest["files"].items():
-                    path = folder / name
-                    if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
-                        raise ValueError(f"{name} does not match its manifest")
-                entry = Entry(meta=manifest.get("meta", {}))
-                if "arrays.safetensors" in manifest["files"]:
-                    entry.arrays = load_file(str(folder / "arrays.safetensors"))
-                for name in manifest.get("tables", []):
-                    entry.tables[name] = pd.read_parquet(folder / f"{name}.parquet")
-                return entry
+                return _read(folder)
             except Exception as err:  # corrupt, truncated or half-copied: recompute, never crash a page
                 if attempt < 2 and _replaced(folder, text):
                     continue  # a concurrent writer replaced the entry while it was read: read it again
                 log.warning("cache entry %s/%s is damaged (%s); it will be recomputed", kind, key, err)
                 shutil.rmtree(folder, ignore_errors=True)
-                return None
+                return self.load_shipped(kind, key)
         return None
 
+    def load_shipped(self, kind: str, key: str) -> Entry | None:
+        """The shipped layer's entry, or None when there is none or it is damaged (reported, kept as is)."""
+        if self.shipped is None:
+            return None
+        folder = self.shipped / kind / key
+        if not folder.is_dir():
+            return None
+        try:
+            return _read(folder)
+        except Exception as err:
+            try:
+                stamp = (folder / "manifest.json").stat().st_mtime
+            except OSError:
+                stamp = 0.0
+            if (folder, stamp) not in _REPORTED:
+                _REPORTED.add((folder, stamp))
+                log.warning("the shipped result %s is damaged (%s): it is computed instead; rebuild the shipped "
+                            "results with `python -m neuro precompute`", folder, err)
+            return None
+
     def entries(self, kind: str) -> list[dict]:
-        """Manifests of the readable entries of one kind (for listing results in the UI and CLI)."""
+        """Manifests of the readable entries of one kind in the writable cache (for listing results in the
+        UI and CLI; the shipped layer is not listed)."""
         out = []
         for manifest in sorted((self.root / kind).glob("*/manifest.json")):
             try:

@@ -171,7 +171,8 @@ def corpus_key(corpus: list[Snippet]) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def stats_from_cache(model_identity: str, corpus_hash: str, _model: LoadedModel, _corpus: list[Snippet]):
-    """Cached statistics or None: never computes (that is a user's explicit action)."""
+    """Cached statistics (or the shipped ones of the embedded demo, without their per-program arrays) or
+    None: never computes (that is a user's explicit action)."""
     from neuro.results.statistics import STATS
     return STATS.get(_model, _corpus, compute=False)
 
@@ -180,10 +181,10 @@ def compute_stats(model: LoadedModel, corpus: list[Snippet]):
     """Run the statistics pass with a progress bar, then refresh the cached lookup."""
     from neuro.results.statistics import STATS
 
-    bar = st.progress(0.0, text="Capturing activations and gradients…")
-    stats = STATS.get(model, corpus, progress=lambda done, total: bar.progress(
-        done / total, text=f"Capturing activations and gradients: {done}/{total} programs"))
-    bar.empty()
+    from views.ui.progress import progress_bar
+
+    with progress_bar("Capturing activations and gradients") as progress:
+        stats = STATS.get(model, corpus, progress=progress)
     stats_from_cache.clear()
     return stats
 

@@ -76,6 +76,11 @@ def cmd_neurons(args) -> tuple[dict, str]:
     loaded, split, stats, selection = _selected(args)
     other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
     by_layer = selection.counts_by_layer()
+    if args.permutations and stats.units_omitted:  # shipped without per-program scores: capture them once
+        from neuro.results.statistics import statistics_with_units
+
+        stats = statistics_with_units(loaded, split.selection, max_length=args.max_length, cache=args.cache,
+                                      progress=progress("capture (per-program scores)"))
     chance = chance_level(stats, args.method, selection.params, args.permutations, seed=args.split_seed) \
         if args.permutations else None
     summary = selection.summary() | {

@@ -17,7 +17,8 @@ from .test_browser import assert_no_exception
 
 PAGES = ["Neurons", "Layers", "Embeddings", "Clones", "Fine-tuning", "Transfer", "Jobs"]
 CONTENT = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
-           '[data-testid="stDataFrame"], [data-testid="stTable"], [data-testid="stMetric"]')
+           '[data-testid="stDataFrame"], [data-testid="stTable"], [data-testid="stMetric"], '
+           '[data-testid="stVerticalBlockBorderWrapper"]')  # the last: the Overview's boxes of findings
 TARGET_S, SLACK = 5.0, 3.0
 
 
@@ -26,9 +27,14 @@ def _first_view(page, start: float, timeout_s: float = 600) -> dict:
     and to the end of its script (no running indicator or spinner for 1 s). A page without charts or
     tables (e.g. a form) counts as shown when its script has finished."""
     fresh = f'[data-testid="stElementContainer"]:not([data-stale="true"]) :is({CONTENT})'
+    title = '[data-testid="stElementContainer"]:not([data-stale="true"]) h1'  # the page's own, not the last one's
     first, calm_since, deadline = None, None, time.time() + timeout_s
     while time.time() < deadline:
         now = time.monotonic()
+        if page.locator(title).count() == 0:  # the script has not rendered this page yet
+            calm_since = None
+            time.sleep(0.05)
+            continue
         if first is None and page.locator(fresh).count() > 0:
             first = now - start
         if page.locator(BUSY).count() > 0:

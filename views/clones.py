@@ -36,12 +36,8 @@ def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     registry = index_registry()
     found = registry.get((key, layer, center))
     if found is None:
-        bar = st.progress(0.0, text=text)
-        with st.spinner("Finding the concept layer…" if layer is None else "Embedding…"):
-            found = build_index(model, corpus, layer, split=split, center=center,
-                                progress=lambda done, total: bar.progress(done / total,
-                                                                          text=f"{text} {done}/{total} programs"))
-        bar.empty()
+        with progress_bar(f"{text} (programs embedded)") as progress:
+            found = build_index(model, corpus, layer, split=split, center=center, progress=progress)
         if len(registry) >= 16:
             registry.pop(next(iter(registry)))
         registry[(key, layer, center)] = found
@@ -258,11 +254,9 @@ def evaluation_tab() -> None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
-            bar = st.progress(0.0, text="Embedding every layer…")
-            result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
-                                    progress=lambda done, total: bar.progress(
-                                        done / total, text=f"Embedding every layer: {done}/{total} programs"))
-            bar.empty()
+            with progress_bar("Embedding every layer (programs)") as progress:
+                result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
+                                        progress=progress)
     if result is not None:
         st.caption(f"Measured on the evaluation side only: {split.caption()}.")
         st.dataframe(result.overall().round(4), width="stretch", hide_index=True)

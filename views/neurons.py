@@ -250,13 +250,11 @@ def ablation_tab() -> None:
                 "random sd.")
     key = f"ablation|{stats_key}|{method}|{params}|{split.params}"
     if key not in st.session_state and st.button("Run ablation", type="primary", key="run_ablation"):
-        bar = st.progress(0.0, text="Ablating…")
         try:
-            st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, progress=lambda d, t:
-                                                 bar.progress(d / t, text=f"Ablating: {d}/{t} passes"))
+            with progress_bar("Ablating (forward passes)") as progress:
+                st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, progress=progress)
         except ValueError as err:
             st.error(str(err))
-        bar.empty()
     result = st.session_state.get(key)
     if result is not None:
         left, right = st.columns(2)

@@ -74,8 +74,10 @@ def test_clones_page_finds_pasted_code(page, app_url):
     page.get_by_text("Query language: java").wait_for()
     settle(page)
     assert_no_exception(page)
-    # the hits' expanders (not the sidebar's split settings)
-    hits = page.locator('[data-testid="stExpander"]').filter(has_not=page.get_by_text("Selection / evaluation split"))
+    # the hits' expanders (not the sidebar's split settings nor the example picker)
+    hits = (page.locator('[data-testid="stExpander"]')
+            .filter(has_not=page.get_by_text("Selection / evaluation split"))
+            .filter(has_not=page.get_by_text("Pick an example from the corpus")))
     assert hits.count() >= 5  # other languages only by default: at least one program per other language
     first = hits.first.inner_text()
     assert "#1" in first and "java" not in first.split("\n")[0]  # cross-language hits by default

@@ -8,7 +8,6 @@ from neuro.analysis.profiles import syntax_profile, top_examples
 from neuro.analysis.selectivity import (
     LapeParams,
     SelectionParams,
-    chance_level,
     language_relations,
     overlap,
     select_neurons,
@@ -55,19 +54,12 @@ def cached_views(key: str, method: str, params, _stats) -> dict:
             "by_layer": chosen.counts_by_layer(), "table": table, "labels": labels}
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def cached_chance(key: str, method: str, params, _stats):
-    return chance_level(_stats, method, params)
-
-
 def chance_for(method: str, params):
-    """The chance level of the selection rule: from the statistics' per-program scores, else cached (the
-    shipped one of the demo's default parameters); where those scores were left out (the shipped statistics
-    of the demo) and the setup is small, the statistics are captured again first, with a progress bar.
-    None when there is nothing to compute it from."""
-    if stats.has_units():
-        return cached_chance(stats_key, method, params, stats)
-    chance = CHANCE.get(model, corpus, method=method, params=params, compute=False)
+    """The chance level of the selection rule, through the CHANCE recipe (kept in the cache): computed from
+    the statistics' per-program scores when they have them; where those scores were left out (the shipped
+    statistics of the demo) and the setup is small, the statistics are captured again first, with a
+    progress bar. None when there is nothing to compute it from."""
+    chance = CHANCE.get(model, corpus, method=method, params=params, compute=stats.has_units())
     if chance is not None or not (stats.units_omitted and small_enough_to_auto_run(model, corpus)):
         return chance
     note = st.info("The chance level for these parameters is computed from per-program scores that the shipped "

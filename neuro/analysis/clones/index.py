@@ -170,27 +170,29 @@ class CloneIndex:
     max_length: int = 512
     _recent: dict[object, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def embed(self, code: str) -> np.ndarray:
-        """The query's embedding; the last few are kept, so a page rerun with unchanged code costs no pass."""
-        vector = self._recent.get(code)
-        if vector is None:
-            vector = embed_code(self.loaded, code, self.layer, self.max_length)
+    def _remembered(self, key: object, compute) -> np.ndarray:
+        """`compute()` once per key among the last 32: a page rerun with unchanged code costs no pass."""
+        value = self._recent.get(key)
+        if value is None:
+            value = compute()
             if len(self._recent) >= 32:
                 self._recent.pop(next(iter(self._recent)), None)
-            self._recent[code] = vector
-        return vector
+            self._recent[key] = value
+        return value
+
+    def embed(self, code: str) -> np.ndarray:
+        """The query's embedding at the index's layer (sliced from its all-layer states when those are
+        already known, else from a pass that stops at the layer)."""
+        every = self._recent.get(("all layers", code))
+        if every is not None:
+            return every[self.layer]
+        return self._remembered(code, lambda: embed_code(self.loaded, code, self.layer, self.max_length))
 
     def embed_all_layers(self, code: str) -> np.ndarray:
         """(layers, hidden): the query's pooled states at every layer, from one full forward pass."""
-        key = ("all layers", code)
-        states = self._recent.get(key)
-        if states is None:
-            probe = Snippet("query", "python", "query", code)
-            states = layer_states(self.loaded, [probe], max_length=self.max_length).pooled[0]
-            if len(self._recent) >= 32:
-                self._recent.pop(next(iter(self._recent)), None)
-            self._recent[key] = states
-        return states
+        probe = Snippet("query", "python", "query", code)  # the language plays no part in the forward pass
+        return self._remembered(("all layers", code),
+                                lambda: layer_states(self.loaded, [probe], max_length=self.max_length).pooled[0])
 
     def search(self, code: str, k: int = 10, languages: Sequence[str] | None = None, lang: str | None = None,
                cross_language: bool = False) -> SearchResult:

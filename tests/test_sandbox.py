@@ -453,7 +453,11 @@ def test_fork_bomb_is_contained(lang):
 
 FLOODS = {
     "python": ("import sys\n", "while True:\n    sys.stdout.write('x' * 65536)\n"),
-    "javascript": ("const chunk = 'x'.repeat(65536);\n", "while (true) process.stdout.write(chunk);\n"),
+    # fs.writeSync, not process.stdout.write: node may make a piped stdout non-blocking and queue what the
+    # pipe cannot take in its own memory, so under load that flood ends at the memory limit instead
+    # (test_a_queued_javascript_flood_is_contained checks that case)
+    "javascript": ("const fs = require('fs');\nconst chunk = 'x'.repeat(65536);\n",
+                   "while (true) fs.writeSync(1, chunk);\n"),
     "cpp": ("#include <cstdio>\n#include <string>\n",
             "int main() {\n    std::string s(65536, 'x');\n"
             "    while (true) fwrite(s.data(), 1, s.size(), stdout);\n}\n"),
@@ -472,6 +476,17 @@ def test_output_flood_is_cut_and_killed(lang):
     result = run_program(lang, code, test, timeout=10, output_limit=64 * 1024, compile_timeout=COMPILE_S[lang] or 60)
     assert time.monotonic() - start < 10 + COMPILE_S[lang]
     assert result.status == "killed" and result.truncated and not result.passed, result
+    assert len(result.stdout) <= 64 * 1024
+
+
+@pytest.mark.skipif(not AVAILABLE["javascript"], reason="no javascript toolchain here")
+def test_a_queued_javascript_flood_is_contained():
+    """process.stdout.write in a loop: killed for its output, its memory or its CPU time, never passed."""
+    start = time.monotonic()
+    result = run_program("javascript", "const chunk = 'x'.repeat(65536);\n",
+                         "while (true) process.stdout.write(chunk);\n", timeout=10, output_limit=64 * 1024)
+    assert time.monotonic() - start < 10 + 5
+    assert result.status in {"killed", "memory", "timeout", "failed"} and not result.passed, result
     assert len(result.stdout) <= 64 * 1024
 
 

@@ -14,14 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from neuro.code.corpus import Snippet
 from neuro.code.syntax import align_tokens
@@ -30,6 +27,9 @@ from neuro.instrument.states import LayerStates, layer_states
 from neuro.instrument.tokens import encode
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def make_probe() -> Pipeline:
@@ -44,6 +44,11 @@ def make_probe() -> Pipeline:
     ConvergenceWarning. Newton-CG takes exact Hessian-vector products (its inner conjugate gradients absorb
     the conditioning) and reaches the same optimum in ~15-20 iterations, in no more time.
     """
+    # sklearn is imported where a probe is fitted: reading cached layer scores (the Overview) skips its ~0.4 s
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver="newton-cg", max_iter=300))
 
 
@@ -54,6 +59,8 @@ def probe_accuracy(features: np.ndarray, labels: Sequence, folds: int = 5, seed:
     folds = min(folds, min(counts.values())) if counts else 0
     if len(counts) < 2 or folds < 2:
         return float("nan")
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     probe = make_probe()
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return float(cross_val_score(probe, features, labels, cv=cv).mean())

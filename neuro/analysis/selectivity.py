@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
-from scipy.stats import rankdata
 
 from neuro.instrument.statistics import CorpusStats
 
@@ -481,6 +480,8 @@ def similarity_matrix(vectors: np.ndarray, languages: list[str], method: str = "
         unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
         sim = unit @ unit.T
     elif method == "spearman":
+        from scipy.stats import rankdata  # here, not at the top: scipy.stats takes ~1 s to import (the Overview's path)
+
         ranks = rankdata(vectors, axis=1)
         centred = ranks - ranks.mean(axis=1, keepdims=True)
         norms = np.linalg.norm(centred, axis=1, keepdims=True)

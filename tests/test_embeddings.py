@@ -80,3 +80,11 @@ def test_cache_keys_are_those_the_cache_already_holds(tiny_llama, snippets):
     }
     for new, old in expected.items():
         assert new == old
+
+
+def test_umap_is_compiled_once_per_process(tiny_llama, snippets, tmp_path):
+    """The Embeddings page compiles UMAP before its timed fits: after any fit, nothing is left to compile."""
+    from neuro.analysis.embeddings import compile_projection
+
+    PROJECTION.get(tiny_llama, snippets, layer=0, cache=open_store(tmp_path))
+    assert compile_projection() is False

@@ -168,3 +168,15 @@ def test_probe_on_pooled_states_of_a_tiny_model(tiny_llama, snippets, strict):
         tokens = states.tokens[:, layer]
         labels = np.array([snippets[int(i)].lang for i in states.token_index[:, 0]])
         assert 0.0 <= probe_accuracy(tokens, labels, folds=3) <= 1.0
+
+
+def test_concept_layers_report_progress_only_while_computing(tiny_llama, snippets, tmp_path):
+    """The Transfer page's bar: reports that end at done == total while the scores are computed, none
+    once they are cached."""
+    store = open_store(tmp_path)
+    first, again = [], []
+    layers = concept_layers(tiny_llama, snippets, cache=store, progress=lambda done, total: first.append((done, total)))
+    assert first and first[-1][0] == first[-1][1] and all(d <= t for d, t in first)
+    assert [d for d, _ in first] == sorted(d for d, _ in first)
+    assert concept_layers(tiny_llama, snippets, cache=store, progress=lambda d, t: again.append((d, t))) == layers
+    assert again == []

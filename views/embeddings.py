@@ -4,6 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.analysis.embeddings import compile_projection
 from neuro.results.embeddings import POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
 from views.ui import corpus_split, page_header
@@ -32,17 +33,19 @@ center = "language" if c4.toggle(
 if report is None:
     st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
 
-if any(PROJECTION.get(model, corpus, layer=layer, center=center, compute=False) is None
-       for layer in {int(low), int(high)}):
+layers = list(dict.fromkeys((int(low), int(high))))
+missing = [layer for layer in layers
+           if PROJECTION.get(model, corpus, layer=layer, center=center, compute=False) is None]
+if missing:
     with progress_bar("Pooled states of every program at every layer") as progress:
         POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
-first = "umap_ready" not in st.session_state
-points = {}
-with st.spinner("Fitting UMAP (the first fit in a process compiles UMAP's code: about 30 s)…" if first
-                else "Fitting UMAP…"):
-    for layer in (int(low), int(high)):
-        points[layer] = PROJECTION.get(model, corpus, layer=layer, center=center)
-st.session_state["umap_ready"] = True
+    with st.spinner("Compiling UMAP's code (once per server process; about 30 s on 2 cores)…"):
+        compile_projection()
+    with progress_bar("UMAP projections") as progress:
+        for done, layer in enumerate(missing, 1):
+            PROJECTION.get(model, corpus, layer=layer, center=center)
+            progress(done, len(missing))
+points = {layer: PROJECTION.get(model, corpus, layer=layer, center=center) for layer in layers}
 
 frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],
                       "task": [s.task for s in corpus], "code": [s.code[:300] for s in corpus]})

@@ -18,6 +18,7 @@ from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import TRANSFER, finished_results
 from neuro.jobs.runner import start_job
 from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, page_header
+from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
 model, corpus = page_header(
@@ -59,8 +60,9 @@ options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=stri
 
 
 def plan(layer_choice: str) -> TransferConfig:
-    with st.spinner("Finding the concept layers (cached after the first time)…"):
-        return plan_transfer(model, split, source, layer_choice, custom, **options,
+    with (st.spinner("Finding the concept layers (cached after the first time)…"),
+          progress_bar("Layer scores for the concept layers", lazy=True) as progress):
+        return plan_transfer(model, split, source, layer_choice, custom, **options, progress=progress,
                              concept_override=scoped_state(model, corpus).concept_layers)  # the Layers page
 
 

@@ -91,12 +91,28 @@ def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: str = DEFAULT_
     return Centering.fit(x, langs, how).apply(x, langs)
 
 
+_UMAP_COMPILED = False
+
+
+def compile_projection() -> bool:
+    """JIT-compile UMAP's code with one fit on a few random points, so the fits that follow take their own
+    time (progress and time left are then about them). False when it was already compiled in this process."""
+    global _UMAP_COMPILED
+    if _UMAP_COMPILED:
+        return False
+    project_2d(np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32))
+    return True
+
+
 def project_2d(points: np.ndarray, seed: int = 0, neighbors: int = 15) -> np.ndarray:
     """UMAP (cosine) to two dimensions; the first call in a process JIT-compiles for ~20-30 s."""
+    global _UMAP_COMPILED
     import umap
 
     if len(points) < 4:
         raise ValueError("a projection needs at least 4 programs")
     reducer = umap.UMAP(n_components=2, n_neighbors=min(neighbors, len(points) - 1), metric="cosine",
                         random_state=seed, n_jobs=1)
-    return reducer.fit_transform(points).astype(np.float32)
+    xy = reducer.fit_transform(points).astype(np.float32)
+    _UMAP_COMPILED = True
+    return xy

@@ -37,6 +37,7 @@ from neuro.code.corpus import LANGS, Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 from neuro.model.loading import LoadedModel
+from neuro.progress import Progress
 from neuro.training.batches import make_batches
 from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
 from neuro.training.context import TaskContext
@@ -134,9 +135,10 @@ def middle_layers(n_layers: int) -> list[int]:
 
 def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet],
                    custom: Sequence[int] | None = None, store=None,
-                   concept: Sequence[int] | None = None) -> tuple[list[int], str]:
+                   concept: Sequence[int] | None = None, progress: Progress | None = None) -> tuple[list[int], str]:
     """The layer list of a choice and a sentence saying where it came from. `concept`: concept layers
-    the user set (the Layers page's override); otherwise the rule's, found on `snippets` (cached)."""
+    the user set (the Layers page's override); otherwise the rule's, found on `snippets` (cached; the
+    first time computed, reporting to `progress`)."""
     n = loaded.n_layers
     if choice == "all":
         return list(range(n)), f"all {n} layers"
@@ -145,7 +147,7 @@ def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet]
     if concept:
         concept, note = sorted(int(x) for x in concept), "concept layers as set on the Layers page"
     else:
-        concept = sorted(int(x) for x in concept_layers(loaded, snippets, cache=store))
+        concept = sorted(int(x) for x in concept_layers(loaded, snippets, cache=store, progress=progress))
         note = "concept layers (alignment peak, language ID fallen: the Layers page's rule)"
     if choice == "concept":
         return concept, note
@@ -195,12 +197,13 @@ class TransferConfig(Record):
 
 def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: str = "concept",
                   custom_layers: Sequence[int] | None = None, store=None,
-                  concept_override: Sequence[int] | None = None, **options) -> TransferConfig:
+                  concept_override: Sequence[int] | None = None, progress: Progress | None = None,
+                  **options) -> TransferConfig:
     """A config whose layers are resolved on the split's selection side (concept layers found there,
     unless the user set them) and that records the split, so the run adapts on that side and evaluates
     on the other."""
     layers, note = resolve_layers(layer_choice, loaded, split.selection, custom_layers, store=store,
-                                  concept=concept_override)
+                                  concept=concept_override, progress=progress)
     options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
     return TransferConfig(model=loaded.source, source=source, layers=layers, layer_choice=layer_choice,
                           layer_note=note, **options)

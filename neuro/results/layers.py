@@ -89,13 +89,15 @@ the selection side of the corpus split; `snippets` may be the `CorpusSplit` itse
 `layer_report`'s parameters."""
 
 
-def concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None) -> list[int]:
+def concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None,
+                   progress: Progress | None = None) -> list[int]:
     """The concept layers of a model on a corpus: the Layers page's report when cached, else a report
-    without the contribution passes (computed and cached). The default layers for clone detection
-    embeddings and for concept-layer-guided adaptation. `snippets`: the selection side of the corpus
-    split, or a `CorpusSplit`, never the programs the layers are evaluated on."""
+    without the contribution passes (computed and cached, reporting to `progress`). The default layers
+    for clone detection embeddings and for concept-layer-guided adaptation. `snippets`: the selection
+    side of the corpus split, or a `CorpusSplit`, never the programs the layers are evaluated on."""
     full = LAYER_REPORT.get(loaded, snippets, cache=cache, compute=False)
-    return (full or LAYER_REPORT.get(loaded, snippets, cache=cache, contribution=False)).concept_layers
+    return (full or LAYER_REPORT.get(loaded, snippets, cache=cache, contribution=False,
+                                     progress=progress)).concept_layers
 
 
 def default_concept_layer(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None) -> int:

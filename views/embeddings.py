@@ -39,7 +39,7 @@ missing = [layer for layer in layers
 if missing:
     with progress_bar("Pooled states of every program at every layer") as progress:
         POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
-    with st.spinner("Compiling UMAP's code (once per server process; about 30 s on 2 cores)…"):
+    with st.spinner("Compiling UMAP's code (once per server process; about 20 s on a 2-core machine)…"):
         compile_projection()
     with progress_bar("UMAP projections") as progress:
         for done, layer in enumerate(missing, 1):

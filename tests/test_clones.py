@@ -299,11 +299,16 @@ def test_cli_eval_and_search_json(folder, capsys):
     assert code == 2 and "--code-file" in result["error"]
 
 
-def test_page_search_and_evaluation(folder, monkeypatch):
+def _clones_page(folder, monkeypatch) -> AppTest:
+    """The Clones page, run once on the test model and corpus with its own cache."""
     monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(folder / "page-cache"))
-    at = AppTest.from_file(str(REPO_DIR / "views" / "clones.py"), default_timeout=180).run()
+    return AppTest.from_file(str(REPO_DIR / "views" / "clones.py"), default_timeout=180).run()
+
+
+def test_page_search_and_evaluation(folder, monkeypatch):
+    at = _clones_page(folder, monkeypatch)
     assert not at.exception, at.exception
     at.text_area(key="clones_code").set_value(SNIPPETS[5].code).run()  # the Java "rev" program
     assert not at.exception, at.exception
@@ -535,10 +540,7 @@ def test_cli_search_explains(folder, capsys):
 
 
 def test_page_explains_its_default_example(folder, monkeypatch):
-    monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
-    monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(folder / "page-cache"))
-    at = AppTest.from_file(str(REPO_DIR / "views" / "clones.py"), default_timeout=180).run()
+    at = _clones_page(folder, monkeypatch)
     assert not at.exception, at.exception
     # The default: the first task every language has ("add"), in Python, its task known.
     assert at.text_area(key="clones_code").value == SNIPPETS[0].code and at.selectbox(key="clones_task").value == "add"

@@ -33,9 +33,9 @@ center = "language" if c4.toggle(
 if report is None:
     st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
 
-layers = list(dict.fromkeys((int(low), int(high))))
-missing = [layer for layer in layers
-           if PROJECTION.get(model, corpus, layer=layer, center=center, compute=False) is None]
+points = {layer: PROJECTION.get(model, corpus, layer=layer, center=center, compute=False)
+          for layer in (int(low), int(high))}
+missing = [layer for layer, xy in points.items() if xy is None]
 if missing:
     with progress_bar("Pooled states of every program at every layer") as progress:
         POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
@@ -43,9 +43,8 @@ if missing:
         compile_projection()
     with progress_bar("UMAP projections") as progress:
         for done, layer in enumerate(missing, 1):
-            PROJECTION.get(model, corpus, layer=layer, center=center)
+            points[layer] = PROJECTION.get(model, corpus, layer=layer, center=center)
             progress(done, len(missing))
-points = {layer: PROJECTION.get(model, corpus, layer=layer, center=center) for layer in layers}
 
 frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],
                       "task": [s.task for s in corpus], "code": [s.code[:300] for s in corpus]})

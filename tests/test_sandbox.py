@@ -437,8 +437,8 @@ func TestBomb(t *testing.T) {{
     raise ValueError(lang)
 
 
-REFUSED_BY_RUNTIME = re.compile(r"insufficient memory|cannot allocate memory|failed to create new OS thread"
-                                r"|resource temporarily unavailable|EAGAIN", re.I)
+REFUSED_BY_RUNTIME = re.compile(r"insufficient memory|cannot allocate memory|unable to create (new )?native thread"
+                                r"|failed to create new OS thread|resource temporarily unavailable|EAGAIN", re.I)
 
 
 @lang_param()

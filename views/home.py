@@ -12,11 +12,11 @@ from neuro.code.corpus import LANGS
 from neuro.code.split import DEFAULT_EVAL_FRACTION, SplitParams
 from neuro.model.loading import model_info
 from neuro.results.findings import cache_signature, gather_findings
-from views.ui import corpus_key, sidebar
+from views.ui import corpus_key, sidebar, with_model
 
 PAGES = {"neurons": "views/neurons.py", "layers": "views/layers.py", "clones": "views/clones.py"}
 
-selection = sidebar()
+selection = sidebar(load=False)  # the findings need only the model's identity: drawn before it is loaded
 
 st.title("Code LLMs, neuron by neuron")
 st.markdown(
@@ -30,7 +30,8 @@ st.markdown(
 
 @st.cache_resource(show_spinner="Reading the cached results…", max_entries=8)
 def cached_findings(model_identity: str, corpus_hash: str, split: SplitParams, signature: tuple, _model, _corpus):
-    """The findings from the cache (never computed here), kept until a result they read is kept or removed."""
+    """The findings from the cache (never computed here), kept until a result they read is kept or removed.
+    `_model`: the loaded model or its reference (neuro.model.reference); both find the same results."""
     return gather_findings(_model, _corpus, split=split)
 
 
@@ -46,21 +47,33 @@ def show_finding(finding: Finding) -> None:
 
 
 st.subheader("What was found")
-if selection.model is None or selection.corpus is None:
+if selection.cache_model is None or selection.corpus is None:
     st.caption("Pick a model and a corpus in the sidebar to see what was found on them.")
 else:
     split = SplitParams(eval_fraction=float(st.session_state.get("eval_fraction", DEFAULT_EVAL_FRACTION)),
                         seed=int(st.session_state.get("split_seed", 0)))
-    found = cached_findings(selection.model.identity, corpus_key(selection.corpus), split, cache_signature(),
-                            selection.model, selection.corpus)
+    found = cached_findings(selection.cache_model.identity, corpus_key(selection.corpus), split, cache_signature(),
+                            selection.cache_model, selection.corpus)
     st.caption(f"On {found.corpus}, from the cached results (nothing is computed on this page: each line links to "
                "the page that computes and shows it). " + " ".join(found.notes))
     for finding in found:
         show_finding(finding)
 
 left, right = st.columns(2)
-with left:
+with right:
+    st.subheader("Corpus")
+    if selection.corpus is None:
+        st.warning(selection.corpus_error)
+    else:
+        frame = pd.DataFrame([{"language": s.lang, "task": s.task, "chars": len(s.code)} for s in selection.corpus])
+        counts = (frame.groupby("language").agg(programs=("task", "size"), tasks=("task", "nunique"),
+                                                mean_chars=("chars", "mean")).round(0).reindex(
+            [lang for lang in LANGS if lang in set(frame.language)]))
+        st.metric("Programs", len(frame))
+        st.dataframe(counts, width="stretch")
+with left:  # after the corpus: loading the model is the slow part of this page
     st.subheader("Model")
+    selection = with_model(selection)
     if selection.model is None:
         st.warning(selection.model_error)
     else:
@@ -75,17 +88,6 @@ with left:
         rows = {k: str(v) for k, v in dataclasses.asdict(info).items()}
         st.dataframe(pd.DataFrame({"field": list(rows), "value": list(rows.values())}), hide_index=True,
                      width="stretch")
-with right:
-    st.subheader("Corpus")
-    if selection.corpus is None:
-        st.warning(selection.corpus_error)
-    else:
-        frame = pd.DataFrame([{"language": s.lang, "task": s.task, "chars": len(s.code)} for s in selection.corpus])
-        counts = (frame.groupby("language").agg(programs=("task", "size"), tasks=("task", "nunique"),
-                                                mean_chars=("chars", "mean")).round(0).reindex(
-            [lang for lang in LANGS if lang in set(frame.language)]))
-        st.metric("Programs", len(frame))
-        st.dataframe(counts, width="stretch")
 
 with st.expander("Definitions used throughout"):
     st.markdown(

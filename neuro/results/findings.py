@@ -22,6 +22,7 @@ from neuro.analysis.selectivity import SelectionParams, language_relations, sele
 from neuro.code.corpus import Snippet
 from neuro.code.split import CorpusSplit, SplitParams, split_corpus
 from neuro.model.loading import LoadedModel
+from neuro.model.reference import ModelRef
 from neuro.progress import Progress
 from neuro.results.clones import CLONE_EVAL
 from neuro.results.layers import LAYER_REPORT
@@ -50,10 +51,13 @@ def _split(snippets: Sequence[Snippet], split: CorpusSplit | SplitParams | None)
     return split_corpus(snippets, split or SplitParams())
 
 
-def gather_inputs(loaded: LoadedModel, snippets: Sequence[Snippet], *, split: CorpusSplit | SplitParams | None = None,
-                  cache: Cache = None, compute: bool = False, progress: Progress | None = None) -> Inputs:
+def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *,
+                  split: CorpusSplit | SplitParams | None = None, cache: Cache = None, compute: bool = False,
+                  progress: Progress | None = None) -> Inputs:
     """The cached results the findings are read from (None where not cached); `compute`: compute and keep
-    the missing ones."""
+    the missing ones (which needs a `LoadedModel`; a `ModelRef` only finds what is cached)."""
+    if compute and not isinstance(loaded, LoadedModel):
+        raise TypeError("computing the missing findings needs the loaded model, not its reference")
     store = open_store(cache)
     snippets = list(snippets)
     label = f"{len(snippets)} programs in {len({s.lang for s in snippets})} languages"
@@ -140,7 +144,7 @@ def cache_signature(cache: Cache = None) -> tuple:
     return tuple(signature)
 
 
-def gather_findings(loaded: LoadedModel, snippets: Sequence[Snippet], *,
+def gather_findings(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *,
                     split: CorpusSplit | SplitParams | None = None, cache: Cache = None, compute: bool = False,
                     progress: Progress | None = None) -> Findings:
     """The findings for a model and corpus from the cache (never runs the model unless `compute`)."""

@@ -53,7 +53,7 @@ def test_every_page_first_view_on_the_embedded_default(page, tmp_path):
     started = time.monotonic()
     with serve_app(tmp_path, embedded=True) as url:
         page.goto(url)
-        times = {"Overview": dict(_first_view(page, started), measured_from="server start (model load included)")}
+        times = {"Overview": dict(_first_view(page, started), measured_from="server start (settled_s: model loaded)")}
         assert_no_exception(page)
         screenshot(page, "first-view-overview")
         for name in PAGES:

@@ -6,6 +6,7 @@ Only UI code lives here; all computation is in `neuro/`. Defaults can be set fro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.model.cards import list_cards
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.model.loading import LoadedModel, load_model
+from neuro.model.reference import ModelRef, model_ref
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
 
 DEMO = "Embedded demo"
@@ -37,11 +39,22 @@ class Selection:
     corpus: list[Snippet] | None
     model_error: str | None
     corpus_error: str | None
+    ref: ModelRef | None = None  # sidebar(load=False): the model's cache identity, read from its files
+
+    @property
+    def cache_model(self) -> LoadedModel | ModelRef | None:
+        """What cached results are read with: the loaded model, else its reference."""
+        return self.model or self.ref
 
 
 @st.cache_resource(show_spinner="Loading the model (once per process, shared by every session)…")
 def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
     return load_model(source, trust_remote_code=trust_remote_code)
+
+
+@st.cache_resource(show_spinner="Reading the model's files (a large model's weights are hashed once)…", max_entries=8)
+def cached_ref(source: str) -> ModelRef | None:
+    return model_ref(source)
 
 
 @st.cache_data(show_spinner="Loading the corpus…", max_entries=8)
@@ -85,8 +98,25 @@ def model_source() -> str | None:
     return text or None
 
 
-def sidebar() -> Selection:
-    """Draw the pickers and return the loaded model and corpus (or why they could not be loaded)."""
+def _load(source: str) -> tuple[LoadedModel | None, str | None]:
+    try:
+        return cached_model(source, bool(st.session_state.trust_remote_code)), None
+    except ModelLoadError as err:
+        return None, str(err)
+
+
+def with_model(selection: Selection) -> Selection:
+    """`selection` with its model loaded (a page that drew from `sidebar(load=False)` first)."""
+    if selection.model is not None or selection.model_error is not None or selection.ref is None:
+        return selection
+    model, error = _load(model_source())  # the sidebar's source (a card's ref names where it was computed)
+    return dataclasses.replace(selection, model=model, model_error=error)
+
+
+def sidebar(load: bool = True) -> Selection:
+    """Draw the pickers and return the loaded model and corpus (or why they could not be loaded).
+    `load=False`: where the model's files say enough, return its reference instead of loading it (a page
+    that first only reads cached results draws them before the model is ready, then calls `with_model`)."""
     _init_state()
     with st.sidebar:
         st.subheader("Model")
@@ -124,17 +154,21 @@ def sidebar() -> Selection:
                            "without parallel tasks is split by program.")
             st.number_input("Split seed", min_value=0, step=1, key=_widget("split_seed"))
 
-    model, model_error = None, None
+    model, ref, model_error = None, None, None
     source = model_source()
     if source is None:
         model_error = {DEMO: "The embedded demo model is not in this checkout.",
                        CACHED: "No model has cached results yet."}.get(
             st.session_state.model_kind, "Enter a model folder or hub id in the sidebar.")
-    else:
+    elif not load:
         try:
-            model = cached_model(source, bool(st.session_state.trust_remote_code))
+            ref = cached_ref(source)
         except ModelLoadError as err:
             model_error = str(err)
+        if ref is None and model_error is None:  # the files do not say enough: load it
+            model, model_error = _load(source)
+    else:
+        model, model_error = _load(source)
 
     corpus, corpus_error = None, None
     if st.session_state.corpus_kind == DEMO:
@@ -149,7 +183,7 @@ def sidebar() -> Selection:
             corpus = cached_corpus(spec)
         except (CorpusError, OSError) as err:
             corpus_error = str(err)
-    return Selection(model, corpus, model_error, corpus_error)
+    return Selection(model, corpus, model_error, corpus_error, ref)
 
 
 def corpus_split(corpus: list[Snippet]) -> CorpusSplit:

@@ -204,7 +204,7 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = resolve_source(source)
-    if is_card_folder(folder) and not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+    if is_browse_only(folder):
         return load_browse_only(folder, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -265,6 +265,11 @@ class ModelCard:
 
 def is_card_folder(folder: Path) -> bool:
     return (folder / CARD_FILE).is_file()
+
+
+def is_browse_only(folder: Path) -> bool:
+    """A card folder without weights: opened browse-only, from its card."""
+    return is_card_folder(folder) and not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir())
 
 
 def read_card(folder: Path) -> ModelCard:

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 from neuro.model.adapters import ADAPTERS
 from neuro.model.errors import ModelLoadError
-from neuro.model.identity import WEIGHT_SUFFIXES, weights_fingerprint
-from neuro.model.loading import is_card_folder, read_card, resolve_source
+from neuro.model.identity import weights_fingerprint
+from neuro.model.loading import is_browse_only, read_card, resolve_source
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def model_ref(source: str | os.PathLike) -> ModelRef | None:
     enough (an architecture without an adapter, a config that leaves its sizes to transformers'
     defaults), so the caller loads the model instead. Raises ModelLoadError where loading would too."""
     folder = resolve_source(source)
-    if is_card_folder(folder) and not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+    if is_browse_only(folder):
         try:
             card = read_card(folder)
         except (OSError, ValueError, KeyError, TypeError) as err:

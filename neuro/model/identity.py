@@ -131,6 +131,11 @@ def file_digests(paths: Sequence[Path], memo: Path | None = None) -> list[str]:
     return [d for d in digests if d is not None]
 
 
+def model_identity(model_type: str, fingerprint: str) -> str:
+    """The cache identity: architecture plus weights fingerprint (one format for loaded models and references)."""
+    return f"{model_type}@{fingerprint}"
+
+
 def weights_fingerprint(folder: Path, memo: Path | None = None) -> str:
     """Fingerprint of every byte of a folder's weight files (with their names relative to the folder)."""
     folder = Path(folder)

@@ -21,7 +21,7 @@ from torch import nn
 
 from neuro.model.adapters import Adapter, NeuronSite, adapter_for, neuron_sites
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
-from neuro.model.identity import WEIGHT_SUFFIXES, module_fingerprint, weights_fingerprint
+from neuro.model.identity import WEIGHT_SUFFIXES, model_identity, module_fingerprint, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class LoadedModel:
     def identity(self) -> str:
         """Cache identity: architecture plus a fingerprint of the weights, not the path they were loaded
         from, so results computed on a GPU box from a hub id are found on a laptop from a local copy."""
-        return f"{self.config.model_type}@{self.fingerprint}"
+        return model_identity(self.config.model_type, self.fingerprint)
 
     def sites(self) -> list[NeuronSite]:
         return neuron_sites(self.model, self.adapter)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 from neuro.model.adapters import ADAPTERS
 from neuro.model.errors import ModelLoadError
-from neuro.model.identity import weights_fingerprint
+from neuro.model.identity import model_identity, weights_fingerprint
 from neuro.model.loading import is_browse_only, read_card, resolve_source
 
 
@@ -32,7 +32,7 @@ class ModelRef:
 
     @property
     def identity(self) -> str:
-        return f"{self.model_type}@{self.fingerprint}"
+        return model_identity(self.model_type, self.fingerprint)
 
 
 def _layer_count(config: dict) -> int | None:

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuro.code.corpus import Snippet  # noqa: E402
 from neuro.instrument.hooks import hooked
-from neuro.instrument.losses import sample_losses  # noqa: E402
+from neuro.instrument.losses import model_sample_losses, model_token_losses  # noqa: E402
 from neuro.instrument.states import pooled_states
 from neuro.instrument.statistics import StatisticsHooks, capture_statistics
 from neuro.model.loading import LoadedModel, prepare  # noqa: E402
@@ -207,15 +207,15 @@ def step(loaded: LoadedModel, ids: torch.Tensor, mode: str, hooks: StatisticsHoo
     mask = torch.ones_like(ids)
     if hooks is not None:
         hooks.set_batch(mask)
-    model = loaded.model
     if mode in "ab":
         with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            sample_losses(logits, ids, mask)
-        return
-    inputs = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    logits = model(inputs_embeds=inputs, attention_mask=mask, use_cache=False).logits
-    sample_losses(logits, ids, mask).sum().backward()
+            model_sample_losses(loaded, ids, mask)
+    else:
+        inputs = loaded.embeddings(ids).detach().requires_grad_(True)
+        ce, _targets = model_token_losses(loaded, ids, mask, inputs_embeds=inputs)
+        ce.sum().backward()
+    if hooks is not None:
+        hooks.commit()
 
 
 def sync(device) -> None:

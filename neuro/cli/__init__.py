@@ -62,7 +62,22 @@ def progress(label: str):
 def open_model(args):
     source = args.model or str(DEMO_MODEL_DIR)
     log.info("loading model %s", source)
-    return load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
+    return load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                      device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
+
+
+def parse_max_memory(text: str | None) -> dict | None:
+    """accelerate's max_memory from "0=70GiB,1=70GiB,cpu=200GiB" (device index or "cpu"/"disk")."""
+    if not text:
+        return None
+    out: dict = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if not value:
+            raise ValueError(f"--max-memory takes DEVICE=SIZE pairs, e.g. 0=70GiB,cpu=200GiB; got {part!r}")
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = value.strip()
+    return out
 
 
 def open_corpus(args):
@@ -119,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         p.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bf16 on GPU)")
         p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+        p.add_argument("--device-map", choices=["auto", "balanced", "balanced_low_0", "sequential"],
+                       help="split the model over the visible GPUs (and CPU) with accelerate (default: auto when "
+                            "more than one GPU is visible)")
+        p.add_argument("--max-memory", help="accelerate's per-device cap, e.g. 0=70GiB,1=70GiB,cpu=200GiB")
+        p.add_argument("--batch-tokens", type=int,
+                       help="padded tokens per batch for every pass (default: sized by the memory plan)")
         p.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
                        help="share of tasks (else programs) kept for evaluation; neurons, concept layers and "
                             "centring means are chosen on the rest (default 0.3)")
@@ -134,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.batch_tokens:
+        if args.batch_tokens < 1:
+            print("error: --batch-tokens must be >= 1", file=sys.stderr)
+            return 2
+        os.environ["NEURO_BATCH_TOKENS"] = str(args.batch_tokens)  # read by neuro.model.plan.batch_plan
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     from neuro.instrument.distributed import finish

@@ -17,9 +17,10 @@ import torch
 
 from neuro.code.corpus import Snippet
 from neuro.instrument.hooks import hooked
-from neuro.instrument.losses import sample_losses
+from neuro.instrument.losses import model_sample_losses
 from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.loading import LoadedModel
+from neuro.model.plan import batch_plan
 from neuro.progress import Progress
 
 NeuronSet = Mapping[int, Sequence[int]]  # layer -> neuron indices
@@ -55,11 +56,15 @@ def ablated(loaded: LoadedModel, neurons: NeuronSet | Iterable[tuple[int, int]])
         for layer, idx in layer_map.items():
             if not len(idx):
                 continue
-            keep = torch.ones(width, device=loaded.device)
-            keep[torch.as_tensor(idx, device=loaded.device)] = 0.0
+            keep = torch.ones(width)
+            keep[torch.as_tensor(idx)] = 0.0
 
-            def hook(module, args, keep=keep):
-                return (args[0] * keep.to(args[0].dtype),) + tuple(args[1:])
+            def hook(module, args, keep=keep, moved={}):  # noqa: B006 - one copy per device, per call
+                a = args[0]
+                key = (a.device, a.dtype)
+                if key not in moved:
+                    moved[key] = keep.to(device=a.device, dtype=a.dtype)
+                return (a * moved[key],) + tuple(args[1:])
             handles.append(sites[layer].down.register_forward_pre_hook(hook))
 
     with loaded.lock, hooked(register):
@@ -79,16 +84,17 @@ def random_like(neurons: NeuronSet, width: int, seed: int = 0,
 
 
 def language_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
-                    batch_tokens: int = 8192, max_batch: int = 32) -> dict[str, float]:
-    """Mean next-token cross-entropy per language (mean over programs of each program's mean)."""
+                    batch_tokens: int | None = None, max_batch: int = 32) -> dict[str, float]:
+    """Mean next-token cross-entropy per language (mean over programs of each program's mean); batches of
+    `batch_tokens` padded tokens (default: the memory plan's, neuro.model.plan)."""
     loaded.require_weights()
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
+    batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
     totals: dict[str, list[float]] = {}
     with loaded.lock, torch.inference_mode():
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
-            logits = loaded.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            for i, loss in zip(batch, sample_losses(logits, ids, mask).tolist()):
+            for i, loss in zip(batch, model_sample_losses(loaded, ids, mask).tolist()):
                 totals.setdefault(snippets[i].lang, []).append(loss)
     return {lang: float(np.mean(v)) for lang, v in totals.items()}
 

@@ -44,3 +44,28 @@ def forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, la
     finally:
         if handle is not None:
             handle.remove()
+
+
+@contextmanager
+def checkpointed_blocks(loaded: LoadedModel, enabled: bool = True) -> Iterator[None]:
+    """Inside, every block's forward is activation-checkpointed (torch.utils.checkpoint, non-reentrant):
+    a forward+backward keeps only each block's input and recomputes one block at a time in the backward.
+    For any architecture (the blocks' own `forward`, wrapped and restored in `finally`); module hooks
+    inside a block run again during the recomputation, so statistics hooks must not count twice
+    (neuro.instrument.statistics sets `replaying` around the backward)."""
+    if not enabled:
+        yield
+        return
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = list(loaded.blocks)
+    originals = [block.forward for block in blocks]
+    try:
+        for block, forward in zip(blocks, originals):
+            block.forward = partial(checkpoint, forward, use_reentrant=False)
+        yield
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)

@@ -9,6 +9,7 @@ memory is O(layers x neurons) whatever the corpus size.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import forward_until, hooked
-from neuro.instrument.losses import sample_losses, token_losses
+from neuro.instrument.hooks import checkpointed_blocks, forward_until, hooked
 from neuro.instrument.tokens import Encoded, collate, encode, length_batches, real_token_mask
 from neuro.model.adapters import NeuronSite
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 def _check_width(site: NeuronSite, tensor: torch.Tensor, expected: int) -> None:
@@ -210,62 +212,156 @@ def unit_plan(snippets: Sequence[Snippet], languages: Sequence[str], n_layers: i
     return unit_of, np.array(unit_lang, dtype=np.int64)
 
 
+class _Staged:
+    """One batch's contributions, kept apart until the batch's backward has finished: a batch that runs
+    out of memory midway is dropped whole and retried smaller, and the totals never count it twice."""
+
+    def __init__(self):
+        self.sums: dict[tuple[str, int], torch.Tensor] = {}            # (name, layer) -> (width,)
+        self.rows: dict[tuple[str, int], torch.Tensor] = {}            # (name, layer) -> (batch, width)
+        self.types: dict[int, torch.Tensor] = {}                       # layer -> (types, width)
+        self.top: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}    # layer -> (k, width) values, ids
+
+
+def _add_into(per_layer: list, layer: int, value: torch.Tensor) -> None:
+    if per_layer[layer] is None:
+        per_layer[layer] = value.clone()
+    else:
+        per_layer[layer] += value
+
+
 class StatisticsHooks:
     """Hooks and accumulators of one capture. Per-language sums are read and reset between languages;
-    the per-unit sums, the syntax profile and the running top-k are kept over the whole corpus."""
+    the per-unit sums, the syntax profile and the running top-k are kept over the whole corpus.
+
+    Every accumulator lives on the device the activations of the layer it watches arrive on (a model
+    split over devices by accelerate's device_map never moves activations to gather them), allocated on
+    first use; per-batch inputs (masks, weights) are copied once per device. A batch's contributions are
+    staged (`_Staged`) and added by `commit` only once its forward and backward have both finished
+    (`discard` drops them after an error).
+
+    Under gradient checkpointing (`replaying` set while the backward recomputes blocks) the forward-side
+    statistics are not counted again, and the gated FFN's `up` is read from the recomputation when its
+    gradient arrives instead of being held from the first forward (which would defeat checkpointing).
+    """
+
+    SUMS = ("act_abs", "active", "pls", "attribution")
 
     def __init__(self, loaded: LoadedModel, gradients: bool, n_node_types: int = 0, top_k: int = 0,
                  n_units: int = 0):
         self.sites = loaded.sites()
         self.width = loaded.n_neurons
         self.gradients = gradients
-        dev = loaded.device
-        shape = (len(self.sites), self.width)
-        self.act_abs = torch.zeros(shape, dtype=torch.float32, device=dev)
-        self.active = torch.zeros(shape, dtype=torch.float32, device=dev)
-        self.pls = torch.zeros(shape, dtype=torch.float32, device=dev)
-        self.attribution = torch.zeros(shape, dtype=torch.float32, device=dev)
-        # per unit, stored (layers, units, neurons) so a layer's slice is contiguous
-        unit_shape = (len(self.sites), n_units, self.width)
-        self.unit_active = torch.zeros(unit_shape, device=dev) if n_units else None
-        self.unit_pls = torch.zeros(unit_shape, device=dev) if n_units and gradients else None
-        self.unit_attribution = torch.zeros(unit_shape, device=dev) if n_units and gradients else None
+        # allocated on first use, on the device the layer's activations arrive on (accelerate may place a
+        # block on another device, or offload it and run it on an execution device)
+        n = len(self.sites)
+        self.totals: dict[str, list[torch.Tensor | None]] = {name: [None] * n for name in self.SUMS}
+        self.n_units = n_units
+        self.unit_totals = {name: [None] * n for name in ("active", "pls", "attribution")
+                            if n_units and (name == "active" or gradients)}
         self.n_types = n_node_types
-        self.type_sum = torch.zeros((len(self.sites), n_node_types, self.width), device=dev) if n_node_types else None
-        self.type_count = torch.zeros(n_node_types, device=dev)
+        self.type_sum: list[torch.Tensor | None] | None = [None] * n if n_node_types else None
+        self.type_count = torch.zeros(n_node_types)
         self.top_k = top_k
-        self.top_values = torch.full((len(self.sites), top_k, self.width), -torch.inf, device=dev) if top_k else None
-        self.top_ids = torch.full((len(self.sites), top_k, self.width), -1, dtype=torch.long, device=dev) if top_k \
-            else None
-        self.real: torch.Tensor | None = None          # (batch, seq): 1 for a program's own tokens
-        self.pls_weight: torch.Tensor | None = None    # (batch, seq): real / (real tokens of the program)
-        self.attr_weight: torch.Tensor | None = None   # (batch, seq): -mask / (targets of the program)
-        self.units: torch.Tensor | None = None         # (batch,) unit of each program
-        self.type_onehot: torch.Tensor | None = None   # (node types, batch*seq)
-        self.token_ids: torch.Tensor | None = None     # (batch*seq,) global token id, -1 for padding and BOS
+        self.top_values: list[torch.Tensor | None] | None = [None] * n if top_k else None
+        self.top_ids: list[torch.Tensor | None] | None = [None] * n if top_k else None
+        self.replaying = False      # set by the caller while the backward recomputes checkpointed blocks
+        self.checkpointing = False
+        self.staged = _Staged()
+        self._inputs: dict = {}
+        self._replayed: dict[int, torch.Tensor] = {}
+        self._batch_type_count: torch.Tensor | None = None
+
+    # per-batch inputs ---------------------------------------------------------------------------
 
     def set_batch(self, mask: torch.Tensor, real: torch.Tensor | None = None, units: torch.Tensor | None = None,
                   node_types: torch.Tensor | None = None, token_ids: torch.Tensor | None = None) -> None:
         """Per-batch inputs: attention mask; real-token mask (default: the attention mask); unit of each
         program; node type id per token (-1: none); global token ids (-1: not a real token)."""
         real = mask if real is None else real
-        self.real = real
-        self.pls_weight = real / real.sum(1, keepdim=True).clamp(min=1)
-        self.attr_weight = -mask / mask[:, 1:].sum(1, keepdim=True).clamp(min=1)
-        self.units = units
+        inputs = {"real": real, "pls_weight": real / real.sum(1, keepdim=True).clamp(min=1),
+                  "attr_weight": -mask / mask[:, 1:].sum(1, keepdim=True).clamp(min=1), "units": units}
         if self.n_types:
             flat = torch.where(real.reshape(-1) > 0, node_types.reshape(-1), -1)
             onehot = torch.zeros((self.n_types, flat.numel()), device=mask.device)
             keep = flat >= 0
             onehot[flat[keep], keep.nonzero()[:, 0]] = 1.0
-            self.type_onehot = onehot
-            self.type_count += onehot.sum(1)
+            inputs["type_onehot"] = onehot
+            self._batch_type_count = onehot.sum(1).cpu()
         if self.top_k:
-            self.token_ids = torch.where(real.reshape(-1) > 0, token_ids.reshape(-1), -1)
+            inputs["token_ids"] = torch.where(real.reshape(-1) > 0, token_ids.reshape(-1), -1)
+        self._inputs = {(name, mask.device): value for name, value in inputs.items()}
+        self.staged = _Staged()
+        self._replayed.clear()
+
+    def _get(self, name: str, device: torch.device):
+        """A per-batch input on `device` (copied there once per batch)."""
+        key = (name, device)
+        if key not in self._inputs:
+            source = next(v for (n, _d), v in self._inputs.items() if n == name)
+            self._inputs[key] = None if source is None else source.to(device)
+        return self._inputs[key]
+
+    # staging and committing -----------------------------------------------------------------------
+
+    def _stage_sum(self, name: str, layer: int, rows: torch.Tensor, unit_name: str | None = None) -> None:
+        """Per-program rows (batch, width) of one layer: their sum for the language, the rows for units."""
+        key = (name, layer)
+        total = rows.sum(0)
+        self.staged.sums[key] = self.staged.sums[key] + total if key in self.staged.sums else total
+        if unit_name in self.unit_totals:
+            self.staged.rows[(unit_name, layer)] = rows
+
+    def commit(self) -> None:
+        """Add the staged batch to the totals (after its forward and backward both finished)."""
+        for (name, layer), value in self.staged.sums.items():
+            _add_into(self.totals[name], layer, value)
+        for (name, layer), rows in self.staged.rows.items():
+            if self.unit_totals[name][layer] is None:
+                self.unit_totals[name][layer] = rows.new_zeros((self.n_units, self.width))
+            self.unit_totals[name][layer].index_add_(0, self._get("units", rows.device), rows)
+        for layer, value in self.staged.types.items():
+            _add_into(self.type_sum, layer, value)
+        if self.n_types and self._batch_type_count is not None:
+            self.type_count += self._batch_type_count
+        for layer, (values, ids) in self.staged.top.items():
+            if self.top_values[layer] is None:
+                self.top_values[layer] = torch.full((self.top_k, self.width), -torch.inf, device=values.device)
+                self.top_ids[layer] = torch.full((self.top_k, self.width), -1, dtype=torch.long, device=values.device)
+            merged_values = torch.cat([self.top_values[layer], values])
+            merged_ids = torch.cat([self.top_ids[layer], ids])
+            best, order = merged_values.topk(self.top_k, dim=0)
+            self.top_values[layer] = best
+            self.top_ids[layer] = merged_ids.gather(0, order)
+        self.discard()
+
+    def discard(self) -> None:
+        self.staged = _Staged()
+        self._replayed.clear()
+        self._batch_type_count = None
 
     def reset(self) -> None:
-        for acc in (self.act_abs, self.active, self.pls, self.attribution):
-            acc.zero_()
+        for per_layer in self.totals.values():
+            for acc in per_layer:
+                if acc is not None:
+                    acc.zero_()
+
+    def gathered(self, per_layer: list[torch.Tensor | None], shape: tuple[int, ...], fill: float = 0.0,
+                 dtype=torch.float32, dim: int = 0) -> np.ndarray:
+        """Per-layer tensors from every device stacked on the host (`fill` for a layer never reached)."""
+        return torch.stack([torch.full(shape, fill, dtype=dtype) if t is None else t.cpu() for t in per_layer],
+                           dim=dim).numpy()
+
+    def language_sums(self) -> dict[str, np.ndarray]:
+        """The per-language sums gathered from every device: (layers, neurons) float32 each."""
+        return {name: self.gathered(per_layer, (self.width,)) for name, per_layer in self.totals.items()}
+
+    def unit_arrays(self) -> dict[str, np.ndarray]:
+        """Per-unit sums gathered from every device, (units, layers, neurons)."""
+        return {name: self.gathered(per_layer, (self.n_units, self.width), dim=1)
+                for name, per_layer in self.unit_totals.items()}
+
+    # reductions ---------------------------------------------------------------------------------
 
     def _reduce(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """weights (rows, N) @ values (N, width) in float32 (GPU GEMMs accumulate in fp32)."""
@@ -277,12 +373,7 @@ class StatisticsHooks:
         rows = torch.bmm(weights.to(values.dtype).unsqueeze(1), values.reshape(*weights.shape, self.width))
         return rows.squeeze(1).float()
 
-    @staticmethod
-    def _add(layer: int, language_acc: torch.Tensor, unit_acc: torch.Tensor | None, rows: torch.Tensor,
-             units: torch.Tensor | None) -> None:
-        language_acc[layer] += rows.sum(0)
-        if unit_acc is not None:
-            unit_acc[layer].index_add_(0, units, rows)
+    # hooks --------------------------------------------------------------------------------------
 
     def register(self, handles: list) -> None:
         for site in self.sites:
@@ -298,50 +389,64 @@ class StatisticsHooks:
             a = args[0]
             _check_width(site, a, self.width)
             detached = a.detach()
-            self.act_abs[site.layer] += self._reduce(self.real.reshape(1, -1), detached.abs())
+            if self.replaying:  # a checkpointed block recomputed in the backward: counted already
+                if hold_activation:
+                    self._replayed[site.layer] = detached
+                return
+            dev = a.device
+            layer = site.layer
+            self._stage_sum("act_abs", layer, self._reduce(self._get("real", dev).reshape(1, -1), detached.abs())[None])
             if self.n_types:
-                self.type_sum[site.layer] += self._reduce(self.type_onehot, detached)
+                self.staged.types[layer] = self._reduce(self._get("type_onehot", dev), detached)
             if self.top_k:
-                self._update_top(site.layer, detached.reshape(-1, self.width))
+                self._stage_top(layer, detached.reshape(-1, self.width))
             if hold_activation and a.requires_grad:
-                # Non-gated FFN: a * dL/da needs `a` itself when its gradient arrives.
-                weights = (self.pls_weight, self.attr_weight, self.units)
-                a.register_hook(lambda g: self._add_gradient(site.layer, weights, detached * g))
+                # Non-gated FFN: a * dL/da needs `a` itself when its gradient arrives (from the
+                # recomputation under checkpointing).
+                held = None if self.checkpointing else detached
+                a.register_hook(lambda g: self._add_gradient(layer, self._held(layer, held) * g))
         return hook
 
-    def _update_top(self, layer: int, flat: torch.Tensor) -> None:
-        real = self.token_ids >= 0
-        values = flat.float().masked_fill(~real[:, None], -torch.inf)
+    def _held(self, layer: int, held: torch.Tensor | None) -> torch.Tensor:
+        return held if held is not None else self._replayed.pop(layer)
+
+    def _stage_top(self, layer: int, flat: torch.Tensor) -> None:
+        token_ids = self._get("token_ids", flat.device)
+        values = flat.float().masked_fill(~(token_ids >= 0)[:, None], -torch.inf)
         k = min(self.top_k, values.shape[0])
         batch_values, rows = values.topk(k, dim=0)
-        merged_values = torch.cat([self.top_values[layer], batch_values])
-        merged_ids = torch.cat([self.top_ids[layer], self.token_ids[rows]])
-        best, order = merged_values.topk(self.top_k, dim=0)
-        self.top_values[layer] = best
-        self.top_ids[layer] = merged_ids.gather(0, order)
+        self.staged.top[layer] = (batch_values, token_ids[rows])
 
     def _act_hook(self, site: NeuronSite):
         def hook(module, args, out):
             _check_width(site, out, self.width)
+            if self.replaying:
+                return
             fired = (out.detach() > 0).to(out.dtype)
-            self._add(site.layer, self.active, self.unit_active, self._per_program(self.real, fired), self.units)
+            self._stage_sum("active", site.layer, self._per_program(self._get("real", out.device), fired), "active")
         return hook
 
     def _up_hook(self, site: NeuronSite):
         def hook(module, args, up):
             # Gated FFN: a = act(gate) * up, so a * dL/da = up * dL/dup. Autograd keeps `up` for the
-            # product's backward anyway, so holding it here until its gradient arrives costs nothing.
+            # product's backward anyway, so holding it here until its gradient arrives costs nothing
+            # (under checkpointing it is not kept: the recomputation hands it over instead).
             # The hook must not refer to `up` itself: up -> its hook -> up is a reference cycle that keeps
             # every batch's `up` alive until Python's cyclic GC runs (peak memory grew with the corpus).
+            layer = site.layer
+            if self.replaying:
+                self._replayed[layer] = up.detach()
+                return
             if up.requires_grad:
-                weights, held = (self.pls_weight, self.attr_weight, self.units), up.detach()
-                up.register_hook(lambda g: self._add_gradient(site.layer, weights, held * g))
+                held = None if self.checkpointing else up.detach()
+                up.register_hook(lambda g: self._add_gradient(layer, self._held(layer, held) * g))
         return hook
 
-    def _add_gradient(self, layer: int, weights: tuple, product: torch.Tensor) -> None:
-        pls_weight, attr_weight, units = weights  # of the batch whose gradient this is
-        self._add(layer, self.attribution, self.unit_attribution, self._per_program(attr_weight, product), units)
-        self._add(layer, self.pls, self.unit_pls, self._per_program(pls_weight, product.abs_()), units)
+    def _add_gradient(self, layer: int, product: torch.Tensor) -> None:
+        dev = product.device
+        self._stage_sum("attribution", layer, self._per_program(self._get("attr_weight", dev), product),
+                        "attribution")
+        self._stage_sum("pls", layer, self._per_program(self._get("pls_weight", dev), product.abs_()), "pls")
 
 
 def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet],
@@ -365,23 +470,85 @@ def node_type_vocabulary(encoded: Sequence[Encoded], snippets: Sequence[Snippet]
     return vocab, ids
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """An allocation failure of the device (CUDA) or of the host (CPU allocator)."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+
+
+@dataclass
+class _Plan:
+    """The batching a capture runs with: tokens per batch, and whether blocks are checkpointed."""
+
+    batch_tokens: int
+    checkpointing: bool
+    planned: bool  # sized from the memory plan (False: given by the caller)
+    halvings: int = 0
+
+
+def _capture_plan(loaded: LoadedModel, gradients: bool, max_length: int, batch_tokens: int | None,
+                  checkpointing: bool | None, fixed: int) -> _Plan:
+    if batch_tokens is not None:
+        return _Plan(int(batch_tokens), bool(checkpointing), planned=False)
+    from neuro.model.plan import batch_plan
+
+    plan = batch_plan(loaded, "backward" if gradients else "forward", max_length, fixed=fixed)
+    if not plan.fits:
+        raise ValueError(f"not even one program of {max_length} tokens fits in the memory free for this pass "
+                          f"({(plan.budget_bytes or 0) / (1 << 30):.1f} GiB; {plan.per_token_bytes / (1 << 20):.2f} "
+                          "MiB per token): lower --max-length, use a device map over more devices, or a GPU with "
+                          "more memory")
+    return _Plan(plan.batch_tokens, plan.checkpointing if checkpointing is None else checkpointing, planned=True)
+
+
+def _run_batch(loaded: LoadedModel, hooks: StatisticsHooks, ids: torch.Tensor, mask: torch.Tensor,
+               gradients: bool) -> torch.Tensor:
+    """One forward (and backward) of a batch through the hooks; each program's mean loss, (batch,)."""
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    from neuro.instrument.losses import model_token_losses
+
+    if not gradients:
+        with torch.inference_mode():
+            ce, targets = model_token_losses(loaded, ids, mask)
+        return ce.sum(1) / targets.sum(1).clamp(min=1)
+    inputs = loaded.embeddings(ids).detach().requires_grad_(True)
+    ce, targets = model_token_losses(loaded, ids, mask, inputs_embeds=inputs)
+    hooks.replaying = True
+    try:
+        with set_checkpoint_early_stop(False):  # a recomputed block runs whole, so every hook sees it
+            ce.sum().backward()  # each program's summed loss: no 1/T in its gradients
+    finally:
+        hooks.replaying = False
+    return ce.detach().sum(1) / targets.sum(1).clamp(min=1)
+
+
 def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
                        syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
-                       max_length: int = 512, batch_tokens: int = 4096, max_batch: int = 32,
+                       max_length: int = 512, batch_tokens: int | None = None, max_batch: int = 32,
                        languages: Sequence[str] | None = None, shard: tuple[int, int] | None = None,
                        units: bool = True, progress: Progress | None = None,
-                       indices: Sequence[int] | None = None) -> CorpusStats:
+                       indices: Sequence[int] | None = None, checkpointing: bool | None = None,
+                       node_types: Sequence[str] | None = None) -> CorpusStats:
     """Per-language neuron statistics of a corpus: one forward (and one backward) pass per batch.
 
     `shard=(rank, world)` processes only the snippets whose index % world == rank (data parallel; the
     shards' statistics sum to the whole corpus's, see neuro.instrument.distributed). `indices` likewise processes
     only those snippets (a chunk of a resumable pass, neuro.results.resume); units, node types and top-k ids stay
-    those of the whole list, so the statistics of disjoint index sets sum to the whole corpus's.
+    those of the whole list, so the statistics of disjoint index sets sum to the whole corpus's. Only the
+    programs processed are tokenized and aligned; `node_types` (the corpus's vocabulary, from
+    `node_type_vocabulary`) saves a chunk from aligning the whole corpus to find it.
 
     Gradients are activation-only: parameters stay frozen and the backward of each program's summed
     next-token loss starts from input embeddings that require grad, so no parameter gradient is ever
     computed or stored. `syntax` adds the per-node-type profile, `top_k` the k most activating tokens
     of every neuron and `units` the per-program (or per-block) scores, all in the same pass.
+
+    Batches: `batch_tokens` padded tokens each, or (None) as many as the memory plan says fit in the
+    memory free on the model's devices (neuro.model.plan), with every block checkpointed where one
+    program would not fit otherwise (`checkpointing` forces it on or off). A batch that runs out of memory
+    is dropped whole, halved and retried (logged, and counted in meta["batch_halvings"]).
     """
     if not snippets:
         raise ValueError("no snippets to capture")
@@ -389,45 +556,58 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     langs = list(languages or dict.fromkeys(s.lang for s in snippets))
     n_layers, width = loaded.n_layers, loaded.n_neurons
     # float32 like the accumulators on the device: float64 would double the cache for no precision
-    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32)
-           for name in ("act_abs", "active", "pls", "attribution")}
+    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in StatisticsHooks.SUMS}
     tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
-    pad_id, device, model = loaded.pad_id, loaded.device, loaded.model
-    embed = loaded.embeddings
-    encoded = [encode(loaded, s.code, max_length) for s in snippets]
-    node_types, type_ids = node_type_vocabulary(encoded, snippets, max_node_types) if syntax else ([], None)
+    pad_id, device = loaded.pad_id, loaded.device
     keep = None if indices is None else set(indices)
     mine = [i for i in range(len(snippets))
-            if (shard is None or i % shard[1] == shard[0]) and (keep is None or i in keep)]
-    done, total = 0, sum(snippets[i].lang in langs for i in mine)
+            if (shard is None or i % shard[1] == shard[0]) and (keep is None or i in keep)
+            and snippets[i].lang in langs]
+    encoded = {i: encode(loaded, snippets[i].code, max_length) for i in mine}
+    type_ids = None
+    if syntax:
+        if node_types is None:
+            node_types, _ = node_type_vocabulary([encode(loaded, s.code, max_length) for s in snippets], snippets,
+                                                 max_node_types)
+        type_ids = _type_ids(encoded, snippets, list(node_types))
+    node_types = list(node_types) if syntax else []
+    done, total = 0, len(mine)
     unit_of, unit_lang = unit_plan(snippets, langs, n_layers, width) if units else (None, None)
     n_units = len(unit_lang) if units else 0
     unit_tokens, unit_samples = np.zeros(n_units), np.zeros(n_units)
+    from neuro.model.plan import capture_fixed_bytes
+
+    plan = _capture_plan(loaded, gradients, max_length, batch_tokens, checkpointing,
+                         capture_fixed_bytes(n_layers, width, n_units, len(node_types), top_k))
 
     with loaded.lock:
         hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k, n_units=n_units)
+        hooks.checkpointing = plan.checkpointing and gradients
         with hooked(hooks.register):
             for li, lang in enumerate(langs):
-                group = [i for i in mine if snippets[i].lang == lang]
+                pending = [i for i in mine if snippets[i].lang == lang]
+                queue = _batches(pending, encoded, plan.batch_tokens, max_batch)
                 hooks.reset()
-                for batch in length_batches([len(encoded[i].ids) for i in group], batch_tokens, max_batch):
-                    rows = [group[j] for j in batch]
+                while queue:
+                    rows = queue.pop(0)
                     ids, mask = collate([encoded[i] for i in rows], pad_id, device)
                     real = real_token_mask(loaded, ids, mask)
                     batch_units = torch.as_tensor(unit_of[rows], device=device) if units else None
                     labels = _token_labels(rows, type_ids, mask) if syntax or top_k else (None, None)
                     hooks.set_batch(mask, real, batch_units, *labels)
-                    if gradients:
-                        inputs = embed(ids).detach().requires_grad_(True)
-                        logits = model(inputs_embeds=inputs, attention_mask=mask, use_cache=False).logits
-                        ce, targets = token_losses(logits, ids, mask)
-                        ce.sum().backward()  # each program's summed loss: no 1/T in its gradients
-                        losses = ce.detach().sum(1) / targets.sum(1).clamp(min=1)
-                    else:
-                        with torch.inference_mode():
-                            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                            losses = sample_losses(logits, ids, mask)
-                    del logits
+                    try:
+                        with checkpointed_blocks(loaded, hooks.checkpointing):
+                            losses = _run_batch(loaded, hooks, ids, mask, gradients)
+                    except Exception as err:  # noqa: BLE001 - only an allocation failure is retried
+                        hooks.discard()
+                        if not is_out_of_memory(err) or not _shrink(plan, hooks, len(rows), gradients):
+                            raise
+                        _free_cache(device)
+                        remaining = set(rows).union(*map(set, queue))
+                        queue = _batches([i for i in pending if i in remaining], encoded, plan.batch_tokens,
+                                         max_batch)
+                        continue
+                    hooks.commit()
                     n_real = real.sum(1).cpu().numpy()
                     tokens[li] += float(n_real.sum())
                     samples[li] += len(rows)
@@ -438,30 +618,69 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
                     done += len(rows)
                     if progress:
                         progress(done, total)
-                out["act_abs"][li] = hooks.act_abs.cpu().numpy()
-                out["active"][li] = hooks.active.cpu().numpy()
-                out["pls"][li] = hooks.pls.cpu().numpy()
-                out["attribution"][li] = hooks.attribution.cpu().numpy()
+                for name, value in hooks.language_sums().items():
+                    out[name][li] = value
 
     meta = {"languages": langs, "gradients": gradients, "max_length": max_length, "version": STATS_VERSION,
             "loss": "sum over the program's next-token targets (one backward pass per program)",
             "token_reduction": "mean over the program's real tokens (BOS, padding, special tokens excluded)",
             "units": "program" if units and n_units == sum(s.lang in langs for s in snippets) else "block",
             "model": loaded.identity, "node_types": node_types, "top_k": top_k,
-            "snippet_ids": [s.id for s in snippets] if top_k else []}
+            "snippet_ids": [s.id for s in snippets] if top_k else [],
+            "batch_tokens": plan.batch_tokens, "checkpointing": hooks.checkpointing,
+            "batch_halvings": plan.halvings}
     stats = CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
                         tokens, samples, loss_sum, meta, attribution_sum=out["attribution"] if gradients else None)
     if units:
-        transpose = lambda t: None if t is None else t.transpose(0, 1).cpu().numpy()  # noqa: E731
-        stats.unit_pls, stats.unit_attribution = transpose(hooks.unit_pls), transpose(hooks.unit_attribution)
-        stats.unit_active = transpose(hooks.unit_active)
+        arrays = hooks.unit_arrays()
+        stats.unit_pls, stats.unit_attribution = arrays.get("pls"), arrays.get("attribution")
+        stats.unit_active = arrays["active"]
         stats.unit_tokens, stats.unit_samples, stats.unit_lang = unit_tokens, unit_samples, unit_lang
     if syntax:
-        stats.type_sum = hooks.type_sum.cpu().numpy()
-        stats.type_count = hooks.type_count.cpu().numpy().astype(np.float64)
+        stats.type_sum = hooks.gathered(hooks.type_sum, (len(node_types), width))
+        stats.type_count = hooks.type_count.numpy().astype(np.float64)
     if top_k:
-        stats.top_values, stats.top_ids = hooks.top_values.cpu().numpy(), hooks.top_ids.cpu().numpy()
+        stats.top_values = hooks.gathered(hooks.top_values, (top_k, width), -np.inf)
+        stats.top_ids = hooks.gathered(hooks.top_ids, (top_k, width), -1, torch.long)
     return stats
+
+
+def _batches(pending: list[int], encoded: dict, batch_tokens: int, max_batch: int) -> list[list[int]]:
+    """`pending` (snippet indices) in batches of similar length, at most `batch_tokens` padded tokens."""
+    return [[pending[j] for j in batch]
+            for batch in length_batches([len(encoded[i].ids) for i in pending], batch_tokens, max_batch)]
+
+
+def _shrink(plan: _Plan, hooks: StatisticsHooks, batch_programs: int, gradients: bool) -> bool:
+    """After an out-of-memory error: halve the batch, or checkpoint every block once a single program
+    does not fit; False when there is nothing left to try."""
+    if batch_programs > 1:
+        plan.batch_tokens = max(1, plan.batch_tokens // 2)
+        what = f"batches of {plan.batch_tokens} tokens"
+    elif gradients and not hooks.checkpointing:
+        plan.checkpointing = hooks.checkpointing = True
+        what = "every block checkpointed"
+    else:
+        return False
+    plan.halvings += 1
+    log.warning("out of memory in a batch of %d programs: retrying with %s", batch_programs, what)
+    return True
+
+
+def _free_cache(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _type_ids(encoded: dict[int, Encoded], snippets: Sequence[Snippet], vocab: list[str]) -> dict[int, list[int]]:
+    """Per processed program, each token's node type id in `vocab` (-1: none; unknown types: "(other)")."""
+    from neuro.code.syntax import align_tokens
+
+    index = {t: i for i, t in enumerate(vocab)}
+    other = index.get("(other)", -1)
+    return {i: [-1 if node.type is None else index.get(node.type, other)
+                for node in align_tokens(snippets[i].code, snippets[i].lang, e.offsets)]
+            for i, e in encoded.items()}
 
 
 def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch.Tensor):

@@ -144,6 +144,13 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
+def checkpoint_dtype(config) -> torch.dtype:
+    """The dtype the weights are stored in, as a CPU computes it: bfloat16 stays, anything else float32."""
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    stored = getattr(torch, stored) if isinstance(stored, str) else stored
+    return torch.bfloat16 if stored == torch.bfloat16 else torch.float32
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -195,11 +202,14 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
 def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
                device: str | None = None, device_map: str | dict | None = None,
-               trust_remote_code: bool = False) -> LoadedModel:
+               max_memory: dict | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer for analysis (eval mode, parameters frozen).
 
-    Defaults: float32 on CPU, bfloat16 on GPU; `device_map="auto"` (accelerate) when more than one
-    GPU is visible, so a model larger than one device is split across them.
+    Defaults: on a GPU bfloat16; on a CPU the checkpoint's own dtype (float32 or bfloat16; float16 is
+    read as float32, which CPUs compute poorly in half precision), so a bf16 checkpoint is not upcast to
+    twice its size. `device_map` ("auto", "balanced", "sequential" or a dict; accelerate's) splits a model
+    over devices, with `max_memory` per device; "auto" is the default when more than one GPU is visible,
+    except under torchrun, where each rank keeps a whole copy on its own LOCAL_RANK device.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -211,15 +221,20 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
     except ValueError as err:
         raise ModelLoadError(f"cannot read the config of {source}: {err}") from None
     adapter_for(config)  # fail before loading gigabytes of weights
+    ranks = int(os.environ.get("WORLD_SIZE", 1))
+    if device is None and ranks > 1 and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # a rank never spreads over every GPU
     device = device or default_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
-    if device_map is None and device.startswith("cuda") and torch.cuda.device_count() > 1:
+    dtype = dtype or (checkpoint_dtype(config) if device == "cpu" else default_dtype(device))
+    if device_map is None and ranks <= 1 and device.startswith("cuda") and torch.cuda.device_count() > 1:
         device_map = "auto"
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code)
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if max_memory:
+            kwargs["max_memory"] = max_memory
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

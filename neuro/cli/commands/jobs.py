@@ -39,7 +39,6 @@ def _finetune_options(p) -> None:
     p.add_argument("--method", default="neurons",
                    help=f"{', '.join(METHODS)}; comma-separated for a comparison at equal steps")
     p.add_argument("--neuron-set", choices=NEURON_SETS, default="specific")
-    p.add_argument("--batch-tokens", type=int, default=2048)
     p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
     p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on evaluation-side programs with tests")
     p.add_argument("--candidate-quantile", type=float, default=0.90)
@@ -84,7 +83,7 @@ def cmd_finetune(args) -> tuple[dict, str]:
     infos = []
     for method in methods:
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
-        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens, max_length=min(args.max_length, 1024),
+        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens or 2048, max_length=min(args.max_length, 1024),
                        seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
                        checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)

@@ -34,16 +34,16 @@ def sample_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -
 
 
 @contextmanager
-def final_hidden(loaded: LoadedModel) -> Iterator[dict]:
-    """Inside, the model's unembedding reads no position (its logits are empty) and the hidden states it
-    was given are kept in the yielded dict under "hidden"."""
+def final_hidden(head: torch.nn.Module) -> Iterator[dict]:
+    """Inside, the unembedding `head` reads no position (the model's logits are empty) and the hidden
+    states it was given are kept in the yielded dict under "hidden"."""
     kept: dict = {}
 
     def hook(module, args):
         kept["hidden"] = args[0]
         return (args[0][..., :0, :],) + tuple(args[1:])
 
-    handle = loaded.unembedding.register_forward_pre_hook(hook)
+    handle = head.register_forward_pre_hook(hook)
     try:
         yield kept
     finally:
@@ -57,13 +57,14 @@ def _chunk_ce(head, cap: float | None, hidden: torch.Tensor, targets: torch.Tens
     return F.cross_entropy(logits, targets, reduction="none")
 
 
-def chunked_ce(loaded: LoadedModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+def chunked_ce(model: torch.nn.Module, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`token_losses` from the final hidden states (batch, seq, hidden): logits made `chunk` positions at
-    a time; with gradients each chunk is checkpointed (only the hidden states are kept for the backward)."""
-    head = loaded.unembedding
-    cap = getattr(loaded.config, "final_logit_softcapping", None)  # Gemma 2
-    chunk = chunk or ce_chunk_tokens(int(loaded.config.vocab_size))
+    """`token_losses` from the final hidden states (batch, seq, hidden) of `model` (a causal LM): logits made
+    `chunk` positions at a time; with gradients each chunk is checkpointed (only the hidden states are kept
+    for the backward)."""
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)  # Gemma 2
+    chunk = chunk or ce_chunk_tokens(int(model.config.vocab_size))
     flat = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = ids[:, 1:].reshape(-1).to(flat.device)
     pieces = []
@@ -78,16 +79,18 @@ def chunked_ce(loaded: LoadedModel, hidden: torch.Tensor, ids: torch.Tensor, mas
     return ce, target_mask
 
 
-def model_token_losses(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor,
+def model_token_losses(loaded: LoadedModel | torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
                        inputs_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward of the model and the next-token cross-entropy of every target position, (batch, seq-1),
-    with the target mask; never a full logits tensor (see the module docstring)."""
-    with final_hidden(loaded) as kept:
+    """One forward of the model (a LoadedModel, or a causal LM such as a peft-wrapped one in training) and
+    the next-token cross-entropy of every target position, (batch, seq-1), with the target mask; never a
+    full logits tensor (see the module docstring)."""
+    model = loaded.model if isinstance(loaded, LoadedModel) else loaded
+    with final_hidden(model.get_output_embeddings()) as kept:
         if inputs_embeds is None:
-            loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
         else:
-            loaded.model(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False)
-    return chunked_ce(loaded, kept.pop("hidden"), ids, mask)
+            model(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False)
+    return chunked_ce(model, kept.pop("hidden"), ids, mask)
 
 
 def model_sample_losses(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

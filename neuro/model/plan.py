@@ -34,6 +34,9 @@ MAX_FORWARD_TOKENS = 8192
 DEFAULT_LANGUAGES = 5
 UNIT_VALUES = 1 << 26   # per-unit arrays are capped at this many values (neuro.instrument.statistics)
 TOP_K, NODE_TYPES = 16, 48  # the Neurons page's capture: top contexts and syntax profile
+MAX_BATCH = 32          # programs per batch at most (neuro.instrument: length-sorted batches)
+CUDA_CONTEXT = 1 << 30  # what a GPU process holds outside the allocator (CUDA context, cuBLAS workspaces)
+RUNTIME_HOST = 640 << 20  # the process itself: Python, torch, transformers, pandas, scikit-learn (measured ~470 MiB)
 
 
 def parse_bytes(text: str | int | float | None) -> int | None:
@@ -305,7 +308,7 @@ def plan_commands(config, *, dtype: str = "bfloat16", device_memory: int | None 
     costs = token_costs(config, dtype)
     programs = programs_per_language * languages
     mean_tokens = mean_tokens or max(1, max_length // 2)
-    device_budget = host_memory if on_cpu else device_memory
+    device_budget = host_memory if on_cpu else (None if device_memory is None else device_memory - CUDA_CONTEXT)
     weights = shape.weight_bytes
     ce_chunk = ce_chunk_tokens(shape.vocab) * 3 * 4 * shape.vocab
     cells = shape.n_layers * shape.intermediate
@@ -322,9 +325,11 @@ def plan_commands(config, *, dtype: str = "bfloat16", device_memory: int | None 
                 note: str = "") -> CommandPlan:
         room = None if device_budget is None else device_budget - weights
         batch = size_batch(per_token, fixed, room, cap, max_length, checkpoint)
-        tokens = batch.batch_tokens or max_length
-        device = int(weights + SLACK * (fixed + tokens * batch.per_token_bytes))
-        host_total = host + (device if on_cpu else 0)
+        # a batch is also bounded by its programs: at most MAX_BATCH of one language, each padded to the
+        # longest (at most max_length)
+        tokens = min(batch.batch_tokens or max_length, min(programs_per_language, MAX_BATCH) * max_length)
+        device = int(weights + SLACK * (fixed + tokens * batch.per_token_bytes)) + (0 if on_cpu else CUDA_CONTEXT)
+        host_total = RUNTIME_HOST + host + (device if on_cpu else 0)
         fits = batch.fits and (host_memory is None or host_total <= host_memory)
         return CommandPlan(device_bytes=device, host_bytes=int(host_total), disk_bytes=int(disk),
                            batch_tokens=batch.batch_tokens, checkpointing=batch.checkpointing, fits=fits, note=note)
@@ -412,3 +417,20 @@ def batch_plan(loaded, kind: str, max_length: int, *, budget: int | None = None,
         # the device that runs out first bounds the batch: its share of the layers' per-token memory
         budget = min(int(free_memory(d) / max(share, 1e-9)) for d, share in shares.items())
     return size_batch(per_token, fixed, budget, cap, max_length, costs.checkpointed if backward else None)
+
+
+def plan_here(source: str | Path, programs_per_language: int = 164, max_length: int = 512,
+              trust_remote_code: bool = False) -> MemoryPlan:
+    """The plan on this machine: one GPU's total memory (or, without a GPU, the model on the CPU) and
+    this host's RAM; the model's dtype as loading would choose it."""
+    import psutil
+
+    config = read_config(source, trust_remote_code=trust_remote_code)
+    host = int(psutil.virtual_memory().total)
+    if torch.cuda.is_available():
+        return plan_commands(config, dtype="bfloat16", device_memory=torch.cuda.mem_get_info(0)[1],
+                             host_memory=host, programs_per_language=programs_per_language, max_length=max_length)
+    from neuro.model.loading import checkpoint_dtype
+
+    return plan_commands(config, dtype=str(checkpoint_dtype(config)).replace("torch.", ""), host_memory=host,
+                         programs_per_language=programs_per_language, max_length=max_length, on_cpu=True)

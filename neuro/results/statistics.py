@@ -11,7 +11,9 @@ import pandas as pd
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.analysis.selectivity import ChanceLevel, chance_level
 from neuro.instrument.ablation import AblationResult, ablation_matrix
-from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics
+from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics, node_type_vocabulary
+from neuro.instrument.tokens import encode
+from neuro.model.plan import NODE_TYPES
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.results.recipe import Cache, Call, Recipe, open_store, picked
@@ -19,8 +21,7 @@ from neuro.results.store import Entry
 
 log = logging.getLogger(__name__)
 
-# a resumable capture has at most this many chunks: each chunk re-reads the whole corpus's tokens and
-# syntax (0.3 s for 330 programs), so on a large corpus the chunks grow instead of multiplying
+# a resumable capture has at most this many chunks (each kept in the cache until the whole is saved)
 STATS_MAX_CHUNKS = 32
 
 
@@ -42,8 +43,14 @@ def _capture(call: Call) -> Entry:
     loaded, snippets, capture = call.loaded, call.snippets, call.args["capture"]
     params = {name: call.args[name] for name in ("gradients", "syntax", "top_k", "max_length")}
     if capture is capture_statistics and snippets:
+        vocabulary: dict = {}
+
         def chunk(lo: int, hi: int, chunk_progress: Progress | None) -> Entry:
-            part = capture(loaded, snippets, progress=chunk_progress, indices=range(lo, hi), **params)
+            if params["syntax"] and "types" not in vocabulary:  # aligned once per capture, not per chunk
+                encoded = [encode(loaded, s.code, params["max_length"]) for s in snippets]
+                vocabulary["types"] = node_type_vocabulary(encoded, snippets, NODE_TYPES)[0]
+            part = capture(loaded, snippets, progress=chunk_progress, indices=range(lo, hi),
+                           node_types=vocabulary.get("types"), **params)
             return _stats_entry(part, snippets)
 
         return call.chunked_sum(chunk, _add_stats_entries, max_chunks=STATS_MAX_CHUNKS)

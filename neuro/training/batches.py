@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from neuro.instrument.losses import model_token_losses
 from neuro.instrument.tokens import length_batches
 
 
@@ -47,8 +47,8 @@ def make_batches(sequences: Sequence[tuple[list[int], list[int]]], pad_id: int, 
 
 
 def batch_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy over the batch's target tokens (each token weighs the same)."""
-    logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.ids[:, 1:].flatten(), reduction="none")
-    weights = batch.targets.flatten()
+    """Mean cross-entropy over the batch's target tokens (each token weighs the same), in chunks of
+    positions (no full logits tensor, neuro.instrument.losses)."""
+    ce, _mask = model_token_losses(model, batch.ids, batch.mask)
+    weights = batch.targets
     return (ce * weights).sum() / weights.sum().clamp(min=1)

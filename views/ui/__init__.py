@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import streamlit as st
 
 from neuro.code.corpus import CorpusError, Snippet, load_corpus
@@ -18,6 +19,7 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.model.cards import list_cards
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.model.loading import LoadedModel, load_model
+from neuro.model.plan import plan_here
 from neuro.model.reference import ModelRef, model_ref
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
 
@@ -55,6 +57,23 @@ def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
 @st.cache_resource(show_spinner="Reading the model's files (a large model's weights are hashed once)…", max_entries=8)
 def cached_ref(source: str) -> ModelRef | None:
     return model_ref(source)
+
+
+@st.cache_data(show_spinner="Planning memory from config.json…", max_entries=8)
+def cached_plan(source: str, trust_remote_code: bool) -> tuple[pd.DataFrame | None, str]:
+    """Every command's memory on this machine, before the model loads (`python -m neuro plan`)."""
+    try:
+        plan = plan_here(source, trust_remote_code=trust_remote_code)
+    except (ModelLoadError, ValueError, OSError) as err:
+        return None, f"No memory plan: {err}"
+    gib = 1 << 30
+    rows = [{"command": name, "device GiB": round(c.device_bytes / gib, 1), "host GiB": round(c.host_bytes / gib, 1),
+             "batch tokens": c.batch_tokens, "fits": "yes" if c.fits else "no",
+             "checkpointed": "yes" if c.checkpointing else ""} for name, c in plan.commands.items()]
+    where = f"one GPU of {plan.device_memory / gib:.0f} GiB" if plan.device_memory else "the CPU"
+    return pd.DataFrame(rows), (f"{plan.model.parameters / 1e9:.2f}B parameters, "
+                                f"{plan.model.weight_bytes / gib:.1f} GiB of {plan.model.dtype} weights, on {where} "
+                                f"with {plan.host_memory / gib:.0f} GiB of RAM, {plan.programs} programs")
 
 
 @st.cache_data(show_spinner="Loading the corpus…", max_entries=8)
@@ -142,6 +161,12 @@ def sidebar(load: bool = True) -> Selection:
         if st.session_state.model_kind not in (DEMO, CACHED):
             st.checkbox("Trust remote code", key=_widget("trust_remote_code"),
                         help="Runs Python code shipped with the model. Leave off unless you trust its source.")
+            if model_source():
+                with st.expander("Will it fit? (memory plan)"):
+                    table, caption = cached_plan(model_source(), bool(st.session_state.trust_remote_code))
+                    st.caption(caption)
+                    if table is not None:
+                        st.dataframe(table, hide_index=True, width="stretch")
         st.subheader("Corpus")
         st.radio("Corpus source", [DEMO, "Path"], key=_widget("corpus_kind"), label_visibility="collapsed")
         if st.session_state.corpus_kind == "Path":

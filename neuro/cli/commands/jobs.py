@@ -83,7 +83,8 @@ def cmd_finetune(args) -> tuple[dict, str]:
     infos = []
     for method in methods:
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
-        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens or 2048, max_length=min(args.max_length, 1024),
+        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens or 2048,
+                       max_length=min(args.max_length, 1024),
                        seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
                        checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
                        trust_remote_code=args.trust_remote_code)

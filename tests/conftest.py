@@ -128,3 +128,40 @@ def mounted(tmp_path):
     yield mount
     for target in reversed(mounts):
         subprocess.run(["umount", target], capture_output=True)
+
+
+# --------------------------------------------------------------------------- the paper's real tokenizers
+# Built once per session from the files registry packages ship (tests/real_tokenizers.py); skipped with the
+# reason when a package is missing.
+def _real_tokenizer(name: str):
+    import real_tokenizers as R
+
+    spec = {"llama3": R.LLAMA3, "qwen2.5": R.QWEN25}[name]
+    reason = R.missing(spec)
+    if reason:
+        pytest.skip(reason)
+    return spec, R.build_tokenizer(spec)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer():
+    """Llama-3's tokenizer (128,000 ranks + 256 special tokens, BOS <|begin_of_text|> = 128000)."""
+    return _real_tokenizer("llama3")[1]
+
+
+@pytest.fixture(scope="session")
+def qwen25_tokenizer():
+    """Qwen2.5's tokenizer (151,643 ranks + 22 special tokens from 151643 on, no BOS)."""
+    return _real_tokenizer("qwen2.5")[1]
+
+
+@pytest.fixture(scope="session", params=["llama3", "qwen2.5"])
+def real_model(request):
+    """(spec, tiny random model of the paper's architecture with that tokenizer's full vocabulary, tiktoken's
+    reference encoder) for Llama-3 and Qwen2.5."""
+    import real_tokenizers as R
+
+    name = request.param
+    tokenizer = request.getfixturevalue("llama3_tokenizer" if name == "llama3" else "qwen25_tokenizer")
+    spec = R.LLAMA3 if name == "llama3" else R.QWEN25
+    return spec, R.tiny_model(spec, tokenizer), R.reference_encoding(spec)

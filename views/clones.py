@@ -13,6 +13,7 @@ from neuro.code.corpus import LANGS
 from neuro.code.upload import CloneInputError, decode_upload
 from neuro.results.clones import CLONE_EVAL, baseline_index, build_index, explain_search, explanation_cached
 from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui import truncation_caption
 from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
@@ -24,6 +25,7 @@ model, corpus = page_header(
 split = corpus_split(corpus)
 key = f"{model.identity}|{corpus_key(corpus)}|{split.params}"
 parallel = len({s.task for s in corpus}) < len(corpus)
+truncation_caption(model, corpus)
 
 
 @st.cache_resource(show_spinner=False)

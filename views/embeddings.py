@@ -7,7 +7,7 @@ import streamlit as st
 from neuro.analysis.embeddings import compile_projection
 from neuro.results.embeddings import POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
-from views.ui import corpus_split, page_header
+from views.ui import corpus_split, page_header, truncation_caption
 from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
@@ -32,6 +32,7 @@ center = "language" if c4.toggle(
          "come together across languages?") else "none"
 if report is None:
     st.caption("Concept layer: the middle layer until the Layers page has computed the scores.")
+truncation_caption(model, corpus)
 
 points = {layer: PROJECTION.get(model, corpus, layer=layer, center=center, compute=False)
           for layer in (int(low), int(high))}

@@ -21,6 +21,7 @@ from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import FINETUNE, finished_results
 from neuro.jobs.runner import start_job
 from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
+from views.ui import truncation_caption
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",
@@ -33,6 +34,7 @@ st.caption(f"**Split** (sidebar): {split.caption()}. The neurons (and the random
            "from the PLS of the selection side only, training uses the target language's selection-side "
            "programs, and the losses before and after are measured on the evaluation side.")
 stats = pls_statistics(model, split.selection)
+truncation_caption(model, split.selection)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

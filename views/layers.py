@@ -5,7 +5,7 @@ import streamlit as st
 
 from neuro.analysis.lens import LogitLens, logit_lens
 from neuro.results.layers import LAYER_REPORT
-from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
+from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run, truncation_caption
 from views.ui.progress import progress_bar
 from views.ui.state import scope_key, scoped_state
 
@@ -38,6 +38,7 @@ def scores_tab() -> None:
     st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
     st.caption(f"Every score on this tab comes from the selection side, so the concept layers are never chosen on "
                f"the programs the Clones page evaluates them on. {split.caption()}.")
+    truncation_caption(model, split.selection)
 
     frame = report.normalized().dropna(subset=["value"])
     main_scores = ["lang_id_acc", "align_mrr", "align_acc", "align_cka", "syntax_acc", "contribution"]

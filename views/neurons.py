@@ -25,6 +25,7 @@ from views.ui import (
     pls_statistics,
     small_enough_to_auto_run,
     stats_from_cache,
+    truncation_caption,
 )
 from views.ui.progress import progress_bar
 
@@ -141,6 +142,7 @@ for col, (name, value) in zip(cols, counts.items()):
 st.caption(f"Split (sidebar): {split.caption()}; neurons are chosen on the selection side. " + (
     "Chance: the count the same rule gives when the language labels are shuffled among the programs."
     if chance is not None else ""))
+truncation_caption(model, corpus)
 
 
 # --------------------------------------------------------------------------- heatmap

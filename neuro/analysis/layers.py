@@ -24,7 +24,7 @@ from neuro.code.corpus import Snippet
 from neuro.code.syntax import align_tokens
 from neuro.instrument.ablation import ablated, language_losses
 from neuro.instrument.states import LayerStates, layer_states
-from neuro.instrument.tokens import encode
+from neuro.instrument.tokens import encode, truncation
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
@@ -258,5 +258,5 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
     if concept_override:
         concept, rule = sorted(int(x) for x in concept_override), "Chosen by the user (override)."
     meta = {"snippets": len(snippets), "tokens_sampled": int(len(types)), "suggested_concept_layers": choice.layers,
-            "n_layers": loaded.n_layers}
+            "n_layers": loaded.n_layers, "truncated_programs": truncation(loaded, snippets, max_length).summary()}
     return LayerReport(scores, pd.DataFrame(pair_rows), concept, rule, meta)

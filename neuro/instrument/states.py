@@ -32,7 +32,8 @@ class LayerStates:
 
 def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarray:
     """`count` sorted token positions of 1..length-1 drawn with a stream seeded by `seed` and the program's
-    text: the same program gets the same positions wherever it sits in the corpus."""
+    text: the same program gets the same positions wherever it sits in the corpus. Position 0 is never
+    drawn: it holds the BOS, or without one the first code token, which `real_token_mask` leaves out too."""
     if not count or length <= 1:
         return np.zeros(0, int)
     rng = np.random.default_rng([seed, zlib.crc32(code.encode("utf-8"))])
@@ -42,11 +43,12 @@ def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarra
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                  tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
                  max_batch: int = 64, progress: Progress | None = None) -> LayerStates:
-    """Pooled (the mean over real tokens: BOS and padding excluded) and optionally sampled token states
+    """Pooled (the mean over real tokens: the first position, BOS or not, and padding excluded, see
+    `real_token_mask`) and optionally sampled token states
     of blocks 0..upto_layer, in one forward pass that stops after block `upto_layer` (default: the
     last), so a middle layer costs only the layers below.
 
-    Token positions are sampled uniformly per snippet (the first, BOS, position excluded), from a
+    Token positions are sampled uniformly per snippet (the first position excluded), from a
     random stream of the snippet's own (`sample_positions`), so a chunk of the corpus samples what the
     whole corpus would.
     """
@@ -81,7 +83,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     with loaded.lock, hooked(register), torch.inference_mode():
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
-            current.update(rows=batch, mask=real_token_mask(loaded, ids, mask).float())  # BOS excluded
+            current.update(rows=batch, mask=real_token_mask(loaded, ids, mask).float())  # first position excluded
             forward_until(loaded, ids, mask, last_layer=last)
             done += len(batch)
             if progress:

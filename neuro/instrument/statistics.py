@@ -18,7 +18,7 @@ import torch
 
 from neuro.code.corpus import Snippet
 from neuro.instrument.hooks import checkpointed_blocks, forward_until, hooked
-from neuro.instrument.tokens import Encoded, collate, encode, length_batches, real_token_mask
+from neuro.instrument.tokens import Encoded, Truncation, collate, encode, length_batches, real_token_mask
 from neuro.model.adapters import NeuronSite
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
@@ -45,7 +45,8 @@ class CorpusStats:
 
     Gradients g_t = dL/da_t come from one backward pass of each program's *summed* next-token
     cross-entropy L (a mean loss would put 1/T into every gradient and make short programs score higher).
-    A program's real tokens are its own: BOS, padding and other special tokens are excluded.
+    A program's real tokens are its own: its first position (the BOS, or without one its first token),
+    padding and other special tokens are excluded (neuro.instrument.tokens.real_token_mask).
 
     act_abs_sum: sum over real tokens of |a|;  active_count: real tokens with act_fn(gate) > 0 (LAPE);
     pls_sum: sum over programs of the mean over the program's real tokens of |a_t * g_t| (PLS);
@@ -623,7 +624,10 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
 
     meta = {"languages": langs, "gradients": gradients, "max_length": max_length, "version": STATS_VERSION,
             "loss": "sum over the program's next-token targets (one backward pass per program)",
-            "token_reduction": "mean over the program's real tokens (BOS, padding, special tokens excluded)",
+            "token_reduction": "mean over the program's real tokens (the first position: the BOS or, without one, "
+                               "the first token; padding and special tokens excluded)",
+            "truncated_programs": Truncation(sum(e.truncated for e in encoded.values()), len(encoded),
+                                             max_length).summary(),
             "units": "program" if units and n_units == sum(s.lang in langs for s in snippets) else "block",
             "model": loaded.identity, "node_types": node_types, "top_k": top_k,
             "snippet_ids": [s.id for s in snippets] if top_k else [],

@@ -33,7 +33,11 @@ def _stats_entry(stats: CorpusStats, snippets: Sequence[Snippet]) -> Entry:
 def _add_stats_entries(total: Entry, part: Entry) -> Entry:
     """The statistics of two disjoint chunks of one corpus, summed (CorpusStats.merge)."""
     merged = CorpusStats.from_arrays(total.arrays, total.meta).merge(CorpusStats.from_arrays(part.arrays, part.meta))
-    return Entry(arrays=merged.to_arrays(), meta=dict(total.meta))
+    meta = dict(total.meta)
+    cut, more = total.meta.get("truncated_programs"), part.meta.get("truncated_programs")
+    if cut and more and cut.get("count") is not None and more.get("count") is not None:  # each chunk counts its own
+        meta["truncated_programs"] = dict(cut, count=cut["count"] + more["count"], of=cut["of"] + more["of"])
+    return Entry(arrays=merged.to_arrays(), meta=meta)
 
 
 def _capture(call: Call) -> Entry:

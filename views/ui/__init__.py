@@ -228,6 +228,20 @@ def corpus_key(corpus: list[Snippet]) -> str:
     return corpus_hash(corpus)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _truncation_note(model_identity: str, corpus_hash: str, max_length: int, _model: LoadedModel,
+                     _corpus: list[Snippet]) -> str | None:
+    from neuro.instrument.tokens import truncation
+    return truncation(_model, _corpus, max_length).caption()
+
+
+def truncation_caption(model: LoadedModel, corpus: list[Snippet], max_length: int = 512) -> None:
+    """A caption saying how many of the analysed programs are cut at `max_length` tokens (nothing when none
+    are): a tokenization pass, once per model and corpus."""
+    if note := _truncation_note(model.identity, corpus_key(corpus), max_length, model, corpus):
+        st.caption(note)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def stats_from_cache(model_identity: str, corpus_hash: str, _model: LoadedModel, _corpus: list[Snippet]):
     """Cached statistics (or the shipped ones of the embedded demo, without their per-program arrays) or

@@ -6,6 +6,7 @@ import dataclasses
 import time
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.instrument.tokens import truncation
 from neuro.model.loading import model_info
 
 
@@ -46,6 +47,7 @@ def cmd_capture(args) -> tuple[dict, str]:
         "seconds": round(time.time() - start, 2), "gradients": stats.pls_sum is not None,
         "layers": stats.n_layers, "neurons_per_layer": stats.n_neurons,
         "node_types": len(stats.meta.get("node_types", [])), "top_k": stats.meta.get("top_k", 0),
+        "truncated_programs": truncation(loaded, snippets, args.max_length).summary(),
         "languages": {lang: {"samples": int(stats.samples[i]), "tokens": int(stats.tokens[i]),
                              "mean_loss": round(stats.mean_loss()[lang], 4)}
                       for i, lang in enumerate(stats.languages)},
@@ -54,6 +56,8 @@ def cmd_capture(args) -> tuple[dict, str]:
     lines += [f"{lang:<12}{v['samples']:>9}{v['tokens']:>10}{v['mean_loss']:>8.3f}"
               for lang, v in summary["languages"].items()]
     lines.append(f"{'(cache hit)' if hit else '(computed)'} in {summary['seconds']} s")
+    if note := truncation(loaded, snippets, args.max_length).caption():
+        lines.append(note)
     return summary, "\n".join(lines)
 
 

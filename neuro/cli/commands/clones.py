@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress, read_code_file
+from neuro.instrument.tokens import truncation
 
 
 def _options(p) -> None:
@@ -70,4 +71,6 @@ def cmd_clones(args) -> tuple[dict, str]:
     code = read_code_file(args.code_file, "the program to find clones of") if args.action == "search" else None
     loaded, snippets = open_model(args), open_corpus(args)
     split = open_split(args, snippets)
-    return _eval(args, loaded, snippets, split) if code is None else _search(args, loaded, snippets, split, code)
+    summary, text = _eval(args, loaded, snippets, split) if code is None else \
+        _search(args, loaded, snippets, split, code)
+    return {**summary, "truncated_programs": truncation(loaded, snippets, args.max_length).summary()}, text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.instrument.tokens import truncation
 
 
 def _options(p) -> None:
@@ -24,7 +25,8 @@ def cmd_findings(args) -> tuple[dict, str]:
                              progress=progress("findings"))
     result = findings(gathered.inputs)
     summary = {**result.to_dict(), "model_identity": loaded.identity, "split": split.summary(),
-               "computed": gathered.computed}
+               "computed": gathered.computed,
+               "truncated_programs": truncation(loaded, snippets, args.max_length).summary()}
     lines = [f"model {result.model}; corpus {result.corpus}", *result.notes, ""]
     for finding in result:
         lines.append(("- " if finding.computed else "- (not computed) ") + finding.line())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuro.cli import command, open_corpus, open_model, open_split
+from neuro.instrument.tokens import truncation
 
 
 def _jobs_root(args) -> Path | None:
@@ -97,6 +98,7 @@ def cmd_finetune(args) -> tuple[dict, str]:
                                memory_budget=_budget(args), detach=args.detach, run_loaded=run_loaded))
     table = None if args.detach else results_table(finished_results(infos, FINETUNE))
     summary, text = _finish(infos, table, split)
+    summary["truncated_programs"] = truncation(loaded, snippets, args.max_length).summary()
     return _export(args, infos, summary, text)
 
 

@@ -4,6 +4,7 @@ corpus split (the concept layers are then evaluated on the other side, e.g. by `
 from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.instrument.tokens import truncation
 
 
 def _options(p) -> None:
@@ -25,7 +26,8 @@ def cmd_layers(args) -> tuple[dict, str]:
     if args.concept:
         params["concept_override"] = tuple(args.concept)
     report = LAYER_REPORT.get(loaded, split.selection, cache=args.cache, progress=progress("layers"), **params)
-    summary = {"model": loaded.identity, "split": split.summary(), **report.summary()}
+    summary = {"model": loaded.identity, "split": split.summary(), **report.summary(),
+               "truncated_programs": truncation(loaded, split.selection, args.max_length).summary()}
     cols = [c for c in report.scores.columns if not c.startswith("syntax_acc_")]
     text = (f"layer scores on the selection side: {split.caption()}\n"
             + report.scores[cols].round(3).to_string(index=False) + f"\n\nconcept layers: {report.concept_layers}\n"

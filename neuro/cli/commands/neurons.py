@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.instrument.tokens import truncation
 
 
 def _selection_options(p) -> None:
@@ -86,6 +87,7 @@ def cmd_neurons(args) -> tuple[dict, str]:
     summary = selection.summary() | {
         "model": loaded.identity, "snippets": len(split.selection), "split": split.summary(),
         "chance": chance.summary() if chance else None,
+        "truncated_programs": truncation(loaded, split.selection, args.max_length).summary(),
         "by_layer": {str(layer): row.to_dict() for layer, row in by_layer.iterrows()},
         "overlap_with_" + other.method: overlap(selection, other).reset_index().to_dict(orient="records"),
     }
@@ -125,6 +127,8 @@ def cmd_ablate(args) -> tuple[dict, str]:
     table = result.summary()
     summary = {"model": loaded.identity, "method": selection.method, "score": getattr(selection.params, "score", None),
                "split": split.summary(), "cache_hit": hit, "base_loss": result.base, "draws": len(result.random_draws),
+               "truncated_programs": truncation(loaded, [*split.selection, *split.evaluation],  # stats + ablation
+                                                args.max_length).summary(),
                "delta": result.delta.to_dict(orient="index"),
                "delta_random_mean": result.delta_random.to_dict(orient="index"),
                "delta_random_sd": result.delta_random_sd.to_dict(orient="index"),
@@ -158,6 +162,7 @@ def cmd_ablate_gen(args) -> tuple[dict, str]:
                                            progress=progress(f"generate [{name} ablated]"))
     summary = {"model": loaded.identity, "target": args.target, "split": split.summary(), "sandbox": sandbox_features(),
                "neurons": sum(len(v) for v in neurons.values()),
+               "truncated_programs": truncation(loaded, split.selection, args.max_length).summary(),
                "params": dataclasses.asdict(params),
                "pass_at_k": {name: r.by_language for name, r in results.items()}}
     lines = [f"pass@k with nothing / {args.target} neurons / random neurons ablated"]

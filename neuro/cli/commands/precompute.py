@@ -28,6 +28,7 @@ from neuro.analysis.selectivity import SelectionParams
 from neuro.cli import command, progress
 from neuro.code.corpus import Snippet, corpus_hash, load_corpus
 from neuro.code.split import SplitParams, split_corpus
+from neuro.instrument.tokens import truncation
 from neuro.model.loading import LoadedModel
 from neuro.paths import DEMO_MODEL_DIR, PRECOMPUTED_DIR
 from neuro.progress import Progress
@@ -166,8 +167,9 @@ def cmd_precompute(args) -> tuple[dict, str]:
         raise ValueError("precompute builds the results shipped for the embedded default only (demo model, demo "
                          "corpus, default split and parameters); other setups compute and cache as usual")
     loaded = load_model(str(DEMO_MODEL_DIR), dtype=args.dtype or "float32", device=args.device)
-    summary = build(loaded, load_corpus(None), Path(args.out), progress_for=progress,
-                    keep_matching=args.keep_matching)
+    corpus = load_corpus(None)
+    summary = build(loaded, corpus, Path(args.out), progress_for=progress, keep_matching=args.keep_matching)
+    summary["truncated_programs"] = truncation(loaded, corpus, args.max_length).summary()
     lines = [f"{e['page']:<11}{e['kind']:<18}{e['key']}  {e['bytes'] / 1e6:6.2f} MB  "
              + ("(kept)" if e["compute_seconds"] is None else f"(computed in {e['compute_seconds']:.0f} s)")
              for e in summary["entries"]]

@@ -2,7 +2,8 @@
 # One-shot GPU benchmark: bench/bench_capture.py for the real shapes of Llama-3.1-8B and Qwen2.5-Coder-32B
 # (random weights, bf16, built directly on the GPU), each with its side-by-side table (forward,
 # forward+statistics, activation-only forward+backward, forward+backward+PLS; peak memory; early-exit
-# embeddings) and whole-corpus HumanEval-X PLS. About 4-5 minutes on one H200, 8 at most (per-step
+# embeddings) and whole-corpus HumanEval-X PLS; then the cross-device check (bench/bench_cross_device.py)
+# and the memory plans of both presets (python -m neuro plan) beside the measured peaks. About 4-5 minutes on one H200, 8 at most (per-step
 # timeouts); the 32B step needs an H200 (65.5 GB of weights), the 8B step fits an H100.
 #
 #   llama-3.1-8b       batches of 8 x 512 tokens (the design notes' H200 prototype shape), 3 per repetition,
@@ -51,5 +52,14 @@ step() {  # step SECONDS PRESET ARGS...
     "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
     step 200 llama-3.1-8b "${HEX_ARGS[@]}"
     step 260 qwen2.5-coder-32b "${HEX_ARGS[@]}"
+    echo "=== cross-device: half the blocks on cuda:0, half on the CPU, against one device ($(date +%T))"
+    cross=/dev/null
+    if [ -n "${OUT:-}" ]; then cross=$OUT/cross_device.json; fi
+    timeout 120 "$PY" bench/bench_cross_device.py --json | tee "$cross" || echo "=== cross-device: exit status $?"
+    echo "=== plan vs measured: python -m neuro plan for both presets (compare device_bytes with the peaks above)"
+    for preset in llama-3.1-8b qwen2.5-coder-32b; do
+        "$PY" -m neuro plan --model "bench/configs/$preset" --device-memory 80GB --json > "${OUT:-/tmp}/plan-$preset.json" \
+            && echo "plan-$preset.json written"
+    done
     echo "=== done ($(date +%T))"
 } 2>&1 | tee "$LOG"

@@ -210,3 +210,17 @@ def test_parse_bytes():
     assert parse_bytes("512MB") == 512 << 20
     with pytest.raises(ValueError):
         parse_bytes("lots")
+
+
+def test_the_sidebar_shows_the_plan_before_a_model_loads():
+    """A folder with only config.json: the plan is on the sidebar although the model cannot load."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.session_state["model_kind"] = "Local folder"
+    at.session_state["model_path"] = str(CONFIGS / "llama-3.1-8b")
+    at.run()
+    assert "Will it fit? (memory plan)" in [e.label for e in at.sidebar.expander]
+    table = at.sidebar.dataframe[0].value
+    assert list(table["command"]) == ["neurons", "ablate", "layers", "clones eval", "finetune", "transfer"]
+    assert any("8.03B parameters" in c.value for c in at.sidebar.caption)

@@ -55,8 +55,12 @@ def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     return int(kb) / 1024, time.perf_counter() - start
 
 
-def growth(limit: int = 0, factor: int = 4, model: str = str(DEMO_MODEL_DIR)) -> dict:
-    """Peak RSS of `layers` and `clones eval` on the corpus and on it grown `factor` times."""
+def growth(limit: int = 0, factor: int = 4, model: str = str(DEMO_MODEL_DIR), contribution: bool = True) -> dict:
+    """Peak RSS of `layers` and `clones eval` on the corpus and on it grown `factor` times (`contribution`:
+    with the layers' FFN ablation passes, on at most 200 programs whatever the corpus size).
+
+    Measure from a corpus whose batches are already full (100 programs or more on the demo model): below
+    that, a larger corpus fills the fixed-size batches more and their activations grow with it, up to the cap."""
     base = load_corpus(None)
     if limit:
         base = base[:limit]
@@ -66,13 +70,13 @@ def growth(limit: int = 0, factor: int = 4, model: str = str(DEMO_MODEL_DIR)) ->
             corpus_file, cache = Path(work) / f"{name}.jsonl", Path(work) / f"cache-{name}"
             save_jsonl(corpus, corpus_file)
             common = ["--model", model, "--corpus", str(corpus_file), "--cache", str(cache)]
-            layers_mb, layers_s = peak_rss_mb(["layers", *common])
+            layers_mb, layers_s = peak_rss_mb(["layers", *common, *([] if contribution else ["--no-contribution"])])
             clones_mb, clones_s = peak_rss_mb(["clones", "eval", *common])
             rows[name] = {"programs": len(corpus), "layers_peak_mb": round(layers_mb, 1),
                           "layers_seconds": round(layers_s, 1), "clones_eval_peak_mb": round(clones_mb, 1),
                           "clones_eval_seconds": round(clones_s, 1)}
     small, large = rows["1x"], rows[f"{factor}x"]
-    return {"model": model, "factor": factor, "limit": limit or None, "runs": rows,
+    return {"model": model, "factor": factor, "limit": limit or None, "contribution": contribution, "runs": rows,
             "layers_growth": round(large["layers_peak_mb"] / small["layers_peak_mb"] - 1, 4),
             "clones_eval_growth": round(large["clones_eval_peak_mb"] / small["clones_eval_peak_mb"] - 1, 4)}
 
@@ -86,8 +90,9 @@ def main() -> None:
     g.add_argument("--limit", type=int, default=0, help="the first N programs of the demo corpus (default: all)")
     g.add_argument("--factor", type=int, default=4, help="how many times the corpus grows (default 4)")
     g.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    g.add_argument("--no-contribution", action="store_true", help="`layers` without its FFN ablation passes")
     args = p.parse_args()
-    result = growth(args.limit, args.factor, args.model)
+    result = growth(args.limit, args.factor, args.model, contribution=not args.no_contribution)
     if args.json:
         print(json.dumps(result, indent=1))
         return

@@ -303,11 +303,14 @@ def test_corpus_file_vanishing_mid_run(model, tmp_path, chunks_of_3):
 def test_unwritable_cache_still_returns_the_result(model, tmp_path, chunks_of_3, monkeypatch, caplog, code):
     """Fault: every cache write fails (read-only file system, full disk): the analysis returns its result
     and says why nothing was kept."""
+    import neuro.results.layered
     import neuro.results.store
 
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(neuro.results.store, "save_file", fail)
+    monkeypatch.setattr(neuro.results.store, "save_file", fail)  # entries' arrays
+    monkeypatch.setattr(neuro.results.layered, "create_npy", fail)  # a pass's per-layer files as it writes them
+    monkeypatch.setattr(neuro.results.layered, "save_layer", fail)  # an entry's per-layer files written whole
     store = open_store(tmp_path)
     with caplog.at_level(logging.WARNING, logger="neuro.results.store"):
         stats, hit = STATS.fetch(model, SNIPPETS, cache=store, **PARAMS)
@@ -364,7 +367,15 @@ def test_cache_filling_up_mid_pass(model, tmp_path, monkeypatch, caplog):
         np.testing.assert_allclose(pooled, pooled_states(model, SNIPPETS, max_length=64), rtol=1e-5, atol=1e-5)
         assert "No space left" in store.last_write_error
         kept = list((full / resume.CHUNKS_DIR / POOLED.kind).glob("*/*/manifest.json"))
-        assert 0 < len(kept) < len(SNIPPETS)  # the chunks that fitted are kept for a later run
+        # the result's per-layer files were written as the pass went (their pages taken before the disk
+        # filled up), so its entry may still fit (hard links and a manifest): then its chunks are dropped as
+        # usual; else the chunks that fitted are kept for a later run
+        result = store.load(POOLED.kind, POOLED.key(model, SNIPPETS, max_length=64))
+        if result is not None:
+            np.testing.assert_array_equal(np.asarray(result.layered["pooled"]), np.asarray(pooled))
+            assert not kept
+        else:
+            assert 0 < len(kept) < len(SNIPPETS)
         assert not [p for p in full.rglob(".tmp-*")]
         for manifest in kept:
             assert store.load(f"{resume.CHUNKS_DIR}/{POOLED.kind}/{manifest.parent.parent.name}",

@@ -23,7 +23,7 @@ import pandas as pd
 from neuro.code.corpus import Snippet
 from neuro.code.syntax import align_tokens
 from neuro.instrument.ablation import ablated, language_losses
-from neuro.instrument.states import LayerStates, layer_states
+from neuro.instrument.states import DEFAULT_MAX_TOKENS, LayerStates, layer_states, token_sample
 from neuro.instrument.tokens import encode, truncation
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
@@ -196,18 +196,26 @@ def contribution_losses(loaded: LoadedModel, sample: Sequence[Snippet], layer: i
 
 def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per_snippet: int = 12,
                  contribution: bool = True, contribution_limit: int = 200, max_length: int = 512, seed: int = 0,
-                 concept_override: Sequence[int] | None = None, progress: Progress | None = None,
+                 max_tokens: int | None = DEFAULT_MAX_TOKENS, concept_override: Sequence[int] | None = None,
+                 progress: Progress | None = None,
                  states: LayerStates | None = None, losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
     """Compute every per-layer score on a (preferably parallel) corpus: pass the selection side of the
     corpus split (neuro/code/split.py), since the concept layers chosen here are then evaluated elsewhere.
 
-    `states` (from `layer_states` with the same `tokens_per_snippet`, `seed` and `max_length`) and
-    `losses` (`contribution_losses` with nothing, then each layer, silenced) may come from a resumable
-    pass; otherwise they are computed here. `progress` counts program forwards and probed layers."""
+    The syntax probe reads at most `max_tokens` sampled token states per layer (`token_sample`: a reservoir
+    of the `tokens_per_snippet` sampled per program, whatever the corpus size; None: all of them).
+
+    `states` (from `layer_states` with `token_sample`'s positions for the same `tokens_per_snippet`, `seed`,
+    `max_length` and `max_tokens`) and `losses` (`contribution_losses` with nothing, then each layer,
+    silenced) may come from a resumable pass; otherwise they are computed here. Its arrays may be 3-D or
+    layered (anything that reads one layer as `a[:, layer]`): the scores are computed a layer at a time.
+    `progress` counts program forwards and probed layers."""
     sample = contribution_sample(snippets, contribution_limit) if contribution else []
     total = len(snippets) + loaded.n_layers + (loaded.n_layers + 1) * len(sample)
     if states is None:
-        states = layer_states(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed,
+        picks = token_sample(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed,
+                             max_length=max_length, max_tokens=max_tokens)
+        states = layer_states(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed, picks=picks,
                               max_length=max_length, progress=progress and (lambda d, _t: progress(d, total)))
     done = len(snippets)
     if progress:
@@ -227,11 +235,12 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
         row["align_mrr"] = float(np.mean([p.mrr for p in pairs.values()])) if pairs else float("nan")
         row["align_cka"] = float(np.mean([p.cka for p in pairs.values()])) if pairs else float("nan")
         if len(types):
-            keep = types != ""
-            row["syntax_acc"] = probe_accuracy(states.tokens[keep, layer], types[keep], folds=3, seed=seed)
+            keep, tokens = types != "", states.tokens[:, layer]
+            row["syntax_acc"] = probe_accuracy(tokens[keep], types[keep], folds=3, seed=seed)
             for lang in dict.fromkeys(langs):
                 sel = keep & (token_langs == lang)
-                row[f"syntax_acc_{lang}"] = probe_accuracy(states.tokens[sel, layer], types[sel], folds=3, seed=seed)
+                row[f"syntax_acc_{lang}"] = probe_accuracy(tokens[sel], types[sel], folds=3, seed=seed)
+            del tokens
         rows.append(row)
         done += 1
         if progress:

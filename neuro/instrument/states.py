@@ -40,9 +40,46 @@ def sample_positions(length: int, count: int, seed: int, code: str) -> np.ndarra
     return np.sort(rng.choice(np.arange(1, length), size=min(count, length - 1), replace=False))
 
 
+DEFAULT_MAX_TOKENS = 4096  # sampled token states kept per layer (12 a program x 330 programs = 3,960 fit)
+
+
+def _priorities(code: str, count: int, seed: int) -> np.ndarray:
+    """A uniform random number per sampled token of one program, from a stream of the program's own."""
+    return np.random.default_rng([seed, zlib.crc32(code.encode("utf-8")), 1]).random(count)
+
+
+def token_sample(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per_snippet: int, seed: int = 0,
+                 max_length: int = 512, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> list[np.ndarray]:
+    """The token positions sampled per snippet: `sample_positions` of each, then, where they add up to more
+    than `max_tokens`, the `max_tokens` of them with the lowest priorities (a uniform number drawn per
+    sampled token from the program's own seeded stream), ties broken by program text, id and position.
+
+    A fixed-size reservoir whatever the corpus size: which tokens are kept depends only on the programs'
+    contents and the seed, never on their order or on how a pass is cut into chunks or resumed; where the
+    corpus samples fewer than `max_tokens`, every sampled token is kept (the positions are those of
+    `sample_positions` alone)."""
+    if not tokens_per_snippet:
+        return [np.zeros(0, int) for _ in snippets]
+    picks = [sample_positions(len(encode(loaded, s.code, max_length).ids), tokens_per_snippet, seed, s.code)
+             for s in snippets]
+    total = sum(len(p) for p in picks)
+    if max_tokens is None or total <= max_tokens:
+        return picks
+    owner = np.repeat(np.arange(len(snippets)), [len(p) for p in picks])
+    position = np.concatenate(picks)
+    priority = np.concatenate([_priorities(s.code, len(p), seed) for s, p in zip(snippets, picks)])
+    crc = np.array([zlib.crc32(snippets[i].code.encode("utf-8")) for i in owner], dtype=np.int64)
+    ids = np.array([snippets[i].id for i in owner], dtype=object)
+    order = sorted(range(total), key=lambda j: (priority[j], crc[j], ids[j], position[j]))
+    keep = np.zeros(total, bool)
+    keep[order[:max_tokens]] = True
+    return [position[(owner == i) & keep] for i in range(len(snippets))]
+
+
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                  tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
-                 max_batch: int = 64, progress: Progress | None = None) -> LayerStates:
+                 max_batch: int = 64, progress: Progress | None = None,
+                 picks: Sequence[np.ndarray] | None = None) -> LayerStates:
     """Pooled (the mean over real tokens: the first position, BOS or not, and padding excluded, see
     `real_token_mask`) and optionally sampled token states
     of blocks 0..upto_layer, in one forward pass that stops after block `upto_layer` (default: the
@@ -50,7 +87,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
 
     Token positions are sampled uniformly per snippet (the first position excluded), from a
     random stream of the snippet's own (`sample_positions`), so a chunk of the corpus samples what the
-    whole corpus would.
+    whole corpus would. `picks` gives the positions per snippet instead (e.g. `token_sample`'s reservoir).
     """
     loaded.require_weights()
     sites = loaded.sites()
@@ -60,9 +97,16 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     hidden = loaded.embeddings.weight.shape[1]
     pooled = np.zeros((len(snippets), last + 1, hidden), dtype=np.float32)
-    picks = [sample_positions(len(e.ids), tokens_per_snippet, seed, s.code) for e, s in zip(encoded, snippets)]
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
-    tokens = np.zeros((offsets[-1], last + 1, hidden), dtype=np.float32) if tokens_per_snippet else None
+    if picks is None:
+        picks = [sample_positions(len(e.ids), tokens_per_snippet, seed, s.code) for e, s in zip(encoded, snippets)]
+    else:
+        picks = [np.asarray(p, dtype=int) for p in picks]
+        if len(picks) != len(snippets) or any(len(p) and not 1 <= p.min() <= p.max() < len(e.ids)
+                                              for p, e in zip(picks, encoded)):
+            raise ValueError("picks must give token positions 1..length-1 of each snippet")
+    sampling = bool(tokens_per_snippet) or any(len(p) for p in picks)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])]).astype(int)
+    tokens = np.zeros((offsets[-1], last + 1, hidden), dtype=np.float32) if sampling else None
     current: dict = {}
 
     def register(handles):

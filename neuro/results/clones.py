@@ -19,6 +19,7 @@ from neuro.code.split import CorpusSplit, SplitParams
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED
+from neuro.results.layered import Layered
 from neuro.results.layers import LAYER_REPORT, concept_layers, default_concept_layer
 from neuro.results.recipe import Cache, Call, Recipe
 from neuro.results.store import Entry
@@ -39,7 +40,7 @@ class SplitEmbeddings:
     evaluation rows only."""
 
     split: CorpusSplit
-    pooled: np.ndarray            # (programs, layers, hidden), corpus order
+    pooled: Layered               # (programs, layers, hidden), corpus order; `pooled[:, layer]` reads one layer
     selection_rows: np.ndarray
     evaluation_rows: np.ndarray
     selection: list[Snippet]      # as embedded (without comments where asked)
@@ -80,7 +81,8 @@ def _evaluate_clones(call: Call) -> Entry:
     Chosen on the selection side of the split: the concept layer (layer report), the centring means at
     each layer and TF-IDF's vocabulary and idf. Measured on the evaluation side: every query and every
     candidate is an evaluation program. With `strip` the programs are evaluated without comments and
-    docstrings; the concept layer is still the one found on the selection side as given."""
+    docstrings; the concept layer is still the one found on the selection side as given. The all-layer
+    states are read a layer at a time (one layer's matrix in RAM, however large the corpus)."""
     loaded, snippets, a = call.loaded, call.snippets, call.args
     layer, split, center = a["layer"], a["split"], a["center"]
     if len({s.task for s in snippets}) == len(snippets):
@@ -107,7 +109,7 @@ def _evaluate_clones(call: Call) -> Entry:
                 lambda: embedded(pooled[:, chosen])),
                ("first layer", 0, lambda: embedded(pooled[:, 0])),
                ("last layer", last, lambda: embedded(pooled[:, last])),
-               ("mean of layers", -1, lambda: embedded(pooled.mean(1))),
+               ("mean of layers", -1, lambda: embedded(pooled.mean(1))),  # summed a layer at a time
                ("token TF-IDF", -1, lambda: tfidf_vectors(evaluation, fit_on=sides.selection))]
     frames = []
     for name, at, vectors in methods:

@@ -15,16 +15,18 @@ from neuro.code.corpus import Snippet
 from neuro.instrument.states import pooled_states
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
+from neuro.results.layered import InMemory, Layered
 from neuro.results.recipe import Call, Recipe, picked
 from neuro.results.store import Entry
 
 
 def _pooled_pass(call: Call, name: str, layer: int | None = None) -> Entry:
-    """Pooled states as array `name`: every layer (snippets, layers, hidden), or with `layer` that layer
-    only (snippets, hidden), from a pass that stops after it.
+    """Pooled states as array `name`: every layer (snippets, layers, hidden), kept one file per layer
+    (`Entry.layered`), or with `layer` that layer only (snippets, hidden), from a pass that stops after it.
 
     The pass is resumable (neuro.results.resume): each finished chunk of programs is kept in the cache until
-    the whole result is saved, so a killed or cancelled pass resumes from its chunks."""
+    the whole result is saved, so a killed or cancelled pass resumes from its chunks. Each chunk's rows are
+    written into the result's per-layer files as they come: the pass holds one chunk, never the corpus."""
     def rows(part: Sequence[Snippet], part_progress: Progress | None) -> np.ndarray:
         pooled = pooled_states(call.loaded, part, upto_layer=layer, max_length=call.args["max_length"],
                                progress=part_progress)
@@ -33,16 +35,32 @@ def _pooled_pass(call: Call, name: str, layer: int | None = None) -> Entry:
     def chunk(lo: int, hi: int, chunk_progress: Progress | None) -> Entry:
         return Entry(arrays={name: rows(call.snippets[lo:hi], chunk_progress)})
 
-    parts = call.chunked_rows(chunk, progress=call.progress) if call.snippets else []
-    result = np.concatenate([p.arrays[name] for p in parts]) if parts else rows(call.snippets, call.progress)
-    return Entry(arrays={name: result})
+    if not call.snippets:
+        return Entry(arrays={name: rows(call.snippets, call.progress)})
+    hidden = call.loaded.embeddings.weight.shape[1]
+    if layer is not None:  # one layer's matrix, filled chunk by chunk
+        out = np.zeros((len(call.snippets), hidden), np.float32)
+        for lo, hi, part in call.chunks(chunk, progress=call.progress):
+            out[lo:hi] = part.arrays[name]
+        return Entry(arrays={name: out})
+    writer = call.layer_writer(len(call.snippets), call.loaded.n_layers, hidden, name)
+    for lo, _, part in call.chunks(chunk, progress=call.progress):
+        writer.write(lo, part.arrays[name])
+    return Entry(layered={name: writer.finish()})
+
+
+def _read_pooled(entry: Entry, name: str = "pooled") -> Layered:
+    """The all-layer states of an entry: kept one file per layer, or (entries written before, e.g. the shipped
+    results) one array."""
+    return entry.layered[name] if name in entry.layered else InMemory(entry.arrays[name])
 
 
 POOLED: Recipe[np.ndarray] = Recipe(
     kind="pooled_states", version=2, compute=lambda call: _pooled_pass(call, "pooled"),
-    read=lambda entry: entry.arrays["pooled"], key_parts=picked("max_length"), defaults=dict(max_length=512))
-"""Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden). One pass over
-the corpus shared by the Embeddings and Clones pages, clone evaluation and search."""
+    read=_read_pooled, key_parts=picked("max_length"), defaults=dict(max_length=512))
+"""Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden) as a `Layered`
+array (neuro.results.layered: `pooled[:, layer]` reads one layer, memory-mapped from its own file). One
+pass over the corpus shared by the Embeddings and Clones pages, clone evaluation and search."""
 
 
 def _check_layer(loaded: LoadedModel, snippets: Sequence[Snippet], args: dict) -> tuple[Sequence[Snippet], dict]:
@@ -52,7 +70,8 @@ def _check_layer(loaded: LoadedModel, snippets: Sequence[Snippet], args: dict) -
 
 
 def _sliced_from_pooled(call: Call) -> np.ndarray | None:
-    """One layer of the all-layer states when those are cached (no second pass)."""
+    """One layer of the all-layer states when those are cached (no second pass; read from that layer's
+    file alone)."""
     full = POOLED.get(call.loaded, call.snippets, cache=call.store, compute=False, max_length=call.args["max_length"])
     return None if full is None else full[:, call.args["layer"]]
 

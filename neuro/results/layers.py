@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Sequence
 
 import numpy as np
 
 from neuro.analysis.layers import LayerReport, contribution_losses, contribution_sample, layer_report
 from neuro.code.corpus import Snippet, corpus_hash
-from neuro.instrument.states import LayerStates, layer_states
+from neuro.instrument.states import LayerStates, layer_states, token_sample
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.results.embeddings import POOLED
@@ -16,21 +18,36 @@ from neuro.results.recipe import Cache, Call, Recipe
 from neuro.results.store import Entry, make_key
 
 
-def _resumable_states(call: Call, *, tokens_per_snippet: int, seed: int, max_length: int,
+def _resumable_states(call: Call, *, tokens_per_snippet: int, seed: int, max_length: int, max_tokens: int | None,
                       progress: Progress | None) -> LayerStates:
-    """`layer_states` in chunks of programs kept in the cache (neuro.results.resume) until the report is saved."""
+    """`layer_states` in chunks of programs kept in the cache (neuro.results.resume) until the report is saved,
+    each chunk's rows written as they come into per-layer files staged in the cache (neuro.results.layered):
+    the pass holds one chunk, the report then reads one layer at a time. The sampled tokens are
+    `token_sample`'s reservoir of at most `max_tokens`, fixed before the pass (the same in a resumed pass)."""
+    loaded, snippets = call.loaded, call.snippets
+    picks = token_sample(loaded, snippets, tokens_per_snippet=tokens_per_snippet, seed=seed, max_length=max_length,
+                         max_tokens=max_tokens)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])]).astype(int)
+
     def chunk(lo: int, hi: int, chunk_progress: Progress | None) -> Entry:
-        part = layer_states(call.loaded, call.snippets[lo:hi], tokens_per_snippet=tokens_per_snippet, seed=seed,
-                            max_length=max_length, progress=chunk_progress)
+        part = layer_states(loaded, snippets[lo:hi], tokens_per_snippet=tokens_per_snippet, seed=seed,
+                            max_length=max_length, progress=chunk_progress, picks=picks[lo:hi])
         arrays = {"pooled": part.pooled}
-        if part.tokens is not None:
-            arrays.update(tokens=part.tokens, token_index=part.token_index + np.array([lo, 0]))
+        if part.tokens is not None and len(part.tokens):
+            arrays["tokens"] = part.tokens
         return Entry(arrays=arrays)
 
-    parts = [p.arrays for p in call.chunked_rows(chunk, progress=progress)]
-    if not tokens_per_snippet:
-        return LayerStates(np.concatenate([p["pooled"] for p in parts]), None, None)
-    return LayerStates(*(np.concatenate([p[name] for p in parts]) for name in ("pooled", "tokens", "token_index")))
+    hidden = loaded.embeddings.weight.shape[1]
+    pooled = call.layer_writer(len(snippets), loaded.n_layers, hidden, "pooled")
+    tokens = call.layer_writer(int(offsets[-1]), loaded.n_layers, hidden, "tokens") if tokens_per_snippet else None
+    for lo, hi, part in call.chunks(chunk, progress=progress):
+        pooled.write(lo, part.arrays["pooled"])
+        if tokens is not None and offsets[hi] > offsets[lo]:
+            tokens.write(int(offsets[lo]), part.arrays["tokens"])
+    if tokens is None:
+        return LayerStates(pooled.finish(), None, None)
+    index = np.array([(i, int(pos)) for i, p in enumerate(picks) for pos in p], dtype=np.int64).reshape(-1, 2)
+    return LayerStates(pooled.finish(), tokens.finish(), index)
 
 
 def _resumable_losses(call: Call, sample: Sequence[Snippet], *, max_length: int,
@@ -53,20 +70,24 @@ def _report(call: Call) -> Entry:
     """The report's passes over the model (the states of every program, one loss pass per silenced layer)
     are resumable: a killed or cancelled computation keeps its finished chunks and the next one resumes."""
     loaded, snippets, params, progress = call.loaded, call.snippets, call.args, call.progress
-    options = dict(tokens_per_snippet=12, contribution=True, contribution_limit=200, max_length=512, seed=0)
-    options.update(params)
+    options = params
     sample = contribution_sample(snippets, options["contribution_limit"]) if options["contribution"] else []
     n, n_layers = len(snippets), loaded.n_layers
     total = n + n_layers + (n_layers + 1) * len(sample)
     states = _resumable_states(call, tokens_per_snippet=options["tokens_per_snippet"], seed=options["seed"],
-                               max_length=options["max_length"],
+                               max_length=options["max_length"], max_tokens=options["max_tokens"],
                                progress=progress and (lambda d, _t: progress(d, total)))
     passes = (n_layers + 1) * len(sample)  # then the loss passes, then the probes (one per layer)
     losses = _resumable_losses(call, sample, max_length=options["max_length"],
                                progress=progress and (lambda d, _t: progress(n + d * len(sample), total))
                                ) if sample else None
     probes = progress and (lambda d, _t: progress(passes + d, total) if d > n else None)
-    report = layer_report(loaded, snippets, progress=probes, states=states, losses=losses, **params)
+    try:
+        report = layer_report(loaded, snippets, progress=probes, states=states, losses=losses, **params)
+    finally:  # the staged states are scratch: only the scores are kept
+        for array in (states.pooled, states.tokens):
+            if array is not None:
+                array.discard()
     return Entry(tables={"scores": report.scores, "pairs": report.pairs},
                  meta={"concept_layers": report.concept_layers, "rule": report.rule, "meta": report.meta})
 
@@ -77,13 +98,24 @@ def _selection_side(loaded: LoadedModel, snippets, args: dict) -> tuple[Sequence
     return getattr(snippets, "selection", snippets), args
 
 
+REPORT_DEFAULTS = {name: p.default for name, p in inspect.signature(layer_report).parameters.items()
+                   if p.kind is p.KEYWORD_ONLY and name not in ("progress", "states", "losses")}
+
+
+def _report_key(args: dict) -> dict:
+    """The parameters that differ from `layer_report`'s defaults: a default given or left out is one key (the
+    key of a call with every default is the key of a call with none, as entries were keyed before)."""
+    return {name: value for name, value in args.items()
+            if name not in REPORT_DEFAULTS or json.dumps(value, default=str) != json.dumps(REPORT_DEFAULTS[name],
+                                                                                            default=str)}
+
+
 LAYER_REPORT: Recipe[LayerReport] = Recipe(
     kind="layer_scores", version=2,  # 2: token positions sampled per program (resumable in chunks)
     compute=_report, read=lambda entry: LayerReport(
         entry.tables["scores"], entry.tables["pairs"], list(entry.meta["concept_layers"]), entry.meta["rule"],
         entry.meta["meta"]),
-    key_parts=dict,  # the layer_report parameters as given (a default left out keys apart from one given)
-    prepare=_selection_side, inputs={"pooled": POOLED})
+    key_parts=_report_key, defaults=REPORT_DEFAULTS, prepare=_selection_side, inputs={"pooled": POOLED})
 """`layer_report` (per-layer language ID, alignment, syntax probe, contribution; the concept layers) of
 the selection side of the corpus split; `snippets` may be the `CorpusSplit` itself. Its args are
 `layer_report`'s parameters."""

@@ -13,15 +13,18 @@ Every recipe is listed in neuro.results.registry.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.model.cards import remember_model
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
-from neuro.results.resume import ChunkCompute, chunked_rows, chunked_sum, drop_chunks, resumable_steps
+from neuro.results.layered import LayerWriter
+from neuro.results.resume import ChunkCompute, chunked_rows, chunked_sum, drop_chunks, iter_chunks, resumable_steps
 from neuro.results.store import Entry, Store, make_key
 
 R = TypeVar("R")
@@ -59,6 +62,16 @@ class Call:
         """neuro.results.resume.chunked_rows for this result."""
         return chunked_rows(self.store, self.recipe.kind, self.key, self.snippets, compute, progress=progress,
                             save=self.save)
+
+    def chunks(self, compute: ChunkCompute, *, progress: Progress | None) -> Iterator[tuple[int, int, Entry]]:
+        """neuro.results.resume.iter_chunks for this result: (lo, hi, entry) of each chunk, one at a time."""
+        return iter_chunks(self.store, self.recipe.kind, self.key, self.snippets, compute, progress=progress,
+                           save=self.save)
+
+    def layer_writer(self, rows: int, layers: int, cols: int, name: str, dtype=np.float32) -> LayerWriter:
+        """A writer of a (rows, layers, cols) array staged one file per layer beside this result's entries
+        (in RAM where the cache cannot be written)."""
+        return LayerWriter(rows, layers, cols, dtype=dtype, name=name, folder=self.store.staging(self.recipe.kind))
 
     def chunked_sum(self, compute: ChunkCompute, add: Callable[[Entry, Entry], Entry], *,
                     max_chunks: int | None = None) -> Entry:

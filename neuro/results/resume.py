@@ -9,11 +9,13 @@ finished chunks (damaged ones are recomputed, as any entry) and computes the res
 itself is saved its chunks are deleted.
 
 Two shapes of pass:
-- `chunked_rows`: each chunk's result stands alone (e.g. pooled states, one row per program); the
-  chunks are concatenated in order.
-- `chunked_sum`: each chunk adds to a running total (e.g. corpus statistics); after each chunk the
-  running total so far is saved (one prefix entry, the previous one deleted), so the cache never holds
-  more than about two copies of the total whatever the number of chunks.
+- `chunked_rows` / `iter_chunks`: each chunk's result stands alone (e.g. pooled states, one row per
+  program); `iter_chunks` hands them over one at a time in order (a caller writes each chunk's rows
+  where they go, neuro.results.layered, and holds one chunk), `chunked_rows` lists them.
+- `chunked_sum`: the chunks' entries are summed (`add`) once, in corpus order, as they come (computed or
+  loaded): each chunk is kept as its own entry, never a running total, so a chunk costs one write of its
+  own size (a running total rewritten after every chunk costs the whole total each time: quadratic where
+  the total holds per-program rows, e.g. the statistics' per-unit arrays).
 
 A cache that cannot be written (read-only, full) only costs the resumability: the pass still returns its
 result and the store logs why nothing was kept.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from neuro.code.corpus import Snippet, corpus_hash
@@ -72,9 +74,8 @@ def drop_chunks(store: Store, kind: str, key: str) -> None:
         pass
 
 
-def _chunk_key(key: str, index: int, lo: int, hi: int, snippets: Sequence[Snippet], prefix: bool) -> str:
-    part = snippets[:hi] if prefix else snippets[lo:hi]
-    return make_key("chunk", result=key, index=index, lo=lo, hi=hi, prefix=prefix, content=corpus_hash(part))
+def _chunk_key(key: str, index: int, lo: int, hi: int, snippets: Sequence[Snippet]) -> str:
+    return make_key("chunk", result=key, index=index, lo=lo, hi=hi, prefix=False, content=corpus_hash(snippets[lo:hi]))
 
 
 def _shifted(progress: Progress | None, offset: int, total: int) -> Progress | None:
@@ -84,13 +85,12 @@ def _shifted(progress: Progress | None, offset: int, total: int) -> Progress | N
     return lambda done, _total: progress(offset + done, total)
 
 
-def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
-                    compute: Callable[[int], Entry], *, loaded: Callable[[int], None] | None = None,
-                    save: bool = True) -> list[Entry]:
-    """The entry of every step in order: loaded when an earlier (interrupted) run finished it, else
-    computed by `compute(index)` and kept. `step_keys` name each step's inputs (the store key of its
-    chunk); `loaded(index)` is told about each step that came from the cache."""
-    ckind, out = chunk_kind(kind, key), []
+def iter_steps(store: Store, kind: str, key: str, step_keys: Sequence[str], compute: Callable[[int], Entry], *,
+               loaded: Callable[[int], None] | None = None, save: bool = True) -> Iterator[Entry]:
+    """The entry of every step in order, one at a time: loaded when an earlier (interrupted) run finished
+    it, else computed by `compute(index)` and kept. `step_keys` name each step's inputs (the store key of
+    its chunk); `loaded(index)` is told about each step that came from the cache."""
+    ckind = chunk_kind(kind, key)
     for index, ckey in enumerate(step_keys):
         entry = store.load(ckind, ckey)
         if entry is None:
@@ -99,17 +99,25 @@ def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
                 store.try_save(ckind, ckey, entry)
         elif loaded:
             loaded(index)
-        out.append(entry)
-    return out
+        yield entry
 
 
-def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute, *,
-                 size: int | None = None, progress: Progress | None = None, save: bool = True) -> list[Entry]:
-    """The entries of every chunk in order: loaded when finished before, else computed and saved."""
+def resumable_steps(store: Store, kind: str, key: str, step_keys: Sequence[str],
+                    compute: Callable[[int], Entry], *, loaded: Callable[[int], None] | None = None,
+                    save: bool = True) -> list[Entry]:
+    """`iter_steps` as a list."""
+    return list(iter_steps(store, kind, key, step_keys, compute, loaded=loaded, save=save))
+
+
+def iter_chunks(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute, *,
+                size: int | None = None, progress: Progress | None = None,
+                save: bool = True) -> Iterator[tuple[int, int, Entry]]:
+    """(lo, hi, entry) of every chunk in order, one at a time: loaded when finished before, else computed
+    and saved."""
     size = size or chunk_programs()
     n = len(snippets)
     bounds = chunk_bounds(n, size)
-    keys = [_chunk_key(key, index, lo, hi, snippets, prefix=False) for index, (lo, hi) in enumerate(bounds)]
+    keys = [_chunk_key(key, index, lo, hi, snippets) for index, (lo, hi) in enumerate(bounds)]
     resumed = []
 
     def from_cache(index: int) -> None:
@@ -117,40 +125,34 @@ def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet],
         if progress:
             progress(bounds[index][1], n)
 
-    out = resumable_steps(store, kind, key, keys, lambda i: compute(*bounds[i], _shifted(progress, bounds[i][0], n)),
-                          loaded=from_cache, save=save)
+    steps = iter_steps(store, kind, key, keys, lambda i: compute(*bounds[i], _shifted(progress, bounds[i][0], n)),
+                       loaded=from_cache, save=save)
+    for (lo, hi), entry in zip(bounds, steps):
+        yield lo, hi, entry
     if resumed:
         log.info("%s: %d of %d programs came from finished chunks of an interrupted run", kind, sum(resumed), n)
-    return out
+
+
+def chunked_rows(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute, *,
+                 size: int | None = None, progress: Progress | None = None, save: bool = True) -> list[Entry]:
+    """The entries of every chunk in order: loaded when finished before, else computed and saved."""
+    return [entry for _, _, entry in iter_chunks(store, kind, key, snippets, compute, size=size, progress=progress,
+                                                 save=save)]
 
 
 def chunked_sum(store: Store, kind: str, key: str, snippets: Sequence[Snippet], compute: ChunkCompute,
                 add: Callable[[Entry, Entry], Entry], *, size: int | None = None, max_chunks: int | None = None,
                 progress: Progress | None = None, save: bool = True) -> Entry:
-    """The sum (`add`) of every chunk's entry in corpus order, resuming from the longest finished prefix.
+    """The sum (`add`) of every chunk's entry, folded in corpus order (the same sum whichever chunks came
+    from an interrupted run); each chunk is kept as its own entry until the result is saved, and only the
+    total so far and one chunk are held.
 
     `max_chunks` caps the number of chunks (larger chunks on a large corpus) where each chunk has a cost
     that grows with the corpus (corpus statistics re-read the whole corpus's tokens and syntax)."""
     size = size or chunk_programs()
     if max_chunks:
         size = max(size, -(-len(snippets) // max_chunks))
-    ckind, n = chunk_kind(kind, key), len(snippets)
-    bounds = chunk_bounds(n, size)
-    keys = [_chunk_key(key, i, lo, hi, snippets, prefix=True) for i, (lo, hi) in enumerate(bounds)]
-    start, total = 0, None
-    for i in reversed(range(len(bounds))):
-        total = store.load(ckind, keys[i])
-        if total is not None:
-            start = i + 1
-            break
-    if start:
-        log.info("%s: %d of %d programs came from finished chunks of an interrupted run", kind, bounds[start - 1][1], n)
-        if progress:
-            progress(bounds[start - 1][1], n)
-    for i in range(start, len(bounds)):
-        lo, hi = bounds[i]
-        part = compute(lo, hi, _shifted(progress, lo, n))
+    total = None
+    for _, _, part in iter_chunks(store, kind, key, snippets, compute, size=size, progress=progress, save=save):
         total = part if total is None else add(total, part)
-        if save and i < len(bounds) - 1 and store.try_save(ckind, keys[i], total) is not None and i:
-            shutil.rmtree(store.path(ckind, keys[i - 1]), ignore_errors=True)
     return total

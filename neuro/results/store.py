@@ -1,10 +1,11 @@
 """Content-addressed on-disk cache of results under `cache/`.
 
 An entry is a folder named by the hash of its key (kind, model identity and weights fingerprint,
-corpus hash, method parameters, schema version). It holds arrays (safetensors), tables (parquet) and
-a JSON manifest written last, with the size and CRC-32 of every file. An entry is written in a
-temporary folder and renamed into place, so readers never see half an entry; an entry whose files do
-not match its manifest (truncated, edited, half-copied) is treated as missing and recomputed.
+corpus hash, method parameters, schema version). It holds arrays (safetensors), tables (parquet), large
+arrays one `.npy` file per layer (`Entry.layered`: read a layer at a time as a memory map, never whole;
+neuro.results.layered) and a JSON manifest written last, with the size and CRC-32 of every file. An
+entry is written in a temporary folder and renamed into place, so readers never see half an entry; an
+entry whose files do not match its manifest (truncated, edited, half-copied) is treated as missing and recomputed.
 
 Below the writable cache lies a read-only layer: results shipped with the repository in the same
 `<kind>/<key>/` layout (neuro/assets/precomputed, written only by `python -m neuro precompute`). `load`
@@ -32,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from neuro.paths import cache_dir, precomputed_dir
+import neuro.results.layered as layer_files
+from neuro.results.layered import Layered, LayerFiles, layer_file
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class Entry:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    layered: dict[str, Layered] = field(default_factory=dict)  # (rows, layers, cols), kept one file per layer
 
 
 def make_key(kind: str, **parts) -> str:
@@ -58,6 +62,27 @@ def _checksum(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             crc = zlib.crc32(chunk, crc)
     return f"{crc:08x}"
+
+
+_LAYER_CRCS: dict[tuple, str] = {}  # (device, inode, size, mtime_ns) -> CRC-32 of a layer file seen in this process
+
+
+def _stamp(path: Path) -> tuple:
+    """What identifies a file's bytes unless it is edited: its inode (kept by a rename and a hard link),
+    size and modification time."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _file_crc(path: Path, name: str) -> str:
+    """CRC-32 of an entry's file; a layer file's is remembered while the file is unchanged, so a corpus-sized
+    array is read through once per process, not at every load (its pages are then read a layer at a time)."""
+    if not name.endswith(".npy"):
+        return _checksum(path)
+    stamp = _stamp(path)
+    if stamp not in _LAYER_CRCS:
+        _LAYER_CRCS[stamp] = _checksum(path)
+    return _LAYER_CRCS[stamp]
 
 
 class CacheWriteError(OSError):
@@ -93,7 +118,7 @@ def _verify(folder: Path) -> dict | None:
         manifest = json.loads((folder / "manifest.json").read_text())
         for name, info in manifest["files"].items():
             path = folder / name
-            if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
+            if path.stat().st_size != info["size"] or _file_crc(path, name) != info["crc32"]:
                 return None
         return manifest
     except (OSError, ValueError, KeyError, TypeError):
@@ -132,14 +157,35 @@ def _read(folder: Path) -> Entry:
     manifest = json.loads((folder / "manifest.json").read_text())
     for name, info in manifest["files"].items():
         path = folder / name
-        if path.stat().st_size != info["size"] or _checksum(path) != info["crc32"]:
+        if path.stat().st_size != info["size"] or _file_crc(path, name) != info["crc32"]:
             raise ValueError(f"{name} does not match its manifest")
     entry = Entry(meta=manifest.get("meta", {}))
     if "arrays.safetensors" in manifest["files"]:
         entry.arrays = load_file(str(folder / "arrays.safetensors"))
     for name in manifest.get("tables", []):
         entry.tables[name] = pd.read_parquet(folder / f"{name}.parquet")
+    for name, info in manifest.get("layered", {}).items():
+        shape = tuple(info["shape"])
+        entry.layered[name] = LayerFiles([folder / layer_file(name, i) for i in range(shape[1])], shape,
+                                         info["dtype"])
     return entry
+
+
+def _keep_layers(array: Layered, name: str, folder: Path) -> list[str]:
+    """The layer files of `array` in `folder`: hard links to a staging folder's files (no copy; the same
+    device), else written a layer at a time. Their names."""
+    names = [layer_file(name, i) for i in range(array.n_layers)]
+    for i, file in enumerate(names):
+        source = array.paths[i] if isinstance(array, LayerFiles) else None
+        if source is not None:
+            try:
+                os.link(source, folder / file)
+                continue
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        layer_files.save_layer(folder / file, array.layer(i))
+    return names
 
 
 _REPORTED: set[tuple[Path, float]] = set()  # damaged shipped entries already reported (folder, mtime)
@@ -165,6 +211,18 @@ class Store:
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
+    def staging(self, kind: str) -> Path | None:
+        """A new empty folder beside the entries of `kind` for a pass to write a large array in before it is
+        kept (neuro.results.layered.LayerWriter); None when the cache cannot be written. Named like a
+        writer's temporary folder: one left by a killed pass is swept an hour after its last write."""
+        folder = self.root / kind / f".tmp-stage-{uuid.uuid4().hex[:8]}"
+        try:
+            folder.mkdir(parents=True)
+        except OSError as err:
+            log.warning("cannot stage a large array under %s (%s): it is kept in RAM", self.root, err.strerror or err)
+            return None
+        return folder
+
     def exists(self, kind: str, key: str) -> bool:
         return self.load(kind, key) is not None
 
@@ -189,14 +247,23 @@ class Store:
             for name, table in entry.tables.items():
                 table.to_parquet(tmp / f"{name}.parquet", index=False)
                 files[f"{name}.parquet"] = None
+            layers = {}
+            for name, array in entry.layered.items():
+                files.update(dict.fromkeys(_keep_layers(array, name, tmp)))
+                layers[name] = {"shape": list(array.shape), "dtype": np.dtype(array.dtype).str}
             manifest = {
                 "kind": kind, "key": key, "schema": SCHEMA_VERSION, "created": time.time(),
                 "meta": entry.meta, "tables": sorted(entry.tables),
-                "files": {name: {"size": (tmp / name).stat().st_size, "crc32": _checksum(tmp / name)}
+                "files": {name: {"size": (tmp / name).stat().st_size, "crc32": _file_crc(tmp / name, name)}
                           for name in files},
             }
+            if layers:
+                manifest["layered"] = layers
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
             self._place(tmp, final)
+            for name, array in entry.layered.items():
+                if isinstance(array, LayerFiles) and array.owned:  # staged: read from the kept entry from now on
+                    array.kept_in([final / layer_file(name, i) for i in range(array.n_layers)])
         except (OSError, SafetensorError) as err:
             if isinstance(err, SafetensorError) and "I/O error" not in str(err):
                 raise

@@ -64,12 +64,13 @@ def layer_similarities(pooled: np.ndarray, langs: Sequence[str], query_states: n
                        center: str = DEFAULT_CENTERING) -> np.ndarray:
     """(layers, programs): cosine of the query with each program at each layer, after centring both
     sides as an index of these programs centres them at that layer (means fitted on all of `pooled`, the
-    query centred on its language's mean, or the corpus mean when its language has too few programs)."""
-    pooled = np.asarray(pooled, dtype=np.float32)
-    out = np.empty(pooled.shape[:2][::-1], dtype=np.float32)
+    query centred on its language's mean, or the corpus mean when its language has too few programs).
+    `pooled` may be a 3-D array or layered (neuro.results.layered): it is read one layer at a time."""
+    out = np.empty((pooled.shape[1], pooled.shape[0]), dtype=np.float32)
     for layer in range(pooled.shape[1]):
-        centering = Centering.fit(pooled[:, layer], langs, center)
-        rows = centering.apply(pooled[:, layer], langs)
+        states = np.asarray(pooled[:, layer], dtype=np.float32)
+        centering = Centering.fit(states, langs, center)
+        rows = centering.apply(states, langs)
         out[layer] = rows @ unit_rows(np.asarray(query_states[layer])[None], centering.mean_for(query_lang))[0]
     return out
 
@@ -231,7 +232,8 @@ def candidate_mask(snippets: Sequence[Snippet], index_languages: Sequence[str], 
 def explain_query(index: CloneIndex, code: str, pooled: np.ndarray, snippets: Sequence[Snippet], tfidf: TfidfIndex,
                   *, task: str | None = None, k: int = 10, languages: Sequence[str] | None = None,
                   lang: str | None = None, cross_language: bool = False, concept: bool = True) -> QueryExplanation:
-    """Explain `index.search(code, ...)`: `pooled` is (programs, layers, hidden) of `snippets`, the programs the
+    """Explain `index.search(code, ...)`: `pooled` is (programs, layers, hidden) of `snippets` (3-D or layered:
+    read a layer at a time), the programs the
     index was built on, in the order it was given them; `tfidf` indexes the same programs. `task` says which
     task the query is (default: the task of the corpus program it equals, if any)."""
     same = len(pooled) == len(tfidf) == len(index.index) == len(snippets) and \

@@ -1,6 +1,4 @@
 """Corpus-sized arrays streamed: pooled states per layer on disk, the token reservoir, chunk totals, one key."""
-a fixed-size reservoir of sampled tokens for the layer report, chunk totals summed once, one key for one
-layer report."""
 
 from __future__ import annotations
 

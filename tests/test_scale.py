@@ -224,3 +224,23 @@ def test_the_sidebar_shows_the_plan_before_a_model_loads():
     table = at.sidebar.dataframe[0].value
     assert list(table["command"]) == ["neurons", "ablate", "layers", "clones eval", "finetune", "transfer"]
     assert any("8.03B parameters" in c.value for c in at.sidebar.caption)
+
+
+def test_pooled_states_of_a_split_model_equal_one_devices(tmp_path):
+    """Hidden states read from blocks accelerate placed elsewhere (offloaded to disk) equal one device's."""
+    from transformers import AutoModelForCausalLM
+
+    from neuro.instrument.states import pooled_states
+    from neuro.model.loading import load_model, prepare
+
+    saved = tiny_model("llama")
+    saved.model.save_pretrained(tmp_path / "m")
+    saved.tokenizer.save_pretrained(tmp_path / "m")
+    whole = load_model(tmp_path / "m", device="cpu")
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                  "model.layers.2": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", device_map=device_map, dtype=torch.float32,
+                                                 offload_folder=str(tmp_path / "offload"))
+    split = prepare(model, saved.tokenizer, source="split", fingerprint=whole.fingerprint)
+    np.testing.assert_allclose(np.asarray(pooled_states(split, SNIPPETS)), np.asarray(pooled_states(whole, SNIPPETS)),
+                               rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ from neuro.code.corpus import Snippet
 from neuro.instrument.hooks import forward_until, hooked
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
 from neuro.model.loading import LoadedModel
+from neuro.model.plan import batch_plan
 from neuro.progress import Progress
 
 
@@ -77,7 +78,7 @@ def token_sample(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
 
 
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
-                 tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int = 8192,
+                 tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int | None = None,
                  max_batch: int = 64, progress: Progress | None = None,
                  picks: Sequence[np.ndarray] | None = None) -> LayerStates:
     """Pooled (the mean over real tokens: the first position, BOS or not, and padding excluded, see
@@ -113,7 +114,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
         for site in sites[: last + 1]:
             def hook(module, args, output, layer=site.layer):
                 states = output[0] if isinstance(output, tuple) else output
-                mask = current["mask"]
+                mask = current["mask"].to(states.device)  # a block accelerate placed on another device
                 mean = (states.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
                 pooled[current["rows"], layer] = mean.cpu().numpy()
                 if tokens is not None:
@@ -125,6 +126,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
 
     done = 0
     with loaded.lock, hooked(register), torch.inference_mode():
+        batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             current.update(rows=batch, mask=real_token_mask(loaded, ids, mask).float())  # first position excluded
@@ -139,7 +141,7 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
 
 
 def pooled_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
-                  max_length: int = 512, batch_tokens: int = 8192, max_batch: int = 64,
+                  max_length: int = 512, batch_tokens: int | None = None, max_batch: int = 64,
                   progress: Progress | None = None) -> np.ndarray:
     """Mean over tokens of each block's output for each snippet: (snippets, layers, hidden) float32,
     stopping after block `upto_layer`."""

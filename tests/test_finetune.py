@@ -127,8 +127,16 @@ def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
         deltas.load_tensors(load_tensors(job / "checkpoint")[0])
         with deltas.applied(base):
             adapted = _logits(base, batch)
-    else:  # LoRA stays injected
+    else:  # LoRA is taken out after the run (the next method may train this model): inject the saved one
+        from peft import set_peft_model_state_dict
+
+        from neuro.training.lora import apply_lora
+        assert _logits(base, batch).equal(plain)
+        tensors, meta = load_tensors(job / "checkpoint")
+        peft = apply_lora(base, meta["targets"], int(meta["rank"]))
+        set_peft_model_state_dict(peft, tensors)
         adapted = _logits(base, batch)
+        peft.unload()
     assert not torch.allclose(adapted, plain)  # the training did something
     out = export_model(job, tmp_path / "export")
     reloaded = load_model(out, device="cpu")

@@ -68,3 +68,65 @@ def test_braces_in_strings_and_comments_do_not_count():
     prompt = "int f() {\n"
     body = '    char c = \'}\'; // a } here\n    /* { */ return "}" == 0;\n}\nint g() {}\n'
     assert truncate_completion(prompt, body, "cpp") == body[: body.index("}\nint g") + 1] + "\n"
+
+
+# --------------------------------------------------------------------------- batched generation
+
+def _prompts(n: int = 5) -> list[str]:
+    """Prompts of different lengths from the demo corpus (several languages)."""
+    chosen = [prompt_of(s) for s in DEMO[::41]][:n]
+    assert len({len(p) for p in chosen}) == len(chosen)
+    return chosen
+
+
+def _demo_or_tiny(kind: str):
+    from conftest import tiny_model
+
+    from neuro.model.loading import load_model
+    from neuro.paths import DEMO_MODEL_DIR, demo_model_available
+
+    if kind == "demo":
+        if not demo_model_available():
+            pytest.skip("no demo model")
+        return load_model(DEMO_MODEL_DIR, device="cpu")
+    return tiny_model(kind)
+
+
+@pytest.mark.parametrize("kind", ["demo", "llama", "gpt2", "gpt_neox"])
+def test_batched_greedy_generation_equals_one_prompt_at_a_time(kind):
+    from neuro.analysis.generation import complete
+
+    loaded = _demo_or_tiny(kind)
+    prompts, params = _prompts(), GenerationParams(max_new_tokens=10)
+    alone = [complete(loaded, [p], params)[0] for p in prompts]
+    assert complete(loaded, prompts, params) == alone  # one left-padded batch
+    assert complete(loaded, prompts, params, max_batch=2) == alone  # several batches, answers in prompt order
+    assert len({a[0] for a in alone}) > 1  # the prompts do lead to different text
+
+
+def test_a_row_that_stops_early_in_a_batch_ends_where_it_ends_alone():
+    """EOS in one row while the others go on: the batch pads the finished row; its completion is cut there."""
+    from conftest import tiny_model
+
+    import torch
+
+    from neuro.analysis.generation import complete
+    from neuro.instrument.tokens import encode
+
+    loaded = tiny_model("llama", seed=1)
+    prompts, params = _prompts(), GenerationParams(max_new_tokens=12)
+    free = [complete(loaded, [p], params)[0][0] for p in prompts]
+    # stop at the token the first prompt produces fourth (an EOS that some rows reach early)
+    ids = torch.tensor([encode(loaded, prompts[0], 1024).ids])
+    with torch.no_grad():
+        first = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                                      pad_token_id=loaded.pad_id)
+    loaded.model.generation_config.eos_token_id = int(first[0, -1])
+    loaded.model.generation_config.pad_token_id = loaded.pad_id
+    try:
+        alone = [complete(loaded, [p], params)[0] for p in prompts]
+        batched = complete(loaded, prompts, params)
+    finally:
+        loaded.model.generation_config.eos_token_id = None
+    stopped = [a[0] != f for a, f in zip(alone, free)]
+    assert any(stopped) and batched == alone

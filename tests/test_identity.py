@@ -245,3 +245,22 @@ def test_a_symlink_that_is_not_a_hub_blob_is_read(tmp_path, count_hashing):
     (folder / "model.safetensors").symlink_to(elsewhere / "weights.bin")
     weights_fingerprint(folder, tmp_path / "memo.json")
     assert len(count_hashing) == 1
+
+
+def test_cli_cache_option_keeps_the_digest_memo_in_that_cache(tmp_path, monkeypatch):
+    """`--cache X` writes the memo into X, not into $NEURO_CACHE (nor cache/), and leaves $NEURO_CACHE as it was."""
+    from neuro.cli import main
+
+    monkeypatch.setattr(models, "_RACY_NS", 0)
+    folder = tmp_path / "model"
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    other, chosen = tmp_path / "cache", tmp_path / "chosen"  # `other` is $NEURO_CACHE (the autouse fixture)
+    assert main(["info", "--model", str(folder), "--device", "cpu", "--cache", str(chosen), "--json"]) == 0
+    memo = json.loads((chosen / models.DIGEST_MEMO).read_text())
+    assert str((folder / "model.safetensors").resolve()) in memo["files"]
+    assert not other.exists()  # nothing at all was written into the other cache
+    assert os.environ["NEURO_CACHE"] == str(other)
+    assert main(["info", "--model", str(folder), "--device", "cpu", "--json"]) == 0  # without --cache: $NEURO_CACHE
+    assert (other / models.DIGEST_MEMO).is_file()

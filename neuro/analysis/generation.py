@@ -5,6 +5,7 @@ with neurons ablated), so the paper's "ablate a language's neurons, watch pass@k
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +14,7 @@ from neuro.code.corpus import Snippet
 from neuro.code.sandbox import pass_at_k_by_language, run_program
 from neuro.code.syntax import parse
 from neuro.instrument.ablation import NeuronSet, ablated
-from neuro.instrument.tokens import encode
+from neuro.instrument.tokens import encode, length_batches
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
@@ -107,24 +108,68 @@ class GenerationParams:
             raise ValueError("greedy decoding (temperature 0) gives one sample; raise the temperature")
 
 
+GENERATION_TOKENS = 16384  # prompt + new tokens of the rows generated together (bounds the KV cache)
+
+GENERATION_BATCH = 32  # prompts generated together at most
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    """The tokens generation stops at (the generation config's EOS, one id or several)."""
+    eos = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _until_eos(row: list[int], eos: set[int]) -> list[int]:
+    """A generated row up to and including its first EOS: what generating it alone returns (a batch pads the
+    rows that finished early until the longest one is done)."""
+    for i, token in enumerate(row):
+        if token in eos:
+            return row[: i + 1]
+    return row
+
+
 def complete(loaded: LoadedModel, prompts: Sequence[str], params: GenerationParams,
-             max_prompt_tokens: int = 1024) -> list[list[str]]:
-    """`params.samples` completions (text after the prompt) for each prompt, one prompt at a time."""
+             max_prompt_tokens: int = 1024, batch_tokens: int = GENERATION_TOKENS,
+             max_batch: int = GENERATION_BATCH, progress: Progress | None = None) -> list[list[str]]:
+    """`params.samples` completions (text after the prompt) for each prompt.
+
+    Prompts of similar length are generated together: left-padded (the new tokens of every row start at
+    the same position), with an attention mask over the padding, so greedy decoding gives each prompt the
+    tokens it gets alone. Sampling draws from the same distributions, but which random numbers a prompt
+    gets depends on the batch it is in (fixed for given prompts, params and batch sizes)."""
     loaded.require_weights()
     tok = loaded.tokenizer
-    out = []
+    encoded = [encode(loaded, prompt, max_prompt_tokens).ids for prompt in prompts]
+    sample = params.temperature > 0
+    eos, pad = _eos_ids(loaded), loaded.pad_id
+    # a batch's rows: each prompt `samples` times, each as long as the longest prompt plus the new tokens
+    budget = max(batch_tokens // params.samples, 1)
+    groups = length_batches([len(ids) + params.max_new_tokens for ids in encoded], budget, max_batch)
+    out: list[list[str]] = [[] for _ in prompts]
+    done = 0
     with loaded.lock, torch.inference_mode():
         torch.manual_seed(params.seed)
-        for prompt in prompts:
-            enc = encode(loaded, prompt, max_prompt_tokens)
-            ids = torch.tensor([enc.ids], device=loaded.device)
-            sample = params.temperature > 0
+        for group in groups:
+            longest = max(len(encoded[i]) for i in group)
+            ids = torch.full((len(group), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), longest), dtype=torch.long)
+            for row, i in enumerate(group):
+                ids[row, longest - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, longest - len(encoded[i]):] = 1
             generated = loaded.model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
+                ids.to(loaded.device), attention_mask=mask.to(loaded.device), max_new_tokens=params.max_new_tokens,
                 do_sample=sample, temperature=params.temperature if sample else None,
                 top_p=params.top_p if sample else None, num_return_sequences=params.samples,
-                pad_token_id=loaded.pad_id)
-            out.append([tok.decode(row[ids.shape[1]:], skip_special_tokens=True) for row in generated])
+                pad_token_id=pad)
+            new = generated[:, longest:].tolist()  # rows: prompt-major, `samples` consecutive rows per prompt
+            for row, i in enumerate(group):
+                out[i] = [tok.decode(_until_eos(new[row * params.samples + j], eos), skip_special_tokens=True)
+                          for j in range(params.samples)]
+            done += len(group)
+            if progress:
+                progress(done, len(prompts))
     return out
 
 
@@ -139,24 +184,24 @@ class PassAtK:
 def evaluate_pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], params: GenerationParams,
                        ks: Sequence[int] = (1,), ablate: NeuronSet | None = None,
                        run: Callable = run_program, progress: Progress | None = None) -> PassAtK:
-    """Generate for every snippet with a test, run the samples, and report pass@k per language."""
+    """Generate for every snippet with a test (batched, see `complete`), run the samples, and report pass@k
+    per language."""
     todo = [s for s in snippets if s.test]
     if not todo:
         raise ValueError("no snippet has a test to run")
+    prompts = [prompt_of(s) for s in todo]
+    steps = 2 * len(todo)  # generating each prompt, then running its samples
+    generating = (lambda done, total: progress(done, steps)) if progress else None
+    with ablated(loaded, ablate) if ablate is not None else nullcontext():
+        completions = complete(loaded, prompts, params, progress=generating)
     outcomes, records = [], []
-    for i, snippet in enumerate(todo):
-        prompt = prompt_of(snippet)
-        if ablate is not None:
-            with ablated(loaded, ablate):
-                completions = complete(loaded, [prompt], params)[0]
-        else:
-            completions = complete(loaded, [prompt], params)[0]
-        for text in completions:
+    for i, (snippet, prompt) in enumerate(zip(todo, prompts)):
+        for text in completions[i]:
             program = prompt + truncate_completion(prompt, text, snippet.lang)
             result = run(snippet.lang, program, snippet.test)
             outcomes.append((snippet.lang, snippet.task, result.passed))
             records.append({"task": snippet.task, "lang": snippet.lang, "completion": text,
                             "status": result.status, "reason": result.reason})
         if progress:
-            progress(i + 1, len(todo))
+            progress(len(todo) + i + 1, steps)
     return PassAtK(pass_at_k_by_language(outcomes, ks), records)

@@ -18,6 +18,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from neuro.code.corpus import CorpusError, load_corpus
@@ -153,6 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def cache_in_use(cache: str | None):
+    """`--cache X` is the cache of everything the command does, not only of the results it passes X to:
+    $NEURO_CACHE is X while it runs, so the weight-digest memo (neuro.model.identity), model cards and the
+    job processes it starts (which inherit the environment) never write into another cache."""
+    if not cache:
+        yield
+        return
+    before = os.environ.get("NEURO_CACHE")
+    os.environ["NEURO_CACHE"] = str(cache)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("NEURO_CACHE", None)
+        else:
+            os.environ["NEURO_CACHE"] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_tokens:
@@ -165,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     from neuro.instrument.distributed import finish
 
     try:
-        summary, text = args.handler(args)
+        with cache_in_use(args.cache):
+            summary, text = args.handler(args)
     except (ModelLoadError, CorpusError, WeightsNotLoaded, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         if args.json:

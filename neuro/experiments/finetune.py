@@ -410,6 +410,15 @@ class _Adaptation:
     def applied(self):
         return self.deltas.applied(self.loaded) if self.deltas is not None else nullcontext()
 
+    def remove(self) -> None:
+        """Hand the model back as the method found it, so the next method of one run can train the same
+        loaded copy: the deltas' hooks are already gone, LoRA's layers are taken out (the base layers,
+        never changed, are back in place). Full fine-tuning changed the weights themselves: its parameters
+        are only frozen again (a run with several methods trains it last)."""
+        if self.peft is not None:
+            self.peft.unload()
+        self.loaded.model.requires_grad_(False)
+
     def save(self, folder: Path, extra: dict | None = None) -> None:
         """The trainable state; `extra` (JSON) rides along in meta.json, e.g. what a resume need not redo."""
         meta = {"method": self.method, "config": self.config.to_json(), **(extra or {})}
@@ -513,36 +522,39 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     ctx.check()
     torch.manual_seed(config.seed)
     adaptation = _Adaptation(loaded, config)
-    if resume is not None:
-        adaptation.load(resume)
-    batches = make_batches(lm_sequences(loaded, target_train, config.max_length), loaded.pad_id, loaded.device,
-                           config.batch_tokens)
-    ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
-            f"{len(batches)} batches")
-    extra = {"before": before, "pass_before": pass_before}
-    save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
-        if checkpoint else None
-    with adaptation.applied():
-        report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
-                       seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
-        ctx.progress(0, 1, "evaluating after training")
-        after = language_losses(loaded, heldout, **eval_kwargs)
-        pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
-    delta = {lang: after[lang] - before[lang] for lang in before}
-    others = [v for lang, v in delta.items() if lang != config.target]
-    model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
-    return FinetuneResult(
-        config=config, target=config.target, method=config.method, neuron_set=config.neuron_set,
-        neurons=config.n_neurons if config.method in ("neurons", "random") else 0,
-        neurons_per_layer={str(k): len(v) for k, v in config.neurons.items()},
-        lora_rank=adaptation.rank or None, model_params=model_params,
-        train_programs=len(target_train), heldout_programs=len(heldout), split=split.summary(),
-        device=str(loaded.device), **report.summary(), losses=report.losses,
-        trainable_share=report.trainable / max(model_params, 1),
-        heldout_before=before, heldout_after=after, heldout_delta=delta,
-        target_delta=delta.get(config.target), others_delta_mean=float(np.mean(others)) if others else None,
-        pass_at_k_before=pass_before, pass_at_k_after=pass_after,
-        sandbox=_sandbox() if config.pass_at_k else None)
+    try:
+        if resume is not None:
+            adaptation.load(resume)
+        batches = make_batches(lm_sequences(loaded, target_train, config.max_length), loaded.pad_id, loaded.device,
+                               config.batch_tokens)
+        ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
+                f"{len(batches)} batches")
+        extra = {"before": before, "pass_before": pass_before}
+        save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
+            if checkpoint else None
+        with adaptation.applied():
+            report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
+                           seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
+            ctx.progress(0, 1, "evaluating after training")
+            after = language_losses(loaded, heldout, **eval_kwargs)
+            pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+        delta = {lang: after[lang] - before[lang] for lang in before}
+        others = [v for lang, v in delta.items() if lang != config.target]
+        model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
+        return FinetuneResult(
+            config=config, target=config.target, method=config.method, neuron_set=config.neuron_set,
+            neurons=config.n_neurons if config.method in ("neurons", "random") else 0,
+            neurons_per_layer={str(k): len(v) for k, v in config.neurons.items()},
+            lora_rank=adaptation.rank or None, model_params=model_params,
+            train_programs=len(target_train), heldout_programs=len(heldout), split=split.summary(),
+            device=str(loaded.device), **report.summary(), losses=report.losses,
+            trainable_share=report.trainable / max(model_params, 1),
+            heldout_before=before, heldout_after=after, heldout_delta=delta,
+            target_delta=delta.get(config.target), others_delta_mean=float(np.mean(others)) if others else None,
+            pass_at_k_before=pass_before, pass_at_k_after=pass_after,
+            sandbox=_sandbox() if config.pass_at_k else None)
+    finally:  # the next method of a run may train this same loaded copy
+        adaptation.remove()
 
 
 def merge_finetuned(base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:

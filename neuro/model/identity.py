@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
-DIGEST_MEMO = "weight-digests.json"
+DIGEST_MEMO = "weight-digests.json"  # in the cache in use (cache_dir(): $NEURO_CACHE, which the CLI's --cache sets)
 
 _MEMO_VERSION = 1
 
@@ -94,7 +94,8 @@ def _write_memo(path: Path, new: dict[str, dict]) -> None:
 
 def file_digests(paths: Sequence[Path], memo: Path | None = None) -> list[str]:
     """sha256 of each file: from the hub cache's blob names, from the memo when the file is unchanged,
-    else read (several files in parallel)."""
+    else read (several files in parallel). `memo` default: DIGEST_MEMO in the cache in use, read when
+    called (the CLI's `--cache X` makes X the cache in use, see neuro.cli.cache_in_use)."""
     memo = Path(memo) if memo is not None else cache_dir() / DIGEST_MEMO
     remembered = _read_memo(memo)
     digests: list[str | None] = []

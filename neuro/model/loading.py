@@ -211,6 +211,30 @@ def resolve_source(source: str | os.PathLike) -> Path:
         raise ModelLoadError(f"could not download {text!r} from the hub: {err}") from None
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a device this machine does not have (ModelLoadError with what to do), before anything loads:
+    an unknown device string, CUDA on a machine without it, cuda:N past the GPUs there are. None: the default."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: there is no CUDA on this machine (no GPU, or a torch "
+                                 "built without CUDA); use the cpu device")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ModelLoadError(f"device {device!r} is out of range: this machine has {count} CUDA "
+                                 f"device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type not in ("cpu", "meta"):
+        backend = getattr(torch, dev.type, None) or getattr(torch.backends, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ModelLoadError(f"device {device!r}: no {dev.type} device on this machine; use cpu or cuda")
+
+
 def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
                device: str | None = None, device_map: str | dict | None = None,
                max_memory: dict | None = None, trust_remote_code: bool = False) -> LoadedModel:
@@ -224,6 +248,7 @@ def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = N
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    check_device(device)
     folder = resolve_source(source)
     if is_browse_only(folder):
         return load_browse_only(folder, trust_remote_code=trust_remote_code)

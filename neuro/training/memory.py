@@ -81,7 +81,8 @@ def estimate_training_bytes(loaded: LoadedModel, trainable: int, batch_tokens: i
                             dtype: str | None = None, device: str | None = None) -> int:
     """A deliberately simple upper-side estimate of a job's peak memory, for refusing what cannot fit.
 
-    weights (a fresh copy in the job) + gradients and AdamW's two moments of the trainable parameters
+    weights (counted once: a job that trains the loaded model compares this with `job_budget`, which
+    adds back the weights already resident) + gradients and AdamW's two moments of the trainable parameters
     (fp32 for small adapters, the weights' dtype for full fine-tuning) + activations kept for backward
     (about 16 x hidden + 4 x intermediate values per token and layer) + fp32 logits and their gradient;
     times 1.2 for allocator slack.
@@ -97,8 +98,33 @@ def estimate_training_bytes(loaded: LoadedModel, trainable: int, batch_tokens: i
     return int(1.2 * (params * width + state + activations + logits))
 
 
+def resident_bytes(loaded: LoadedModel, device: str | torch.device | None = None) -> int:
+    """Bytes the loaded model's parameters and buffers hold in `device`'s memory (that GPU, or RAM for the
+    CPU): what `available_memory` no longer counts now that the model is loaded."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+
+    def there(t: torch.Tensor) -> bool:
+        if t.device.type != dev.type:
+            return False
+        if dev.type != "cuda":
+            return True
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return t.device.index in (None, index)
+    return int(sum(t.numel() * t.element_size() for t in tensors if there(t)))
+
+
+def job_budget(loaded: LoadedModel, device: str | None = None, *, reuses_loaded: bool) -> int:
+    """The memory a job may plan for: what is available now, plus, for a job that trains `loaded` itself
+    (a foreground run, no copy of its own), the bytes its weights already hold there. The estimate counts
+    the weights once; a job that loads its own copy (a worker process beside a model kept loaded, as the
+    app's) needs them twice, once already resident and once in the estimate."""
+    return available_memory(device) + (resident_bytes(loaded, device) if reuses_loaded else 0)
+
+
 def memory_reason(needed: int, budget: int | None, device: str | None) -> str | None:
-    """A refusal when `needed` bytes exceed `budget` (default: what is available now)."""
+    """A refusal when `needed` bytes exceed `budget` (default: what is available now; see `job_budget` for a
+    job that trains the model already loaded)."""
     budget = available_memory(device) if budget is None else budget
     if needed > budget:
         gib = 1 << 30

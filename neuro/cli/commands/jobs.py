@@ -28,8 +28,15 @@ def _common_options(p) -> None:
     p.add_argument("--export", help="after a single foreground run, export the model as a Hugging Face folder here")
 
 
-def _budget(args) -> int | None:
-    return int(args.memory_budget_gb * (1 << 30)) if args.memory_budget_gb else None
+def _budget(args, loaded=None) -> int | None:
+    """--memory-budget-gb, else (None) what is available; a foreground run trains `loaded` itself, so its
+    weights, already resident, count in what it may use (neuro.training.memory.job_budget)."""
+    if args.memory_budget_gb:
+        return int(args.memory_budget_gb * (1 << 30))
+    if loaded is None or args.detach:
+        return None
+    from neuro.training.memory import job_budget
+    return job_budget(loaded, args.device or str(loaded.device), reuses_loaded=True)
 
 
 def _finetune_options(p) -> None:
@@ -81,8 +88,14 @@ def cmd_finetune(args) -> tuple[dict, str]:
                              top_fraction=args.top_fraction)
     # neurons from the selection side's statistics only; the jobs evaluate on the other side
     selection = select_finetune_neurons(loaded, split, params, store=args.cache, max_length=args.max_length)
-    infos = []
-    for method in methods:
+    if len(set(methods)) < len(methods):
+        raise ValueError(f"--method lists a method twice: {args.method}")
+    # Foreground runs share the one loaded model: neuron deltas act through hooks and LoRA is taken out after
+    # its run, so each method starts from the same weights; full fine-tuning changes them, so it runs last.
+    order = sorted(range(len(methods)), key=lambda i: methods[i] == "full")
+    infos = [None] * len(methods)
+    for i in order:
+        method = methods[i]
         lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
         options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens or 2048,
                        max_length=min(args.max_length, 1024),
@@ -91,11 +104,8 @@ def cmd_finetune(args) -> tuple[dict, str]:
                        trust_remote_code=args.trust_remote_code)
         config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set,
                                split=split, **options)
-        # A single foreground run trains the model already loaded; several load fresh copies each,
-        # since full fine-tuning and LoRA change the model they train.
-        run_loaded = loaded if len(methods) == 1 else None
-        infos.append(start_job(FINETUNE, config, loaded, snippets, root=_jobs_root(args),
-                               memory_budget=_budget(args), detach=args.detach, run_loaded=run_loaded))
+        infos[i] = start_job(FINETUNE, config, loaded, snippets, root=_jobs_root(args),
+                             memory_budget=_budget(args, loaded), detach=args.detach, run_loaded=loaded)
     table = None if args.detach else results_table(finished_results(infos, FINETUNE))
     summary, text = _finish(infos, table, split)
     summary["truncated_programs"] = truncation(loaded, snippets, args.max_length).summary()
@@ -172,7 +182,7 @@ def cmd_transfer(args) -> tuple[dict, str]:
         config = plan_transfer(loaded, split, args.source, choice, custom, store=args.cache, **options)
         run_loaded = loaded if len(choices) == 1 else None
         infos.append(start_job(TRANSFER, config, loaded, snippets, root=_jobs_root(args),
-                               memory_budget=_budget(args), detach=args.detach, run_loaded=run_loaded))
+                               memory_budget=_budget(args, run_loaded), detach=args.detach, run_loaded=run_loaded))
     text_tables = None
     if not args.detach:
         results = finished_results(infos, TRANSFER)

@@ -325,9 +325,10 @@ def plan_commands(config, *, dtype: str = "bfloat16", device_memory: int | None 
                 note: str = "") -> CommandPlan:
         room = None if device_budget is None else device_budget - weights
         batch = size_batch(per_token, fixed, room, cap, max_length, checkpoint)
-        # a batch is also bounded by its programs: at most MAX_BATCH of one language, each padded to the
-        # longest (at most max_length)
-        tokens = min(batch.batch_tokens or max_length, min(programs_per_language, MAX_BATCH) * max_length)
+        # a batch is also bounded by its programs: at most MAX_BATCH of one language, sorted by length and
+        # padded to the longest of the batch (taken as twice the mean, at most max_length)
+        padded = min(max_length, 2 * mean_tokens)
+        tokens = min(batch.batch_tokens or max_length, min(programs_per_language, MAX_BATCH) * padded)
         device = int(weights + SLACK * (fixed + tokens * batch.per_token_bytes)) + (0 if on_cpu else CUDA_CONTEXT)
         host_total = RUNTIME_HOST + host + (device if on_cpu else 0)
         fits = batch.fits and (host_memory is None or host_total <= host_memory)

@@ -244,3 +244,13 @@ def test_pooled_states_of_a_split_model_equal_one_devices(tmp_path):
     split = prepare(model, saved.tokenizer, source="split", fingerprint=whole.fingerprint)
     np.testing.assert_allclose(np.asarray(pooled_states(split, SNIPPETS)), np.asarray(pooled_states(whole, SNIPPETS)),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gpt_neox", "gemma2", "phi3", "gpt_bigcode", "starcoder2"])
+def test_every_architecture_gets_a_plan(kind):
+    """The narrow copy must build for every adapter's config (GPT-2 names its widths through aliases)."""
+    from conftest import tiny_config
+
+    costs = token_costs(tiny_config(kind, 300), "float32")
+    assert costs.saved_per_layer > 0 and costs.saved > costs.saved_per_layer
+    assert costs.checkpointed < costs.saved

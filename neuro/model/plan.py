@@ -111,10 +111,16 @@ def model_shape(config, dtype: str | torch.dtype = "bfloat16") -> ModelShape:
 _WIDTHS = ("hidden_size", "n_embd", "intermediate_size", "n_inner", "head_dim", "kv_channels")
 
 
+def _width_names(config) -> list[str]:
+    """The config's width fields, each once (GPT-2's `hidden_size` is an alias of `n_embd`)."""
+    aliases = set(getattr(config, "attribute_map", {}) or {})
+    return [name for name in _WIDTHS if name not in aliases]
+
+
 def _narrow(config, layers: int, factor: int):
     """A copy of `config` with `layers` blocks and every width divided by `factor` (heads kept)."""
     small = copy.deepcopy(config)
-    for name in _WIDTHS:
+    for name in _width_names(small):
         value = getattr(small, name, None)
         if isinstance(value, int) and value > 0:
             setattr(small, name, max(1, value // factor))
@@ -133,7 +139,8 @@ def _factor(config) -> int:
     hidden, heads = _hidden(config), _heads(config)
     for factor in (16, 8, 4, 2):
         if hidden % (factor * heads) == 0 and all(
-                not isinstance(getattr(config, n, None), int) or getattr(config, n) % factor == 0 for n in _WIDTHS):
+                not isinstance(getattr(config, n, None), int) or getattr(config, n) % factor == 0
+                for n in _width_names(config)):
             return factor
     return 1
 

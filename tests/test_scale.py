@@ -254,3 +254,26 @@ def test_every_architecture_gets_a_plan(kind):
     costs = token_costs(tiny_config(kind, 300), "float32")
     assert costs.saved_per_layer > 0 and costs.saved > costs.saved_per_layer
     assert costs.checkpointed < costs.saved
+
+
+def test_the_sidebar_loads_a_model_with_the_device_map_it_shows(tmp_path):
+    """The sidebar's device map and max memory reach accelerate's loading: a malformed max memory is said on
+    the page, a good one loads the model."""
+    from streamlit.testing.v1 import AppTest
+
+    saved = tiny_model("llama")
+    saved.model.save_pretrained(tmp_path / "m")
+    saved.tokenizer.save_pretrained(tmp_path / "m")
+
+    def page(max_memory: str):
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+        at.session_state["model_kind"] = "Local folder"
+        at.session_state["model_path"] = str(tmp_path / "m")
+        at.session_state["device_map"] = "sequential"
+        at.session_state["max_memory"] = max_memory
+        at.run()
+        assert "Devices" in [e.label for e in at.sidebar.expander] and not at.exception
+        return " ".join(e.value for e in [*at.error, *at.warning])
+
+    assert "max memory takes DEVICE=SIZE pairs" in page("lots")
+    assert "max memory" not in page("cpu=2GiB")

@@ -26,6 +26,7 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.progress import reporter
 from neuro.model.loading import load_model
+from neuro.model.plan import parse_max_memory
 from neuro.paths import DEMO_MODEL_DIR
 from neuro.results import cache_problem
 
@@ -65,20 +66,6 @@ def open_model(args):
     log.info("loading model %s", source)
     return load_model(source, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
                       device_map=args.device_map, max_memory=parse_max_memory(args.max_memory))
-
-
-def parse_max_memory(text: str | None) -> dict | None:
-    """accelerate's max_memory from "0=70GiB,1=70GiB,cpu=200GiB" (device index or "cpu"/"disk")."""
-    if not text:
-        return None
-    out: dict = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if not value:
-            raise ValueError(f"--max-memory takes DEVICE=SIZE pairs, e.g. 0=70GiB,cpu=200GiB; got {part!r}")
-        key = key.strip()
-        out[int(key) if key.isdigit() else key] = value.strip()
-    return out
 
 
 def open_corpus(args):

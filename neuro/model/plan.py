@@ -51,6 +51,20 @@ def parse_bytes(text: str | int | float | None) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
+def parse_max_memory(text: str | None) -> dict | None:
+    """accelerate's max_memory from "0=70GiB,1=70GiB,cpu=200GiB" (device index or "cpu"/"disk")."""
+    if not text:
+        return None
+    out: dict = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if not value:
+            raise ValueError(f"max memory takes DEVICE=SIZE pairs, e.g. 0=70GiB,cpu=200GiB; got {part!r}")
+        key = key.strip()
+        out[int(key) if key.isdigit() else key] = value.strip()
+    return out
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes a plan needs, read from config.json (no weights)."""

@@ -19,7 +19,7 @@ from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, sp
 from neuro.model.cards import list_cards
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.model.loading import LoadedModel, load_model
-from neuro.model.plan import plan_here
+from neuro.model.plan import parse_max_memory, plan_here
 from neuro.model.reference import ModelRef, model_ref
 from neuro.paths import DEMO_MODEL_DIR, demo_corpus_available, demo_model_available
 
@@ -50,8 +50,10 @@ class Selection:
 
 
 @st.cache_resource(show_spinner="Loading the model (once per process, shared by every session)…")
-def cached_model(source: str, trust_remote_code: bool) -> LoadedModel:
-    return load_model(source, trust_remote_code=trust_remote_code)
+def cached_model(source: str, trust_remote_code: bool, device_map: str | None = None,
+                 max_memory: str | None = None) -> LoadedModel:
+    return load_model(source, trust_remote_code=trust_remote_code, device_map=device_map or None,
+                      max_memory=parse_max_memory(max_memory))
 
 
 @st.cache_resource(show_spinner="Reading the model's files (a large model's weights are hashed once)…", max_entries=8)
@@ -89,6 +91,8 @@ def _init_state() -> None:
         "model_hub": "",
         "model_card": "",
         "trust_remote_code": False,
+        "device_map": "",
+        "max_memory": "",
         "corpus_kind": "Path" if env_corpus else DEMO,
         "corpus_path": env_corpus or "",
         "eval_fraction": DEFAULT_EVAL_FRACTION,
@@ -119,8 +123,10 @@ def model_source() -> str | None:
 
 def _load(source: str) -> tuple[LoadedModel | None, str | None]:
     try:
-        return cached_model(source, bool(st.session_state.trust_remote_code)), None
-    except ModelLoadError as err:
+        device_map = st.session_state.device_map if st.session_state.model_kind in (LOCAL, HUB) else ""
+        return cached_model(source, bool(st.session_state.trust_remote_code), device_map or None,
+                            (st.session_state.max_memory or None) if device_map else None), None
+    except (ModelLoadError, ValueError) as err:
         return None, str(err)
 
 
@@ -161,6 +167,14 @@ def sidebar(load: bool = True) -> Selection:
         if st.session_state.model_kind not in (DEMO, CACHED):
             st.checkbox("Trust remote code", key=_widget("trust_remote_code"),
                         help="Runs Python code shipped with the model. Leave off unless you trust its source.")
+            with st.expander("Devices"):
+                st.selectbox("Device map", ["", "auto", "balanced", "balanced_low_0", "sequential"],
+                             key=_widget("device_map"), format_func=lambda v: v or "one device (default)",
+                             help="accelerate's device_map: split the model over the visible GPUs (and the CPU). "
+                                  "'auto' is also the default when more than one GPU is visible.")
+                st.text_input("Max memory per device", key=_widget("max_memory"),
+                              placeholder="0=70GiB,1=70GiB,cpu=200GiB",
+                              help="accelerate's max_memory, used with a device map (python -m neuro --max-memory)")
             if model_source():
                 with st.expander("Will it fit? (memory plan)"):
                     table, caption = cached_plan(model_source(), bool(st.session_state.trust_remote_code))

@@ -108,6 +108,8 @@ def random_copy(name: str, layers: int, folder: Path, dtype: str) -> Path:
     from neuro.paths import DEMO_MODEL_DIR
 
     config = AutoConfig.from_pretrained(CONFIGS / name)
+    if isinstance(getattr(config, "layer_types", None), list):  # Qwen2: one entry per block
+        config.layer_types = config.layer_types[:layers]
     config.num_hidden_layers = layers
     torch.manual_seed(0)
     with torch.device("meta"):

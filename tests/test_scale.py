@@ -277,3 +277,17 @@ def test_the_sidebar_loads_a_model_with_the_device_map_it_shows(tmp_path):
 
     assert "max memory takes DEVICE=SIZE pairs" in page("lots")
     assert "max memory" not in page("cpu=2GiB")
+
+
+def test_a_config_that_cannot_be_narrowed_falls_back_to_a_formula_above_the_measurement(caplog):
+    """A model whose copy cannot be built (e.g. remote code) still gets a plan, never below the measured one."""
+    import transformers as T
+
+    config = T.LlamaConfig(hidden_size=256, intermediate_size=768, num_attention_heads=4, num_key_value_heads=2,
+                           num_hidden_layers=2, vocab_size=500)
+    measured = token_costs(config, "float32")
+    broken = T.LlamaConfig(**config.to_dict())
+    broken.hidden_act = "no-such-activation"  # building any copy of it fails
+    fallback = token_costs(broken, "float32")
+    assert "could not measure a narrow copy" in caplog.text
+    assert fallback.saved_per_layer >= measured.saved_per_layer

@@ -108,10 +108,21 @@ def test_layers_page(monkeypatch, app_env):
     at.run()
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 3  # accuracy and loss per layer, the token x layer grid
+    _assert_tokens_in_position_order(at)
+    at.text_area(key="lens_code").set_value("def count(words):\n    return len(words.split())\n").run()
+    _assert_tokens_in_position_order(at)  # a second program: its own tokens, by position (the axis was stale)
     table = at.dataframe[0].value
     assert list(table.layer) == [0, 1, 2] and table["agrees with output"].iloc[-1] == 1.0
     at.text_area(key="lens_code").set_value("").run()
     assert any("Paste a program" in i.value for i in at.info)
+
+
+def _assert_tokens_in_position_order(at) -> None:
+    grid = json.loads(at.get("vega_lite_chart")[-1].proto.spec)
+    for layer in grid["layer"]:
+        order = layer["encoding"]["x"]["sort"]
+        positions = [int(label.split(" ", 1)[0]) for label in order]
+        assert positions == sorted(positions) and positions[0] == 0, order
 
 
 def test_embeddings_page(monkeypatch, app_env):

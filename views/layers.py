@@ -109,15 +109,18 @@ def lens_tab() -> None:
     frame["label"] = frame.top1.str.replace("\n", "⏎").str.replace(" ", "·").str.slice(0, 8)
     frame["column"] = (frame.position.astype(str).str.zfill(4) + " "
                        + frame.token.str.replace("\n", "⏎").str.replace(" ", "·"))
+    # the token axis's order is the tokens' positions, given explicitly: with no order given the browser kept a
+    # previous program's categories and appended the new ones, so columns sat under the wrong tokens
+    columns = list(frame.sort_values("position")["column"].unique())
     base = alt.Chart(frame, title="Each layer's top-1 next token (colour: probability of the actual next token)")
     cells = base.mark_rect().encode(
-        x=alt.X("column:N", title="position and token", sort=None,
+        x=alt.X("column:N", title="position and token", sort=columns,
                 axis=alt.Axis(labelAngle=-70, labelOverlap=False, labelFontSize=10)),
         y=alt.Y("layer:O", sort="descending"),
         color=alt.Color("next_prob:Q", title="p(next)", scale=alt.Scale(scheme="blues", domain=[0, 1])),
         tooltip=["position", "token", "layer", "top1", alt.Tooltip("top1_prob:Q", format=".3f"), "next",
                  alt.Tooltip("next_prob:Q", format=".3f"), "next_rank"])
-    labels = base.mark_text(fontSize=9).encode(x=alt.X("column:N", sort=None), y=alt.Y("layer:O", sort="descending"),
+    labels = base.mark_text(fontSize=9).encode(x=alt.X("column:N", sort=columns), y=alt.Y("layer:O", sort="descending"),
                                                text="label:N")
     st.altair_chart((cells + labels).properties(height=40 * len(lens.layers) + 40), width="stretch")
     st.dataframe(summary.round(4), width="stretch", hide_index=True)

@@ -26,7 +26,16 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", sc
     return rects + text
 
 
+def diagonal_first(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Columns in the rows' order where they share names (then the rest), so the diagonal is each row's
+    own column: e.g. the own-language effect of an ablation matrix."""
+    shared = [name for name in matrix.index if name in matrix.columns]
+    return matrix[shared + [c for c in matrix.columns if c not in shared]]
+
+
 def matrix_heatmap(matrix: pd.DataFrame, row_name: str, col_name: str, value: str, **kwargs) -> alt.Chart:
+    """A heatmap of a matrix, axes in the matrix's own order, columns aligned with the rows (`diagonal_first`)."""
+    matrix = diagonal_first(matrix)
     long = matrix.rename_axis(index=row_name, columns=col_name).stack().rename(value).reset_index()
     return heatmap(long, col_name, row_name, value, x_sort=list(matrix.columns), y_sort=list(matrix.index),
                    **kwargs)

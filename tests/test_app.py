@@ -100,6 +100,13 @@ def test_layers_page(monkeypatch, app_env):
     at = _page(monkeypatch, app_env, "views/layers.py", split_seed=2)
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
+    scores = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    lines = next(layer for layer in scores["layer"] if layer["mark"]["type"] == "line")
+    assert lines["encoding"]["y"]["field"] == "raw" and "normalized" not in lines["title"]  # raw by default
+    at.toggle(key="layers_normalize").set_value(True).run()
+    scores = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    lines = next(layer for layer in scores["layer"] if layer["mark"]["type"] == "line")
+    assert lines["encoding"]["y"]["field"] == "value" and "normalized" in lines["title"]
     assert any("Concept layers" in m.value for m in at.markdown)
     override = next(m for m in at.multiselect if m.key.startswith("concept_override|"))  # keyed by model+corpus
     override.set_value([1]).run()

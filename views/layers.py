@@ -43,9 +43,17 @@ def scores_tab() -> None:
     frame = report.normalized().dropna(subset=["value"])
     main_scores = ["lang_id_acc", "align_mrr", "align_acc", "align_cka", "syntax_acc", "contribution"]
     frame = frame[frame.score.isin(main_scores)]
-    title = "Every per-layer score, min-max normalized across layers"
+    normalize = st.toggle("Stretch each score to [0, 1] across layers (min-max)", value=False, key="layers_normalize",
+                          help="Off: the raw values (accuracies, MRR and CKA on 0-1, contribution in nats), so a "
+                               "score that barely moves is drawn flat. On: each score's own min and max fill the "
+                               "axis, which shows its shape and hides how little it may vary.")
+    if normalize:
+        title, y = "Every per-layer score, min-max normalized across layers", alt.Y("value:Q", title="normalized score")
+    else:
+        title = "Every per-layer score (raw values)"
+        y = alt.Y("raw:Q", title="score (accuracy, MRR, CKA: 0 to 1; contribution: nats)")
     lines = alt.Chart(frame, title=title).mark_line(point=True).encode(
-        x=alt.X("layer:O"), y=alt.Y("value:Q", title="normalized score"), color="score:N",
+        x=alt.X("layer:O"), y=y, color=alt.Color("score:N", sort=main_scores),
         tooltip=["layer", "score", alt.Tooltip("raw:Q", format=".4f")])
     bands = alt.Chart(frame[frame.layer.isin(concept)].drop_duplicates("layer")).mark_rect(
         opacity=0.15, color="#f4a261").encode(x="layer:O")

@@ -114,11 +114,12 @@ def test_an_error_that_is_not_out_of_memory_is_not_retried(tiny_llama):
 
 # --------------------------------------------------------------------------- across devices
 
-def test_a_model_split_by_accelerate_gives_the_same_statistics(tmp_path, tokenizer):
-    """accelerate's device_map with blocks offloaded to disk (weights on the meta device, moved to the
-    execution device per forward): hooks find their layer's device from the activations, not the weights."""
-    pytest.importorskip("accelerate")
-    from neuro.model.loading import load_model
+def whole_and_split(tmp_path):
+    """A saved tiny Llama loaded whole on the CPU, and again with accelerate offloading blocks 1 and 2 to disk
+    (their weights on the meta device, moved to the execution device per forward)."""
+    from transformers import AutoModelForCausalLM
+
+    from neuro.model.loading import load_model, prepare
 
     saved = tiny_model("llama")
     saved.model.save_pretrained(tmp_path / "m")
@@ -126,14 +127,16 @@ def test_a_model_split_by_accelerate_gives_the_same_statistics(tmp_path, tokeniz
     whole = load_model(tmp_path / "m", device="cpu")
     device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
                   "model.layers.2": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
-    from transformers import AutoModelForCausalLM
-
-    from neuro.model.loading import prepare
-
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", device_map=device_map, dtype=torch.float32,
                                                  offload_folder=str(tmp_path / "offload"))
     split = prepare(model, saved.tokenizer, source="split", fingerprint=whole.fingerprint)
     assert any(p.is_meta for p in split.sites()[2].down.parameters()), "layer 2 is not offloaded"
+    return whole, split
+
+
+def test_a_model_split_by_accelerate_gives_the_same_statistics(tmp_path):
+    """Hooks find their layer's device from the activations, not the (offloaded, meta) weights."""
+    whole, split = whole_and_split(tmp_path)
     kwargs = dict(gradients=True, syntax=True, top_k=4, batch_tokens=256)
     assert_same_statistics(capture_statistics(split, SNIPPETS, **kwargs), capture_statistics(whole, SNIPPETS, **kwargs))
 
@@ -228,20 +231,9 @@ def test_the_sidebar_shows_the_plan_before_a_model_loads():
 
 def test_pooled_states_of_a_split_model_equal_one_devices(tmp_path):
     """Hidden states read from blocks accelerate placed elsewhere (offloaded to disk) equal one device's."""
-    from transformers import AutoModelForCausalLM
-
     from neuro.instrument.states import pooled_states
-    from neuro.model.loading import load_model, prepare
 
-    saved = tiny_model("llama")
-    saved.model.save_pretrained(tmp_path / "m")
-    saved.tokenizer.save_pretrained(tmp_path / "m")
-    whole = load_model(tmp_path / "m", device="cpu")
-    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.layers.2": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", device_map=device_map, dtype=torch.float32,
-                                                 offload_folder=str(tmp_path / "offload"))
-    split = prepare(model, saved.tokenizer, source="split", fingerprint=whole.fingerprint)
+    whole, split = whole_and_split(tmp_path)
     np.testing.assert_allclose(np.asarray(pooled_states(split, SNIPPETS)), np.asarray(pooled_states(whole, SNIPPETS)),
                                rtol=1e-5, atol=1e-6)
 

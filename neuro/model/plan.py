@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import os
 import re
@@ -204,7 +205,7 @@ def _measured(config_json: str, dtype_name: str) -> tuple[int, int]:
     """(bytes saved per token by one block, by the embedding and final norm) at the real widths."""
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model(**_json_config(config_json))
+    config = AutoConfig.for_model(**json.loads(config_json))
     dtype, tokens = getattr(torch, dtype_name), 64
     factor = _factor(config)
     one, two = (_saved_bytes(config, n, factor, dtype, tokens) for n in (1, 2))
@@ -213,16 +214,9 @@ def _measured(config_json: str, dtype_name: str) -> tuple[int, int]:
     return int(math.ceil(per_layer)), int(math.ceil(rest))
 
 
-def _json_config(text: str) -> dict:
-    import json
-
-    return json.loads(text)
-
-
 def token_costs(config, dtype: str | torch.dtype) -> TokenCosts:
     """Per-token bytes of each kind of pass: measured on a narrow copy (`_measured`); where that copy cannot
     be built (e.g. a model whose code ships with it), an upper-side formula of a block's saved tensors."""
-    import json
     import logging
 
     dtype_name = str(dtype).replace("torch.", "")

@@ -199,12 +199,21 @@ def _specific_chance(inputs: FindingsInputs, counts: dict, text: str, differs: l
              + ", ".join(f"{language_name(lang)} {_p(p_holm[lang])}" for lang in langs))
     if above:
         text += f" (above chance: {', '.join(language_name(lang) for lang in above)})"
-    below = [lang for lang in langs if lang not in above]
+    none = [lang for lang in langs if lang not in above and not counts[lang]]
+    below = [lang for lang in langs if lang not in above and counts[lang]]
     if below:
         names = ", ".join(f"{language_name(lang)} ({counts[lang]})" for lang in below)
-        differs.append(f"The counts of {names} are not distinguishable from shuffled labels (Holm p >= {ALPHA}), so "
-                       "on this model and corpus they do not show neurons tied to "
-                       + ("that language." if len(below) == 1 else "those languages."))
+        one = len(below) == 1
+        verb, pronoun = ("is", "it does") if one else ("are", "they do")
+        differs.append(f"The count{'' if one else 's'} of {names} {verb} not distinguishable from shuffled labels "
+                       f"(Holm p >= {ALPHA}), so on this model and corpus {pronoun} not show neurons tied to "
+                       + ("that language." if one else "those languages."))
+    if none:
+        differs.append("No neuron is specific to " + ", ".join(language_name(lang) for lang in none) + ".")
+    if above and chance["mean"] < 0.5:
+        text += (f". Shuffled labels select almost none (mean {chance['mean']:.1f}), so any count of one or more is "
+                 "above chance: the p-values say the language labels matter to these neurons, not that the counts "
+                 "are large")
     return text, chance
 
 
@@ -224,7 +233,8 @@ def _universal_tests(inputs: FindingsInputs, count: int, text: str, differs: lis
     text += (f"; {report.top_by_mean_overlap} of the {count} are also among the top {count} neurons by mean score "
              f"over the languages. Split-half Jaccard over {report.halvings} halvings (by {report.halves_by}): "
              f"universal set {u.text(2)}, as many top neurons by mean score {base.text(2)}, importance-matched "
-             f"control {ctrl.text(2)}")
+             f"control {ctrl.text(2)}. Count by top fraction (cap): "
+             + ", ".join(f"{percent(r['top_fraction'])} {r['universal']} ({r['cap']})" for r in report.by_fraction))
     notes = []
     if report.top_by_mean_overlap >= MOSTLY_TOP * count:
         notes.append(f"{report.top_by_mean_overlap} of the {count} universal neurons are simply the most important "

@@ -114,6 +114,9 @@ def test_chance_level_beside_the_counts():
     everything = ChanceLevel("pls", "pls", 99, 36, counts * 0, {k: observed[k] for k in LANGS3}, True, 12)
     above = findings(_inputs(selection=selection, chance=everything))
     assert "not distinguishable" not in (above["specific"].differs or "")
+    # a null that selects nothing makes any count "above chance": the text says what that does and does not mean
+    assert "Shuffled labels select almost none (mean 0.0)" in above["specific"].text
+    assert "Shuffled labels select almost none" not in specific.text  # total null mean 2.2
 
 
 def _universality_report(**kw):

@@ -70,7 +70,10 @@ def test_neurons_and_ablate_json(env, tmp_path):
     assert (tmp_path / "sel.csv").read_text().startswith("layer,neuron")
     split = split_corpus(SNIPPETS)
     assert summary["split"]["evaluation_programs"] == len(split.evaluation) and summary["split"]["seed"] == 0
-    assert summary["chance"]["permutations"] == 20 and set(summary["chance"]["max"]) == set(summary["counts"])
+    assert summary["chance"]["permutations"] == 200
+    assert set(summary["chance"]["p_holm"]) == set(summary["counts"]) - {"universal"}
+    assert summary["universality"]["halvings"] == 20
+    assert summary["universality"]["count"] == summary["counts"]["universal"]
     out = neuro("ablate", *base, "--ratio", "1.0", "--draws", "2", env_dir=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

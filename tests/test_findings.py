@@ -94,18 +94,54 @@ def test_layer_thirds_by_hand():
 
 
 def test_chance_level_beside_the_counts():
+    """Per-language p-values from null counts written by hand; only a Holm p < 0.05 counts as above chance."""
     selection = _selection(CONCENTRATED)
-    # three permutations, counts written by hand: language-specific totals 3, 1, 8 (mean 4, max 8)
-    counts = pd.DataFrame({"python": [1, 0, 3], "go": [1, 1, 3], "java": [1, 0, 2], "universal": [0, 2, 1]})
-    result = findings(_inputs(selection=selection, chance=ChanceLevel("pls", "pls", 3, 36, counts)))
+    observed = selection.counts_by_language()  # python 3 (n % 3 == 0: 0, 3, 6), go 2, java 2
+    assert [observed[k] for k in LANGS3] == [3, 2, 2]
+    # 99 permutations: python's null never reaches 3 (p = 1/100), go's reaches 2 in 9 (p = 10/100), java's in all
+    counts = pd.DataFrame({"python": [0] * 99, "go": [2] * 9 + [0] * 90, "java": [2] * 99})
+    level = ChanceLevel("pls", "pls", 99, 36, counts, {k: observed[k] for k in LANGS3}, True, 12)
+    result = findings(_inputs(selection=selection, chance=level))
     specific, universal = result["specific"], result["universal"]
-    assert specific.chance["mean"] == pytest.approx(4.0) and specific.chance["max"] == 8
-    assert "mean 4.0, max 8" in specific.text
-    assert "not above chance" in specific.differs  # 7 <= 8
-    assert universal.chance == {"mean": 1.0, "max": 2, "permutations": 3}
-    assert "not above chance" in universal.differs  # 2 <= 2
-    above = findings(_inputs(selection=selection, chance=ChanceLevel("pls", "pls", 3, 36, counts * 0)))
-    assert "not above chance" not in (above["specific"].differs or "")
+    by_lang = specific.chance["by_language"]
+    assert by_lang["python"]["p"] == pytest.approx(0.01) and by_lang["python"]["p_holm"] == pytest.approx(0.03)
+    assert by_lang["go"]["p"] == pytest.approx(0.10) and by_lang["go"]["p_holm"] == pytest.approx(0.20)
+    assert by_lang["java"]["p"] == pytest.approx(1.0) and by_lang["java"]["p_holm"] == pytest.approx(1.0)
+    assert specific.chance["permutations"] == 99 and specific.chance["stratified"]
+    assert "within each of 12 tasks" in specific.text and "above chance: Python)" in specific.text
+    assert "Go (2), Java (2) are not distinguishable from shuffled labels" in specific.differs
+    assert universal.chance is None and "shuffled" not in universal.text  # no permutation null for universal
+    everything = ChanceLevel("pls", "pls", 99, 36, counts * 0, {k: observed[k] for k in LANGS3}, True, 12)
+    above = findings(_inputs(selection=selection, chance=everything))
+    assert "not distinguishable" not in (above["specific"].differs or "")
+    # a null that selects nothing makes any count "above chance": the text says what that does and does not mean
+    assert "Shuffled labels select almost none (mean 0.0)" in above["specific"].text
+    assert "Shuffled labels select almost none" not in specific.text  # total null mean 2.2
+
+
+def _universality_report(**kw):
+    from neuro.analysis.universality import UniversalityReport
+
+    base = dict(method="pls", score="pls", params={}, total=N_LAYERS * WIDTH, count=2, top_by_mean_overlap=0,
+                control_per_layer={"1": 2}, halvings=4, halves_by="task", seed=0, universal=[1.0, 1.0, 1.0, 1.0],
+                top_by_mean=[0.2, 0.4, 0.3, 0.3], control=[0.0, 0.5, 0.0, 0.5])
+    return UniversalityReport(**{**base, **kw})
+
+
+def test_universal_finding_states_stability_and_overlap_with_the_most_important():
+    selection = _selection(CONCENTRATED)  # two universal neurons
+    stable = findings(_inputs(selection=selection, universality=_universality_report()))["universal"]
+    assert "universal set 1.00 ± 0.00 (n=4)" in stable.text and "top neurons by mean score 0.30" in stable.text
+    assert "0 of the 2 are also among the top 2" in stable.text
+    assert stable.numbers["jaccard_universal"] == 1.0 and stable.numbers["top_by_mean_overlap"] == 0
+    assert "important in every language" not in (stable.differs or "")
+    # the issue's pattern: mostly the top neurons by mean score, and no more stable than them
+    mixed = findings(_inputs(selection=selection, universality=_universality_report(
+        top_by_mean_overlap=2, universal=[0.3, 0.3, 0.3, 0.3])))["universal"]
+    assert "2 of the 2 universal neurons are simply the most important neurons overall" in mixed.differs
+    assert "no more stable across halves than as many top neurons by mean score" in mixed.differs
+    missing = findings(_inputs(selection=selection))["universal"]
+    assert "stability across halves not computed yet" in missing.text and missing.chance is None
 
 
 def _relations(pairs: dict[tuple[str, str], float]) -> LanguageRelations:
@@ -222,6 +258,7 @@ def test_gather_on_the_planted_model_reads_only_the_cache(tmp_path):
     assert any(p[0] == lang and p[1] == layer for p in PLANTED)
     assert found["placement"].numbers["universal"]["top_layer"] == UNIVERSAL[0]
     assert specific.chance is None and "chance level not computed yet" in specific.text
+    assert "stability across halves not computed yet" in universal.text
     assert not found["concept"].computed and not found["clones"].computed
     assert found["family"].computed and set(found["family"].numbers["order"]) == {"python", "go", "java"}
 

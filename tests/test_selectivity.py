@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 
@@ -490,15 +492,36 @@ def test_chance_level_recipe_keeps_the_null_counts(tmp_path):
     gives what `chance_level` gives on the same statistics; other parameters are another entry."""
     from conftest import SNIPPETS, tiny_model
 
-    from neuro.analysis.selectivity import chance_level
+    from neuro.analysis.selectivity import chance_level, unit_groups
     from neuro.results.statistics import CHANCE, STATS
 
     model = tiny_model("llama")
     first, hit = CHANCE.fetch(model, SNIPPETS, cache=tmp_path, permutations=4, stats_args=dict(max_length=64))
     again, hit_again = CHANCE.fetch(model, SNIPPETS, cache=tmp_path, permutations=4, stats_args=dict(max_length=64))
     stats = STATS.get(model, SNIPPETS, cache=tmp_path, compute=False, max_length=64)
-    direct = chance_level(stats, "pls", None, 4)
+    direct = chance_level(stats, "pls", None, 4, groups=unit_groups(stats, SNIPPETS))
     assert (hit, hit_again) == (False, True) and first.units == len(SNIPPETS)
     assert first.summary() == again.summary() == direct.summary()
     assert CHANCE.get(model, SNIPPETS, cache=tmp_path, compute=False, permutations=5,
                       stats_args=dict(max_length=64)) is None
+    assert CHANCE.defaults["permutations"] >= 200
+
+
+def test_universality_recipe_keeps_the_report(tmp_path):
+    """UNIVERSALITY gives what `universality` gives on the same statistics and halves, read back from the cache."""
+    from conftest import SNIPPETS, tiny_model
+
+    from neuro.analysis.selectivity import unit_groups
+    from neuro.analysis.universality import universality
+    from neuro.results.statistics import STATS, UNIVERSALITY
+
+    model = tiny_model("llama")
+    first, hit = UNIVERSALITY.fetch(model, SNIPPETS, cache=tmp_path, halvings=3, stats_args=dict(max_length=64))
+    again, hit_again = UNIVERSALITY.fetch(model, SNIPPETS, cache=tmp_path, halvings=3, stats_args=dict(max_length=64))
+    stats = STATS.get(model, SNIPPETS, cache=tmp_path, compute=False, max_length=64)
+    direct = universality(stats, "pls", None, groups=unit_groups(stats, SNIPPETS), halvings=3)
+    assert (hit, hit_again) == (False, True)
+    assert json.dumps(first.summary(), sort_keys=True) == json.dumps(again.summary(), sort_keys=True) \
+        == json.dumps(direct.summary(), sort_keys=True)
+    assert len(first.universal) == 3 and first.halves_by == ("task" if unit_groups(stats, SNIPPETS) is not None
+                                                             else "unit")

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from neuro.analysis.profiles import syntax_profile, top_examples
+from neuro.analysis.sensitivity import sensitivity
 from neuro.analysis.selectivity import (
     LapeParams,
     SelectionParams,
@@ -15,7 +16,7 @@ from neuro.analysis.selectivity import (
 from neuro.code.corpus import LANGS
 from neuro.code.syntax import align_tokens, detect_language
 from neuro.instrument.statistics import trace_tokens
-from neuro.results.statistics import ABLATION, CHANCE
+from neuro.results.statistics import ABLATION, CHANCE, UNIVERSALITY
 from views.ui import (
     charts,
     corpus_key,
@@ -55,22 +56,31 @@ def cached_views(key: str, method: str, params, _stats) -> dict:
             "by_layer": chosen.counts_by_layer(), "table": table, "labels": labels}
 
 
-def chance_for(method: str, params):
-    """The chance level of the selection rule, through the CHANCE recipe (kept in the cache): computed from
-    the statistics' per-program scores when they have them; where those scores were left out (the shipped
-    statistics of the demo) and the setup is small, the statistics are captured again first, with a
-    progress bar. None when there is nothing to compute it from."""
-    chance = CHANCE.get(model, corpus, method=method, params=params, compute=stats.has_units())
-    if chance is not None or not (stats.units_omitted and small_enough_to_auto_run(model, corpus)):
-        return chance
-    note = st.info("The chance level for these parameters is computed from per-program scores that the shipped "
+def with_units(recipe, what: str, method: str, params):
+    """A result computed from the per-program scores (CHANCE, UNIVERSALITY), kept in the cache: computed when
+    the statistics have those scores; where they were left out (the shipped statistics of the demo) and the
+    setup is small, the statistics are captured again first, with a progress bar. None when there is nothing
+    to compute it from."""
+    result = recipe.get(model, corpus, method=method, params=params, compute=stats.has_units())
+    if result is not None or not (stats.units_omitted and small_enough_to_auto_run(model, corpus)):
+        return result
+    note = st.info(f"The {what} for these parameters is computed from per-program scores that the shipped "
                    "statistics leave out: capturing the statistics once more, with them (about half a minute on "
                    "a CPU, then kept in the cache).")
-    with progress_bar("Per-program scores for the chance level") as progress:
-        chance = CHANCE.get(model, corpus, method=method, params=params, progress=progress)
+    with progress_bar(f"Per-program scores for the {what}") as progress:
+        result = recipe.get(model, corpus, method=method, params=params, progress=progress)
     note.empty()
     stats_from_cache.clear()
-    return chance
+    return result
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def cached_sensitivity(key: str, params, _stats) -> pd.DataFrame:
+    return sensitivity(_stats, params).drop(columns="is_base")
+
+
+def p_text(p: float) -> str:
+    return "–" if p != p else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -131,17 +141,51 @@ st.markdown(
     + (f"(quantile of max PLS, scale: {params.normalize})." if method == "pls" else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
-chance = chance_for(method, params)
+chance = with_units(CHANCE, "chance level", method, params)
+universal = with_units(UNIVERSALITY, "universal-neuron stability", method, params)
+p, p_holm = (chance.p_values(), chance.p_holm()) if chance is not None else ({}, {})
 cols = st.columns(len(counts))
 for col, (name, value) in zip(cols, counts.items()):
-    col.metric(name, value, help=None if chance is None else "what the same rule selects when language labels are "
-               f"shuffled among programs ({chance.permutations} permutations): mean {chance.mean()[name]:.1f}, "
-               f"max {chance.max()[name]}")
-    if chance is not None:
-        col.caption(f"chance: {chance.mean()[name]:.1f} (max {chance.max()[name]})")
+    if name in p:
+        col.metric(name, value, help=f"p = (1 + permutations selecting at least {value}) / (1 + {chance.permutations})"
+                   f", language labels shuffled {chance.permutation}; Holm-corrected over the languages. "
+                   f"Shuffled labels select on average {chance.mean()[name]:.1f} (max {chance.max()[name]}).")
+        col.caption(f"Holm p {p_text(p_holm[name])}" + (" · above chance" if p_holm[name] < 0.05 else
+                                                        " · not distinguishable from shuffled labels"))
+    elif name == "universal" and universal is not None:
+        u, top = universal.spread("universal"), universal.spread("top_by_mean")
+        col.metric(name, value, help="A label permutation cannot test universality (shuffled languages are "
+                   "exchangeable). Split-half Jaccard: the same rule on two disjoint halves of the programs, "
+                   f"{universal.halvings} random halvings (by {universal.halves_by}), beside as many top neurons "
+                   "by mean score over the languages.")
+        col.caption(f"split-half Jaccard {u.mean:.2f} (top by mean {top.mean:.2f}); "
+                    f"{universal.top_by_mean_overlap} of {universal.count} in the top {universal.count} by mean")
+    else:
+        col.metric(name, value)
 st.caption(f"Split (sidebar): {split.caption()}; neurons are chosen on the selection side. " + (
-    "Chance: the count the same rule gives when the language labels are shuffled among the programs."
-    if chance is not None else ""))
+    f"p-values: the count the same rule gives when the language labels are shuffled {chance.permutation} "
+    f"({chance.permutations} permutations; the smallest possible p is {p_text(chance.p_floor)}), "
+    "Holm-corrected over the languages. " if chance is not None else "")
+    + ("Universal neurons are tested by split-half stability and against an importance-matched control, not by "
+       "shuffled labels." if universal is not None else ""))
+if universal is not None:
+    with st.expander("Universal neurons: stability, matched control, count by top fraction"):
+        rows = [{"set": name, "split-half Jaccard (mean)": universal.spread(key).mean,
+                 "sd": universal.spread(key).sd}
+                for name, key in (("universal", "universal"), ("top by mean score (as many)", "top_by_mean"),
+                                  ("importance-matched control", "control"))]
+        st.dataframe(pd.DataFrame(rows).round(3), width="stretch", hide_index=True)
+        st.caption(f"{universal.top_by_mean_overlap} of the {universal.count} universal neurons are also among the "
+                   f"top {universal.count} neurons by mean score over the languages. The matched control: per layer "
+                   "as many neurons, the highest by mean score among those neither universal nor specific.")
+        st.dataframe(pd.DataFrame(universal.by_fraction).rename(columns={"top_fraction": "top fraction",
+                                                                         "cap": "cap (the rule allows)"}),
+                     width="stretch", hide_index=True)
+if method == "pls":
+    with st.expander("How the counts move with the scale and thresholds"):
+        st.dataframe(cached_sensitivity(stats_key, params, stats), width="stretch", hide_index=True)
+        st.caption("One parameter varied at a time around the current setting (first row). Which languages have "
+                   "specific neurons can hinge on the scale: compare the raw and per-language rows.")
 truncation_caption(model, corpus)
 
 

@@ -3,7 +3,9 @@
 Pure: the inputs (`FindingsInputs`: a neuron selection, its chance level, the language relations, the
 layer report, the clone evaluation, each None when it is not computed) are handed in by
 neuro.results.findings, which reads them from the cache. Each finding says what this model shows (its
-numbers and, for neuron counts, the chance level of the permutation null beside them), what the paper
+numbers and, for language-specific counts, per-language p-values against the permutation null; for
+universal neurons, their split-half stability beside the top-by-mean baseline and their overlap with the
+most important neurons, since a label permutation cannot test them), what the paper
 reports (arXiv 2512.19980: shares for Llama-3.1-8B and Qwen2.5-Coder-32B, the rest qualitative), one
 sentence where this model does not show the paper's pattern, and the page and tab that show it. A result
 that is not computed yet gives a line that says which page computes it.
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from neuro.analysis.clones.metrics import CloneEvaluation
     from neuro.analysis.layers import LayerReport
     from neuro.analysis.selectivity import ChanceLevel, LanguageRelations, NeuronSelection
+    from neuro.analysis.universality import UniversalityReport
 
 PAPER = "Neuron-Guided Interpretation of Code LLMs: Where, Why, and How? (arXiv 2512.19980)"
 PAPER_MODELS = "Llama-3.1-8B and Qwen2.5-Coder-32B"
@@ -66,8 +69,9 @@ class Finding:
 
     key: a stable name ("specific", "universal", "placement", "family", "concept", "clones").
     computed: False when its inputs are not cached yet (`text` then says which page computes them).
-    numbers: the values the text quotes (JSON-ready). chance: the permutation null beside a count
-    (mean, max, permutations), None where none applies or it is not computed. paper: what the paper
+    numbers: the values the text quotes (JSON-ready). chance: the permutation null beside the language-specific
+    counts (mean, max, permutations, per-language p and Holm p), None where none applies (universal neurons)
+    or it is not computed. paper: what the paper
     reports (qualitative unless it gives a number). differs: one sentence where this model does not
     show the paper's pattern, else None. link: the page and tab that show it.
     """
@@ -122,7 +126,7 @@ class Findings:
 @dataclass(frozen=True)
 class FindingsInputs:
     """The cached results the findings are read from; None where not computed. `reasons` says, per input
-    ("selection", "chance", "layers", "clones"), why it is missing when the cause is not simply that
+    ("selection", "chance", "universality", "layers", "clones"), why it is missing when the cause is not simply that
     nothing was computed (e.g. statistics without gradients, a corpus without parallel programs)."""
 
     model: str
@@ -131,6 +135,7 @@ class FindingsInputs:
     n_neurons: int
     selection: NeuronSelection | None = None
     chance: ChanceLevel | None = None
+    universality: UniversalityReport | None = None
     relations: LanguageRelations | None = None
     layers: LayerReport | None = None
     clones: CloneEvaluation | None = None
@@ -168,6 +173,80 @@ def _missing(key: str, title: str, link: Link, what: str, reason: str | None) ->
 
 
 # --------------------------------------------------------------------------- neurons
+ALPHA = 0.05        # a count is above chance when its Holm-corrected permutation p is below this
+MOSTLY_TOP = 0.5    # universal neurons "are mostly the most important neurons" above this share
+
+
+def _p(p: float) -> str:
+    return "nan" if p != p else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _specific_chance(inputs: FindingsInputs, counts: dict, text: str, differs: list) -> tuple[str, dict | None]:
+    """The per-language permutation p-values beside the language-specific counts."""
+    sel, level = inputs.selection, inputs.chance
+    langs = [lang for lang in sel.languages if lang in level.counts.columns]
+    if not langs:
+        return text + "; chance level not computed for these languages", None
+    p, p_holm = level.p_values(), level.p_holm()
+    null = level.counts[langs].sum(axis=1)
+    chance = {"mean": float(null.mean()), "max": int(null.max()), "permutations": int(level.permutations),
+              "stratified": bool(level.stratified), "permutation": level.permutation,
+              "by_language": {lang: {"mean": level.mean()[lang], "max": level.max()[lang], "p": p[lang],
+                                     "p_holm": p_holm[lang]} for lang in langs}}
+    above = [lang for lang in langs if p_holm[lang] < ALPHA]
+    text += (f"; chance (language labels shuffled {level.permutation}, {level.permutations} permutations): total "
+             f"mean {chance['mean']:.1f}, max {chance['max']}; Holm-corrected p per language: "
+             + ", ".join(f"{language_name(lang)} {_p(p_holm[lang])}" for lang in langs))
+    if above:
+        text += f" (above chance: {', '.join(language_name(lang) for lang in above)})"
+    none = [lang for lang in langs if lang not in above and not counts[lang]]
+    below = [lang for lang in langs if lang not in above and counts[lang]]
+    if below:
+        names = ", ".join(f"{language_name(lang)} ({counts[lang]})" for lang in below)
+        one = len(below) == 1
+        verb, pronoun = ("is", "it does") if one else ("are", "they do")
+        differs.append(f"The count{'' if one else 's'} of {names} {verb} not distinguishable from shuffled labels "
+                       f"(Holm p >= {ALPHA}), so on this model and corpus {pronoun} not show neurons tied to "
+                       + ("that language." if one else "those languages."))
+    if none:
+        differs.append("No neuron is specific to " + ", ".join(language_name(lang) for lang in none) + ".")
+    if above and chance["mean"] < 0.5:
+        text += (f". Shuffled labels select almost none (mean {chance['mean']:.1f}), so any count of one or more is "
+                 "above chance: the p-values say the language labels matter to these neurons, not that the counts "
+                 "are large")
+    return text, chance
+
+
+def _universal_tests(inputs: FindingsInputs, count: int, text: str, differs: list) -> tuple[str, dict]:
+    """Split-half stability beside the top-by-mean baseline, and the overlap with the most important neurons."""
+    report = inputs.universality
+    if report is None:
+        return text + "; stability across halves " + (inputs.reasons.get("universality") or (
+            "not computed yet (the Neurons page shows it; `python -m neuro findings --compute` caches it)")), {}
+    u, base, ctrl = (report.spread(n) for n in ("universal", "top_by_mean", "control"))
+    numbers = {"top_by_mean_overlap": report.top_by_mean_overlap, "halvings": report.halvings,
+               "halves_by": report.halves_by, "jaccard_universal": u.mean, "jaccard_universal_sd": u.sd,
+               "jaccard_top_by_mean": base.mean, "jaccard_top_by_mean_sd": base.sd,
+               "jaccard_control": ctrl.mean, "jaccard_control_sd": ctrl.sd, "by_fraction": report.by_fraction}
+    if not count:
+        return text + "; none to test for stability", numbers
+    text += (f"; {report.top_by_mean_overlap} of the {count} are also among the top {count} neurons by mean score "
+             f"over the languages. Split-half Jaccard over {report.halvings} halvings (by {report.halves_by}): "
+             f"universal set {u.text(2)}, as many top neurons by mean score {base.text(2)}, importance-matched "
+             f"control {ctrl.text(2)}. Count by top fraction (cap): "
+             + ", ".join(f"{percent(r['top_fraction'])} {r['universal']} ({r['cap']})" for r in report.by_fraction))
+    notes = []
+    if report.top_by_mean_overlap >= MOSTLY_TOP * count:
+        notes.append(f"{report.top_by_mean_overlap} of the {count} universal neurons are simply the most important "
+                     "neurons overall")
+    if not (u.mean > base.mean + (base.sd if base.sd == base.sd else 0.0)):
+        notes.append("the universal set is no more stable across halves than as many top neurons by mean score")
+    if notes:
+        differs.append("On this model " + " and ".join(notes) + ": nothing here separates \"universal\" from "
+                       "\"important in every language\".")
+    return text, numbers
+
+
 def _count_finding(inputs: FindingsInputs, universal: bool) -> Finding:
     key, title = ("universal", "Universal neurons") if universal else ("specific", "Language-specific neurons")
     bound, paper_bound = (PAPER_UNIVERSAL_SHARE, "< 0.9 %") if universal else (PAPER_SPECIFIC_SHARE, "< 0.7 %")
@@ -181,28 +260,22 @@ def _count_finding(inputs: FindingsInputs, universal: bool) -> Finding:
     share = count / sel.total
     numbers: dict[str, Any] = {"count": count, "total": sel.total, "share": share}
     text = f"{count:,} of {sel.total:,} FFN neurons ({percent(share)})"
-    if not universal:
+    chance = None
+    differs: list[str] = []
+    if universal:
+        text, more = _universal_tests(inputs, count, text, differs)
+        numbers.update(more)
+    else:
         numbers["by_language"] = {lang: counts[lang] for lang in sel.languages}
         text += ": " + ", ".join(f"{language_name(lang)} {counts[lang]}" for lang in sel.languages)
-    chance = None
-    differs = []
-    if inputs.chance is not None:
-        frame = inputs.chance.counts
-        null = frame["universal"] if universal else frame[[c for c in sel.languages if c in frame]].sum(axis=1)
-        chance = {"mean": float(null.mean()), "max": int(null.max()), "permutations": int(inputs.chance.permutations)}
-        text += (f"; chance (language labels shuffled among programs, {chance['permutations']} permutations): "
-                 f"mean {chance['mean']:.1f}, max {chance['max']}")
-        if not universal:
-            chance["by_language"] = {lang: {"mean": inputs.chance.mean()[lang], "max": inputs.chance.max()[lang]}
-                                     for lang in sel.languages if lang in frame}
-        if count <= chance["max"]:
-            differs.append(f"The count is not above chance (shuffled labels select up to {chance['max']}), so on "
-                           "this model and corpus it does not show neurons tied to "
-                           + ("every language." if universal else "one language."))
-    else:
-        text += "; chance level " + (inputs.reasons.get("chance") or
-                                     "not computed yet (the Neurons page shows it live; "
-                                     "`python -m neuro findings --compute` caches it)")
+        if inputs.chance is not None:
+            text, chance = _specific_chance(inputs, counts, text, differs)
+            if chance:
+                numbers["p_holm"] = {k: v["p_holm"] for k, v in chance["by_language"].items()}
+        else:
+            text += "; chance level " + (inputs.reasons.get("chance") or
+                                         "not computed yet (the Neurons page shows it live; "
+                                         "`python -m neuro findings --compute` caches it)")
     text += "."
     if share >= bound:
         differs.append(f"The share is above the paper's {paper_bound} (a small model has few neurons, and the "

@@ -284,9 +284,19 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
     params = params or SelectionParams()
     languages = list(languages)
     flat, n_layers, n_neurons = _flat_scores(pls, languages)
-    m = flat.shape[1]
     top_two = _top_two(flat)
-    top_i, _second_i, top, _second, ratio = top_two
+    cls, bits, threshold, k = _pls_classes(flat, params, top_two)
+    frame = _frame("pls", "pls", languages, flat, n_neurons, top_two, cls, bits)
+    return NeuronSelection("pls", languages, n_layers, n_neurons, threshold, params, frame,
+                           extra={"top_count": k})
+
+
+def _pls_classes(flat: np.ndarray, params: SelectionParams, top_two: tuple | None = None):
+    """(class per neuron, language bits of the specific ones, candidate threshold, top count) of PLS selection
+    on checked (languages, neurons) scores: the rule alone, without the per-neuron table (a permutation null
+    runs it hundreds of times)."""
+    m = flat.shape[1]
+    top_i, _second_i, top, _second, ratio = top_two or _top_two(flat)
     low = flat.min(axis=0)
     threshold = float(np.quantile(top, params.candidate_quantile))
     k = top_count(m, params.top_fraction)
@@ -298,9 +308,7 @@ def select_pls_scores(pls: np.ndarray, languages: list[str], params: SelectionPa
     cls[universal] = _UNIVERSAL
     cls[specific] = _SPECIFIC
     bits = np.where(specific, np.left_shift(1, top_i), 0).astype(np.int64)
-    frame = _frame("pls", "pls", languages, flat, n_neurons, top_two, cls, bits)
-    return NeuronSelection("pls", languages, n_layers, n_neurons, threshold, params, frame,
-                           extra={"top_count": k})
+    return cls, bits, threshold, k
 
 
 def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
@@ -350,6 +358,15 @@ def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParam
     params = params or LapeParams()
     languages = list(languages)
     flat, n_layers, n_neurons = _flat_scores(prob, languages)
+    cls, bits, bar, k, extra = _lape_classes(flat, params)
+    frame = _frame("lape", "prob", languages, flat, n_neurons, _top_two(flat), cls, bits,
+                   extra_columns={"entropy": extra.pop("entropy")})
+    return NeuronSelection("lape", languages, n_layers, n_neurons, bar, params, frame, extra={**extra, "top_count": k})
+
+
+def _lape_classes(flat: np.ndarray, params: LapeParams):
+    """(class per neuron, language bits of the specific ones, activation bar, top count, extra) of LAPE on
+    checked (languages, neurons) probabilities, without the per-neuron table."""
     n_langs, m = flat.shape
     entropy = lape_entropy(flat)
     filter_value, bar = (float(q) for q in np.quantile(flat, [params.filter_quantile, params.activation_quantile]))
@@ -365,10 +382,7 @@ def select_lape_scores(prob: np.ndarray, languages: list[str], params: LapeParam
     cls[(n_above > 0) & (n_above < n_langs)] = _SPECIFIC
     cls[n_above == n_langs] = _UNIVERSAL
     bits[cls != _SPECIFIC] = 0
-    frame = _frame("lape", "prob", languages, flat, n_neurons, _top_two(flat), cls, bits,
-                   extra_columns={"entropy": entropy})
-    return NeuronSelection("lape", languages, n_layers, n_neurons, bar, params, frame,
-                           extra={"filter_value": filter_value, "top_count": k, "eligible": int(eligible.sum())})
+    return cls, bits, bar, k, {"entropy": entropy, "filter_value": filter_value, "eligible": int(eligible.sum())}
 
 
 def select_lape(stats: CorpusStats, params: LapeParams | None = None) -> NeuronSelection:
@@ -390,13 +404,114 @@ def select_neurons(stats: CorpusStats, method: str = "pls",
     raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
 
 
+PERMUTATIONS = 200  # default permutations of a chance level: p-values resolve down to 1/201
+
+
+def selection_rule(method: str, params: SelectionParams | LapeParams | None, n_langs: int):
+    """(the per-unit score the rule reads, params, rule) where rule(scores (languages, layers, neurons)) gives
+    (class per neuron, language bits of the specific ones): the selection without its per-neuron table."""
+    if method == "pls":
+        params = params or SelectionParams()
+        if not isinstance(params, SelectionParams):
+            raise TypeError("method 'pls' takes SelectionParams")
+        return params.score, params, lambda scores: _pls_classes(
+            normalized_pls(scores, params.normalize).reshape(n_langs, -1), params)[:2]
+    if method == "lape":
+        params = params or LapeParams()
+        if not isinstance(params, LapeParams):
+            raise TypeError("method 'lape' takes LapeParams")
+        return "probability", params, lambda scores: _lape_classes(scores.reshape(n_langs, -1), params)[:2]
+    raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+
+
+def class_counts(cls: np.ndarray, bits: np.ndarray, languages: list[str]) -> dict[str, int]:
+    """`counts_by_language` from a rule's classes and language bits."""
+    specific = cls == _SPECIFIC
+    counts = {lang: int((specific & (bits >> i & 1).astype(bool)).sum()) for i, lang in enumerate(languages)}
+    counts["universal"] = int((cls == _UNIVERSAL).sum())
+    return counts
+
+
+def unit_values(stats: CorpusStats, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per-unit sums as (units, layers x neurons), in their stored dtype (float32: no float64 copy of a
+    corpus-sized array), per-unit weights (programs, or tokens for "probability"))."""
+    if not stats.has_units():
+        raise ValueError("these statistics keep no per-program scores" + (
+            " (left out of the shipped results)" if stats.units_omitted else "")
+            + ": recapture them for a chance level")
+    values = {"pls": stats.unit_pls, "attribution": stats.unit_attribution, "probability": stats.unit_active}[name]
+    if values is None:
+        raise ValueError(f"these statistics have no per-program {name}")
+    weights = stats.unit_tokens if name == "probability" else stats.unit_samples
+    return values.reshape(len(values), -1), np.asarray(weights, dtype=np.float64)
+
+
+def labelled_scores(values: np.ndarray, weights: np.ndarray, labels: np.ndarray, n_langs: int,
+                    shape: tuple[int, int]):
+    """Per-language scores for each row of `labels` ((rows, units) language index per unit, -1: left out):
+    yields one (languages, layers, neurons) float64 array per row, the sums over each language's units
+    (one float32 matrix product per batch of rows) divided by their weights."""
+    labels = np.atleast_2d(labels)
+    n_units, m = values.shape
+    batch = max(1, (1 << 24) // max(1, n_langs * m))  # ~64 MB of float32 products at a time
+    rows = np.arange(n_langs)
+    for lo in range(0, len(labels), batch):
+        part = labels[lo: lo + batch]
+        onehot = (part[:, None, :] == rows[None, :, None])  # (batch, languages, units)
+        sums = (onehot.reshape(-1, n_units).astype(values.dtype) @ values).reshape(len(part), n_langs, m)
+        counts = onehot.astype(np.float64) @ weights  # (batch, languages)
+        for b in range(len(part)):
+            yield (sums[b].astype(np.float64) / np.maximum(counts[b], 1)[:, None]).reshape(n_langs, *shape)
+
+
+def permuted_labels(unit_lang: np.ndarray, groups: np.ndarray | None, n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """`n` permutations of the units' language labels, (n, units): within each group (a task: every label
+    multiset of a group is kept) when `groups` (an integer code per unit) is given, else among all units."""
+    unit_lang = np.asarray(unit_lang, dtype=np.int64)
+    groups = np.zeros(len(unit_lang), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
+    if groups.shape != unit_lang.shape:
+        raise ValueError(f"{len(groups)} groups for {len(unit_lang)} units")
+    # sorting group + a uniform draw lists each row's units group by group, in random order within a group;
+    # the units listed group by group in index order then take those units' labels
+    order = np.argsort(groups[None, :] + rng.random((n, len(unit_lang))), axis=1)
+    out = np.empty((n, len(unit_lang)), dtype=np.int64)
+    out[:, np.argsort(groups, kind="stable")] = unit_lang[order]
+    return out
+
+
+def unit_groups(stats: CorpusStats, snippets) -> np.ndarray | None:
+    """The task of each unit as an integer code, when a stratified permutation applies: every unit is one
+    program (not a block, see neuro.instrument.statistics.unit_plan) and some task has programs in two
+    languages (a parallel corpus). None otherwise (labels are then permuted among all units)."""
+    from neuro.instrument.statistics import unit_plan
+
+    if not stats.has_units() or stats.meta.get("units") != "program":
+        return None
+    unit_of, unit_lang = unit_plan(snippets, stats.languages, stats.n_layers, stats.n_neurons)
+    if len(unit_lang) != len(stats.unit_lang) or not np.array_equal(unit_lang, stats.unit_lang):
+        return None
+    task = [""] * len(unit_lang)
+    for i, u in enumerate(unit_of):
+        if u >= 0:
+            task[u] = snippets[i].task
+    names = {t: j for j, t in enumerate(dict.fromkeys(task))}
+    codes = np.array([names[t] for t in task], dtype=np.int64)
+    shared = any(len(set(unit_lang[codes == j])) > 1 for j in range(len(names)))
+    return codes if shared else None
+
+
 @dataclass(frozen=True)
 class ChanceLevel:
-    """What a selection rule gives when the language labels carry no information.
+    """What a selection rule gives when the language labels carry no information, per language.
 
     The units (programs, or blocks of one language's programs) keep their scores and their number per
-    language; only the labels are shuffled among them, `permutations` times. counts: one row per
-    permutation, one column per language and "universal" (the same keys as `counts_by_language`).
+    language; only the labels are shuffled among them, `permutations` times: within each task when
+    `stratified` (a parallel corpus: `strata` tasks, each keeping its own languages), else among all units.
+    counts: one row per permutation, one column per language. observed: the real counts. p per language:
+    (1 + permutations selecting at least the observed count) / (1 + permutations), Holm-corrected over the
+    languages. The universal count has no row here: relabelled languages are exchangeable, so the null of a
+    count of neurons high in every language sits at the rule's cap (neuro.analysis.universality tests it).
     """
 
     method: str
@@ -404,37 +519,71 @@ class ChanceLevel:
     permutations: int
     units: int
     counts: pd.DataFrame
+    observed: dict = field(default_factory=dict)
+    stratified: bool = False
+    strata: int = 1
+    seed: int = 0
+
+    @property
+    def languages(self) -> list[str]:
+        return [c for c in self.counts.columns if c != "universal"]
+
+    @property
+    def permutation(self) -> str:
+        return f"within each of {self.strata} tasks" if self.stratified else "among all units"
+
+    @property
+    def p_floor(self) -> float:
+        """The smallest p-value these permutations can support."""
+        return 1.0 / (1 + self.permutations)
 
     def mean(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.counts.mean().items()}
+        return {k: float(v) for k, v in self.counts[self.languages].mean().items()}
 
     def max(self) -> dict[str, int]:
-        return {k: int(v) for k, v in self.counts.max().items()}
+        return {k: int(v) for k, v in self.counts[self.languages].max().items()}
+
+    def p_values(self) -> dict[str, float]:
+        from neuro.analysis.uncertainty import monte_carlo_p
+
+        return {lang: monte_carlo_p(self.observed[lang], self.counts[lang].to_numpy(), "greater")
+                if lang in self.observed else math.nan for lang in self.languages}
+
+    def p_holm(self) -> dict[str, float]:
+        from neuro.analysis.uncertainty import holm
+
+        return holm(self.p_values())
+
+    def above_chance(self, alpha: float = 0.05) -> dict[str, bool]:
+        """Per language: its Holm-corrected p is below `alpha`."""
+        return {lang: bool(p < alpha) for lang, p in self.p_holm().items()}
 
     def summary(self) -> dict:
         return {"method": self.method, "score": self.score, "permutations": self.permutations, "units": self.units,
-                "mean": self.mean(), "max": self.max()}
+                "stratified": self.stratified, "strata": self.strata, "permutation": self.permutation,
+                "seed": self.seed, "p_floor": self.p_floor, "observed": {k: int(v) for k, v in self.observed.items()},
+                "mean": self.mean(), "max": self.max(), "p": self.p_values(), "p_holm": self.p_holm()}
 
 
 def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None,
-                 permutations: int = 20, seed: int = 0) -> ChanceLevel:
-    """Counts of selected neurons under `permutations` random relabellings of the units' languages."""
+                 permutations: int = PERMUTATIONS, seed: int = 0, groups: np.ndarray | None = None) -> ChanceLevel:
+    """Counts of language-specific neurons under `permutations` random relabellings of the units' languages,
+    within each group of `groups` (a task code per unit, `unit_groups`) when given, and the real counts."""
     if permutations < 1:
         raise ValueError(f"permutations must be >= 1, got {permutations}")
-    if method == "pls":
-        params = params or SelectionParams()
-        name = params.score
-        select = lambda scores: select_pls_scores(normalized_pls(scores, params.normalize),  # noqa: E731
-                                                  stats.languages, params)
-    elif method == "lape":
-        name = "probability"
-        select = lambda scores: select_lape_scores(scores, stats.languages, params)  # noqa: E731
-    else:
-        raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
-    rng = np.random.default_rng(seed)
-    rows = [select(stats.unit_score(name, rng.permutation(stats.unit_lang))).counts_by_language()
-            for _ in range(permutations)]
-    return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows))
+    languages = list(stats.languages)
+    name, params, rule = selection_rule(method, params, len(languages))
+    values, weights = unit_values(stats, name)
+    shape = (stats.n_layers, stats.n_neurons)
+    labels = permuted_labels(stats.unit_lang, groups, permutations, np.random.default_rng(seed))
+    rows = []
+    for scores in labelled_scores(values, weights, labels, len(languages), shape):
+        counts = class_counts(*rule(_check_scores(scores, languages)), languages)
+        rows.append({lang: counts[lang] for lang in languages})
+    observed = select_neurons(stats, method, params).counts_by_language()
+    strata = len(np.unique(groups)) if groups is not None else 1
+    return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows, columns=languages),
+                       {lang: observed[lang] for lang in languages}, groups is not None, strata, seed)
 
 
 def overlap(a: NeuronSelection, b: NeuronSelection) -> pd.DataFrame:

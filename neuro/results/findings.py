@@ -7,7 +7,8 @@ same recipes and arguments as the pages that show them, so the pages find them t
 
 - statistics: `STATS` of the split's selection side with its defaults (Neurons page, `neurons`);
 - neurons: PLS selection with the default `SelectionParams` (the Neurons page's sliders at rest);
-- chance: `CHANCE` of that rule (20 permutations, seed 0);
+- chance: `CHANCE` of that rule (200 permutations, within tasks on a parallel corpus, seed 0);
+- universality: `UNIVERSALITY` of that rule (20 split-halves, seed 0);
 - concept layers: `LAYER_REPORT` of the selection side (the Layers page's call, else the CLI's);
 - clones: `CLONE_EVAL` with its defaults on the split (the Clones page's Evaluation tab at rest).
 """
@@ -27,7 +28,7 @@ from neuro.progress import Progress
 from neuro.results.clones import CLONE_EVAL
 from neuro.results.layers import LAYER_REPORT
 from neuro.results.recipe import Cache, open_store
-from neuro.results.statistics import CHANCE, STATS
+from neuro.results.statistics import CHANCE, STATS, UNIVERSALITY
 
 SELECTION = SelectionParams()  # the Neurons page's and `neurons`' defaults
 
@@ -69,10 +70,11 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
     except ValueError as err:
         why = f"this corpus cannot be split into selection and evaluation programs ({err})"
         return Inputs(FindingsInputs(corpus=label, **base,
-                                     reasons={k: why for k in ("selection", "chance", "layers", "clones")}), [])
+                                     reasons={k: why for k in ("selection", "chance", "universality", "layers",
+                                                                       "clones")}), [])
     label += f"; {sides.caption()}"
 
-    selection = relations = chance = None
+    selection = relations = chance = universal = None
     stats = STATS.get(loaded, sides.selection, cache=store, compute=False)
     if stats is None and compute:
         stats = STATS.get(loaded, sides.selection, cache=store, progress=progress)
@@ -93,11 +95,24 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
             if chance is not None:
                 break
         if chance is None and compute:
-            if stats.has_units():
-                chance = CHANCE.get(loaded, sides.selection, method="pls", params=SELECTION, cache=store)
+            if stats.has_units() or stats.units_omitted:  # omitted: CHANCE captures them again first
+                chance = CHANCE.get(loaded, sides.selection, method="pls", params=SELECTION, cache=store,
+                                    progress=progress)
                 computed.append("chance")
             else:
                 reasons["chance"] = "not available: these statistics keep no per-program scores to permute"
+        for params in (SELECTION, None):
+            universal = UNIVERSALITY.get(loaded, sides.selection, method="pls", params=params, cache=store,
+                                         compute=False)
+            if universal is not None:
+                break
+        if universal is None and compute:
+            if stats.has_units() or stats.units_omitted:
+                universal = UNIVERSALITY.get(loaded, sides.selection, method="pls", params=SELECTION, cache=store,
+                                             progress=progress)
+                computed.append("universality")
+            else:
+                reasons["universality"] = "not available: these statistics keep no per-program scores to halve"
 
     layers = None
     for args in LAYER_REPORT_ARGS:
@@ -121,11 +136,12 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
         except ValueError as err:
             reasons["clones"] = f"not available: {err}"
 
-    return Inputs(FindingsInputs(corpus=label, selection=selection, chance=chance, relations=relations,
+    return Inputs(FindingsInputs(corpus=label, selection=selection, chance=chance, universality=universal,
+                                 relations=relations,
                                  layers=layers, clones=clones, reasons=reasons, **base), computed)
 
 
-FINDINGS_KINDS = (STATS.kind, CHANCE.kind, LAYER_REPORT.kind, CLONE_EVAL.kind)
+FINDINGS_KINDS = (STATS.kind, CHANCE.kind, UNIVERSALITY.kind, LAYER_REPORT.kind, CLONE_EVAL.kind)
 
 
 def cache_signature(cache: Cache = None) -> tuple:

@@ -8,11 +8,13 @@ from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
 from neuro.results.recipe import Recipe
 from neuro.results.statistics import ABLATION, CHANCE, STATS
+from neuro.results.statistics import UNIVERSALITY
 
 RECIPES: dict[str, Recipe] = {recipe.kind: recipe for recipe in (
     STATS,             # per-language neuron statistics (Neurons page, capture, fine-tuning's neurons)
     ABLATION,          # loss change when each language's neurons are zeroed
     CHANCE,            # counts of a selection rule under permuted language labels
+    UNIVERSALITY,      # split-half stability and matched control of the universal neurons
     POOLED,            # all-layer pooled program states
     LAYER_EMBEDDINGS,  # one layer's pooled states (the clone index)
     PROJECTION,        # 2-D UMAP of one layer's pooled states

@@ -10,6 +10,8 @@ import pandas as pd
 
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.analysis.selectivity import ChanceLevel, chance_level
+from neuro.analysis.selectivity import PERMUTATIONS, unit_groups  # CHANCE
+from neuro.analysis.universality import FRACTIONS, HALVINGS, UniversalityReport, universality  # UNIVERSALITY
 from neuro.instrument.ablation import AblationResult, ablation_matrix
 from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics, node_type_vocabulary
 from neuro.instrument.tokens import encode
@@ -151,17 +153,52 @@ def _chance(call: Call) -> Entry:
     a = call.args
     stats = statistics_with_units(call.loaded, call.snippets, cache=call.store, progress=call.progress,
                                   save=call.save, **a["stats_args"])
-    level = chance_level(stats, a["method"], a["params"], a["permutations"], seed=a["seed"])
+    level = chance_level(stats, a["method"], a["params"], a["permutations"], seed=a["seed"],
+                         groups=unit_groups(stats, call.snippets))
     return Entry(tables={"counts": level.counts},
-                 meta=dict(method=level.method, score=level.score, permutations=level.permutations, units=level.units))
+                 meta=dict(method=level.method, score=level.score, permutations=level.permutations, units=level.units,
+                           observed=level.observed, stratified=level.stratified, strata=level.strata,
+                           seed=level.seed))
+
+
+def _read_chance(entry: Entry) -> ChanceLevel:
+    m = entry.meta
+    return ChanceLevel(m["method"], m["score"], m["permutations"], m["units"], entry.tables["counts"],
+                       dict(m.get("observed", {})), bool(m.get("stratified", False)), int(m.get("strata", 1)),
+                       int(m.get("seed", 0)))
 
 
 CHANCE: Recipe[ChanceLevel] = Recipe(
-    kind="chance_level", version=1, compute=_chance, key_parts=_chance_key, inputs={"stats_version": STATS},
-    read=lambda entry: ChanceLevel(entry.meta["method"], entry.meta["score"], entry.meta["permutations"],
-                                   entry.meta["units"], entry.tables["counts"]),
-    defaults=dict(method="pls", params=None, permutations=20, seed=0, stats_args={}))
-"""The chance level of a selection rule (neuro.analysis.selectivity.chance_level): its counts when the
-units' language labels are permuted, from the statistics of the same programs (`STATS` with
-`stats_args`, computed first when they are not cached or are shipped without their per-unit arrays).
-Small, so a page can show it without the per-program arrays it is computed from."""
+    # 2: 200 permutations by default, within tasks on a parallel corpus, the real counts kept for per-language
+    # p-values; no universal column (a label permutation cannot test universality)
+    kind="chance_level", version=2, compute=_chance, key_parts=_chance_key, inputs={"stats_version": STATS},
+    read=_read_chance, defaults=dict(method="pls", params=None, permutations=PERMUTATIONS, seed=0, stats_args={}))
+"""The chance level of a selection rule (neuro.analysis.selectivity.chance_level): its per-language counts when
+the units' language labels are permuted (within tasks on a parallel corpus), with the real counts for
+p-values, from the statistics of the same programs (`STATS` with `stats_args`, computed first when they are
+not cached or are shipped without their per-unit arrays). Small, so a page can show it without the
+per-program arrays it is computed from."""
+
+
+def _universality_key(args: dict) -> dict:
+    return dict(_chance_key(dict(args, permutations=None)), halvings=args["halvings"],
+                fractions=[float(f) for f in args["fractions"]])
+
+
+def _universality(call: Call) -> Entry:
+    a = call.args
+    stats = statistics_with_units(call.loaded, call.snippets, cache=call.store, progress=call.progress,
+                                  save=call.save, **a["stats_args"])
+    report = universality(stats, a["method"], a["params"], groups=unit_groups(stats, call.snippets),
+                          halvings=a["halvings"], seed=a["seed"], fractions=a["fractions"])
+    return Entry(meta={"report": dataclasses.asdict(report)})
+
+
+UNIVERSALITY: Recipe[UniversalityReport] = Recipe(
+    kind="universality", version=1, compute=_universality, key_parts=_universality_key,
+    inputs={"stats_version": STATS},
+    read=lambda entry: UniversalityReport.from_summary(entry.meta["report"]),
+    defaults=dict(method="pls", params=None, halvings=HALVINGS, seed=0, fractions=FRACTIONS, stats_args={}))
+"""What a rule's universal neurons are beyond a count (neuro.analysis.universality.universality): split-half
+stability beside the top-by-mean baseline, the importance-matched control, the count by top fraction; from
+the per-program scores of the same programs, like `CHANCE`."""

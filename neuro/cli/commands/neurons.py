@@ -63,50 +63,82 @@ def _selection(args, stats):
 
 
 def _neurons_options(p) -> None:
+    from neuro.analysis.selectivity import PERMUTATIONS
+    from neuro.analysis.universality import HALVINGS
+
     _selection_options(p)
-    p.add_argument("--permutations", type=int, default=20,
-                   help="language-label permutations for the chance level of each count (default 20; 0: none)")
+    p.add_argument("--permutations", type=int, default=PERMUTATIONS,
+                   help=f"language-label permutations for the p-value of each language's count (default "
+                        f"{PERMUTATIONS}, within tasks on a parallel corpus; 0: none)")
+    p.add_argument("--halvings", type=int, default=HALVINGS,
+                   help=f"random split-halves for the stability of the universal neurons and of their "
+                        f"importance-matched control (default {HALVINGS}; 0: none)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="add how the counts move with the normalisation and each threshold")
     p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
 
 
-@command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language and layer",
-         _neurons_options)
+def _p_text(p: float) -> str:
+    return "nan" if p != p else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+@command("neurons", "language-specific and universal neurons (PLS or LAPE): counts per language with "
+                    "permutation p-values, universal-neuron stability and matched control, per layer", _neurons_options)
 def cmd_neurons(args) -> tuple[dict, str]:
-    from neuro.analysis.selectivity import chance_level, overlap, select_neurons
+    from neuro.analysis.selectivity import overlap, select_neurons
+    from neuro.analysis.sensitivity import sensitivity
+    from neuro.results.statistics import CHANCE, UNIVERSALITY
 
     loaded, split, stats, selection = _selected(args)
     other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
     by_layer = selection.counts_by_layer()
-    if args.permutations and stats.units_omitted:  # shipped without per-program scores: capture them once
-        from neuro.results.statistics import statistics_with_units
-
-        stats = statistics_with_units(loaded, split.selection, max_length=args.max_length, cache=args.cache,
-                                      progress=progress("capture (per-program scores)"))
-    chance = chance_level(stats, args.method, selection.params, args.permutations, seed=args.split_seed) \
-        if args.permutations else None
+    # both come from the per-program scores, captured once more (into the cache) where the statistics were
+    # shipped without them; kept in the cache, where the Neurons page and the findings read them
+    common = dict(method=args.method, params=selection.params, stats_args=dict(max_length=args.max_length),
+                  cache=args.cache, progress=progress("capture (per-program scores)"))
+    chance = CHANCE.get(loaded, split.selection, permutations=args.permutations, **common) \
+        if args.permutations > 0 else None
+    universal = UNIVERSALITY.get(loaded, split.selection, halvings=args.halvings, **common) \
+        if args.halvings > 0 else None
     summary = selection.summary() | {
         "model": loaded.identity, "snippets": len(split.selection), "split": split.summary(),
         "chance": chance.summary() if chance else None,
+        "universality": universal.summary() if universal else None,
         "truncated_programs": truncation(loaded, split.selection, args.max_length).summary(),
         "by_layer": {str(layer): row.to_dict() for layer, row in by_layer.iterrows()},
         "overlap_with_" + other.method: overlap(selection, other).reset_index().to_dict(orient="records"),
     }
+    table = sensitivity(stats, selection.params) if args.sensitivity and args.method == "pls" else None
+    if table is not None:
+        summary["sensitivity"] = table.to_dict(orient="records")
     if args.out:
-        table = selection.selected()
+        chosen = selection.selected()
         if str(args.out).endswith(".parquet"):
-            table.to_parquet(args.out, index=False)
+            chosen.to_parquet(args.out, index=False)
         else:
-            table.to_csv(args.out, index=False)
+            chosen.to_csv(args.out, index=False)
         summary["exported"] = str(args.out)
     lines = [f"method {selection.method}, candidate threshold {selection.threshold:.4g}, "
              f"{selection.total:,} neurons, selected on {split.caption()}"]
     counts = selection.counts_by_language()
+    p, p_holm = (chance.p_values(), chance.p_holm()) if chance else ({}, {})
     for k, v in counts.items():
         line = f"  {k:<12}{v:>7}  ({100 * v / selection.total:.2f} %)"
-        if chance:
-            line += f"   chance: mean {chance.mean()[k]:.1f}, max {chance.max()[k]}"
+        if chance and k in p:
+            line += (f"   p {_p_text(p[k])}, Holm p {_p_text(p_holm[k])}   (shuffled: mean {chance.mean()[k]:.1f}, "
+                     f"max {chance.max()[k]})")
         lines.append(line)
+    if chance:
+        lines.append(f"p: (1 + permutations selecting at least as many) / (1 + {chance.permutations}), labels permuted "
+                     f"{chance.permutation}; Holm over {len(p)} languages")
+    if universal:
+        lines.append("universal: " + universal.text())
+        lines.append("  count by top fraction: " + ", ".join(f"{r['top_fraction']:g}: {r['universal']} (cap {r['cap']})"
+                                                             for r in universal.by_fraction))
     lines.append("per layer:\n" + by_layer.to_string())
+    if table is not None:
+        lines.append("sensitivity (one parameter varied at a time):\n"
+                     + table.drop(columns="is_base").to_string(index=False))
     return summary, "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
 from neuro.results.recipe import Cache, Recipe, open_store
 from neuro.results.statistics import CHANCE, STATS, without_units
+from neuro.results.statistics import UNIVERSALITY
 
 REBUILD = "python -m neuro precompute"
 
@@ -82,6 +83,7 @@ def first_views(loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cach
     # Neurons (views/ui pls_statistics, then the chance level of the default selection)
     ask("Neurons", STATS, split.selection)
     ask("Neurons", CHANCE, split.selection, method="pls", params=NEURONS_PAGE_PARAMS)
+    ask("Neurons", UNIVERSALITY, split.selection, method="pls", params=NEURONS_PAGE_PARAMS)
     # Layers: the layer report of the selection side
     report = ask("Layers", LAYER_REPORT, split.selection)
     concept = report.concept_layers if report is not None else [loaded.n_layers // 2]

@@ -97,6 +97,7 @@ def test_planted_neurons_beat_matched_controls_at_the_p_value_floor(planted):
         assert matched.p == pytest.approx(2 / (1 + draws)) == pytest.approx(matched.p_floor)  # two-sided floor
         assert matched.p_holm == pytest.approx(min(1.0, 3 * matched.p))  # three equal p-values: Holm x 3
         assert abs(matched.mean) < 0.01 and g.controls["uniform"].draws == uniform
+        assert (g.p_labels, g.label_permutations) == (pytest.approx(2 / 1000), 999)  # languages permuted in tasks
     # attribution predicts a rise: one-sided, floor 1 / (1 + draws)
     one_sided = ablation_effects(dataclasses.replace(result, selected_by="attribution"), n_resamples=200)
     assert one_sided.groups["python"].controls["matched"].p == pytest.approx(1 / (1 + draws))
@@ -125,6 +126,35 @@ def test_p_values_are_not_small_for_a_group_exchangeable_with_its_controls():
         pvalues.append(ablation_effects(result, n_resamples=50).groups["python"].controls["matched"].p)
     pvalues = np.array(pvalues)
     assert (pvalues <= 0.2).sum() <= 6 and pvalues.mean() > 0.3, pvalues
+
+
+def _labels_carrying_nothing(corpus: list[Snippet], seed: int) -> list[Snippet]:
+    """The programs with their language labels shuffled (each its own task, so nothing is paired)."""
+    langs = np.random.default_rng(seed).permutation([s.lang for s in corpus])
+    return [Snippet(s.id, str(lang), s.id, s.code) for s, lang in zip(corpus, langs)]
+
+
+def test_selectivity_is_not_significant_when_the_labels_carry_nothing(planted):
+    """Select on programs whose labels are shuffled and ablate on fresh ones shuffled too: the selected
+    neurons (the planted ones, the most important) still beat their matched controls on their "own"
+    language, which measures importance, not language; the label-permutation p of selectivity is not small."""
+    loaded = planted[0]
+    pvalues = []
+    for seed in range(3):
+        selecting = _labels_carrying_nothing(planted_corpus(seed=seed), seed)
+        evaluating = _labels_carrying_nothing(planted_corpus(programs=8, seed=100 + seed), 100 + seed)
+        selection = select_neurons(capture_statistics(loaded, selecting, gradients=True), "pls",
+                                   SelectionParams(ratio=1.0, top_fraction=7 / (LAYERS * WIDTH)))
+        from neuro.instrument.ablation import selection_scores
+
+        groups = {lang: selection.neurons_for(lang) for lang in selection.languages if selection.neurons_for(lang)}
+        result = ablation_matrix(loaded, evaluating, groups, scores=selection_scores(selection), draws=4,
+                                 uniform_draws=0, seed=seed)
+        effects = ablation_effects(result, n_resamples=50)
+        assert effects.unit == "program"
+        pvalues += [g.p_labels for g in effects.groups.values()]
+    pvalues = np.array(pvalues)
+    assert len(pvalues) >= 6 and (pvalues > 0.05).all() and pvalues.mean() > 0.3, pvalues
 
 
 def _hand_result() -> AblationResult:
@@ -157,6 +187,10 @@ def test_effects_and_p_values_match_a_hand_computation():
     assert g.controls["uniform"].p == pytest.approx(1 / 2)
     assert matched.selectivity_mean == pytest.approx((0.1 + 0.5) / 2)
     assert matched.p_selectivity == pytest.approx((1 + 1) / (1 + 2))  # selectivity 0.3 vs the draws' 0.1, 0.5
+    # labels permuted within the two tasks: each task's a/b swap or not; selectivity (own - other) is
+    # 0.3 unswapped, -0.3 both swapped, -0.1 or +0.1 when one task swaps: P(>= 0.3) = 1/4
+    permuted = ablation_effects(result, n_resamples=50, permutations=4000).groups["a"]
+    assert permuted.p_labels == pytest.approx(0.25, abs=0.03)
 
 
 def test_plan_draws_do_not_depend_on_how_many_are_drawn():

@@ -254,6 +254,8 @@ def _effects_table(effects) -> pd.DataFrame:
             "p uniform (Holm)": f"{u.p:.3g} ({u.p_holm:.3g})",
             "selectivity [95 % CI]": _interval(g.selectivity.estimate, g.selectivity.low, g.selectivity.high)
             if g.selectivity else "",
+            "p selectivity, labels permuted (Holm)": f"{g.p_labels:.3g} ({g.p_labels_holm:.3g})"
+            if g.selectivity else "",
             "evenness [95 % CI]": _interval(g.evenness.estimate, g.evenness.low, g.evenness.high, 2)
             if g.evenness else ""})
     return pd.DataFrame(rows).set_index("group")
@@ -269,7 +271,9 @@ def ablation_tab() -> None:
                 "layer, *matched* on importance (same layer and decile of the score that selected the group) or "
                 "*uniform* (same layer); p = (1 + draws at least as extreme) / (1 + draws), two-sided for PLS "
                 "(its sign is not known in advance), one-sided for attribution, Holm-corrected across languages. "
-                "**Selectivity** = own-language change minus the mean change on the others; **evenness** (universal) "
+                "**Selectivity** = own-language change minus the mean change on the others, tested against the "
+                "evaluation programs' language labels permuted within tasks (the test of *language*: the controls "
+                "test importance); **evenness** (universal) "
                 "= smallest language's rise / mean rise, beside the top-mean control (the same number of the "
                 "highest-mean neurons that are neither universal nor specific).")
     left, right = st.columns(2)
@@ -307,7 +311,9 @@ def ablation_tab() -> None:
                                              "controls' means"), width="stretch")
         st.dataframe(_effects_table(effects), width="stretch")
         st.caption(f"Intervals over {effects.units} evaluation {effects.unit}s ({effects.resamples} resamples); "
-                   f"p-values {effects.alternative}; the universal group is a family of its own.")
+                   f"p-values {effects.alternative}; label permutations: "
+                   f"{max(g.label_permutations for g in effects.groups.values())}; the universal group is a "
+                   "family of its own.")
         if effects.top_mean is not None:
             t, u = effects.top_mean, effects.groups["universal"]
             d = t.evenness_difference

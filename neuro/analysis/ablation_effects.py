@@ -14,7 +14,10 @@ From an `AblationResult` (each evaluation program's loss, unablated and under ev
   (attribution predicts a loss rise). Holm-corrected across the language groups (the universal group is
   a family of its own). The own effect tests importance beyond the matched controls' (the selected
   neurons are the top of their decile, so it need not mean language); selectivity against the draws'
-  selectivity (`p_selectivity`) is the test of language specificity.
+  selectivity (`p_selectivity`) compares it with neurons of like importance; a large effect spread at random
+  over languages still beats near-silent controls there, so the test of language specificity is
+  `p_labels`: the group's selectivity against the evaluation programs' language labels permuted within
+  tasks (no extra forward pass), Holm-corrected across languages.
 - evenness (universal): min over languages / mean over languages of the loss rise, with an interval,
   beside the top-mean control's (the same number of neurons per layer with the highest mean score that
   are neither universal nor specific) and the paired difference. Meaningful where the mean rise is > 0.
@@ -85,10 +88,15 @@ class GroupEffect:
     controls: dict[str, ControlComparison]
     by_language: dict[str, float]
     evenness: Interval | None = None
+    p_labels: float = math.nan          # selectivity against language labels permuted within tasks
+    p_labels_holm: float = math.nan
+    label_permutations: int = 0
 
     def summary(self) -> dict:
         return {"neurons": self.neurons, "statistic": self.statistic, "effect": self.effect.summary(),
                 "selectivity": self.selectivity.summary() if self.selectivity else None,
+                "selectivity_label_permutation": {"p": self.p_labels, "p_holm": self.p_labels_holm,
+                                                  "permutations": self.label_permutations},
                 "evenness": self.evenness.summary() if self.evenness else None,
                 "by_language": self.by_language, "controls": {k: c.summary() for k, c in self.controls.items()}}
 
@@ -127,7 +135,8 @@ class AblationEffects:
                    "effect_high": g.effect.high,
                    "selectivity": g.selectivity.estimate if g.selectivity else math.nan,
                    "selectivity_low": g.selectivity.low if g.selectivity else math.nan,
-                   "selectivity_high": g.selectivity.high if g.selectivity else math.nan}
+                   "selectivity_high": g.selectivity.high if g.selectivity else math.nan,
+                   "p_labels": g.p_labels, "p_labels_holm": g.p_labels_holm}
             for kind, c in g.controls.items():
                 row |= {f"{kind}_mean": c.mean, f"{kind}_sd": c.sd, f"{kind}_draws": c.draws,
                         f"p_{kind}": c.p, f"p_{kind}_holm": c.p_holm, f"p_{kind}_selectivity": c.p_selectivity}
@@ -154,7 +163,8 @@ class AblationEffects:
                 c = g.controls[kind]
                 parts.append(f"{kind} {c.mean:+.4f} p={c.p:.3g} ({c.p_holm:.3g})")
             if g.selectivity is not None:
-                parts.append(f"selectivity {g.selectivity.text(4)} p matched={g.controls['matched'].p_selectivity:.3g}")
+                parts.append(f"selectivity {g.selectivity.text(4)} p labels={g.p_labels:.3g} ({g.p_labels_holm:.3g}, "
+                             f"{g.label_permutations} permutations)")
             if g.evenness is not None:
                 parts.append(f"evenness {g.evenness.text(2)}")
             lines.append("  ".join(parts))
@@ -208,7 +218,36 @@ def _selectivity(means: np.ndarray, languages: list[str], group: str) -> np.ndar
     return means[..., j] - np.delete(means, j, axis=-1).mean(axis=-1)
 
 
-def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> AblationEffects:
+def label_permutations(langs: np.ndarray, units: np.ndarray, permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """(permutations, programs) language labels shuffled within each unit (a task's programs swap languages;
+    where every unit is one program, across all programs)."""
+    out = np.empty((permutations, len(langs)), dtype=langs.dtype)
+    codes = np.unique(units, return_inverse=True)[1].reshape(-1)
+    if len(np.unique(codes)) == len(codes):
+        for i in range(permutations):
+            out[i] = rng.permutation(langs)
+        return out
+    members = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    for i in range(permutations):
+        row = langs.copy()
+        for idx in members:
+            row[idx] = langs[rng.permutation(idx)]
+        out[i] = row
+    return out
+
+
+def _selectivity_of_labels(change: np.ndarray, labels: np.ndarray, languages: list[str], group: str) -> np.ndarray:
+    """Selectivity of one ablation's per-program changes under each row of `labels` (permutations, programs)."""
+    means = np.stack([np.where(labels == lang, change, 0.0).sum(-1) / np.maximum((labels == lang).sum(-1), 1)
+                      for lang in languages], axis=-1)
+    return _selectivity(means, languages, group)
+
+
+LABEL_PERMUTATIONS = 999
+
+
+def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                     permutations: int = LABEL_PERMUTATIONS) -> AblationEffects:
     """Effects, intervals and p-values of an ablation (see the module docstring)."""
     alternative = alternative_for(result.selected_by)
     languages = result.languages
@@ -217,6 +256,10 @@ def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAM
     raw: dict[str, dict[str, tuple]] = {k: {} for k in kinds}
     partial = {}
     boot = dict(unit=result.unit, n_resamples=n_resamples, seed=seed)
+    langs = result.programs["lang"].to_numpy().astype(str)
+    labels = label_permutations(langs, result.programs["unit"].to_numpy().astype(str), permutations,
+                                np.random.default_rng(seed)) if permutations and len(languages) > 1 else None
+    p_labels = {}
     for group, row in zip(result.groups, result.rows("selected")):
         res = _Resampler(result, [int(row)])
         own = task_bootstrap(lambda idx: _statistic(res.means(idx), languages, group), res.units, **boot)
@@ -232,10 +275,14 @@ def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAM
             p = monte_carlo_p(own.estimate, values, alternative) if len(values) else math.nan
             p_sel = monte_carlo_p(sel.estimate, sels, alternative) if len(sels) else math.nan
             raw[kind][group] = (values, p, sels, p_sel)
+        if sel is not None and labels is not None:
+            null = _selectivity_of_labels(result.changes(int(row)), labels, languages, group)
+            p_labels[group] = monte_carlo_p(sel.estimate, null, alternative)
         by_lang = dict(zip(languages, res.means(all_units).tolist()))
         partial[group] = (int(result.sizes[group]), own, sel, even, by_lang)
     adjusted = {kind: holm({g: v[1] for g, v in raw[kind].items() if g != UNIVERSAL}) for kind in kinds}
     adjusted_sel = {kind: holm({g: v[3] for g, v in raw[kind].items() if g != UNIVERSAL}) for kind in kinds}
+    adjusted_labels = holm(p_labels)
     groups = {}
     for group, (size, own, sel, even, by_lang) in partial.items():
         controls = {}
@@ -247,7 +294,9 @@ def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAM
                 adjusted[kind].get(group, p), alternative, float(sels.mean()) if len(sels) else math.nan,
                 p_sel, adjusted_sel[kind].get(group, p_sel))
         statistic = "own-language loss change" if group in languages else "mean loss change over languages"
-        groups[group] = GroupEffect(group, size, statistic, own, sel, controls, by_lang, even)
+        groups[group] = GroupEffect(group, size, statistic, own, sel, controls, by_lang, even,
+                                    p_labels.get(group, math.nan), adjusted_labels.get(group, math.nan),
+                                    permutations if group in p_labels else 0)
     top = None
     top_rows = result.rows("top_mean", UNIVERSAL)
     if len(top_rows) and UNIVERSAL in result.groups:

@@ -70,10 +70,13 @@ def test_neurons_page_end_to_end(monkeypatch, app_env):
     assert len(at.get("vega_lite_chart")) == 2  # PLS per language and the syntax profile
     at.session_state["tab"] = "Ablation"
     at.run()
+    at.number_input(key="ablation_draws").set_value(3)
+    at.number_input(key="ablation_uniform").set_value(2).run()
     at.button(key="run_ablation").click().run()
     assert not at.exception, at.exception
-    summaries = [d.value for d in at.dataframe if "selectivity" in getattr(d.value, "columns", [])]
+    summaries = [d.value for d in at.dataframe if "effect (nats) [95 % CI]" in getattr(d.value, "columns", [])]
     assert summaries and set(summaries[0].index) <= {"python", "go", "java", "universal"}
+    assert "matched mean (3 draws)" in summaries[0].columns and "p matched (Holm)" in summaries[0].columns
     at.session_state["tab"] = "Token inspector"
     at.run()
     assert at.session_state["tab"] == "Token inspector"

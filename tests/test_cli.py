@@ -1,6 +1,7 @@
 """`python -m neuro` end to end on a tiny model folder: JSON on stdout only, clear errors."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -74,12 +75,21 @@ def test_neurons_and_ablate_json(env, tmp_path):
     assert set(summary["chance"]["p_holm"]) == set(summary["counts"]) - {"universal"}
     assert summary["universality"]["halvings"] == 20
     assert summary["universality"]["count"] == summary["counts"]["universal"]
-    out = neuro("ablate", *base, "--ratio", "1.0", "--draws", "2", env_dir=env)
+    out = neuro("ablate", *base, "--ratio", "1.0", "--draws", "2", "--uniform-draws", "1", "--resamples", "50",
+                env_dir=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     # measured on the evaluation side only: its languages, not the selection side's
     assert set(result["base_loss"]) == {s.lang for s in split.evaluation}
-    assert result["draws"] == 2 and result["split"] == summary["split"]
+    assert result["draws"] == {"matched": 2, "uniform": 1} and result["split"] == summary["split"]
     assert set(result["delta"]) <= {"python", "go", "java", "universal"}
+    assert set(result["groups"]) == set(result["delta"]) and result["alternative"] == "two-sided"
+    for group in result["groups"].values():  # effect with its interval, both controls with their p-values
+        effect = group["effect"]
+        assert (effect["units"], effect["unit"]) == (len({s.task for s in split.evaluation}), result["unit"])
+        assert effect["low"] <= effect["estimate"] <= effect["high"] if effect["units"] > 1 else \
+            math.isnan(effect["low"])  # one evaluation task: no interval
+        assert group["controls"]["matched"]["draws"] == 2 and group["controls"]["uniform"]["draws"] == 1
+        assert group["controls"]["matched"]["p"] >= group["controls"]["matched"]["p_floor"] == 2 / 3
     out = neuro("neurons", *base, "--ratio", "0.5", env_dir=env)
     assert out.returncode == 2 and "ratio" in json.loads(out.stdout)["error"]

@@ -3,13 +3,11 @@
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from conftest import tiny_model
 
 from neuro.instrument.ablation import (
-    AblationResult,
     ablated,
     ablation_matrix,
     as_layer_map,
@@ -83,7 +81,8 @@ def test_random_control_matches_sizes_and_avoids_selection():
 
 def test_ablation_matrix_on_tiny_model(tiny_llama, snippets):
     groups = {"python": {0: [0, 1, 2]}, "go": {1: [4, 5]}}
-    result = ablation_matrix(tiny_llama, snippets, groups, draws=3)
+    scores = {name: np.random.default_rng(0).random((tiny_llama.n_layers, tiny_llama.n_neurons)) for name in groups}
+    result = ablation_matrix(tiny_llama, snippets, groups, scores=scores, draws=3, uniform_draws=2)
     assert list(result.delta.index) == ["python", "go"]
     assert set(result.delta.columns) == {"python", "go", "java"}
     base = language_losses(tiny_llama, snippets)
@@ -92,32 +91,12 @@ def test_ablation_matrix_on_tiny_model(tiny_llama, snippets):
         go_losses = language_losses(tiny_llama, snippets)
     assert result.delta.loc["go", "java"] == pytest.approx(go_losses["java"] - base["java"])
     assert result.sizes == {"python": 3, "go": 2}
-    # three different random draws, each the right size: their spread is not zero
-    assert len(result.random_draws) == 3
-    assert (result.delta_random_sd.to_numpy() > 0).any()
+    # three matched and two uniform draws per group, each the group's size per layer, none of its neurons
+    assert (result.draws("matched"), result.draws("uniform")) == (3, 2)
+    for row in [*result.rows("matched", "go"), *result.rows("uniform", "go")]:
+        drawn = result.neurons_of(int(row))
+        assert set(drawn) == {1} and len(drawn[1]) == 2 and not {4, 5} & set(drawn[1].tolist())
+    assert len(result.control_draws("matched")) == 3
+    assert result.control_draws("uniform")[1].shape == result.delta.shape
     with pytest.raises(ValueError, match="draws"):
-        ablation_matrix(tiny_llama, snippets, groups, draws=0)
-
-
-def test_selectivity_is_bounded_and_compares_with_random_draws():
-    delta = pd.DataFrame({"python": [0.8, 0.1], "go": [0.2, 0.5], "java": [0.2, 0.1]}, index=["python", "go"])
-    draws = [delta * 0 + 0.1 + 0.01 * d for d in range(4)]  # 0.10, 0.11, 0.12, 0.13 everywhere
-    result = AblationResult({"python": 1.0, "go": 1.0, "java": 1.0}, delta, draws, {"python": 1, "go": 1})
-    assert result.selectivity() == pytest.approx({"python": 0.6, "go": 0.4})
-    table = result.summary()
-    assert table.loc["python", "random_mean"] == pytest.approx(0.115)
-    assert table.loc["python", "random_sd"] == pytest.approx(np.std([0.10, 0.11, 0.12, 0.13], ddof=1))
-    assert table.loc["python", "z"] == pytest.approx((0.8 - 0.115) / table.loc["python", "random_sd"])
-    assert table.loc["python", "random_at_least"] == 0.0
-    assert table.loc["python", "selectivity_random_mean"] == pytest.approx(0.0)
-    # others unchanged (0): a ratio would be infinite, the difference is just the own change
-    alone = AblationResult(result.base, delta.assign(go=0.0, java=0.0).loc[["python"]],
-                           [d.loc[["python"]] for d in draws], {"python": 1})
-    assert alone.selectivity() == pytest.approx({"python": 0.8})
-    both = pd.concat([delta, delta.iloc[[0]].rename(index={"python": "universal"})])
-    with_universal = AblationResult(result.base, both, [both] * 2, {"python": 1, "go": 1, "universal": 2})
-    table = with_universal.summary()
-    assert np.isnan(table.loc["universal", "selectivity"])
-    assert table.loc["universal", "loss_change"] == pytest.approx(0.4)  # not a language: the mean over all
-    helped = AblationResult(result.base, -delta, draws, {"python": 1, "go": 1})
-    assert helped.selectivity()["python"] < 0 and helped.summary().loc["python", "random_at_least"] == 1.0
+        ablation_matrix(tiny_llama, snippets, groups, scores=scores, draws=0, uniform_draws=0)

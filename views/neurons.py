@@ -280,31 +280,94 @@ def relations() -> None:
 
 
 # --------------------------------------------------------------------------- ablation
+def _interval(estimate: float, low: float, high: float, digits: int = 4) -> str:
+    return f"{estimate:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _effects_table(effects) -> pd.DataFrame:
+    """The ablation's per-group table as the page shows it: effects with intervals, p-values with draws."""
+    rows = []
+    for name, g in effects.groups.items():
+        m, u = g.controls["matched"], g.controls["uniform"]
+        rows.append({
+            "group": name, "neurons": g.neurons,
+            "effect (nats) [95 % CI]": _interval(g.effect.estimate, g.effect.low, g.effect.high),
+            f"matched mean ({m.draws} draws)": f"{m.mean:+.4f}",
+            "p matched (Holm)": f"{m.p:.3g} ({m.p_holm:.3g})",
+            f"uniform mean ({u.draws} draws)": f"{u.mean:+.4f}",
+            "p uniform (Holm)": f"{u.p:.3g} ({u.p_holm:.3g})",
+            "selectivity [95 % CI]": _interval(g.selectivity.estimate, g.selectivity.low, g.selectivity.high)
+            if g.selectivity else "",
+            "p selectivity, labels permuted (Holm)": f"{g.p_labels:.3g} ({g.p_labels_holm:.3g})"
+            if g.selectivity else "",
+            "evenness [95 % CI]": _interval(g.evenness.estimate, g.evenness.low, g.evenness.high, 2)
+            if g.evenness else ""})
+    return pd.DataFrame(rows).set_index("group")
+
+
 def ablation_tab() -> None:
+    from neuro.analysis.ablation_effects import ablation_effects
+
     st.markdown("Zero each group's neurons and measure the change of mean next-token loss per language on the "
-                f"**evaluation** programs ({len(split.evaluation)}, none of them used to choose the neurons), "
-                "beside random controls of the same size in each layer (5 draws: mean +- sd). **Selectivity** = "
-                "change on the own language minus the mean change on the others; **z** = (change - random mean) / "
-                "random sd.")
+                f"**evaluation** programs ({len(split.evaluation)}, none of them used to choose the neurons). "
+                "**Effect**: the change on the group's own language (universal: the mean over languages), in nats, "
+                "with a 95 % interval from resampling evaluation tasks. **Controls**: the same number of neurons per "
+                "layer, *matched* on importance (same layer and decile of the score that selected the group) or "
+                "*uniform* (same layer); p = (1 + draws at least as extreme) / (1 + draws), two-sided for PLS "
+                "(its sign is not known in advance), one-sided for attribution, Holm-corrected across languages. "
+                "**Selectivity** = own-language change minus the mean change on the others, tested against the "
+                "evaluation programs' language labels permuted within tasks (the test of *language*: the controls "
+                "test importance); **evenness** (universal) "
+                "= smallest language's rise / mean rise, beside the top-mean control (the same number of the "
+                "highest-mean neurons that are neither universal nor specific).")
+    left, right = st.columns(2)
+    draws = left.number_input("Matched draws per group", 1, 1000, 100, key="ablation_draws")
+    uniform = right.number_input("Uniform draws per group", 0, 1000, 20, key="ablation_uniform")
+    groups = sum(1 for n in selection.counts_by_language().values() if n)
+    passes = 1 + groups * (1 + int(draws) + int(uniform)) + (1 if selection.counts_by_language()["universal"] else 0)
+    st.caption(f"{passes} forward passes over the evaluation programs (one per ablated set; on the demo model "
+               "about 7 s each on a laptop CPU). The smallest p-value the matched draws can give is "
+               f"{2 / (1 + int(draws)):.3g} two-sided, {1 / (1 + int(draws)):.3g} one-sided.")
     key = f"ablation|{stats_key}|{method}|{params}|{split.params}"
-    if key not in st.session_state and st.button("Run ablation", type="primary", key="run_ablation"):
+    stored = st.session_state.get(key)
+    fresh = stored is not None and (stored.draws("matched"), stored.draws("uniform")) == (int(draws), int(uniform))
+    if not fresh and st.button("Run ablation", type="primary", key="run_ablation"):
         try:
-            with progress_bar("Ablating (forward passes)") as progress:
-                st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, progress=progress)
+            with progress_bar("Ablating (one forward pass per ablated set)") as progress:
+                st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, draws=int(draws),
+                                                     uniform_draws=int(uniform), progress=progress)
         except ValueError as err:
             st.error(str(err))
     result = st.session_state.get(key)
     if result is not None:
+        effects = st.session_state.get(key + "|effects")
+        if effects is None or effects[0] is not result:
+            effects = (result, ablation_effects(result))
+            st.session_state[key + "|effects"] = effects
+        effects = effects[1]
         left, right = st.columns(2)
         left.altair_chart(charts.matrix_heatmap(result.delta.round(4), "ablated", "evaluated", "loss change",
                                                 title="Selected neurons", scheme="reds"), width="stretch")
-        right.altair_chart(charts.matrix_heatmap(result.delta_random.round(4), "ablated", "evaluated",
-                                                 "loss change", title="Random controls (mean of the draws)",
+        right.altair_chart(charts.matrix_heatmap(result.delta_control("matched").round(4), "ablated", "evaluated",
+                                                 "loss change", title="Matched controls (mean of the draws)",
                                                  scheme="reds"), width="stretch")
-        summary = result.summary()
-        st.altair_chart(charts.ablation_bars(summary, title="Own-language loss change vs random draws (mean +- sd)"),
-                        width="stretch")
-        st.dataframe(summary.round(3), width="stretch")
+        st.altair_chart(charts.ablation_bars(effects.table(), title="Own-language loss change [95 % CI] vs the "
+                                             "controls' means"), width="stretch")
+        st.dataframe(_effects_table(effects), width="stretch")
+        st.caption(f"Intervals over {effects.units} evaluation {effects.unit}s ({effects.resamples} resamples); "
+                   f"p-values {effects.alternative}; label permutations: "
+                   f"{max(g.label_permutations for g in effects.groups.values())}; the universal group is a "
+                   "family of its own.")
+        if effects.top_mean is not None:
+            t, u = effects.top_mean, effects.groups["universal"]
+            d = t.evenness_difference
+            difference = _interval(d.estimate, d.low, d.high, 2)
+            st.markdown(f"**Universal vs its top-mean control** ({t.neurons} neurons): effect "
+                        f"{_interval(u.effect.estimate, u.effect.low, u.effect.high)} vs "
+                        f"{_interval(t.effect.estimate, t.effect.low, t.effect.high)}; evenness "
+                        f"{_interval(u.evenness.estimate, u.evenness.low, u.evenness.high, 2)} vs "
+                        f"{_interval(t.evenness.estimate, t.evenness.low, t.evenness.high, 2)} "
+                        f"(universal minus control {difference}).")
 
 
 # --------------------------------------------------------------------------- token inspector

@@ -38,6 +38,7 @@ from neuro.analysis.selectivity import (
     unit_values,
 )
 from neuro.analysis.uncertainty import Spread
+from neuro.instrument.ablation import top_mean_control, top_mean_mask
 from neuro.instrument.statistics import CorpusStats
 
 HALVINGS = 20
@@ -71,19 +72,6 @@ def _mean_score(selection: NeuronSelection, stats_or_scores: CorpusStats | np.nd
     return scores.reshape(len(selection.languages), -1).mean(axis=0)
 
 
-def _flat_control(selection: NeuronSelection, mean: np.ndarray) -> np.ndarray:
-    """Boolean per neuron: the importance-matched control (see `universal_control`)."""
-    universal = selection._cls_mask("universal")
-    eligible = selection._cls_mask("other")
-    layer = np.arange(selection.total) // selection.n_neurons
-    out = np.zeros(selection.total, dtype=bool)
-    for lay, want in zip(*np.unique(layer[universal], return_counts=True)):
-        rows = np.flatnonzero((layer == lay) & eligible)
-        pick = rows[np.argsort(-mean[rows], kind="stable")[: int(want)]]
-        out[pick] = True
-    return out
-
-
 def universal_control(selection: NeuronSelection,
                       stats_or_scores: CorpusStats | np.ndarray | None = None) -> dict[int, np.ndarray]:
     """The importance-matched control of a selection's universal neurons: per layer, as many neurons as the
@@ -93,10 +81,7 @@ def universal_control(selection: NeuronSelection,
     stats_or_scores: the statistics the selection was made on (their score, normalised as the selection's
     params say) or a (languages, layers, neurons) array already on the rule's scale; None: the selection's own
     table (the same scores)."""
-    mask = _flat_control(selection, _mean_score(selection, stats_or_scores))
-    flat = np.flatnonzero(mask)
-    layer, neuron = np.divmod(flat, selection.n_neurons)
-    return {int(lay): np.sort(neuron[layer == lay]) for lay in np.unique(layer)}
+    return top_mean_control(selection, _mean_score(selection, stats_or_scores))
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -196,7 +181,7 @@ def universality(stats: CorpusStats, method: str = "pls", params: SelectionParam
     count = int(universal_mask.sum())
     mean = _mean_score(full, _rule_scores(full_scores, method, params))
     overlap = int((universal_mask & _in_top(mean, count)).sum()) if count else 0
-    control = _flat_control(full, mean)
+    control = top_mean_mask(full, mean)
     layer = np.arange(full.total) // full.n_neurons
     control_per_layer = {str(int(k)): int(v) for k, v in zip(*np.unique(layer[control], return_counts=True))}
 
@@ -212,7 +197,7 @@ def universality(stats: CorpusStats, method: str = "pls", params: SelectionParam
             u = half._cls_mask("universal")
             half_mean = _mean_score(half, None)
             sets.append((u, _in_top(half_mean, int(u.sum())) if u.any() else np.zeros_like(u),
-                         _flat_control(half, half_mean)))
+                         top_mean_mask(half, half_mean)))
             hits += u
         (ua, ta, ca), (ub, tb, cb) = sets
         jac_u.append(_jaccard(ua, ub))

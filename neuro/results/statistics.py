@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Sequence
 
-import pandas as pd
+import numpy as np
 
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.analysis.selectivity import ChanceLevel, chance_level
 from neuro.analysis.selectivity import PERMUTATIONS, unit_groups  # CHANCE
 from neuro.analysis.universality import FRACTIONS, HALVINGS, UniversalityReport, universality  # UNIVERSALITY
-from neuro.instrument.ablation import AblationResult, ablation_matrix
+from neuro.instrument.ablation import (
+    AblationResult,
+    ablation_losses,
+    as_layer_map,
+    plan_ablation,
+    program_loss_pass,
+    score_deciles,
+    selection_scores,
+    top_mean_control,
+)
 from neuro.instrument.statistics import STATS_VERSION, CorpusStats, capture_statistics, node_type_vocabulary
 from neuro.instrument.tokens import encode
 from neuro.model.plan import NODE_TYPES
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.results.recipe import Cache, Call, Recipe, open_store, picked
-from neuro.results.store import Entry
+from neuro.results.store import Entry, make_key
 
 log = logging.getLogger(__name__)
 
@@ -98,48 +108,91 @@ def statistics_with_units(loaded: LoadedModel, snippets: Sequence[Snippet], *, c
 
 
 def _ablation_groups(loaded: LoadedModel, snippets: Sequence[Snippet], args: dict) -> tuple[Sequence[Snippet], dict]:
-    """The neuron groups to ablate: each language's (and the universal) neurons of the selection."""
+    """The neuron groups to ablate: each language's (and the universal) neurons of the selection, the
+    scores they were selected by (for controls matched on importance) and the universal set's top-mean
+    control."""
     selection = args["selection"]
     groups = {lang: selection.neurons_for(lang) for lang in selection.languages}
     if args["include_universal"]:
         groups["universal"] = selection.universal_neurons()
-    groups = {name: neurons for name, neurons in groups.items() if neurons}
+    groups = {name: as_layer_map(neurons) for name, neurons in groups.items() if neurons}
     if not groups:
         raise ValueError("the selection has no neurons to ablate; loosen the selection parameters")
-    return snippets, dict(args, groups=groups)
+    scores = selection_scores(selection)
+    top_mean = top_mean_control(selection) if "universal" in groups else None
+    selected_by = getattr(selection.params, "score", None) or ("probability" if selection.method == "lape" else "pls")
+    return snippets, dict(args, groups=groups, scores={k: scores[k] for k in groups}, top_mean=top_mean,
+                          selected_by=selected_by)
+
+
+def _indices(neurons) -> dict[str, list[int]]:
+    return {str(layer): [int(n) for n in idx] for layer, idx in as_layer_map(neurons).items()}
 
 
 def _ablation_key(args: dict) -> dict:
+    """The selection's parameters AND every ablated neuron's index (two selections with the same counts per
+    layer ablate different neurons), the deciles the matched controls are drawn from, draws and seed."""
+    deciles = hashlib.sha256()
+    for name in sorted(args["scores"]):
+        for row in args["scores"][name]:
+            deciles.update(score_deciles(row).astype(np.int8).tobytes())
     return dict(selection=args["selection"].summary(), seed=args["seed"], draws=args["draws"],
-                max_length=args["max_length"],
-                groups={k: sorted((int(layer), len(v)) for layer, v in g.items()) for k, g in args["groups"].items()})
+                uniform_draws=args["uniform_draws"], max_length=args["max_length"], selected_by=args["selected_by"],
+                groups={k: _indices(g) for k, g in args["groups"].items()},
+                top_mean=_indices(args["top_mean"]) if args["top_mean"] is not None else None,
+                deciles=deciles.hexdigest()[:16])
 
 
 def _ablate(call: Call) -> Entry:
+    """One resumable step per ablated set (a killed run resumes from its last finished pass)."""
     a = call.args
-    result = ablation_matrix(call.loaded, call.snippets, a["groups"], draws=a["draws"], seed=a["seed"],
-                             max_length=a["max_length"], progress=call.progress)
-    draws_table = pd.concat([f.rename_axis("ablated").reset_index().assign(draw=d)
-                             for d, f in enumerate(result.random_draws)], ignore_index=True)
-    return Entry(tables={"delta": result.delta.rename_axis("ablated").reset_index(), "random": draws_table},
-                 meta={"base": result.base, "sizes": result.sizes})
+    conditions = plan_ablation(a["groups"], call.loaded.n_neurons, scores=a["scores"], draws=a["draws"],
+                               uniform_draws=a["uniform_draws"], seed=a["seed"], top_mean=a["top_mean"])
+    run = program_loss_pass(call.loaded, call.snippets, max_length=a["max_length"])
+    total = 1 + len(conditions)
+
+    def step(index: int) -> Entry:
+        losses = run() if index == 0 else ablation_losses(call.loaded, run, conditions[index - 1].neurons)
+        report(index)
+        return Entry(arrays={"losses": losses})
+
+    def report(index: int) -> None:
+        if call.progress:
+            call.progress(index + 1, total)
+
+    keys = [make_key("ablation_step", result=call.key, index=0)] + [
+        make_key("ablation_step", result=call.key, index=i + 1, group=c.group, control=c.control, draw=c.draw,
+                 neurons=c.pairs()) for i, c in enumerate(conditions)]
+    entries = call.steps(keys, step, loaded=report)
+    losses = np.stack([e.arrays["losses"] for e in entries[1:]])
+    result = AblationResult.build(call.snippets, entries[0].arrays["losses"], conditions, losses,
+                                  a["selected_by"], a["seed"])
+    return Entry(arrays={"base": result.base_losses, "losses": result.losses},
+                 tables={"programs": result.programs, "conditions": result.conditions, "neurons": result.neurons},
+                 meta={"unit": result.unit, "selected_by": result.selected_by, "seed": result.seed})
 
 
 def _read_ablation(entry: Entry) -> AblationResult:
-    delta = entry.tables["delta"].set_index("ablated").rename_axis(None)
-    random = entry.tables["random"]
-    frames = [random[random["draw"] == d].drop(columns="draw").set_index("ablated").rename_axis(None)
-              .loc[delta.index, delta.columns] for d in sorted(random["draw"].unique())]
-    return AblationResult(entry.meta["base"], delta, frames, entry.meta["sizes"])
+    return AblationResult(entry.tables["programs"], entry.meta["unit"], entry.arrays["base"],
+                          entry.tables["conditions"], entry.arrays["losses"], entry.tables["neurons"],
+                          entry.meta["selected_by"], entry.meta["seed"])
 
+
+ABLATION_DRAWS = 100        # matched controls per group: p down to 1/101 (2/101 two-sided), where the model is small
+ABLATION_UNIFORM_DRAWS = 20
 
 ABLATION: Recipe[AblationResult] = Recipe(
-    kind="ablation", version=2,  # 2: several random draws, evaluated on programs the neurons were not selected on
+    kind="ablation", version=3,  # 3: per-program losses, matched and uniform controls, neuron indices in the key
     compute=_ablate, read=_read_ablation, key_parts=_ablation_key, prepare=_ablation_groups,
-    defaults=dict(include_universal=True, draws=5, seed=0, max_length=512))
-"""Ablation matrix for a `selection`'s language groups (and its universal group with `include_universal`):
-the loss change per language beside `draws` random controls. The snippets are the programs the effects
-are measured on: the evaluation side of the split whose selection side chose `selection` (neuro.code.split)."""
+    defaults=dict(include_universal=True, draws=ABLATION_DRAWS, uniform_draws=ABLATION_UNIFORM_DRAWS, seed=0,
+                  max_length=512))
+"""Each evaluation program's loss with each of a `selection`'s language groups (and its universal group with
+`include_universal`) zeroed, beside `draws` controls matched on importance (same layer and score decile)
+and `uniform_draws` uniform ones (same layer), and the universal set's top-mean control: one forward
+pass over the snippets per ablated set (1 + groups x (1 + draws + uniform_draws) + 1; on the demo's 100
+evaluation programs about 7 s each on a laptop CPU). The snippets are the programs the effects are
+measured on: the evaluation side of the split whose selection side chose `selection` (neuro.code.split).
+Effects, intervals and p-values: neuro.analysis.ablation_effects."""
 
 
 def _chance_key(args: dict) -> dict:

@@ -55,21 +55,26 @@ def bars(frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: s
     return alt.Chart(frame, title=title).mark_bar().encode(**enc)
 
 
-def ablation_bars(summary: pd.DataFrame, title: str = "") -> alt.Chart:
-    """Per group: the selected neurons' loss change (bar) beside the random draws' mean +- sd (point and
-    error bar)."""
-    frame = summary.rename_axis("group").reset_index()
-    frame["low"] = frame["random_mean"] - frame["random_sd"]
-    frame["high"] = frame["random_mean"] + frame["random_sd"]
+def ablation_bars(table: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Per group (in the table's order): the selected neurons' loss change (bar) with its confidence interval
+    (black error bar, columns effect_low / effect_high), beside the matched and uniform controls' means
+    (hollow and grey points)."""
+    frame = table.rename_axis("group").reset_index()
     base = alt.Chart(frame, title=title).encode(x=alt.X("group:N", title=None, sort=list(frame["group"])))
+    tooltip = ["group", alt.Tooltip("effect:Q", format=".4f"), alt.Tooltip("effect_low:Q", format=".4f"),
+               alt.Tooltip("effect_high:Q", format=".4f")]
+    tooltip += [alt.Tooltip(f"{c}:Q", format=".3g") for c in ("matched_mean", "p_matched", "p_matched_holm",
+                                                              "uniform_mean", "p_uniform") if c in frame]
     bars_ = base.mark_bar(opacity=0.8).encode(
-        y=alt.Y("loss_change:Q", title="loss change (nats)"), color=alt.Color("group:N", legend=None, scale=alt.Scale(
+        y=alt.Y("effect:Q", title="loss change (nats)"), color=alt.Color("group:N", legend=None, scale=alt.Scale(
             domain=list(frame["group"]), range=[LANG_COLORS.get(n, "#999") for n in frame["group"]])),
-        tooltip=["group", alt.Tooltip("loss_change:Q", format=".4f"), alt.Tooltip("random_mean:Q", format=".4f"),
-                 alt.Tooltip("random_sd:Q", format=".4f"), alt.Tooltip("z:Q", format=".1f")])
-    errors = base.mark_errorbar(ticks=True, color="black").encode(y="low:Q", y2="high:Q")
-    points = base.mark_point(color="black", filled=True).encode(y="random_mean:Q")
-    return bars_ + errors + points
+        tooltip=tooltip)
+    layers = [bars_, base.mark_errorbar(ticks=True, color="black").encode(y="effect_low:Q", y2="effect_high:Q")]
+    if "matched_mean" in frame:
+        layers.append(base.mark_point(color="black", size=60).encode(y="matched_mean:Q"))
+    if "uniform_mean" in frame:
+        layers.append(base.mark_point(color="#888", filled=True).encode(y="uniform_mean:Q"))
+    return alt.layer(*layers)
 
 
 def dendrogram(segments: pd.DataFrame, leaves: pd.DataFrame, title: str = "") -> alt.Chart:

@@ -145,30 +145,39 @@ def cmd_neurons(args) -> tuple[dict, str]:
 def _ablate_options(p) -> None:
     _selection_options(p)
     _seed_option(p)
-    p.add_argument("--draws", type=int, default=5, help="random controls per group (default 5)")
+    p.add_argument("--draws", type=int, default=100,
+                   help="controls matched on importance per group (same layer and score decile; default 100: "
+                        "p down to 1/101; each draw is one pass over the evaluation programs)")
+    p.add_argument("--uniform-draws", type=int, default=20,
+                   help="uniform controls per group (same layer only; default 20)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the intervals (default 2000)")
 
 
-@command("ablate", "loss change per language when each language's neurons are zeroed, beside random controls",
+@command("ablate", "loss change per language when each language's neurons are zeroed, with task-bootstrap "
+         "intervals, beside controls matched on importance and uniform ones (Monte Carlo p-values, Holm)",
          _ablate_options)
 def cmd_ablate(args) -> tuple[dict, str]:
+    from neuro.analysis.ablation_effects import ablation_effects
     from neuro.results.statistics import ABLATION
 
     loaded, split, stats, selection = _selected(args)
-    result, hit = ABLATION.fetch(loaded, split.evaluation, selection=selection, draws=args.draws, seed=args.seed,
-                                 max_length=args.max_length, cache=args.cache, progress=progress("ablation"))
-    table = result.summary()
+    result, hit = ABLATION.fetch(loaded, split.evaluation, selection=selection, draws=args.draws,
+                                 uniform_draws=args.uniform_draws, seed=args.seed, max_length=args.max_length,
+                                 cache=args.cache, progress=progress("ablation (one pass per ablated set)"))
+    effects = ablation_effects(result, n_resamples=args.resamples, seed=args.seed)
     summary = {"model": loaded.identity, "method": selection.method, "score": getattr(selection.params, "score", None),
-               "split": split.summary(), "cache_hit": hit, "base_loss": result.base, "draws": len(result.random_draws),
+               "split": split.summary(), "cache_hit": hit, "base_loss": result.base,
+               "draws": {"matched": result.draws("matched"), "uniform": result.draws("uniform")},
+               "passes": 1 + len(result.conditions),
                "truncated_programs": truncation(loaded, [*split.selection, *split.evaluation],  # stats + ablation
                                                 args.max_length).summary(),
                "delta": result.delta.to_dict(orient="index"),
-               "delta_random_mean": result.delta_random.to_dict(orient="index"),
-               "delta_random_sd": result.delta_random_sd.to_dict(orient="index"),
-               "summary": table.to_dict(orient="index")}
+               "delta_matched_mean": result.delta_control("matched").to_dict(orient="index"),
+               "delta_uniform_mean": result.delta_control("uniform").to_dict(orient="index"),
+               **effects.summary()}
     text = (f"selected on / evaluated on: {split.caption()}\n"
             "loss change (rows: ablated group, columns: evaluated language)\n" + result.delta.round(4).to_string()
-            + f"\n\nrandom controls, mean of {len(result.random_draws)} draws\n"
-            + result.delta_random.round(4).to_string() + "\n\n" + table.round(3).to_string())
+            + "\n\n" + effects.text())
     return summary, text
 
 

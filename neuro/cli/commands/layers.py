@@ -19,7 +19,7 @@ def _options(p) -> None:
                    help="the concept layers chosen on the selection side of each of these splits (--eval-fraction "
                         "as given) and how often each layer is chosen. Each split not cached costs its own pass "
                         "over its selection side and its own probes (the contribution passes are skipped: they do "
-                        "not enter the rule)")
+                        "not enter the rule; nor does the syntax probe, which --tokens-per-snippet 0 skips)")
 
 
 def _split_seeds(args, loaded, snippets) -> tuple[dict, str]:

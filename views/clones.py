@@ -261,7 +261,10 @@ def evaluation_tab() -> None:
                                         progress=progress)
     if result is not None:
         st.caption(f"Measured on the evaluation side only: {split.caption()}.")
-        st.dataframe(result.overall().round(4), width="stretch", hide_index=True)
+        if result.intervals.empty:
+            st.dataframe(result.overall().round(4), width="stretch", hide_index=True)
+        else:
+            intervals_block(result)
         methods = list(dict.fromkeys(result.scores.method))
         c1, c2 = st.columns(2)
         method = c1.selectbox("Language pairs for", methods, key="clones_pair_method")
@@ -271,19 +274,71 @@ def evaluation_tab() -> None:
         left.altair_chart(charts.matrix_heatmap(result.pair_matrix(method, metric).round(3), "query", "candidates",
                                                 metric, title=f"{method}: query language x candidate language",
                                                 scheme="greens"), width="stretch")
-        sweep = result.sweep.melt(id_vars=["layer", "setting"], value_vars=["map_at_r", "recall_at_1"],
-                                  var_name="metric")
-        lines = alt.Chart(sweep, title="Every layer (one pass keeps them all)").mark_line(point=True).encode(
+        sweep = sweep_frame(result.sweep)
+        lines = alt.Chart(sweep, title="Every layer (one pass keeps them all), with 95 % CIs").mark_line(
+            point=True).encode(
             x=alt.X("layer:O"), y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])), color="setting:N",
-            strokeDash="metric:N", tooltip=["layer", "setting", "metric", alt.Tooltip("value:Q", format=".3f")])
+            strokeDash="metric:N", tooltip=["layer", "setting", "metric", alt.Tooltip("value:Q", format=".3f"),
+                                            alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")])
         marks = pd.DataFrame({"layer": sorted({*result.concept_layers, result.layer})})
         band = alt.Chart(marks).mark_rule(color="#f4a261", size=6, opacity=0.4).encode(x="layer:O")
-        right.altair_chart(band + lines, width="stretch")
+        layers = [band, lines]
+        if "low" in sweep:
+            layers.append(alt.Chart(sweep[sweep.metric == "map_at_r"]).mark_errorbar(ticks=True).encode(
+                x="layer:O", y=alt.Y("low:Q", title="value"), y2="high:Q", color="setting:N"))
+        right.altair_chart(alt.layer(*layers), width="stretch")
         st.caption(f"Shaded: the concept layers {result.concept_layers} and the evaluated layer {result.layer}. "
+                   "Error bars: MAP@R's 95 % task-bootstrap interval at each layer. "
                    "Baselines in the table: first and last layer, the mean of all layers' states, and TF-IDF "
                    f"over identifier pieces and symbols. Embeddings are centred ({CENTERINGS[center]}) "
                    "before cosine; switch above to compare.")
         st.download_button("Download all scores (CSV)", result.scores.to_csv(index=False), "clone_scores.csv")
+
+
+def sweep_frame(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Long (layer, setting, metric, value[, low, high]) rows of the layer sweep, for one chart."""
+    frames = []
+    for metric in ("map_at_r", "recall_at_1"):
+        part = sweep[["layer", "setting"]].assign(metric=metric, value=sweep[metric])
+        if f"{metric}_low" in sweep:
+            part = part.assign(low=sweep[f"{metric}_low"], high=sweep[f"{metric}_high"])
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def intervals_block(result) -> None:
+    """The headline table with 95 % task-bootstrap intervals, a chart of them, and the paired differences."""
+    boot = result.meta.get("bootstrap", {})
+    table = None
+    for setting in ("cross-language", "all-language"):
+        part = result.headline(setting).rename(columns={"MAP@R": f"{setting} MAP@R",
+                                                        "Recall@1": f"{setting} Recall@1"})
+        table = part if table is None else table.merge(part, on=["method", "layer"])
+    st.dataframe(table, width="stretch", hide_index=True)
+    st.caption(f"Each cell: estimate [95 % interval]. The interval is a task-level bootstrap: each query's AP@R "
+               f"(or hit@1) is one value and the queries of one task are resampled together "
+               f"({boot.get('tasks', '?')} evaluation tasks, {boot.get('n_resamples', '?')} resamples).")
+    frame = result.intervals.assign(method_layer=[f"{m} ({result._layer_label(m, int(at)) or '-'})"
+                                                  for m, at in zip(result.intervals.method, result.intervals.layer)])
+    frame = frame[frame.metric == "map_at_r"]
+    order = list(dict.fromkeys(frame.method_layer))
+    base = alt.Chart(frame, title="MAP@R per method with 95 % task-bootstrap intervals")
+    points = base.mark_point(filled=True, size=70).encode(
+        x=alt.X("estimate:Q", title="MAP@R", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("method_layer:N", sort=order, title=None), color="setting:N", yOffset="setting:N",
+        tooltip=["method", "setting", alt.Tooltip("estimate:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+                 alt.Tooltip("high:Q", format=".3f")])
+    bars = base.mark_errorbar(ticks=True).encode(x=alt.X("low:Q", title="MAP@R"), x2="high:Q",
+                                                 y=alt.Y("method_layer:N", sort=order), color="setting:N",
+                                                 yOffset="setting:N")
+    st.altair_chart(bars + points, width="stretch")
+    st.markdown("**Paired differences** (per query, tasks resampled together)")
+    st.dataframe(result.difference_table(), width="stretch", hide_index=True)
+    close = result.differences[result.differences.covers_zero & (result.differences.metric == "map_at_r")
+                               & (result.differences.setting == "cross-language")]
+    if len(close):
+        st.caption("Indistinguishable on this corpus (cross-language MAP@R, the interval covers 0): "
+                   + "; ".join(close.comparison) + ". A difference is called real only when its interval excludes 0.")
 
 
 # --------------------------------------------------------------------------- tabs

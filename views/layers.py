@@ -38,6 +38,13 @@ def scores_tab() -> None:
     st.markdown(f"**Concept layers: {concept}.** {report.rule if concept == report.concept_layers else 'Set by you.'}")
     st.caption(f"Every score on this tab comes from the selection side, so the concept layers are never chosen on "
                f"the programs the Clones page evaluates them on. {split.caption()}.")
+    by_center = report.meta.get("concept_layers_by_center")
+    if by_center:
+        st.caption("Alignment is measured after the centring clone search uses (each program minus its language's "
+                   "mean, fitted on these selection-side programs), so the rule picks where centred retrieval "
+                   f"peaks. Measured on raw states it would pick {by_center.get('none')}; after subtracting one "
+                   f"corpus mean, {by_center.get('corpus')}. The probes are cross-validated "
+                   f"{report.meta.get('probe_folds', '')}.")
     truncation_caption(model, split.selection)
 
     frame = report.normalized().dropna(subset=["value"])
@@ -59,7 +66,8 @@ def scores_tab() -> None:
         opacity=0.15, color="#f4a261").encode(x="layer:O")
     st.altair_chart(bands + lines, width="stretch")
     st.caption("lang_id_acc: language-ID probe on pooled states; align_*: retrieval of the same task in another "
-               "language (accuracy@1, MRR) and linear CKA; syntax_acc: token -> node-type probe; contribution: loss "
+               "language (accuracy@1, MRR, after per-language centring) and linear CKA; syntax_acc: token -> "
+               "node-type probe; contribution: loss "
                "increase when the layer's FFN is silenced. Shaded: concept layers.")
 
     layer = st.slider("Layer for the language-pair view", 0, model.n_layers - 1, concept[len(concept) // 2],

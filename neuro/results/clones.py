@@ -11,7 +11,8 @@ import pandas as pd
 from neuro.analysis.clones.baselines import TfidfIndex, tfidf_vectors
 from neuro.analysis.clones.explain import QueryExplanation, explain_query
 from neuro.analysis.clones.index import CloneIndex, VectorIndex, resolve_split
-from neuro.analysis.clones.metrics import CloneEvaluation, retrieval_table
+from neuro.analysis.clones.intervals import bootstrap_settings, metric_intervals, paired_differences
+from neuro.analysis.clones.metrics import CloneEvaluation, retrieval
 from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
 from neuro.code.comments import without_comments
 from neuro.code.corpus import Snippet
@@ -25,12 +26,13 @@ from neuro.results.recipe import Cache, Call, Recipe
 from neuro.results.store import Entry
 
 
-def _cached_concept_layers(loaded: LoadedModel, selection: Sequence[Snippet], cache: Cache) -> list[int]:
-    """The concept layers if a layer report on the selection side is already cached (an explicit layer
-    should not cost one)."""
+def _cached_concept_layers(loaded: LoadedModel, selection: Sequence[Snippet], cache: Cache,
+                           center: str = DEFAULT_CENTERING) -> list[int]:
+    """The concept layers (alignment measured after `center`'s centring) if a layer report on the selection
+    side is already cached (an explicit layer should not cost one)."""
     report = (LAYER_REPORT.get(loaded, selection, cache=cache, compute=False)
               or LAYER_REPORT.get(loaded, selection, cache=cache, contribution=False, compute=False))
-    return report.concept_layers if report else []
+    return report.concept_layers_for(center) if report else []
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ def _resolve_request(loaded: LoadedModel, snippets: Sequence[Snippet], args: dic
 
 def _evaluate_clones(call: Call) -> Entry:
     """MAP@R and Recall@1 at `layer` (default: the concept layer), first layer, last layer, mean of
-    layers and token TF-IDF, plus every layer (the sweep): all from one cached full pass.
+    layers and token TF-IDF, plus every layer (the sweep): all from one cached full pass. Each with its
+    task-level bootstrap interval, and the paired differences chosen layer minus first / last layer / TF-IDF
+    and mean of layers minus chosen layer (neuro/analysis/clones/intervals.py).
 
     Chosen on the selection side of the split: the concept layer (layer report), the centring means at
     each layer and TF-IDF's vocabulary and idf. Measured on the evaluation side: every query and every
@@ -90,10 +94,10 @@ def _evaluate_clones(call: Call) -> Entry:
     if len({s.task for s in split.evaluation}) == len(split.evaluation):
         raise ValueError(f"no two evaluation programs share a task ({split.caption()}): clone retrieval needs "
                          "parallel programs on the evaluation side; evaluate a larger share or a larger corpus")
-    if layer is None:
-        concept = concept_layers(loaded, split.selection, call.store)
+    if layer is None:  # chosen by alignment after the centring this evaluation scores with
+        concept = concept_layers(loaded, split.selection, call.store, center=center)
     else:
-        concept = _cached_concept_layers(loaded, split.selection, call.store)
+        concept = _cached_concept_layers(loaded, split.selection, call.store, center)
     chosen = concept[len(concept) // 2] if layer is None else int(layer)
     if not 0 <= chosen < loaded.n_layers:
         raise ValueError(f"layer must lie in 0..{loaded.n_layers - 1}")
@@ -111,24 +115,40 @@ def _evaluate_clones(call: Call) -> Entry:
                ("last layer", last, lambda: embedded(pooled[:, last])),
                ("mean of layers", -1, lambda: embedded(pooled.mean(1))),  # summed a layer at a time
                ("token TF-IDF", -1, lambda: tfidf_vectors(evaluation, fit_on=sides.selection))]
-    frames = []
+    boot = bootstrap_settings()
+    frames, per_query = [], []
     for name, at, vectors in methods:
-        frame = retrieval_table(vectors(), evaluation)
-        frame.insert(0, "layer", at)
-        frame.insert(0, "method", name)
+        frame, queries = retrieval(vectors(), evaluation)
+        for table in (frame, queries):
+            table.insert(0, "layer", at)
+            table.insert(0, "method", name)
         frames.append(frame)
+        per_query.append(queries)
+    queries = pd.concat(per_query, ignore_index=True)
+    intervals = metric_intervals(queries, **boot)
+    main = methods[0][0]
+    differences = paired_differences(queries, [(main, "first layer"), (main, "last layer"), ("mean of layers", main),
+                                               (main, "token TF-IDF")], **boot)
     sweep = []
     for at in range(loaded.n_layers):
-        table = retrieval_table(embedded(pooled[:, at]), evaluation)
+        table, layer_queries = retrieval(embedded(pooled[:, at]), evaluation)
+        layer_queries.insert(0, "layer", at)
+        ci = metric_intervals(layer_queries, by=("layer",), **boot).set_index(["setting", "metric"])
         for row in table[table.query_lang.eq("all")].itertuples():
             sweep.append({"layer": at, "setting": row.setting, "map_at_r": row.map_at_r,
-                          "recall_at_1": row.recall_at_1})
+                          "recall_at_1": row.recall_at_1,
+                          **{f"{metric}_{end}": float(ci.loc[(row.setting, metric), end])
+                             for metric in ("map_at_r", "recall_at_1") for end in ("low", "high")}})
     meta = {"model": loaded.identity, "programs": len(snippets), "evaluated_programs": len(evaluation),
             "evaluated_tasks": len({s.task for s in evaluation}),
             "languages": list(dict.fromkeys(s.lang for s in evaluation)), "n_layers": loaded.n_layers,
             "center": center, "comments_stripped": a["strip"], "max_length": a["max_length"],
-            "split": split.summary()}
-    return Entry(tables={"scores": pd.concat(frames, ignore_index=True), "sweep": pd.DataFrame(sweep)},
+            "split": split.summary(),
+            "bootstrap": {"unit": "task", "tasks": len({s.task for s in evaluation}), **boot,
+                          "how": "each query's AP@R / hit@1 is one value; the queries of a task are resampled "
+                                 "together; a difference is the mean of per-query differences (paired)"}}
+    return Entry(tables={"scores": pd.concat(frames, ignore_index=True), "sweep": pd.DataFrame(sweep),
+                         "intervals": intervals, "differences": differences, "queries": queries},
                  meta={"layer": chosen, "concept_layers": concept, "meta": meta})
 
 
@@ -138,10 +158,13 @@ def _clone_eval_key(args: dict) -> dict:
 
 
 CLONE_EVAL: Recipe[CloneEvaluation] = Recipe(
-    kind="clone_eval", version=3,  # 3: measured on the evaluation side of the split, chosen on the selection side
+    # 3: measured on the evaluation side of the split, chosen on the selection side; 4: task-bootstrap intervals
+    # and paired differences, concept layers chosen by alignment after the same centring
+    kind="clone_eval", version=4,
     compute=_evaluate_clones, read=lambda entry: CloneEvaluation(
         entry.tables["scores"], entry.tables["sweep"], int(entry.meta["layer"]),
-        [int(x) for x in entry.meta["concept_layers"]], dict(entry.meta["meta"])),
+        [int(x) for x in entry.meta["concept_layers"]], dict(entry.meta["meta"]), entry.tables["intervals"],
+        entry.tables["differences"], entry.tables["queries"]),
     key_parts=_clone_eval_key, prepare=_resolve_request, inputs={"pooled": POOLED},
     defaults=dict(layer=None, split=None, center=DEFAULT_CENTERING, strip=False, max_length=512))
 """Cross-language clone retrieval of a parallel corpus, chosen on the selection side of `split` (default:
@@ -154,10 +177,10 @@ def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | N
                 split: CorpusSplit | SplitParams | None = None, center: str = DEFAULT_CENTERING,
                 max_length: int = 512, cache: Cache = None, progress: Progress | None = None) -> CloneIndex:
     """Embed the whole corpus at `layer` (default: the concept layer chosen on the selection side of
-    `split`, computed and cached if needed). The centring means are the index's (the corpus's), never
-    a query's."""
+    `split`, computed and cached if needed, its alignment measured after `center`). The centring means are
+    the index's (the corpus's), never a query's."""
     if layer is None:
-        layer = default_concept_layer(loaded, resolve_split(snippets, split).selection, cache)
+        layer = default_concept_layer(loaded, resolve_split(snippets, split).selection, cache, center=center)
     layer = int(layer)
     emb = LAYER_EMBEDDINGS.get(loaded, snippets, layer=layer, max_length=max_length, cache=cache, progress=progress)
     return CloneIndex(loaded, layer, VectorIndex(emb, snippets, center=center), max_length)

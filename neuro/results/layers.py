@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
+from neuro.analysis.embeddings import DEFAULT_CENTERING
 from neuro.analysis.layers import LayerReport, contribution_losses, contribution_sample, layer_report
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.instrument.states import LayerStates, layer_states, token_sample
@@ -88,7 +90,7 @@ def _report(call: Call) -> Entry:
         for array in (states.pooled, states.tokens):
             if array is not None:
                 array.discard()
-    return Entry(tables={"scores": report.scores, "pairs": report.pairs},
+    return Entry(tables={"scores": report.scores, "pairs": report.pairs, "alignment": report.alignment},
                  meta={"concept_layers": report.concept_layers, "rule": report.rule, "meta": report.meta})
 
 
@@ -111,10 +113,12 @@ def _report_key(args: dict) -> dict:
 
 
 LAYER_REPORT: Recipe[LayerReport] = Recipe(
-    kind="layer_scores", version=2,  # 2: token positions sampled per program (resumable in chunks)
+    # 2: token positions sampled per program (resumable in chunks); 3: probes cross-validated by program / task
+    # (grouped folds), alignment and concept layers measured after clone search's centring (and kept for each)
+    kind="layer_scores", version=3,
     compute=_report, read=lambda entry: LayerReport(
         entry.tables["scores"], entry.tables["pairs"], list(entry.meta["concept_layers"]), entry.meta["rule"],
-        entry.meta["meta"]),
+        entry.meta["meta"], entry.tables.get("alignment", pd.DataFrame())),
     key_parts=_report_key, defaults=REPORT_DEFAULTS, prepare=_selection_side, inputs={"pooled": POOLED})
 """`layer_report` (per-layer language ID, alignment, syntax probe, contribution; the concept layers) of
 the selection side of the corpus split; `snippets` may be the `CorpusSplit` itself. Its args are
@@ -122,17 +126,21 @@ the selection side of the corpus split; `snippets` may be the `CorpusSplit` itse
 
 
 def concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None,
-                   progress: Progress | None = None) -> list[int]:
+                   progress: Progress | None = None, center: str = DEFAULT_CENTERING) -> list[int]:
     """The concept layers of a model on a corpus: the Layers page's report when cached, else a report
     without the contribution passes (computed and cached, reporting to `progress`). The default layers
     for clone detection embeddings and for concept-layer-guided adaptation. `snippets`: the selection
-    side of the corpus split, or a `CorpusSplit`, never the programs the layers are evaluated on."""
+    side of the corpus split, or a `CorpusSplit`, never the programs the layers are evaluated on.
+    `center`: the centring the alignment is measured after, the one clone search will use (one report
+    holds the choice for every centring)."""
     full = LAYER_REPORT.get(loaded, snippets, cache=cache, compute=False)
     return (full or LAYER_REPORT.get(loaded, snippets, cache=cache, contribution=False,
-                                     progress=progress)).concept_layers
+                                     progress=progress)).concept_layers_for(center)
 
 
-def default_concept_layer(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None) -> int:
-    """One layer for embeddings: the middle of the concept layers (chosen on the selection side)."""
-    layers = concept_layers(loaded, snippets, cache)
+def default_concept_layer(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None,
+                          center: str = DEFAULT_CENTERING) -> int:
+    """One layer for embeddings: the middle of the concept layers (chosen on the selection side, with
+    alignment measured after `center`'s centring)."""
+    layers = concept_layers(loaded, snippets, cache, center=center)
     return layers[len(layers) // 2]

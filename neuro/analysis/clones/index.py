@@ -20,7 +20,8 @@ of the same task. Cross-language: candidates are the programs in the other langu
 every other program; per language pair (a, b): queries in a, candidates in b.
 
 No number is measured on the programs it was chosen from (neuro/code/split.py): the concept layer comes from
-the layer report on the selection side, the centring means are fitted on the selection side's
+the layer report on the selection side (its alignment measured after this same centring, so the rule picks
+the layer where centred retrieval peaks), the centring means are fitted on the selection side's
 embeddings, and the TF-IDF baseline's vocabulary and idf too; queries and candidates are the
 evaluation side's programs only. Search may index the whole corpus: its centring means come from the
 index, never from the query.

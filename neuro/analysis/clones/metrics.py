@@ -56,12 +56,8 @@ def _similarities(vectors, rows: np.ndarray) -> np.ndarray:
     return np.asarray(sims.toarray() if hasattr(sims, "toarray") else sims, dtype=np.float32)
 
 
-def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> pd.DataFrame:
-    """Cross-language, all-language and per-pair MAP@R / Recall@1 of unit `vectors` (one per snippet).
-
-    Rows: setting ("cross-language" | "all-language" | "pair"), query_lang ("all" = every query),
-    candidate_lang ("others", "all" or a language), map_at_r, recall_at_1, queries.
-    """
+def _per_query(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> tuple[dict, dict, list[str], np.ndarray]:
+    """Per query and candidate view ("cross", "all", or a candidate language): AP@R and hit@1 arrays."""
     n = len(snippets)
     langs = np.array([s.lang for s in snippets])
     tasks = np.array([s.task for s in snippets])
@@ -84,7 +80,10 @@ def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> p
         for b in names:
             cand = other_lang & (langs == b)[None, :]
             views[b][rows], hits[b][rows] = view_scores(order, relevant, cand)
+    return views, hits, names, langs
 
+
+def _table(views: dict, hits: dict, names: list[str], langs: np.ndarray) -> pd.DataFrame:
     out = []
 
     def add(setting, qlang, clang, mask, key):
@@ -94,7 +93,7 @@ def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> p
             out.append({"setting": setting, "query_lang": qlang, "candidate_lang": clang,
                         "map_at_r": float(ap[ok].mean()), "recall_at_1": float(h[ok].mean()), "queries": int(ok.sum())})
 
-    everyone = np.ones(n, dtype=bool)
+    everyone = np.ones(len(langs), dtype=bool)
     for setting, key, clang in (("cross-language", "cross", "others"), ("all-language", "all", "all")):
         add(setting, "all", clang, everyone, key)
         for a in names:
@@ -107,15 +106,48 @@ def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> p
                                       "queries"])
 
 
+def retrieval_table(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> pd.DataFrame:
+    """Cross-language, all-language and per-pair MAP@R / Recall@1 of unit `vectors` (one per snippet).
+
+    Rows: setting ("cross-language" | "all-language" | "pair"), query_lang ("all" = every query),
+    candidate_lang ("others", "all" or a language), map_at_r, recall_at_1, queries.
+    """
+    return _table(*_per_query(vectors, snippets, chunk))
+
+
+def retrieval(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`retrieval_table` and, from the same ranking, each query's own scores in the two headline settings
+    (`query_scores`' frame): what a task-level bootstrap resamples."""
+    views, hits, names, langs = _per_query(vectors, snippets, chunk)
+    rows = []
+    for setting, key in (("cross-language", "cross"), ("all-language", "all")):
+        rows.append(pd.DataFrame({"setting": setting, "query": [s.id for s in snippets], "lang": langs,
+                                  "task": [s.task for s in snippets], "ap": views[key], "hit": hits[key]}))
+    return _table(views, hits, names, langs), pd.concat(rows, ignore_index=True)
+
+
+def query_scores(vectors, snippets: Sequence[Snippet], chunk: int = 512) -> pd.DataFrame:
+    """One row per query and headline setting ("cross-language", "all-language"): setting, query (id), lang,
+    task, ap (its AP@R) and hit (its hit@1); nan where the query has no relevant candidate. Their means are
+    the table's MAP@R and Recall@1."""
+    return retrieval(vectors, snippets, chunk)[1]
+
+
 SETTINGS = ("cross-language", "all-language")
 
 
 @dataclass
 class CloneEvaluation:
-    """Retrieval quality of the chosen layer beside the baselines, and the layer sweep.
+    """Retrieval quality of the chosen layer beside the baselines, and the layer sweep, with task-level
+    bootstrap intervals (neuro/analysis/clones/intervals.py).
 
     scores: method, layer (-1 where none), + the columns of `retrieval_table`.
-    sweep: layer, setting, map_at_r, recall_at_1 (overall, every layer).
+    sweep: layer, setting, map_at_r, recall_at_1 (overall, every layer), and each one's CI
+        (map_at_r_low, map_at_r_high, recall_at_1_low, recall_at_1_high).
+    intervals: method, layer, setting, metric, estimate, low, high, confidence, tasks, resamples.
+    differences: comparison, first, second, setting, metric, estimate, low, high, ..., covers_zero, verdict
+        (paired: per-query differences, tasks resampled).
+    queries: method, layer + `query_scores`' columns (each query's AP@R and hit@1 per method).
     """
 
     scores: pd.DataFrame
@@ -123,17 +155,62 @@ class CloneEvaluation:
     layer: int
     concept_layers: list[int]
     meta: dict = field(default_factory=dict)
+    intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
+    queries: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    def overall(self) -> pd.DataFrame:
-        """One row per method: MAP@R and Recall@1 in each setting (the headline table)."""
+    @staticmethod
+    def _layer_label(method: str, layer: int) -> str:
+        return "all" if method == "mean of layers" else "" if layer < 0 else str(layer)
+
+    def overall(self, ci: bool = False) -> pd.DataFrame:
+        """One row per method: MAP@R and Recall@1 in each setting (the headline table); with `ci`, each one's
+        interval as a "... CI" column [low, high]."""
         rows = self.scores[self.scores.query_lang.eq("all") & self.scores.setting.isin(SETTINGS)]
         out = []
         for (method, layer), group in rows.groupby(["method", "layer"], sort=False):
-            row = {"method": method, "layer": "all" if method == "mean of layers" else "" if layer < 0 else str(layer)}
+            row = {"method": method, "layer": self._layer_label(method, layer)}
             for r in group.itertuples():
                 row[f"{r.setting} MAP@R"], row[f"{r.setting} Recall@1"] = r.map_at_r, r.recall_at_1
+                if ci:
+                    for metric, label in (("map_at_r", "MAP@R"), ("recall_at_1", "Recall@1")):
+                        iv = self.interval(method, r.setting, metric)
+                        row[f"{r.setting} {label} CI"] = None if iv is None else [round(iv[0], 4), round(iv[1], 4)]
             out.append(row)
         return pd.DataFrame(out)
+
+    def interval(self, method: str, setting: str, metric: str) -> tuple[float, float] | None:
+        """(low, high) of one method's metric in one setting, if the evaluation carries intervals."""
+        if self.intervals.empty:
+            return None
+        hit = self.intervals[(self.intervals.method == method) & (self.intervals.setting == setting)
+                             & (self.intervals.metric == metric)]
+        return None if hit.empty else (float(hit.low.iloc[0]), float(hit.high.iloc[0]))
+
+    def headline(self, setting: str = "cross-language") -> pd.DataFrame:
+        """One row per method in `setting`: MAP@R and Recall@1 as "estimate [low, high]" text."""
+        from neuro.analysis.clones.intervals import LABELS, ci_text
+
+        out = []
+        for (method, layer), group in self.intervals[self.intervals.setting == setting].groupby(
+                ["method", "layer"], sort=False):
+            row = {"method": method, "layer": self._layer_label(method, layer)}
+            for r in group.itertuples():
+                row[LABELS[r.metric]] = ci_text(r.estimate, r.low, r.high)
+            out.append(row)
+        return pd.DataFrame(out)
+
+    def difference_table(self) -> pd.DataFrame:
+        """comparison, setting, metric, "difference [low, high]", verdict."""
+        from neuro.analysis.clones.intervals import LABELS, ci_text
+
+        if self.differences.empty:
+            return pd.DataFrame(columns=["comparison", "setting", "metric", "difference [95% CI]", "verdict"])
+        d = self.differences
+        return pd.DataFrame({"comparison": d.comparison, "setting": d.setting, "metric": d.metric.map(LABELS),
+                             "difference [95% CI]": [ci_text(e, lo, hi, signed=True)
+                                                     for e, lo, hi in zip(d.estimate, d.low, d.high)],
+                             "verdict": d.verdict})
 
     def pair_matrix(self, method: str | None = None, metric: str = "map_at_r") -> pd.DataFrame:
         """Query language x candidate language for one method (default: the first, the chosen layer)."""
@@ -142,8 +219,10 @@ class CloneEvaluation:
         return sub.pivot(index="query_lang", columns="candidate_lang", values=metric)
 
     def summary(self) -> dict:
-        overall = self.overall()
+        overall = self.overall(ci=True)
         return {"layer": self.layer, "concept_layers": self.concept_layers, **self.meta,
                 "overall": overall.round(4).to_dict(orient="records"),
+                "intervals": self.intervals.round(4).to_dict(orient="records"),
+                "differences": self.differences.round(4).to_dict(orient="records"),
                 "scores": self.scores.round(4).to_dict(orient="records"),
                 "sweep": self.sweep.round(4).to_dict(orient="records")}

@@ -8,7 +8,8 @@ from neuro.instrument.tokens import truncation
 
 def _options(p) -> None:
     p.add_argument("action", choices=["eval", "search"],
-                   help="eval: MAP@R and Recall@1 with baselines and the layer sweep; search: hits for --code-file")
+                   help="eval: MAP@R and Recall@1 with task-bootstrap CIs, baselines, paired differences and the layer "
+                        "sweep; search: hits for --code-file")
     p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model, chosen on "
                                               "the selection side of the corpus split)")
     p.add_argument("--center", choices=["language", "corpus", "none"], default="language",
@@ -30,13 +31,24 @@ def _eval(args, loaded, snippets, split) -> tuple[dict, str]:
     result = CLONE_EVAL.get(loaded, snippets, layer=args.layer, split=split, center=args.center,
                             strip=args.strip_comments, max_length=args.max_length, cache=args.cache,
                             progress=progress("embed"))
-    table = result.overall()
-    sweep = result.sweep.pivot(index="layer", columns="setting", values="map_at_r")
+    from neuro.analysis.clones.intervals import ci_text
+
+    boot = result.meta["bootstrap"]
+    sweep = result.sweep.assign(cell=[ci_text(e, lo, hi) for e, lo, hi in zip(
+        result.sweep.map_at_r, result.sweep.map_at_r_low, result.sweep.map_at_r_high)])
+    sweep = sweep.pivot(index="layer", columns="setting", values="cell")
+    headline = "\n\n".join(f"{setting}: MAP@R and Recall@1 [{boot['confidence']:.0%} CI]\n"
+                            + result.headline(setting).to_string(index=False)
+                            for setting in ("cross-language", "all-language"))
     text = (f"measured on the evaluation side ({result.meta['evaluated_programs']} programs, "
-            f"{result.meta['evaluated_tasks']} tasks); layer {result.layer} (concept layers {result.concept_layers}) "
-            f"and centring means ({args.center}) from the selection side\n{split.caption()}\n"
-            + table.round(3).to_string(index=False)
-            + "\n\nMAP@R per layer\n" + sweep.round(3).to_string()
+            f"{result.meta['evaluated_tasks']} tasks); layer {result.layer} (concept layers {result.concept_layers}, "
+            f"alignment measured after the same centring) and centring means ({args.center}) from the selection side"
+            f"\n{split.caption()}\nintervals: task-level bootstrap ({boot['tasks']} tasks resampled with their "
+            f"queries, {boot['n_resamples']} resamples); a difference whose interval covers 0 is indistinguishable "
+            "on this corpus\n\n" + headline
+            + "\n\npaired differences (per query, tasks resampled)\n"
+            + result.difference_table().to_string(index=False)
+            + "\n\nMAP@R per layer [CI]\n" + sweep.to_string()
             + "\n\ncross-language MAP@R per pair (rows: query language)\n" + result.pair_matrix().round(3).to_string())
     return result.summary(), text
 

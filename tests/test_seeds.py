@@ -57,7 +57,8 @@ def test_a_seed_decides_which_programs_share_a_batch():
     # without jitter the batches are the length-sorted ones every other pass uses
     from neuro.training.batches import make_batches
     rows = lambda bs: sorted(tuple(sorted(int(m.sum()) for m in b.mask)) for b in bs)  # noqa: E731
-    assert rows(seeded_batches(sequences, 0, "cpu", 24, seed=3, jitter=0)) == rows(make_batches(sequences, 0, "cpu", 24))
+    sorted_batches = make_batches(sequences, 0, "cpu", 24)
+    assert rows(seeded_batches(sequences, 0, "cpu", 24, seed=3, jitter=0)) == rows(sorted_batches)
 
 
 def test_seeds_draw_different_random_controls_and_share_them_across_methods(tiny_llama):

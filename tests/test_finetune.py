@@ -258,7 +258,7 @@ def test_a_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
     import neuro.experiments.finetune as ft
 
     trained, evaluated = [], []
-    real_sequences, real_losses = ft.lm_sequences, ft.language_losses
+    real_sequences, real_losses = ft.lm_sequences, ft.program_losses
 
     def sequences(loaded, snippets, max_length):
         trained.extend(snippets)
@@ -269,7 +269,7 @@ def test_a_run_trains_and_evaluates_on_disjoint_tasks(monkeypatch):
         return real_losses(loaded, snippets, **kwargs)
 
     monkeypatch.setattr(ft, "lm_sequences", sequences)
-    monkeypatch.setattr(ft, "language_losses", losses)
+    monkeypatch.setattr(ft, "program_losses", losses)
     config = FinetuneConfig(model="x", target="python", neurons=NEURONS, steps=1, batch_tokens=4096,
                             max_length=64, eval_fraction=0.3)
     result = finetune(tiny_model("llama"), SNIPPETS, config, NullContext())
@@ -327,7 +327,8 @@ def test_finetune_page_refuses_then_runs_and_exports(monkeypatch, tmp_path_facto
     assert list_jobs(env / "cache" / "jobs") == []
 
     at.number_input(key="ft_steps").set_value(3)
-    at.radio(key="ft_method").set_value("full")
+    at.multiselect(key="ft_methods").set_value(["full"])
+    at.number_input(key="ft_seeds").set_value(1)
     at.number_input(key="ft_lr").set_value(1e-3).run()
     at.button(key="ft_start").click().run()
     assert not at.exception, at.exception

@@ -105,7 +105,7 @@ def test_the_methods_of_one_run_share_one_loaded_model(env, monkeypatch, capsys)
         code = main(["finetune", "--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"),
                      "--target", "python", "--top-fraction", "0.2", "--eval-fraction", "0.3", "--steps", "3",
                      "--lr", "0.01", "--device", "cpu", "--cache", str(env / "cache"), "--json",
-                     "--method", methods])
+                     "--seeds", "0", "--method", methods])
         report = json.loads(capsys.readouterr().out)
         assert code == 0, report
         assert all(job["state"] == "finished" for job in report["jobs"]), report

@@ -317,17 +317,21 @@ def _cli(*args, env_dir, **env):
 def test_cli_finetune_compares_methods_and_refuses_bad_input(env):
     common = ("--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--target", "python",
               "--top-fraction", "0.2", "--eval-fraction", "0.3", "--split-seed", "0", "--json")
-    out = _cli("finetune", *common, "--method", "neurons,random", "--steps", "2", env_dir=env)
+    out = _cli("finetune", *common, "--method", "neurons,random", "--steps", "2", "--seeds", "0", "1", env_dir=env)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     jobs = report["jobs"]
     assert report["split"]["eval_fraction"] == 0.3 and report["split"]["unit"] == "task"
     assert all(j["result"]["split"] == report["split"] for j in jobs)
-    assert [j["state"] for j in jobs] == ["finished", "finished"]
+    assert [j["state"] for j in jobs] == ["finished"] * 4 and report["runs"] == 4
     results = [j["result"] for j in jobs]
-    assert results[0]["method"] == "neurons" and results[1]["method"] == "random"
-    assert results[0]["trainable_params"] == results[1]["trainable_params"] > 0
-    assert results[0]["neurons_per_layer"] == results[1]["neurons_per_layer"]
+    assert [(r["method"], r["seed"]) for r in results] == [("neurons", 0), ("neurons", 1), ("random", 0), ("random", 1)]
+    assert results[0]["trainable_params"] == results[2]["trainable_params"] > 0
+    assert results[0]["neurons_per_layer"] == results[2]["neurons_per_layer"]
+    (comparison,) = report["comparisons"]
+    assert [a["arm"] for a in comparison["arms"]] == ["neurons", "random"]
+    assert comparison["differences"][0]["values"] == [results[0]["target_delta"] - results[2]["target_delta"],
+                                                      results[1]["target_delta"] - results[3]["target_delta"]]
     listed = json.loads(_cli("jobs", "list", "--json", env_dir=env).stdout)["jobs"]
     assert {j["id"] for j in jobs} <= {j["id"] for j in listed}
     bad = _cli("finetune", *common, "--lr", "nan", env_dir=env)

@@ -226,13 +226,16 @@ def test_layer_choices(tiny_llama, tmp_path):
     concept, note = resolve_layers("concept", tiny_llama, SNIPPETS, store=store)
     assert concept and all(0 <= x < 3 for x in concept) and note
     lower, _ = resolve_layers("lower", tiny_llama, SNIPPETS, store=store)
-    assert lower == list(range(len(concept)))
+    assert lower == list(range(min(len(concept), min(concept)))) and not set(lower) & set(concept)
     assert resolve_layers("all", tiny_llama, SNIPPETS)[0] == [0, 1, 2]
     assert resolve_layers("custom", tiny_llama, SNIPPETS, [2, 0, 2])[0] == [0, 2]
     # concept layers the user set on the Layers page: the same rule for "lower", no cache needed
     assert resolve_layers("concept", tiny_llama, SNIPPETS, concept=[2, 1]) == ([1, 2], "concept layers as set on "
                                                                                      "the Layers page")
-    assert resolve_layers("lower", tiny_llama, SNIPPETS, concept=[2, 1])[0] == [0, 1]
+    # "lower" never overlaps the concept layers: as many below them as there are, else all that lie below
+    assert resolve_layers("lower", tiny_llama, SNIPPETS, concept=[2, 1])[0] == [0]
+    assert resolve_layers("lower", tiny_llama, SNIPPETS, concept=[2])[0] == [0]
+    assert resolve_layers("lower", tiny_llama, SNIPPETS, concept=[0, 1])[0] == []
 
 
 @pytest.mark.parametrize("change, message", [
@@ -307,6 +310,7 @@ def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory
     at.button(key="tr_start").click().run()
     assert any("Not started" in e.value for e in at.error) and list_jobs(root) == []
     at.number_input(key="tr_steps").set_value(3)
+    at.number_input(key="tr_seeds").set_value(1)
     at.radio(key="tr_layers").set_value("all").run()
     assert any("selection: 4 programs, evaluation: 3 programs" in c.value for c in at.caption)
     at.button(key="tr_start").click().run()

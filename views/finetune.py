@@ -12,11 +12,13 @@ from neuro.experiments.finetune import (
     METHOD_LABELS,
     METHODS,
     NEURON_SETS,
+    compare_finetune,
     lora_rank_for,
-    plan_finetune,
+    plan_finetune_runs,
     results_table,
     trainable_count,
 )
+from neuro.experiments.seeds import DEFAULT_SEEDS, INDISTINGUISHABLE, arms_table, cost, differences_table
 from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import FINETUNE, finished_results
 from neuro.jobs.runner import start_job
@@ -57,13 +59,18 @@ target = c1.selectbox("Target language", selection.languages, key="ft_target")
 neuron_set = c2.radio("Neuron set", NEURON_SETS, key="ft_set",
                       format_func={"specific": "Language-specific",
                                    "specific+universal": "Specific + universal"}.get)
-method = c3.radio("Method", METHODS, format_func=METHOD_LABELS.get, key="ft_method")
-c4, c5, c6 = st.columns(3)
+methods = c3.multiselect("Methods to compare", METHODS, default=["neurons", "random"], format_func=METHOD_LABELS.get,
+                         key="ft_methods", help="Each method runs once per seed, with the same seeds.")
+c4, c5, c6, c7 = st.columns(4)
 steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=100, key="ft_steps"))
 lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="ft_lr",
                            help="1e-3 suits the neuron deltas and LoRA; full fine-tuning wants about 1e-4."))
 batch_tokens = int(c6.number_input("Tokens per batch", min_value=16, max_value=1 << 20, value=2048, step=256,
                                    key="ft_batch"))
+n_seeds = int(c7.number_input("Seeds per method", min_value=1, max_value=20, value=len(DEFAULT_SEEDS), key="ft_seeds",
+                              help="Seeds 0, 1, ...: each draws the random control's neurons, which programs share "
+                                   "a batch, the batch order and LoRA's initialisation. 1 is the quick option."))
+seeds = list(range(n_seeds))
 c8, c9 = st.columns([3, 1])
 pass_k = c8.checkbox("Also pass@1 on evaluation-side programs with tests (slow; needs a capable model)",
                      key="ft_passk")
@@ -71,24 +78,64 @@ if pass_k and (warning := sandbox_warning()):
     st.warning(warning)
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="ft_ckpt",
                             help=CHECKPOINT_HELP))
-config = plan_finetune(model, selection, target, method=method, neuron_set=neuron_set, split=split, steps=steps,
-                       lr=lr, batch_tokens=batch_tokens, pass_at_k=pass_k, checkpoint_every=every,
-                       trust_remote_code=bool(st.session_state.get("trust_remote_code")))
+configs = plan_finetune_runs(model, selection, target, methods, seeds, lr=lr, neuron_set=neuron_set, split=split,
+                             steps=steps, batch_tokens=batch_tokens, pass_at_k=pass_k, checkpoint_every=every,
+                             trust_remote_code=bool(st.session_state.get("trust_remote_code"))) if methods else []
 total = sum(p.numel() for p in model.model.parameters())
-count = trainable_count(model, config)
-per_layer = ", ".join(f"L{layer}: {len(idx)}" for layer, idx in sorted(config.neurons.items())) or "none"
-what = {"neurons": f"**{config.n_neurons} {neuron_set} neurons** ({per_layer})",
-        "random": f"**{config.n_neurons} random neurons** ({per_layer}), as many per layer as the {neuron_set} set",
-        "lora": f"**LoRA rank {lora_rank_for(model, config)}** on the FFN projections of layers "
-                f"{sorted(config.neurons)}, sized to the {neuron_set} neurons' parameter count",
-        "full": "**every parameter**"}[method]
-st.markdown(f"{what} · **{count:,} trainable parameters** ({100 * count / total:.3f} % of {total:,})")
-if st.button("Start fine-tuning", type="primary", key="ft_start"):
-    try:
-        info = start_job(FINETUNE, config, model, corpus)
-        st.success(f"Started job `{info.id}`: {info.label}")
-    except JobRefused as err:
-        st.error("Not started:\n" + "\n".join(f"- {reason}" for reason in err.reasons))
+for method in methods:
+    config = next(c for c in configs if c.method == method)
+    count = trainable_count(model, config)
+    per_layer = ", ".join(f"L{layer}: {len(idx)}" for layer, idx in sorted(config.neurons.items())) or "none"
+    what = {"neurons": f"**{config.n_neurons} {neuron_set} neurons** ({per_layer})",
+            "random": f"**{config.n_neurons} random neurons** ({per_layer}), as many per layer as the {neuron_set} "
+                      "set, drawn anew for each seed",
+            "lora": f"**LoRA rank {lora_rank_for(model, config)}** on the FFN projections of layers "
+                    f"{sorted(config.neurons)}, sized to the {neuron_set} neurons' parameter count",
+            "full": "**every parameter**"}[method]
+    st.markdown(f"{METHOD_LABELS[method]}: {what} · **{count:,} trainable parameters** "
+                f"({100 * count / total:.3f} % of {total:,})")
+if methods:
+    st.caption(f"Cost: {cost(methods, seeds)} background jobs (seeds {', '.join(map(str, seeds))}).")
+if st.button("Start fine-tuning", type="primary", key="ft_start", disabled=not methods):
+    for config in configs:
+        try:
+            info = start_job(FINETUNE, config, model, corpus)
+            st.success(f"Started job `{info.id}`: {info.label}")
+        except JobRefused as err:
+            st.error(f"Not started ({config.method}, seed {config.seed}):\n"
+                     + "\n".join(f"- {reason}" for reason in err.reasons))
+            break
+
+
+def seed_panel(results) -> None:
+    """Per comparison (runs started together): mean ± sd per method over seeds, the per-seed values, and the
+    neuron-guided run minus each other method per seed, with intervals over seeds and evaluation tasks."""
+    comparisons = compare_finetune(results)
+    if not comparisons:
+        return
+    st.subheader("Methods over seeds")
+    for comparison in list(comparisons.values())[:3]:
+        st.markdown(f"**{comparison.metric}** · {comparison.cost}")
+        arms = arms_table(comparison)
+        st.dataframe(arms.drop(columns=["mean", "ci_low", "ci_high"]), hide_index=True, width="stretch")
+        points = pd.DataFrame([{"method": a.arm, "seed": s, "value": v} for a in comparison.arms
+                               for s, v in zip(a.seeds, a.values)])
+        base = alt.Chart(arms).encode(y=alt.Y("method:N", title=None, sort=None))
+        bars = base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title="held-out loss change (nats)",
+                                                             scale=alt.Scale(zero=False)), x2="ci_high:Q")
+        mean = base.mark_point(filled=True, size=80, color="black").encode(
+            x="mean:Q", tooltip=["method", "mean ± sd", "95% CI (seeds)"])
+        seeds_dots = alt.Chart(points).mark_circle(opacity=0.5).encode(
+            x="value:Q", y=alt.Y("method:N", sort=None), color="seed:N", tooltip=["method", "seed", "value"])
+        st.altair_chart((bars + mean + seeds_dots).properties(
+            title="Mean over seeds (black), 95% t interval (bars), each seed (dots)"), width="stretch")
+        diffs = differences_table(comparison)
+        if not diffs.empty:
+            st.dataframe(diffs, hide_index=True, width="stretch")
+        st.caption("Lower is better (a loss change < 0: the target language improved). Differences pair seed s of "
+                   "one method with seed s of the other (same data order); the interval over evaluation tasks "
+                   "resamples tasks of the per-task difference averaged over seeds. A difference whose interval "
+                   f"covers 0 is called {INDISTINGUISHABLE}.")
 
 
 # --------------------------------------------------------------------------- live jobs and results
@@ -111,7 +158,9 @@ def live_panel() -> None:
             color=alt.Color("job:N", legend=legend),
             tooltip=["job", "step", alt.Tooltip("loss:Q", format=".4f")])
         st.altair_chart(chart, width="stretch")
-    table = results_table(finished_results(jobs, FINETUNE))
+    finished = finished_results(jobs, FINETUNE)
+    seed_panel(finished)
+    table = results_table(finished)
     st.subheader("Finished runs")
     if table.empty:
         st.caption("Results appear here when a run finishes.")
@@ -119,7 +168,8 @@ def live_panel() -> None:
         st.dataframe(table.round(4), hide_index=True, width="stretch")
         st.caption("Losses: mean next-token cross-entropy on the evaluation side of each run's split (split: "
                    "its evaluated share and seed). target_delta < 0: "
-                   "the target language improved; others_delta_mean: the other languages' mean change. "
+                   "the target language improved; others_delta_mean: the other languages' mean change; *_ci: "
+                   "95 % bootstrap intervals over evaluation tasks. "
                    "Memory: peak during training (process RSS on a CPU, allocated memory on a GPU) and its "
                    "increase over the level before training; optimizer_state counts AdamW moment elements.")
 

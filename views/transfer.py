@@ -6,12 +6,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.experiments.seeds import DEFAULT_SEEDS, INDISTINGUISHABLE, arms_table, cost, differences_table
 from neuro.experiments.transfer import (
     LAYER_CHOICES,
     METHODS,
     TransferConfig,
+    compare_transfer,
     comparison_table,
-    plan_transfer,
+    plan_transfer_runs,
     trainable_count,
 )
 from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
@@ -46,10 +48,14 @@ method = c3.radio("Adaptation", METHODS, key="tr_method", horizontal=True,
 custom = []
 if choice == "custom":
     custom = st.multiselect("Layers", list(range(model.n_layers)), default=[model.n_layers // 2], key="tr_custom")
-c4, c5, c6 = st.columns(3)
+c4, c5, c6, c7 = st.columns(4)
 steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=150, key="tr_steps"))
 lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="tr_lr"))
 rank = int(c6.number_input("LoRA rank", min_value=1, max_value=256, value=8, key="tr_rank"))
+n_seeds = int(c7.number_input("Seeds per choice", min_value=1, max_value=20, value=len(DEFAULT_SEEDS), key="tr_seeds",
+                              help="Seeds 0, 1, ...: each decides which pairs share a batch, the batch order and "
+                                   "LoRA's initialisation. 1 is the quick option."))
+seeds = list(range(n_seeds))
 c8, c9 = st.columns([3, 1])
 strip = c8.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
                     help="The demo corpus states each summary in a comment; without this the model learns to copy.")
@@ -59,16 +65,20 @@ options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=stri
                checkpoint_every=every, trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 
 
-def plan(layer_choice: str) -> TransferConfig:
+def plan(layer_choices: list[str]) -> list[TransferConfig]:
     with (st.spinner("Finding the concept layers (cached after the first time)…"),
           progress_bar("Layer scores for the concept layers", lazy=True) as progress):
-        return plan_transfer(model, split, source, layer_choice, custom, **options, progress=progress,
-                             concept_override=scoped_state(model, corpus).concept_layers)  # the Layers page
+        return plan_transfer_runs(model, split, source, layer_choices, seeds, custom, **options, progress=progress,
+                                  concept_override=scoped_state(model, corpus).concept_layers)  # the Layers page
 
 
-config = plan(choice)
+config = plan([choice])[0]
 st.markdown(f"**Layers {config.layers}** — {config.layer_note}. "
             f"**{trainable_count(model, config):,} trainable parameters.**")
+compared = [plan([c])[0] for c in ("concept", "all", "lower")]
+st.caption("Trainable parameters of each choice (they are not matched: compare them beside the scores): "
+           + "; ".join(f"{c.layer_choice} {c.layers}: {trainable_count(model, c):,}" for c in compared)
+           + ". The lower layers lie below the concept layers, never among them.")
 
 
 def start(configs: list[TransferConfig]) -> None:
@@ -77,15 +87,44 @@ def start(configs: list[TransferConfig]) -> None:
             info = start_job(TRANSFER, cfg, model, corpus)
             st.success(f"Started job `{info.id}`: {info.label}")
         except JobRefused as err:
-            st.error(f"Not started ({cfg.layer_choice} layers):\n" + "\n".join(f"- {r}" for r in err.reasons))
+            st.error(f"Not started ({cfg.layer_choice} layers, seed {cfg.seed}):\n"
+                     + "\n".join(f"- {r}" for r in err.reasons))
+            return
 
 
 b1, b2 = st.columns(2)
-if b1.button("Start transfer", type="primary", key="tr_start"):
-    start([config])
+if b1.button("Start transfer", type="primary", key="tr_start", help=f"{cost([choice], seeds)} jobs"):
+    start(plan([choice]))
 if b2.button("Compare concept / all / lower layers", key="tr_compare",
-             help="Starts three jobs with the same settings; on a CPU they share the cores."):
-    start([plan(c) for c in ("concept", "all", "lower")])
+             help=f"{cost(['concept', 'all', 'lower'], seeds)} jobs with the same settings; on a CPU they share the "
+                  "cores."):
+    start(plan(["concept", "all", "lower"]))
+st.caption(f"Cost: one layer choice is {cost([choice], seeds)} jobs; the comparison "
+           f"{cost(['concept', 'all', 'lower'], seeds)}.")
+
+
+def seed_panel(results, metric: str, label: str) -> None:
+    """Per comparison: the zero-shot score per layer choice over seeds (mean ± sd, per seed, trainable
+    parameters), and concept minus each other choice, with intervals over seeds and evaluation tasks."""
+    for comparison in list(compare_transfer(results, metric).values())[:2]:
+        st.markdown(f"**{comparison.metric}** · {comparison.cost}")
+        arms = arms_table(comparison, digits=2)
+        st.dataframe(arms.drop(columns=["mean", "ci_low", "ci_high"]).rename(columns={"method": "layers"}),
+                     hide_index=True, width="stretch")
+        points = pd.DataFrame([{"layers": a.arm, "seed": s, label: v} for a in comparison.arms
+                               for s, v in zip(a.seeds, a.values)])
+        base = alt.Chart(arms.rename(columns={"method": "layers"})).encode(y=alt.Y("layers:N", title=None, sort=None))
+        bars = base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title=f"zero-shot {label}"), x2="ci_high:Q")
+        mean = base.mark_point(filled=True, size=80, color="black").encode(x="mean:Q",
+                                                                           tooltip=["layers", "mean ± sd"])
+        dots = alt.Chart(points).mark_circle(opacity=0.5).encode(x=f"{label}:Q", y=alt.Y("layers:N", sort=None),
+                                                                  color="seed:N", tooltip=["layers", "seed", label])
+        st.altair_chart((bars + mean + dots).properties(
+            title=f"Zero-shot {label}: mean over seeds (black), 95% t interval (bars), each seed (dots)"),
+            width="stretch")
+        diffs = differences_table(comparison, digits=2)
+        if not diffs.empty:
+            st.dataframe(diffs, hide_index=True, width="stretch")
 
 
 # --------------------------------------------------------------------------- live jobs and results
@@ -111,11 +150,23 @@ def live_panel() -> None:
     left.dataframe(bleu, hide_index=True, width="stretch")
     right.markdown("**ROUGE-L** (after training)")
     right.dataframe(rouge, hide_index=True, width="stretch")
-    lang_cols = [c for c in bleu.columns if c not in ("job", "source", "layers", "method", "trainable_params", "steps")]
-    long = bleu.head(6).melt(id_vars=["layers"], value_vars=lang_cols, var_name="language", value_name="BLEU-4")
-    st.altair_chart(alt.Chart(long, title="BLEU-4 per language (latest runs)").mark_bar().encode(
-        x=alt.X("layers:N", title=None, axis=alt.Axis(labels=False)), y="BLEU-4:Q", color="layers:N",
-        column=alt.Column("language:N", title=None), tooltip=["layers", "language", "BLEU-4"]))
+    long = pd.DataFrame([{"run": f"{r.layer_choice} {r.layers} seed {r.config.seed}", "language": lang,
+                          "BLEU-4": v["bleu4"], "low": (v.get("bleu4_ci") or {}).get("low"),
+                          "high": (v.get("bleu4_ci") or {}).get("high")}
+                         for r in list(results.values())[:6] for lang, v in r.scores.items()])
+    base = alt.Chart(long).encode(x=alt.X("run:N", title=None, axis=alt.Axis(labels=False)))
+    layers = alt.layer(base.mark_bar().encode(y="BLEU-4:Q", color="run:N",
+                                              tooltip=["run", "language", "BLEU-4", "low", "high"]),
+                       base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", title="BLEU-4"), y2="high:Q"))
+    st.altair_chart(layers.facet(column=alt.Column("language:N", title=None)).properties(
+        title="BLEU-4 per language (latest runs), 95% interval over evaluation tasks"))
+    st.subheader("Layer choices over seeds")
+    seed_panel(results, "bleu4", "BLEU-4")
+    seed_panel(results, "rouge_l", "ROUGE-L")
+    st.caption("Intervals over seeds: Student t on the per-seed values; over evaluation tasks: a bootstrap of "
+               "the per-task difference averaged over the paired seeds (BLEU-4 is CodeXGLUE's mean of sentence "
+               f"scores, so tasks resample exactly what it averages). A difference whose interval covers 0 is "
+               f"called {INDISTINGUISHABLE}.")
 
 
 live_panel()

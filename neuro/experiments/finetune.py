@@ -36,11 +36,14 @@ from torch import nn
 
 from neuro.code.corpus import Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-from neuro.instrument.ablation import as_layer_map, count, language_losses, random_like
+from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
+from neuro.experiments.seeds import DEFAULT_SEEDS, Run, SeedComparison, compare, new_comparison_id, seeded_batches
+from neuro.instrument.ablation import as_layer_map, count, random_like
 from neuro.instrument.hooks import hooked
-from neuro.instrument.tokens import encode
+from neuro.instrument.losses import model_sample_losses
+from neuro.instrument.tokens import collate, encode, length_batches
+from neuro.model.plan import batch_plan
 from neuro.model.loading import LoadedModel
-from neuro.training.batches import make_batches
 from neuro.training.checkpoints import checkpoint_meta, load_pretrained_weights, load_tensors, save_tensors
 from neuro.training.context import TaskContext
 from neuro.training.loop import TrainSummary, common_reasons, train
@@ -232,7 +235,9 @@ class FinetuneConfig(Record):
     neurons: {layer: indices}: what is trained (neurons, random) or what LoRA is sized and placed
     against (lora); ignored by full fine-tuning; chosen on the selection side of the split that
     `eval_fraction` and `split_seed` define (see `select_finetune_neurons`). lora_rank 0: sized to the
-    neuron count. seed: training (batch order) and the random control's draw.
+    neuron count. seed: everything random in this run (the random control's draw, which programs share a
+    batch and the batches' order, LoRA's initialisation; see seeds.py). comparison: an id shared by the runs
+    started together (methods x seeds), whose results are compared over seeds; seeds: that comparison's seeds.
     """
 
     model: str
@@ -247,6 +252,8 @@ class FinetuneConfig(Record):
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     split_seed: int = 0
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)
+    comparison: str = ""
     lora_rank: int = 0
     pass_at_k: bool = False
     max_new_tokens: int = 256
@@ -272,7 +279,7 @@ class FinetuneConfig(Record):
     def label(self) -> str:
         what = METHOD_LABELS.get(self.method, self.method)
         size = f", {self.n_neurons} neurons" if self.method in ("neurons", "random") else ""
-        return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}"
+        return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}, seed {self.seed}"
 
     @property
     def split_params(self) -> SplitParams:
@@ -318,6 +325,48 @@ def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = 
     neurons = {int(layer): [int(x) for x in idx] for layer, idx in neurons.items() if len(idx)}
     return FinetuneConfig(model=loaded.source, target=target, method=method, neuron_set=neuron_set,
                           neurons=neurons, **options)
+
+
+def default_lr(method: str) -> float:
+    """1e-3 for the neuron deltas and LoRA; full fine-tuning wants about 1e-4."""
+    return 1e-4 if method == "full" else 1e-3
+
+
+def plan_finetune_runs(loaded: LoadedModel, selection, target: str, methods: Sequence[str],
+                       seeds: Sequence[int] = DEFAULT_SEEDS, *, lr: float | Mapping[str, float] | None = None,
+                       comparison: str | None = None, **options) -> list[FinetuneConfig]:
+    """One config per (method, seed): runs = methods x seeds, each method with the same seeds (so seed s of
+    the neuron-guided run and seed s of the random control share their data order), all under one
+    comparison id. lr: one for all, one per method, or None (`default_lr`). Full fine-tuning changes the
+    weights it trains: its runs come last (see `kept_weights`)."""
+    from neuro.experiments.seeds import check_seeds
+
+    seeds = check_seeds(seeds)
+    if len(set(methods)) < len(methods):
+        raise ValueError(f"a method is listed twice: {', '.join(methods)}")
+    comparison = comparison or new_comparison_id()
+    out = []
+    for method in sorted(methods, key=lambda m: m == "full"):
+        rate = lr.get(method, default_lr(method)) if isinstance(lr, Mapping) else (lr or default_lr(method))
+        for seed in seeds:
+            out.append(plan_finetune(loaded, selection, target, method=method, lr=rate, seed=seed, seeds=list(seeds),
+                                     comparison=comparison, **options))
+    return out
+
+
+@contextmanager
+def kept_weights(loaded: LoadedModel, keep: bool = True):
+    """Run a block that changes the model's weights (full fine-tuning) and put them back afterwards (a CPU
+    copy meanwhile), so the next run on this loaded copy starts from the same weights. keep=False: no copy
+    (the last run)."""
+    saved = {k: v.detach().to("cpu", copy=True) for k, v in loaded.model.state_dict().items()} if keep else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with torch.no_grad():
+                for k, v in loaded.model.state_dict().items():
+                    v.copy_(saved[k].to(v.device))
 
 
 def _lora_targets(loaded: LoadedModel, config: FinetuneConfig) -> list[str]:
@@ -443,6 +492,30 @@ class _Adaptation:
             load_pretrained_weights(self.loaded.model, folder / "model")
 
 
+def program_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
+                   batch_tokens: int | None = None, max_batch: int = 32) -> list[float]:
+    """Each program's mean next-token cross-entropy, in the order given (what
+    neuro.instrument.ablation.language_losses averages per language; kept per program for the task-level
+    intervals)."""
+    loaded.require_weights()
+    encoded = [encode(loaded, s.code, max_length) for s in snippets]
+    batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
+    out = [math.nan] * len(snippets)
+    with loaded.lock, torch.inference_mode():
+        for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
+            ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
+            for i, loss in zip(batch, model_sample_losses(loaded, ids, mask).tolist()):
+                out[i] = loss
+    return out
+
+
+def _language_means(snippets: Sequence[Snippet], losses: Sequence[float]) -> dict[str, float]:
+    by_lang: dict[str, list[float]] = {}
+    for s, loss in zip(snippets, losses):
+        by_lang.setdefault(s.lang, []).append(loss)
+    return {lang: float(np.mean(v)) for lang, v in by_lang.items()}
+
+
 def lm_sequences(loaded: LoadedModel, snippets: Sequence[Snippet], max_length: int) -> list[tuple[list, list]]:
     """(ids, flags) for language modelling: every token after the first is a target."""
     out = []
@@ -491,6 +564,15 @@ class FinetuneResult(TrainSummary):
     heldout_programs: int | None = None
     split: dict | None = None  # CorpusSplit.summary(); None for jobs from before the shared split
     device: str | None = None
+    seed: int | None = None
+    # per evaluation program {"id", "lang", "task", "before", "after"} (mean loss of the program): the CIs'
+    # and the paired per-task differences' input
+    per_program: list[dict] = field(default_factory=list)
+    # task-level bootstrap intervals (Interval.summary(); intervals.py) of each language's mean loss change,
+    # of the target's, and of the other languages' mean
+    heldout_delta_ci: dict[str, dict] = field(default_factory=dict)
+    target_delta_ci: dict | None = None
+    others_delta_ci: dict | None = None
     pass_at_k_before: dict | None = None  # {lang: {k: pass@k}}
     pass_at_k_after: dict | None = None
     sandbox: dict | None = None
@@ -513,33 +595,40 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
             f"in {len({s.lang for s in heldout})} languages ({split.caption()})")
     eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
     saved = checkpoint_meta(resume)
-    if "before" in saved:  # resumed: the evaluation before training is in the checkpoint
-        before, pass_before = saved["before"], saved.get("pass_before")
+    if "before_programs" in saved:  # resumed: the evaluation before training is in the checkpoint
+        before_programs, pass_before = saved["before_programs"], saved.get("pass_before")
     else:
         ctx.progress(0, 1, "evaluating before training")
-        before = language_losses(loaded, heldout, **eval_kwargs)
+        before_programs = program_losses(loaded, heldout, **eval_kwargs)
         pass_before = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+    before = _language_means(heldout, before_programs)
     ctx.check()
     torch.manual_seed(config.seed)
     adaptation = _Adaptation(loaded, config)
     try:
         if resume is not None:
             adaptation.load(resume)
-        batches = make_batches(lm_sequences(loaded, target_train, config.max_length), loaded.pad_id, loaded.device,
-                               config.batch_tokens)
+        batches = seeded_batches(lm_sequences(loaded, target_train, config.max_length), loaded.pad_id,
+                                 loaded.device, config.batch_tokens, seed=config.seed)
         ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
                 f"{len(batches)} batches")
-        extra = {"before": before, "pass_before": pass_before}
+        extra = {"before_programs": before_programs, "pass_before": pass_before}
         save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
             if checkpoint else None
         with adaptation.applied():
             report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
                            seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
             ctx.progress(0, 1, "evaluating after training")
-            after = language_losses(loaded, heldout, **eval_kwargs)
+            after_programs = program_losses(loaded, heldout, **eval_kwargs)
             pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
+        after = _language_means(heldout, after_programs)
         delta = {lang: after[lang] - before[lang] for lang in before}
         others = [v for lang, v in delta.items() if lang != config.target]
+        items = [{"id": s.id, "lang": s.lang, "task": s.task, "before": b, "after": a}
+                 for s, b, a in zip(heldout, before_programs, after_programs)]
+        change = lambda item: item["after"] - item["before"]  # noqa: E731
+        cis = language_intervals(items, change, seed=config.seed)
+        other_langs = [lang for lang in before if lang != config.target]
         model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
         return FinetuneResult(
             config=config, target=config.target, method=config.method, neuron_set=config.neuron_set,
@@ -551,6 +640,11 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
             trainable_share=report.trainable / max(model_params, 1),
             heldout_before=before, heldout_after=after, heldout_delta=delta,
             target_delta=delta.get(config.target), others_delta_mean=float(np.mean(others)) if others else None,
+            seed=config.seed, per_program=items,
+            heldout_delta_ci={lang: interval_summary(ci) for lang, ci in cis.items()},
+            target_delta_ci=interval_summary(cis.get(config.target)),
+            others_delta_ci=interval_summary(mean_of_languages_interval(items, change, other_langs, seed=config.seed))
+            if other_langs else None,
             pass_at_k_before=pass_before, pass_at_k_after=pass_after,
             sandbox=_sandbox() if config.pass_at_k else None)
     finally:  # the next method of a run may train this same loaded copy
@@ -585,13 +679,48 @@ def results_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
     rows = []
     for job_id, r in results.items():
         rows.append({
-            "target": r.target, "method": r.method, "neurons": r.neurons, "trainable_params": r.trainable_params,
+            "target": r.target, "method": r.method, "seed": r.config.seed, "neurons": r.neurons,
+            "trainable_params": r.trainable_params,
             "trainable_%": round(100 * r.trainable_share, 4),
             "target_loss_before": r.heldout_before.get(r.target), "target_loss_after": r.heldout_after.get(r.target),
-            "target_delta": r.target_delta, "others_delta_mean": r.others_delta_mean,
+            "target_delta": r.target_delta, "target_delta_ci": _ci_text(r.target_delta_ci),
+            "others_delta_mean": r.others_delta_mean, "others_delta_ci": _ci_text(r.others_delta_ci),
             "peak_memory_mb": r.peak_memory_mb, "memory_overhead_mb": r.memory_overhead_mb,
             "optimizer_state": r.optimizer_state, "s_per_step": r.seconds_per_step, "steps": r.steps,
             "lr": r.config.lr, "neuron_set": r.neuron_set, "lora_rank": r.lora_rank,
             "split": split_label(r.split), "job": job_id,
         })
     return pd.DataFrame(rows)
+
+
+def _ci_text(ci: Mapping | None) -> str | None:
+    if not ci or ci.get("low") is None:
+        return None
+    return f"[{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def comparison_key(r: FinetuneResult) -> str:
+    """Which runs are compared with each other: those started together (the config's comparison id); a run
+    from before comparisons existed is grouped with runs of the same target, neuron set, steps and split."""
+    c = r.config
+    return c.comparison or f"{c.target}|{c.neuron_set}|{c.steps}|{c.eval_fraction}|{c.split_seed}"
+
+
+def compare_finetune(results: Mapping[str, FinetuneResult], reference: str = "neurons"
+                     ) -> dict[str, SeedComparison]:
+    """{comparison key: the methods compared over seeds} on the target language's held-out loss change
+    (lower is better): per method mean +- sd over seeds, and `reference` (the neuron-guided run) minus each
+    other method per seed, with the interval over evaluation tasks of the target's per-task difference."""
+    groups: dict[str, list[Run]] = {}
+    for job_id, r in results.items():
+        if r.target_delta is None:
+            continue
+        groups.setdefault(comparison_key(r), []).append(
+            Run(r.method, r.config.seed, r.target_delta, r.per_program, r.trainable_params, job_id))
+    out = {}
+    for key, runs in groups.items():
+        target = next(r for r in results.values() if comparison_key(r) == key).target
+        out[key] = compare(runs, metric=f"{target} held-out loss change (after - before, nats)", reference=reference,
+                           lower_is_better=True, item_value=lambda it: it["after"] - it["before"],
+                           item_filter=lambda it, t=target: it["lang"] == t)
+    return out

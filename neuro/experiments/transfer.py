@@ -3,8 +3,17 @@
 The model learns to write a one-sentence summary after code of ONE source language, with the
 adaptation confined to chosen layers (default: the concept layers of neuro/analysis/layers.py, where programs
 of different languages align); it is then asked to summarize code of the other languages it never
-saw summarized (zero-shot). Choices to compare: concept layers, all layers, lower layers (as many of
-the lowest layers as there are concept layers), or a custom list.
+saw summarized (zero-shot). Choices to compare: concept layers, all layers, lower layers (the lowest
+layers below the concept layers, never one of them: as many as there are concept layers where that many lie
+below, else all that do), or a custom list. The choices differ in trainable parameters (all layers train
+more): each run reports its count (`trainable_params`), and `trainable_count` gives it before a run.
+
+Seeds (seeds.py): a run's seed picks which pairs share a batch, the batches' order and LoRA's
+initialisation; a comparison runs each layer choice with the same seeds (`plan_transfer_runs`), and
+`compare_transfer` reports the zero-shot scores' mean +- sd over seeds and concept minus each other
+choice per seed. Each score also carries an interval over evaluation tasks (intervals.py): BLEU-4 here is
+the mean of sentence scores (CodeXGLUE's smoothed BLEU), so resampling tasks resamples exactly what it
+averages.
 
 Prompt: `<code>` + PROMPT_CUE (`\\n\\nSummary:`) and the target ` <summary><eos>`; the loss counts the
 summary tokens only. The cue is the same plain text for every language (no comment marker), so a model
@@ -25,7 +34,7 @@ fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +44,19 @@ from torch import nn
 from neuro.code.comments import strip_comments
 from neuro.code.corpus import LANGS, Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
+from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
 from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
+from neuro.experiments.seeds import (
+    DEFAULT_SEEDS,
+    Run,
+    SeedComparison,
+    check_seeds,
+    compare,
+    new_comparison_id,
+    seeded_batches,
+)
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
-from neuro.training.batches import make_batches
 from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
 from neuro.training.context import TaskContext
 from neuro.training.loop import TrainSummary, common_reasons, train
@@ -133,6 +151,15 @@ def middle_layers(n_layers: int) -> list[int]:
     return list(range(start, max(start + 1, n_layers - n_layers // 3)))
 
 
+def lower_layers(concept: Sequence[int]) -> list[int]:
+    """The lowest layers, disjoint from the concept layers: as many as there are concept layers, from those
+    below the first concept layer (fewer when fewer lie below; none when the concept layers start at 0)."""
+    if not concept:
+        return []
+    first = min(int(x) for x in concept)
+    return list(range(min(len(set(concept)), first)))
+
+
 def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet],
                    custom: Sequence[int] | None = None, store=None,
                    concept: Sequence[int] | None = None, progress: Progress | None = None) -> tuple[list[int], str]:
@@ -152,7 +179,11 @@ def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet]
     if choice == "concept":
         return concept, note
     if choice == "lower":
-        return list(range(len(concept))), f"the lowest {len(concept)} layers (as many as the concept layers)"
+        lower = lower_layers(concept)
+        if not lower:
+            return [], f"no layer lies below the concept layers {concept}"
+        fewer = "" if len(lower) == len(concept) else f"; only {len(lower)} lie below them"
+        return lower, f"the lowest {len(lower)} layers, below the concept layers {concept} (as many as them{fewer})"
     raise ValueError(f"unknown layer choice {choice!r}; use one of {', '.join(LAYER_CHOICES)}")
 
 
@@ -176,7 +207,9 @@ class TransferConfig(Record):
     no_repeat_ngram: int = 3  # 0: plain greedy
     eval_fraction: float = DEFAULT_EVAL_FRACTION  # the selection / evaluation split (neuro/code/split.py)
     split_seed: int = 0
-    seed: int = 0  # training (batch order, initialization)
+    seed: int = 0  # everything random in the run: which pairs share a batch, batch order, LoRA initialisation
+    seeds: list[int] = field(default_factory=list)  # the seeds of the comparison this run belongs to
+    comparison: str = ""  # an id shared by the runs started together (layer choices x seeds)
     strip_comments: bool = True
     targets: list[str] = field(default_factory=list)  # empty: every language of the corpus
     eval_before: bool = True
@@ -192,7 +225,7 @@ class TransferConfig(Record):
 
     def label(self) -> str:
         return (f"{self.source} -> others: {self.layer_choice} layers {self.layers}, {self.method}, "
-                f"{self.steps} steps, lr {self.lr:g}")
+                f"{self.steps} steps, lr {self.lr:g}, seed {self.seed}")
 
 
 def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: str = "concept",
@@ -207,6 +240,23 @@ def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_ch
     options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
     return TransferConfig(model=loaded.source, source=source, layers=layers, layer_choice=layer_choice,
                           layer_note=note, **options)
+
+
+def plan_transfer_runs(loaded: LoadedModel, split: CorpusSplit, source: str, choices: Sequence[str],
+                       seeds: Sequence[int] = DEFAULT_SEEDS, custom_layers: Sequence[int] | None = None,
+                       comparison: str | None = None, **options) -> list[TransferConfig]:
+    """One config per (layer choice, seed): runs = choices x seeds, every choice with the same seeds, under
+    one comparison id. The layers of each choice are resolved once (they do not depend on the seed)."""
+    seeds = check_seeds(seeds)
+    if len(set(choices)) < len(choices):
+        raise ValueError(f"a layer choice is listed twice: {', '.join(choices)}")
+    comparison = comparison or new_comparison_id()
+    out = []
+    for choice in choices:
+        first = plan_transfer(loaded, split, source, choice, custom_layers, seed=seeds[0], seeds=list(seeds),
+                              comparison=comparison, **options)
+        out += [first] + [replace(first, seed=seed) for seed in seeds[1:]]
+    return out
 
 
 def _targets(loaded: LoadedModel, config: TransferConfig) -> list[str]:
@@ -304,6 +354,12 @@ class TransferResult(TrainSummary):
     split: dict | None = None  # CorpusSplit.summary()
     prompt: str = PROMPT_FORMAT
     device: str | None = None
+    seed: int | None = None
+    # per evaluated program {"id", "lang", "task", "bleu4", "rouge_l", (before)}: the CIs' input; each
+    # scores[lang] also has "bleu4_ci" and "rouge_l_ci" (Interval.summary(), evaluation tasks resampled)
+    per_program: list[dict] = field(default_factory=list)
+    zero_shot_bleu4_ci: dict | None = None
+    zero_shot_rouge_l_ci: dict | None = None
 
     @classmethod
     def from_json(cls, data: Mapping) -> TransferResult:
@@ -312,6 +368,9 @@ class TransferResult(TrainSummary):
     def zero_shot(self, metric: str) -> float | None:
         """The zero-shot mean of "bleu4" or "rouge_l"."""
         return {"bleu4": self.zero_shot_bleu4, "rouge_l": self.zero_shot_rouge_l}[metric]
+
+    def zero_shot_ci(self, metric: str) -> dict | None:
+        return {"bleu4": self.zero_shot_bleu4_ci, "rouge_l": self.zero_shot_rouge_l_ci}[metric]
 
 
 def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx: TaskContext,
@@ -336,8 +395,8 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
         restore_layers(loaded, peft_model, resume)
     sequences = [training_sequence(loaded, p, config.max_code_tokens, config.max_summary_tokens) for p in train_pairs]
     longest = max(len(ids) for ids, _ in sequences)
-    batches = make_batches(sequences, loaded.pad_id, loaded.device, batch_tokens=config.batch_size * longest,
-                           max_batch=config.batch_size)
+    batches = seeded_batches(sequences, loaded.pad_id, loaded.device, batch_tokens=config.batch_size * longest,
+                             seed=config.seed, max_batch=config.batch_size)
     meta = {"config": config.to_json(), "before": before}
     save = (lambda training: checkpoint(lambda folder: (save_layers(loaded, params, peft_model, folder, meta),
                                                         training(folder)))) if checkpoint else None
@@ -350,6 +409,15 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
             scores[lang].update(bleu4_before=values["bleu4"], rouge_l_before=values["rouge_l"])
     samples = _samples(eval_pairs, after, before, config.keep_samples)
     zero_shot = [v for lang, v in scores.items() if lang != config.source]
+    items = program_scores(eval_pairs, after, before)
+    others = [lang for lang in scores if lang != config.source]
+    zero_shot_ci = {}
+    for metric in ("bleu4", "rouge_l"):
+        value = lambda item, m=metric: item[m]  # noqa: E731
+        for lang, ci in language_intervals(items, value, seed=config.seed).items():
+            scores[lang][metric + "_ci"] = interval_summary(ci)
+        if others:
+            zero_shot_ci[metric] = interval_summary(mean_of_languages_interval(items, value, others, seed=config.seed))
     return TransferResult(
         config=config, source=config.source, layers=config.layers, layer_choice=config.layer_choice,
         layer_note=config.layer_note, method=config.method, train_pairs=len(train_pairs),
@@ -357,7 +425,23 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
         **report.summary(), losses=report.losses, scores=scores,
         zero_shot_bleu4=sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
         zero_shot_rouge_l=sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
-        samples=samples)
+        samples=samples, seed=config.seed, per_program=items, zero_shot_bleu4_ci=zero_shot_ci.get("bleu4"),
+        zero_shot_rouge_l_ci=zero_shot_ci.get("rouge_l"))
+
+
+def program_scores(pairs: Sequence[SummaryPair], after: Sequence[str], before: Sequence[str] | None) -> list[dict]:
+    """Per evaluated program: its sentence BLEU-4 and ROUGE-L (x 100) after (and before) training; their means
+    per language are the scores `score` reports."""
+    out = []
+    for i, pair in enumerate(pairs):
+        item = {"id": pair.id, "lang": pair.lang, "task": pair.task,
+                "bleu4": 100 * sentence_bleu(pair.summary, after[i]),
+                "rouge_l": 100 * sentence_rouge_l(pair.summary, after[i])}
+        if before is not None:
+            item.update(bleu4_before=100 * sentence_bleu(pair.summary, before[i]),
+                        rouge_l_before=100 * sentence_rouge_l(pair.summary, before[i]))
+        out.append(item)
+    return out
 
 
 def _samples(pairs, after, before, keep: int) -> list[dict]:
@@ -413,8 +497,45 @@ def comparison_table(results: Mapping[str, TransferResult], metric: str = "bleu4
         row = {"layers": f"{r.layer_choice} {r.layers}", "source": r.source}
         for lang, values in r.scores.items():
             row[lang + (" (source)" if lang == r.source else "")] = round(values[metric], 2)
-        zero_shot = r.zero_shot(metric)
+        zero_shot, ci = r.zero_shot(metric), r.zero_shot_ci(metric)
         row["zero-shot mean"] = round(zero_shot, 2) if zero_shot is not None else None
-        row.update({"method": r.method, "trainable_params": r.trainable_params, "steps": r.steps, "job": job_id})
+        row["zero-shot CI"] = f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci and ci.get("low") is not None else None
+        row.update({"seed": r.config.seed, "method": r.method, "trainable_params": r.trainable_params,
+                    "steps": r.steps, "job": job_id})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def arm_name(r: TransferResult) -> str:
+    """A run's arm in a comparison: its layer choice (a custom list named by its layers)."""
+    return f"custom {r.layers}" if r.layer_choice == "custom" else r.layer_choice
+
+
+def comparison_key(r: TransferResult) -> str:
+    """Runs started together share the config's comparison id; older runs group by source, method, steps
+    and split."""
+    c = r.config
+    return c.comparison or f"{c.source}|{c.method}|{c.steps}|{c.eval_fraction}|{c.split_seed}"
+
+
+def compare_transfer(results: Mapping[str, TransferResult], metric: str = "bleu4", reference: str = "concept"
+                     ) -> dict[str, SeedComparison]:
+    """{comparison key: the layer choices compared over seeds} on the zero-shot mean of `metric` (higher is
+    better): per choice mean +- sd over seeds (with each run's trainable-parameter count), and `reference`
+    minus each other choice per seed, with the interval over evaluation tasks of the per-task difference
+    (the languages other than the source)."""
+    groups: dict[str, list[Run]] = {}
+    sources: dict[str, str] = {}
+    for job_id, r in results.items():
+        value = r.zero_shot(metric)
+        if value is None:
+            continue
+        key = comparison_key(r)
+        sources[key] = r.source
+        groups.setdefault(key, []).append(Run(arm_name(r), r.config.seed, value, r.per_program, r.trainable_params,
+                                              job_id))
+    label = {"bleu4": "BLEU-4", "rouge_l": "ROUGE-L"}[metric]
+    return {key: compare(runs, metric=f"zero-shot {label} (mean over the languages other than {sources[key]})",
+                         reference=reference, item_value=lambda it, m=metric: it[m],
+                         item_filter=lambda it, s=sources[key]: it["lang"] != s)
+            for key, runs in groups.items()}

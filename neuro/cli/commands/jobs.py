@@ -20,7 +20,11 @@ def _jobs_root(args) -> Path | None:
 def _common_options(p) -> None:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adapters, 1e-4 full fine-tuning)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (batch order; the random control's draw)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="seeds per method (default 0 1 2): each decides the random control's neurons, which "
+                        "programs share a batch, the batch order and LoRA's initialisation; runs = methods x "
+                        "seeds; `--seeds 0` is the quick single run")
+    p.add_argument("--seed", type=int, default=None, help="one seed (the same as --seeds SEED)")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     p.add_argument("--memory-budget-gb", type=float, help="refuse runs estimated above this (default: available)")
     p.add_argument("--checkpoint-every", type=int, default=50,
@@ -54,6 +58,32 @@ def _finetune_options(p) -> None:
     p.add_argument("--top-fraction", type=float, default=0.01)
 
 
+def _seeds(args) -> list[int]:
+    from neuro.experiments.seeds import DEFAULT_SEEDS, check_seeds
+
+    if args.seed is not None and args.seeds is not None:
+        raise ValueError("give --seeds or --seed, not both")
+    return check_seeds([args.seed] if args.seed is not None else (args.seeds or list(DEFAULT_SEEDS)))
+
+
+def _comparisons(comparisons: dict) -> tuple[list[dict], list[str]]:
+    """The seed comparisons as JSON and as text lines."""
+    out, lines = [], []
+    for comparison in comparisons.values():
+        out.append(comparison.summary())
+        lines.append(f"{comparison.metric}; {comparison.cost}")
+        for arm in comparison.arms:
+            params = sorted({p for p in arm.trainable_params if p is not None})
+            count = f"; {', '.join(f'{p:,}' for p in params)} trainable parameters" if params else ""
+            lines.append(f"  {arm.arm}: {arm.text()} per seed {[round(v, 4) for v in arm.values]}{count}")
+        for diff in comparison.differences:
+            task = diff.task_ci
+            task_text = (f"; over evaluation tasks {task['estimate']:+.4f} [{task['low']:+.4f}, {task['high']:+.4f}]"
+                         if task and task.get("low") is not None else "")
+            lines.append(f"  {diff.text()}{task_text}: {diff.verdict()}")
+    return out, lines
+
+
 def _result_json(info, drop=()) -> dict | None:
     """The job's typed result as JSON (None while it has none), without the `drop` fields."""
     from neuro.jobs.kinds import job_result
@@ -62,13 +92,19 @@ def _result_json(info, drop=()) -> dict | None:
     return None if result is None else {k: v for k, v in result.to_json().items() if k not in drop}
 
 
-def _finish(infos, table, split) -> tuple[dict, str]:
-    summary = {"split": split.summary(),
-               "jobs": [{**info.row(), "path": str(info.path), "result": _result_json(info, drop=("config",))}
-                        for info in infos]}
-    lines = [split.caption()] + [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
+def _finish(infos, table, split, comparisons=None, runs: dict | None = None) -> tuple[dict, str]:
+    """The --json summary (split, the grid of runs and its cost, each job with its result less its config and
+    per-program scores, the comparisons over seeds) and the text."""
+    summary = {"split": split.summary(), **(runs or {}),
+               "jobs": [{**info.row(), "path": str(info.path),
+                         "result": _result_json(info, drop=("config", "per_program"))} for info in infos]}
+    lines = [split.caption()] + ([runs["cost"]] if runs else [])
+    lines += [f"{i.id}: {i.state}" + (f" ({i.error})" if i.error else "") for i in infos]
     if table is not None and not table.empty:
         lines.append(table.to_string(index=False))
+    if comparisons is not None:
+        summary["comparisons"], text = _comparisons(comparisons)
+        lines += text
     return summary, "\n".join(lines)
 
 
@@ -76,38 +112,50 @@ def _finish(infos, table, split) -> tuple[dict, str]:
          _finetune_options)
 def cmd_finetune(args) -> tuple[dict, str]:
     from neuro.analysis.selectivity import SelectionParams
-    from neuro.experiments.finetune import plan_finetune, results_table, select_finetune_neurons
+    from neuro.experiments.finetune import (
+        compare_finetune,
+        kept_weights,
+        plan_finetune_runs,
+        results_table,
+        select_finetune_neurons,
+    )
+    from neuro.experiments.seeds import cost
     from neuro.jobs.kinds import FINETUNE, finished_results
     from neuro.jobs.runner import start_job
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    _check_export(args, len(methods))
+    if len(set(methods)) < len(methods):
+        raise ValueError(f"--method lists a method twice: {args.method}")
+    seeds = _seeds(args)
+    _check_export(args, len(methods) * len(seeds))
     loaded, snippets = open_model(args), open_corpus(args)
     split = open_split(args, snippets)
     params = SelectionParams(candidate_quantile=args.candidate_quantile, ratio=args.ratio,
                              top_fraction=args.top_fraction)
     # neurons from the selection side's statistics only; the jobs evaluate on the other side
     selection = select_finetune_neurons(loaded, split, params, store=args.cache, max_length=args.max_length)
-    if len(set(methods)) < len(methods):
-        raise ValueError(f"--method lists a method twice: {args.method}")
+    options = dict(batch_tokens=args.batch_tokens or 2048, max_length=min(args.max_length, 1024), steps=args.steps,
+                   lora_rank=args.lora_rank, pass_at_k=args.pass_at_k, checkpoint_every=args.checkpoint_every,
+                   device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    configs = plan_finetune_runs(loaded, selection, args.target, methods, seeds, lr=args.lr,
+                                 neuron_set=args.neuron_set, split=split, **options)
     # Foreground runs share the one loaded model: neuron deltas act through hooks and LoRA is taken out after
-    # its run, so each method starts from the same weights; full fine-tuning changes them, so it runs last.
-    order = sorted(range(len(methods)), key=lambda i: methods[i] == "full")
-    infos = [None] * len(methods)
-    for i in order:
-        method = methods[i]
-        lr = args.lr if args.lr is not None else (1e-4 if method == "full" else 1e-3)
-        options = dict(steps=args.steps, lr=lr, batch_tokens=args.batch_tokens or 2048,
-                       max_length=min(args.max_length, 1024),
-                       seed=args.seed, lora_rank=args.lora_rank, pass_at_k=args.pass_at_k,
-                       checkpoint_every=args.checkpoint_every, device=args.device, dtype=args.dtype,
-                       trust_remote_code=args.trust_remote_code)
-        config = plan_finetune(loaded, selection, args.target, method=method, neuron_set=args.neuron_set,
-                               split=split, **options)
-        infos[i] = start_job(FINETUNE, config, loaded, snippets, root=_jobs_root(args),
-                             memory_budget=_budget(args, loaded), detach=args.detach, run_loaded=loaded)
-    table = None if args.detach else results_table(finished_results(infos, FINETUNE))
-    summary, text = _finish(infos, table, split)
+    # its run, so each run starts from the same weights; full fine-tuning changes them, so its runs come last
+    # (plan_finetune_runs) and every one but the last puts the weights back afterwards.
+    last_full = max((i for i, c in enumerate(configs) if c.method == "full"), default=-1)
+    infos = []
+    for i, config in enumerate(configs):
+        keep = config.method == "full" and i != last_full and not args.detach
+        with kept_weights(loaded, keep=keep):
+            infos.append(start_job(FINETUNE, config, loaded, snippets, root=_jobs_root(args),
+                                   memory_budget=_budget(args, loaded), detach=args.detach, run_loaded=loaded))
+    order = {m: i for i, m in enumerate(methods)}  # report in the order asked for
+    infos = [info for _, info in sorted(enumerate(infos), key=lambda x: (order[configs[x[0]].method], x[0]))]
+    results = {} if args.detach else finished_results(infos, FINETUNE)
+    table = None if args.detach else results_table(results)
+    runs = {"methods": methods, "seeds": seeds, "runs": len(configs), "cost": cost(methods, seeds),
+            "comparison": configs[0].comparison}
+    summary, text = _finish(infos, table, split, None if args.detach else compare_finetune(results), runs)
     summary["truncated_programs"] = truncation(loaded, snippets, args.max_length).summary()
     return _export(args, infos, summary, text)
 
@@ -115,8 +163,8 @@ def cmd_finetune(args) -> tuple[dict, str]:
 def _check_export(args, runs: int) -> None:
     """--export needs one foreground run: refuse before anything starts."""
     if args.export and (runs != 1 or args.detach):
-        raise ValueError("--export needs a single foreground run (export detached or compared runs later "
-                         "with `jobs export <id>`)")
+        raise ValueError("--export needs a single foreground run (one method and one seed, e.g. --seeds 0; "
+                         "export detached or compared runs later with `jobs export <id>`)")
 
 
 def _export(args, infos, summary: dict, text: str) -> tuple[dict, str]:
@@ -159,31 +207,45 @@ def _transfer_options(p) -> None:
 @command("transfer", "concept-layer-guided summarization transfer as jobs: BLEU-4 / ROUGE-L per language",
          _transfer_options)
 def cmd_transfer(args) -> tuple[dict, str]:
-    from neuro.experiments.transfer import LAYER_CHOICES, comparison_table, plan_transfer
+    from neuro.experiments.seeds import cost
+    from neuro.experiments.transfer import (
+        LAYER_CHOICES,
+        compare_transfer,
+        comparison_table,
+        plan_transfer_runs,
+        trainable_count,
+    )
     from neuro.jobs.kinds import TRANSFER, finished_results
     from neuro.jobs.runner import start_job
 
     choices = args.layers or ["concept"]
-    _check_export(args, len(choices))
+    seeds = _seeds(args)
+    _check_export(args, len(choices) * len(seeds))
     loaded, snippets = open_model(args), open_corpus(args)
     split = open_split(args, snippets)
-    infos = []
+    options = dict(method=args.method, rank=args.rank, steps=args.steps,
+                   lr=args.lr if args.lr is not None else (1e-4 if args.method == "full" else 1e-3),
+                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                   strip_comments=not args.keep_comments, eval_before=not args.no_before,
+                   targets=args.targets.split(",") if args.targets else [], device=args.device,
+                   checkpoint_every=args.checkpoint_every, dtype=args.dtype,
+                   trust_remote_code=args.trust_remote_code)
+    comparison, configs = None, []
     for choice in choices:
         custom = None
         if choice not in LAYER_CHOICES:
             custom, choice = [int(x) for x in choice.split(",") if x.strip()], "custom"
-        options = dict(method=args.method, rank=args.rank, steps=args.steps, seed=args.seed,
-                       lr=args.lr if args.lr is not None else (1e-4 if args.method == "full" else 1e-3),
-                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                       strip_comments=not args.keep_comments, eval_before=not args.no_before,
-                       targets=args.targets.split(",") if args.targets else [], device=args.device,
-                       checkpoint_every=args.checkpoint_every, dtype=args.dtype,
-                       trust_remote_code=args.trust_remote_code)
-        config = plan_transfer(loaded, split, args.source, choice, custom, store=args.cache, **options)
-        run_loaded = loaded if len(choices) == 1 else None
+        planned = plan_transfer_runs(loaded, split, args.source, [choice], seeds, custom, store=args.cache,
+                                     comparison=comparison, **options)
+        comparison = planned[0].comparison
+        configs += planned
+    layer_params = {f"{c.layer_choice} {c.layers}": trainable_count(loaded, c) for c in configs}
+    infos = []
+    for config in configs:
+        run_loaded = loaded if len(configs) == 1 else None  # LoRA stays in the model after a transfer run
         infos.append(start_job(TRANSFER, config, loaded, snippets, root=_jobs_root(args),
                                memory_budget=_budget(args, run_loaded), detach=args.detach, run_loaded=run_loaded))
-    text_tables = None
+    text_tables, comparisons = None, None
     if not args.detach:
         results = finished_results(infos, TRANSFER)
         bleu, rouge = comparison_table(results, "bleu4"), comparison_table(results, "rouge_l")
@@ -192,7 +254,13 @@ def cmd_transfer(args) -> tuple[dict, str]:
             text_tables = pd.concat({"BLEU-4": bleu.set_index("layers"), "ROUGE-L": rouge.set_index("layers")},
                                     names=["metric", "layers"]).drop(columns=["job", "source", "method", "steps"])
             text_tables = text_tables.reset_index()
-    summary, text = _finish(infos, text_tables, split)
+        comparisons = {f"{key} {metric}": comp for metric in ("bleu4", "rouge_l")
+                       for key, comp in compare_transfer(results, metric).items()}
+    arms = [c if c in LAYER_CHOICES else "custom" for c in choices]
+    runs = {"layer_choices": arms, "seeds": seeds, "runs": len(configs), "cost": cost(arms, seeds),
+            "comparison": comparison, "trainable_params": layer_params}
+    summary, text = _finish(infos, text_tables, split, comparisons, runs)
+    text += "\ntrainable parameters: " + "; ".join(f"{k}: {v:,}" for k, v in layer_params.items())
     return _export(args, infos, summary, text)
 
 

@@ -73,10 +73,10 @@ def test_cache_keys_are_those_the_cache_already_holds(tiny_llama, snippets):
             make_key("corpus_stats", model=model, corpus=corpus, version=STATS_VERSION, gradients=True, syntax=True,
                      top_k=4, max_length=512),
         LAYER_REPORT.key(tiny_llama, split, contribution=False):
-            make_key("layer_scores", model=model, corpus=selection, pooled=2, version=2, contribution=False),
+            make_key("layer_scores", model=model, corpus=selection, pooled=2, version=3, contribution=False),
         CLONE_EVAL.key(tiny_llama, snippets, split=split):
             make_key("clone_eval", model=model, corpus=corpus, layer=None, center="language", strip=False,
-                     max_length=512, split=asdict(split.params), version=3, pooled=2),
+                     max_length=512, split=asdict(split.params), version=4, pooled=2),
     }
     for new, old in expected.items():
         assert new == old

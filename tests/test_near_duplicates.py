@@ -66,7 +66,9 @@ def test_the_threshold_is_a_parameter():
 def test_near_duplicate_programs_of_a_corpus_without_tasks_stay_together():
     snippets = [Snippet(f"p{i}", "python", "", f"def {w}(x):\n    return x.{WORDS[-1 - i]}({i}) or '{w * 2}'\n")
                 for i, w in enumerate(WORDS[:12])]
-    copy = "def twin(values):\n    total = 0\n    for v in values:\n        total += v\n    return total\n"
+    copy = ("def twin(values):\n    \"\"\"Add the values up, skipping the ones that are not numbers.\"\"\"\n"
+            "    total = 0\n    for v in values:\n        if isinstance(v, (int, float)):\n            total += v\n"
+            "        else:\n            continue\n    return total\n")
     snippets += [Snippet("twin_a", "python", "", copy), Snippet("twin_b", "python", "", copy.replace("total", "totl"))]
     for seed in range(15):
         split = split_corpus(snippets, SplitParams(seed=seed))
@@ -80,3 +82,16 @@ def test_pairs_and_groups_by_hand():
     pairs = near_duplicate_pairs(texts, 0.9)
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)] and pairs[0][2] >= 0.9
     assert group_labels(5, [(3, 4), (1, 3)]) == [0, 1, 2, 1, 1]
+
+
+def test_toy_programs_are_not_merged_and_everything_alike_is_not_one_unit():
+    """Two-line programs differ by an operator (ratio > 0.9): too short to call near-duplicates. And a corpus
+    whose tasks are all alike is split as if nothing were, rather than into one unit with no evaluation side."""
+    toy = [Snippet(f"t{t}/{lang}", lang, f"t{t}", f"def f{t}(x):\n    return x + {t}\n") for t in range(10)
+           for lang in LANGS]
+    split = split_corpus(toy)
+    assert split.merged == () and split.evaluation and split.selection
+    same = [Snippet(f"t{t}/{lang}", lang, f"t{t}", "x", "Return the sum of the two integers given.") for t in range(6)
+            for lang in LANGS]
+    split = split_corpus(same)
+    assert split.merged == () and len({s.task for s in split.evaluation}) == 2

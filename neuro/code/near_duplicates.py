@@ -6,6 +6,8 @@ a neuron, or a concept layer) chosen on one side be measured on its near-copy on
 
 Two texts are near-duplicates when difflib's similarity ratio is at least the threshold (0.9 by
 default: the five sorts' summaries score 0.92-0.96, the next most alike pair of the demo corpus 0.69).
+Texts shorter than `min_chars` are not compared: in a two-line function one changed operator leaves a
+ratio above 0.9, and templated toy programs would all collapse into one unit.
 Only pairs whose cosine over hashed character 4-gram counts reaches `PREFILTER` are compared with difflib
 (the cosine in sparse row blocks), so a corpus of thousands of tasks needs neither n^2 difflib calls nor an
 n x n dense matrix. Results are remembered per set of texts: a page that splits the same corpus again pays
@@ -61,9 +63,11 @@ def _candidate_pairs(texts: Sequence[str]) -> list[tuple[int, int]]:
     return pairs
 
 
-def near_duplicate_pairs(texts: Sequence[str], threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, ratio) for every pair i < j of non-empty texts with difflib ratio >= threshold."""
-    return list(_pairs(tuple(texts), float(threshold)))
+def near_duplicate_pairs(texts: Sequence[str], threshold: float, min_chars: int = 1) -> list[tuple[int, int, float]]:
+    """(i, j, ratio) for every pair i < j of texts of at least `min_chars` characters (after stripping) with
+    difflib ratio >= threshold."""
+    kept = tuple(t if len(t.strip()) >= min_chars else "" for t in texts)
+    return list(_pairs(kept, float(threshold)))
 
 
 @lru_cache(maxsize=16)

@@ -80,12 +80,19 @@ def _held_out(keys: Sequence[str], fraction: float, seed: int, unit_of: dict[str
     return {k for k in keys if unit_of.get(k, k) in held}
 
 
-def _near_duplicate_units(names: Sequence[str], texts: Sequence[Sequence[str]],
+MIN_SUMMARY_CHARS = 20   # "Sort a list of integers." is compared; "Add." is not
+MIN_CODE_CHARS = 200     # a task's code, all its languages together: toy two-liners are never merged
+
+
+def _near_duplicate_units(names: Sequence[str], texts: Sequence[tuple[Sequence[str], int]],
                           threshold: float) -> dict[str, str]:
     """name -> the first (sorted) name of its near-duplicate group, for names alike in any of the texts
-    (each a list parallel to `names`); names in no group are left out."""
-    pairs = [(i, j) for column in texts for i, j, _ in near_duplicate_pairs(column, threshold)]
+    (each a list parallel to `names`, with its minimum length); names in no group are left out. A grouping
+    that would leave fewer than two units (everything alike) is not applied."""
+    pairs = [(i, j) for column, min_chars in texts for i, j, _ in near_duplicate_pairs(column, threshold, min_chars)]
     labels = group_labels(len(names), pairs)
+    if len(names) >= 2 and len(set(labels)) < 2:
+        return {}
     groups: dict[int, list[str]] = {}
     for name, label in zip(names, labels):
         groups.setdefault(label, []).append(name)
@@ -114,7 +121,8 @@ def split_corpus(snippets: Sequence[Snippet], params: SplitParams | None = None)
         names = sorted(members)
         summaries = [" ".join(sorted({s.summary.strip() for s in members[t]})) for t in names]
         codes = ["\n".join(s.code for s in sorted(members[t], key=lambda s: (s.lang, s.id))) for t in names]
-        unit_of = _near_duplicate_units(names, [summaries, codes], params.near_duplicate)
+        unit_of = _near_duplicate_units(names, [(summaries, MIN_SUMMARY_CHARS), (codes, MIN_CODE_CHARS)],
+                                        params.near_duplicate)
         held = _held_out(tasks, params.eval_fraction, params.seed, unit_of)
         evaluated = [s.task in held for s in snippets]
         unit = "task"
@@ -122,7 +130,7 @@ def split_corpus(snippets: Sequence[Snippet], params: SplitParams | None = None)
         held, unit_of = set(), {}
         for lang in dict.fromkeys(s.lang for s in snippets):
             programs = sorted((s for s in snippets if s.lang == lang), key=lambda s: s.id)
-            alike = _near_duplicate_units([s.id for s in programs], [[s.code for s in programs]],
+            alike = _near_duplicate_units([s.id for s in programs], [([s.code for s in programs], MIN_CODE_CHARS)],
                                           params.near_duplicate)
             unit_of.update(alike)
             held |= _held_out([s.id for s in programs], params.eval_fraction, params.seed, alike)

@@ -207,6 +207,26 @@ def test_clone_detection_against_its_baselines():
     assert "does not beat the TF-IDF baseline" in worse.differs
 
 
+def test_clone_finding_quotes_intervals_and_paired_differences():
+    import dataclasses
+
+    base = _clones(0.6, 0.3)
+    intervals = pd.DataFrame([{"method": "concept layer", "layer": 3, "setting": "cross-language", "metric": "map_at_r",
+                               "estimate": 0.6, "low": 0.5, "high": 0.7}])
+    differences = pd.DataFrame([
+        {"comparison": "concept layer minus first layer", "setting": "cross-language", "metric": "map_at_r",
+         "estimate": 0.5, "low": 0.4, "high": 0.6, "covers_zero": False, "verdict": "concept layer higher"},
+        {"comparison": "mean of layers minus concept layer", "setting": "cross-language", "metric": "map_at_r",
+         "estimate": -0.45, "low": -0.5, "high": 0.01, "covers_zero": True,
+         "verdict": "indistinguishable on this corpus"},
+        {"comparison": "concept layer minus token TF-IDF", "setting": "cross-language", "metric": "map_at_r",
+         "estimate": 0.3, "low": 0.2, "high": 0.4, "covers_zero": False, "verdict": "concept layer higher"}])
+    found = findings(_inputs(clones=dataclasses.replace(base, intervals=intervals, differences=differences)))["clones"]
+    assert "concept layer (layer 3) 0.600 [0.500, 0.700] vs token TF-IDF 0.300," in found.text
+    assert "mean of layers minus concept layer -0.450 [-0.500, +0.010] (indistinguishable on this corpus)" in found.text
+    assert set(found.numbers["differences"]) == {"concept layer minus first layer", "mean of layers minus concept layer"}
+
+
 def _tab_names() -> dict[str, set[str]]:
     """The tab names each page passes to lazy_tabs, read from the page's source."""
     out = {}

@@ -418,16 +418,32 @@ def clones_finding(inputs: FindingsInputs) -> Finding:
                        computed=False)
     others = [m for m in ("token TF-IDF", "first layer", "last layer", "mean of layers") if m in value]
     evaluated = result.meta.get("evaluated_programs")
-    text = (f"cross-language MAP@R{f' on {evaluated} evaluation programs' if evaluated else ''}: "
-            f"{main} (layer {result.layer}) {value[main]:.3f} vs "
-            + ", ".join(f"{m} {value[m]:.3f}" for m in others) + ".")
+    def with_ci(method: str) -> str:
+        ci = result.interval(method, "cross-language", "map_at_r")
+        return f"{value[method]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    text = (f"cross-language MAP@R{f' on {evaluated} evaluation programs' if evaluated else ''} "
+            f"(95 % intervals over evaluation tasks): {main} (layer {result.layer}) {with_ci(main)} vs "
+            + ", ".join(f"{m} {with_ci(m)}" for m in others) + ".")
+    compared = {}
+    diffs = result.differences
+    if not diffs.empty:
+        rows = diffs[(diffs.setting == "cross-language") & (diffs.metric == "map_at_r")
+                     & diffs.comparison.str.contains("first layer|last layer|mean of layers")]
+        for r in rows.to_dict(orient="records"):
+            compared[r["comparison"]] = {k: r[k] for k in ("estimate", "low", "high", "covers_zero", "verdict")}
+        if compared:
+            text += " Paired differences: " + "; ".join(
+                f"{name} {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({d['verdict']})"
+                for name, d in compared.items()) + "."
     differs = None
     if "token TF-IDF" in value and value[main] <= value["token TF-IDF"]:
         differs = (f"On this model the {main} does not beat the TF-IDF baseline ({value[main]:.3f} vs "
                    f"{value['token TF-IDF']:.3f}), unlike the paper's gain.")
     return Finding("clones", title, text[0].upper() + text[1:], CLONES_EVALUATION,
                    numbers={"layer": result.layer, "concept_layers": list(result.concept_layers),
-                            "cross_language_map_at_r": value, "evaluated_programs": evaluated},
+                            "cross_language_map_at_r": value, "evaluated_programs": evaluated,
+                            "differences": compared},
                    paper="concept-layer embeddings improve cross-language clone detection (qualitative).",
                    differs=differs)
 

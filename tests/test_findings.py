@@ -224,7 +224,8 @@ def test_clone_finding_quotes_intervals_and_paired_differences():
     found = findings(_inputs(clones=dataclasses.replace(base, intervals=intervals, differences=differences)))["clones"]
     assert "concept layer (layer 3) 0.600 [0.500, 0.700] vs token TF-IDF 0.300," in found.text
     assert "mean of layers minus concept layer -0.450 [-0.500, +0.010] (indistinguishable on this corpus)" in found.text
-    assert set(found.numbers["differences"]) == {"concept layer minus first layer", "mean of layers minus concept layer"}
+    assert set(found.numbers["differences"]) == {"concept layer minus first layer",
+                                                 "mean of layers minus concept layer"}
 
 
 def _tab_names() -> dict[str, set[str]]:

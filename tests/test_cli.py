@@ -93,3 +93,33 @@ def test_neurons_and_ablate_json(env, tmp_path):
         assert group["controls"]["matched"]["p"] >= group["controls"]["matched"]["p_floor"] == 2 / 3
     out = neuro("neurons", *base, "--ratio", "0.5", env_dir=env)
     assert out.returncode == 2 and "ratio" in json.loads(out.stdout)["error"]
+
+
+def test_neurons_split_seeds_stability(env):
+    """Selection on several splits: one count per split for every key, Jaccard between the splits' sets in
+    [0, 1] (NaN only where both sets are empty); the same split twice is refused (nothing to compare)."""
+    import math
+
+    from neuro.analysis.selectivity import SelectionParams, select_pls
+    from neuro.code.split import SplitParams
+    from neuro.instrument.statistics import capture_statistics
+    from neuro.model.loading import load_model
+
+    base = ("--model", str(env / "model"), "--corpus", str(env / "corpus.jsonl"), "--json", "--ratio", "1.0")
+    out = neuro("neurons", *base, "--split-seeds", "0", "2", env_dir=env)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["split_seeds"] == [0, 2]
+    assert set(summary["stability"]) == {"python", "go", "java", "universal"}
+    # the counts are those of a selection made directly on each split's selection side
+    loaded = load_model(str(env / "model"))
+    for i, seed in enumerate((0, 2)):
+        side = split_corpus(SNIPPETS, SplitParams(seed=seed)).selection
+        direct = select_pls(capture_statistics(loaded, side), SelectionParams(ratio=1.0)).counts_by_language()
+        assert {k: v["counts"][i] for k, v in summary["stability"].items()} == direct
+    for row in summary["stability"].values():
+        assert len(row["jaccard_pairs"]) == 1
+        j = row["jaccard_pairs"][0]
+        assert (math.isnan(j) and sum(row["counts"]) == 0) or 0.0 <= j <= 1.0
+    refused = neuro("neurons", *base, "--split-seeds", "3", "3", env_dir=env)
+    assert refused.returncode == 2 and "at least two seeds" in refused.stderr

@@ -75,7 +75,52 @@ def _neurons_options(p) -> None:
                         f"importance-matched control (default {HALVINGS}; 0: none)")
     p.add_argument("--sensitivity", action="store_true",
                    help="add how the counts move with the normalisation and each threshold")
+    p.add_argument("--split-seeds", type=int, nargs="+", metavar="SEED",
+                   help="instead: select on the selection side of each of these splits and report how stable the "
+                        "counts and the selected sets are across them (one statistics capture per new split)")
     p.add_argument("--out", help="export the selected neurons to a .csv or .parquet file")
+
+
+def _split_seed_stability(args) -> tuple[dict, str]:
+    """The same selection on the selection side of several seeded splits: counts per split, and the Jaccard of
+    each language's (and the universal) set between every two splits, so a reader sees how much of a count is
+    the split's doing."""
+    import itertools
+
+    import numpy as np
+
+    from neuro.code.split import SplitParams, split_corpus
+    from neuro.results.statistics import STATS
+
+    loaded, corpus = open_model(args), open_corpus(args)
+    seeds = list(dict.fromkeys(args.split_seeds))
+    if len(seeds) < 2:
+        raise ValueError("--split-seeds needs at least two seeds to compare")
+    selections = {}
+    for i, seed in enumerate(seeds):
+        split = split_corpus(corpus, SplitParams(eval_fraction=args.eval_fraction, seed=seed))
+        stats = STATS.get(loaded, split.selection, max_length=args.max_length, cache=args.cache,
+                          progress=progress(f"split seed {seed} ({i + 1} of {len(seeds)}): capture"))
+        selections[seed] = _selection(args, stats)
+    keys = [*selections[seeds[0]].languages, "universal"]
+    counts = {seed: sel.counts_by_language() for seed, sel in selections.items()}
+    members = {seed: {k: set(map(tuple, sel.neurons_for(k, as_pairs=True))) for k in keys}
+               for seed, sel in selections.items()}
+    jaccard: dict[str, list[float]] = {k: [] for k in keys}
+    for a, b in itertools.combinations(seeds, 2):
+        for k in keys:
+            union = members[a][k] | members[b][k]
+            jaccard[k].append(len(members[a][k] & members[b][k]) / len(union) if union else float("nan"))
+    stability = {k: {"counts": [counts[s][k] for s in seeds], "jaccard_mean": float(np.nanmean(v))
+                     if not np.all(np.isnan(v)) else float("nan"), "jaccard_pairs": v}
+                 for k, v in jaccard.items()}
+    summary = {"model": loaded.identity, "method": args.method, "split_seeds": seeds,
+               "eval_fraction": args.eval_fraction, "stability": stability}
+    lines = [f"{args.method} selection on the selection side of splits {seeds} (eval fraction {args.eval_fraction})",
+             f"  {'':<12}{'counts':<24}mean Jaccard between splits"]
+    for k, row in stability.items():
+        lines.append(f"  {k:<12}{' / '.join(map(str, row['counts'])):<24}{row['jaccard_mean']:.2f}")
+    return summary, "\n".join(lines)
 
 
 def _p_text(p: float) -> str:
@@ -89,6 +134,8 @@ def cmd_neurons(args) -> tuple[dict, str]:
     from neuro.analysis.sensitivity import sensitivity
     from neuro.results.statistics import CHANCE, UNIVERSALITY
 
+    if args.split_seeds:
+        return _split_seed_stability(args)
     loaded, split, stats, selection = _selected(args)
     other = select_neurons(stats, "lape" if args.method == "pls" else "pls")
     by_layer = selection.counts_by_layer()

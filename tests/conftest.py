@@ -51,6 +51,19 @@ def make_tokenizer(vocab_size: int = 300):
                                    pad_token="<|pad|>")
 
 
+def word_tokenizer(langs, words: int, junk: int):
+    """A whole-word tokenizer for hand-built models: <bos>, <unk>, then `words` words per language (named by
+    its first two letters: py0, py1, ...) and `junk` shared words (junk0, ...), in that order."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    names = [f"{lang[:2]}{i}" for lang in langs for i in range(words)] + [f"junk{i}" for i in range(junk)]
+    vocab = {"<bos>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(names)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<unk>")
+
+
 def tiny_config(kind: str, vocab: int):
     import transformers as T
 

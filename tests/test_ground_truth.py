@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import word_tokenizer
 
 from neuro.analysis.selectivity import LapeParams, SelectionParams, chance_level, select_neurons
 from neuro.code.corpus import Snippet
@@ -31,14 +32,7 @@ UNIVERSAL = (1, 44)  # (layer, neuron)
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = [f"{lang[:2]}{i}" for lang in LANGS for i in range(WORDS)] + [f"junk{i}" for i in range(JUNK)]
-    vocab = {"<bos>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<unk>")
+    return word_tokenizer(LANGS, WORDS, JUNK)
 
 
 def _word_ids(tokenizer, lang: str) -> list[int]:

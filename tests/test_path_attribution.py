@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS, tiny_model, word_tokenizer
 
 from neuro.code.corpus import Snippet, save_jsonl
 from neuro.code.split import split_corpus
@@ -36,14 +36,7 @@ STRONG, WEAK = (0, 3), (0, 7)  # (layer, neuron): fires on python / on go
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = [f"{lang[:2]}{i}" for lang in LANGS for i in range(WORDS)] + [f"junk{i}" for i in range(JUNK)]
-    vocab = {"<bos>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<unk>")
+    return word_tokenizer(LANGS, WORDS, JUNK)
 
 
 def saturating_model(strong: tuple[float, float], weak: tuple[float, float] = (0.05, 0.5)):

@@ -435,14 +435,7 @@ def class_counts(cls: np.ndarray, bits: np.ndarray, languages: list[str]) -> dic
 def unit_values(stats: CorpusStats, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(per-unit sums as (units, layers x neurons), in their stored dtype (float32: no float64 copy of a
     corpus-sized array), per-unit weights (programs, or tokens for "probability"))."""
-    if not stats.has_units():
-        raise ValueError("these statistics keep no per-program scores" + (
-            " (left out of the shipped results)" if stats.units_omitted else "")
-            + ": recapture them for a chance level")
-    values = {"pls": stats.unit_pls, "attribution": stats.unit_attribution, "probability": stats.unit_active}[name]
-    if values is None:
-        raise ValueError(f"these statistics have no per-program {name}")
-    weights = stats.unit_tokens if name == "probability" else stats.unit_samples
+    values, weights = stats.unit_values(name)
     return values.reshape(len(values), -1), np.asarray(weights, dtype=np.float64)
 
 

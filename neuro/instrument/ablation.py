@@ -73,14 +73,8 @@ def ablated(loaded: LoadedModel, neurons: NeuronSet | Iterable[tuple[int, int]])
 
 def random_like(neurons: NeuronSet, width: int, seed: int = 0,
                 exclude: NeuronSet | None = None) -> dict[int, np.ndarray]:
-    """A random control: the same number of neurons in each layer, avoiding `exclude`."""
-    rng = np.random.default_rng(seed)
-    banned = as_layer_map(exclude or {})
-    out = {}
-    for layer, idx in as_layer_map(neurons).items():
-        pool = np.setdiff1d(np.arange(width), banned.get(layer, np.array([], dtype=np.int64)))
-        out[layer] = np.sort(rng.choice(pool, size=min(len(idx), len(pool)), replace=False))
-    return out
+    """A random control: the same number of neurons in each layer, avoiding `exclude` (`uniform_like`, seeded)."""
+    return uniform_like(neurons, width, np.random.default_rng(seed), exclude)
 
 
 def program_loss_pass(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,

@@ -140,9 +140,9 @@ class CorpusStats:
         return dataclasses.replace(self, meta=dict(self.meta, units_omitted=True),
                                    **{name: None for name in self.UNIT_ARRAYS})
 
-    def unit_score(self, name: str, unit_lang: np.ndarray) -> np.ndarray:
-        """The per-language score with units labelled `unit_lang` (e.g. a permutation of the real labels):
-        sums over each label's units divided by its programs (tokens for "probability")."""
+    def unit_values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(per-unit sums of score `name` (units, layers, neurons), per-unit weights: programs, or tokens for
+        "probability"); a clear error where the statistics keep none."""
         if not self.has_units():
             raise ValueError("these statistics keep no per-program scores" + (
                 " (left out of the shipped results)" if self.units_omitted else "")
@@ -150,7 +150,12 @@ class CorpusStats:
         values = {"pls": self.unit_pls, "attribution": self.unit_attribution, "probability": self.unit_active}[name]
         if values is None:
             raise ValueError(f"these statistics have no per-program {name}")
-        weights = self.unit_tokens if name == "probability" else self.unit_samples
+        return values, self.unit_tokens if name == "probability" else self.unit_samples
+
+    def unit_score(self, name: str, unit_lang: np.ndarray) -> np.ndarray:
+        """The per-language score with units labelled `unit_lang` (e.g. a permutation of the real labels):
+        sums over each label's units divided by its programs (tokens for "probability")."""
+        values, weights = self.unit_values(name)
         onehot = np.zeros((len(self.languages), len(unit_lang)), dtype=np.float64)
         onehot[np.asarray(unit_lang), np.arange(len(unit_lang))] = 1.0
         totals = np.tensordot(onehot, values, axes=(1, 0))

@@ -85,6 +85,17 @@ def test_neurons_page_end_to_end(monkeypatch, app_env):
     htmls = [h.proto.body for h in at.get("html")]
     text = lambda h: html.unescape(re.sub("<[^>]+>", "", h))  # noqa: E731
     assert any(text(h).strip() == "def twice(x):\n    return 2 * x" and "rgba(" in h for h in htmls)
+    assert at.selectbox(key="inspect_lang").value == "python" and not at.warning
+    at.number_input(key="inspect_layer").set_value(2)
+    at.number_input(key="inspect_neuron").set_value(5).run()
+    at.text_area(key="inspect_code").set_value("def thrice(x):\n    return 3 * x\n").run()
+    # editing the code keeps the chosen layer and neuron (they were reset on every edit)
+    assert at.number_input(key="inspect_layer").value == 2 and at.number_input(key="inspect_neuron").value == 5
+    assert any("Neuron L2 N5" in c.value for c in at.caption)
+    at.text_area(key="inspect_code").set_value("The quick brown fox jumps over the lazy dog. It was a nice day.").run()
+    assert not at.exception
+    assert any("does not look like code" in w.value for w in at.warning)  # prose: said, not a silent "java"
+    assert at.number_input(key="inspect_layer").value == 2
 
 
 def _page(monkeypatch, app_env, page, **state):
@@ -133,6 +144,9 @@ def _assert_tokens_in_position_order(at) -> None:
         order = layer["encoding"]["x"]["sort"]
         positions = [int(label.split(" ", 1)[0]) for label in order]
         assert positions == sorted(positions) and positions[0] == 0, order
+        assert all(label.split(" ", 1)[1].strip() for label in order), order  # whitespace tokens drawn visibly
+    assert grid["width"] == {"step": 56} and grid["height"] == {"step": 30}  # readable cells; the grid scrolls
+
 
 
 def test_embeddings_page(monkeypatch, app_env):

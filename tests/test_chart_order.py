@@ -28,3 +28,24 @@ def test_an_ablation_matrix_puts_each_languages_own_effect_on_the_diagonal():
 def test_a_matrix_without_shared_names_keeps_its_order():
     matrix = pd.DataFrame([[1, 2], [3, 4]], index=["a", "b"], columns=["z", "y"])
     assert _sorts(matrix_heatmap(matrix, "r", "c", "v")) == (["z", "y"], ["a", "b"])
+
+
+def test_a_missing_cell_is_grey_and_unlabelled_not_null():
+    import numpy as np
+
+    matrix = pd.DataFrame([[np.nan, 0.5], [0.25, np.nan]], index=["cpp", "go"], columns=["cpp", "go"])
+    spec = matrix_heatmap(matrix, "query", "candidates", "cosine").to_dict()
+    rects, text = spec["layer"]
+    assert rects["encoding"]["color"]["value"] == "#eeeeee"  # the fallback of the validity condition
+    assert "isValid" in rects["encoding"]["color"]["condition"]["test"]
+    assert any("isValid" in t.get("filter", "") for t in text.get("transform", []))
+    values = next(iter(spec["datasets"].values()))
+    assert sum(v["cosine"] is None for v in values) == 2  # the diagonal is sent as missing, then filtered out
+
+
+def test_visible_whitespace_and_short_labels():
+    from views.ui.charts import short_label, visible_whitespace
+
+    assert visible_whitespace("\n    ") == "⏎····" and visible_whitespace("\t") == "→"
+    assert visible_whitespace("") == "∅"
+    assert short_label("abcdefghij", 7) == "abcdef…" and short_label("abc", 7) == "abc"

@@ -234,6 +234,9 @@ def test_bad_inputs_give_the_documented_messages():
     assert "only the first 1,000 are used" in huge.notices[0]
     prose = prepare_query("Dear team, please find attached the report for March. Let me know!")
     assert not prose.looks_like_code and "does not look like" in prose.notices[0]
+    # prose that a lenient grammar half-accepts (Java parsed this sentence with ~10 % errors, "java, 85 %")
+    sentence = prepare_query("The quick brown fox jumps over the lazy dog. This is a sentence about nothing.")
+    assert not sentence.looks_like_code and "does not look like" in sentence.notices[0]
     good = prepare_query("def add(a, b):\n    return a + b\n")
     assert good.lang == "python" and good.looks_like_code and not good.notices
     vague = prepare_query("return a + b")
@@ -548,7 +551,12 @@ def test_page_explains_its_default_example(folder, monkeypatch):
     assert list(tfidf_hits.columns) == list(model_hits.columns) and "python" not in set(tfidf_hits.language)
     assert list(ranks.language) == ["java", "go"] and "token TF-IDF: rank in language" in ranks.columns
     assert any(m.value.startswith("Task add:") for m in at.markdown)
-    assert any("Similarity to the query at every layer" in str(c.proto.spec) for c in at.get("vega_lite_chart"))
+    layer_chart = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart")
+                       if "Similarity to the query at every layer" in c.proto.spec)
+    rows = layer_chart["layer"][0]["encoding"]["y"]
+    # every program's row keeps its label (Vega dropped every other one when they overlapped)
+    assert rows["axis"]["labelOverlap"] is False and layer_chart["height"] == {"step": 18}
+    assert len(set(rows["sort"])) == len(rows["sort"]) >= 2  # one labelled row per program, in rank order
     at.selectbox(key="clones_example_lang").set_value("go").run()
     assert at.text_area(key="clones_code").value == SNIPPETS[1].code  # add/go
     at.selectbox(key="clones_example_task").set_value("rev").run()
@@ -557,3 +565,17 @@ def test_page_explains_its_default_example(folder, monkeypatch):
     at.text_area(key="clones_code").set_value("def plus(x, y):\n    return x + y\n").run()
     assert at.selectbox(key="clones_task").value == "auto"
     assert any("task is unknown" in c.value for c in at.caption)
+
+
+def test_no_real_program_is_called_prose():
+    """The prose rule's false-positive side: every program of the demo corpus and, where present, HumanEval-X
+    looks like code."""
+    from neuro.code.corpus import load_jsonl
+    from neuro.code.syntax import detect_language, not_code_share
+    from neuro.paths import DEMO_CORPUS_FILE
+
+    programs = load_jsonl(DEMO_CORPUS_FILE)
+    if HUMANEVAL_X.exists():
+        programs += load_humaneval_x(HUMANEVAL_X)
+    flagged = [s.id for s in programs if not_code_share(detect_language(s.code)) is not None]
+    assert not flagged

@@ -121,12 +121,13 @@ def layer_chart(explanation) -> alt.Chart:
     frame = sim.frame()
     frame["program"] = frame.id.map(dict(zip(sim.ids, labels)))
     heat = alt.Chart(frame, title="Similarity to the query at every layer").mark_rect().encode(
-        x=alt.X("layer:O"), y=alt.Y("program:N", sort=labels, title=None),
+        x=alt.X("layer:O"), y=alt.Y("program:N", sort=labels, title=None,
+                                    axis=alt.Axis(labelOverlap=False, labelLimit=420)),  # every row labelled
         color=alt.Color("similarity:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
         tooltip=["id", "task", "layer", alt.Tooltip("similarity:Q", format=".3f")])
     mark = alt.Chart(pd.DataFrame({"layer": [sim.layer]})).mark_rect(
         fill=None, stroke="black", strokeWidth=2).encode(x="layer:O")
-    return (heat + mark).properties(height=18 * len(labels) + 40)
+    return (heat + mark).properties(height=alt.Step(18))
 
 
 def search_tab() -> None:

@@ -84,6 +84,15 @@ def scores_tab() -> None:
 
 
 # --------------------------------------------------------------------------- logit lens
+LENS_CELL = (56, 30)  # px per token column and per layer row: wide enough for a 7-character label at font 10
+
+
+def lens_grid(chart: alt.LayerChart) -> alt.LayerChart:
+    """Cells of a fixed size (the grid scrolls sideways) rather than squeezed into the page's width, where 32
+    tokens left cells too small to read."""
+    return chart.properties(width=alt.Step(LENS_CELL[0]), height=alt.Step(LENS_CELL[1]))
+
+
 def lens_tab() -> None:
     st.markdown("The **logit lens** reads each block's output through the model's final norm and output head, "
                 "as if the model stopped there: which next token does that layer already predict, and how "
@@ -122,9 +131,9 @@ def lens_tab() -> None:
     start = st.slider("From token", 0, max(0, n - 1), 0, step=1, key="lens_start",
                       help=f"The grid shows {window} tokens at a time.") if n > window else 0
     frame = lens.token_frame(start, start + window)
-    frame["label"] = frame.top1.str.replace("\n", "⏎").str.replace(" ", "·").str.slice(0, 8)
+    frame["label"] = frame.top1.map(lambda t: charts.short_label(charts.visible_whitespace(t), 7))
     frame["column"] = (frame.position.astype(str).str.zfill(4) + " "
-                       + frame.token.str.replace("\n", "⏎").str.replace(" ", "·"))
+                       + frame.token.map(lambda t: charts.short_label(charts.visible_whitespace(t), 12)))
     # the token axis's order is the tokens' positions, given explicitly: with no order given the browser kept a
     # previous program's categories and appended the new ones, so columns sat under the wrong tokens
     columns = list(frame.sort_values("position")["column"].unique())
@@ -136,9 +145,9 @@ def lens_tab() -> None:
         color=alt.Color("next_prob:Q", title="p(next)", scale=alt.Scale(scheme="blues", domain=[0, 1])),
         tooltip=["position", "token", "layer", "top1", alt.Tooltip("top1_prob:Q", format=".3f"), "next",
                  alt.Tooltip("next_prob:Q", format=".3f"), "next_rank"])
-    labels = base.mark_text(fontSize=9).encode(x=alt.X("column:N", sort=columns), y=alt.Y("layer:O", sort="descending"),
-                                               text="label:N")
-    st.altair_chart((cells + labels).properties(height=40 * len(lens.layers) + 40), width="stretch")
+    labels = base.mark_text(fontSize=10).encode(x=alt.X("column:N", sort=columns),
+                                                y=alt.Y("layer:O", sort="descending"), text="label:N")
+    st.altair_chart(lens_grid(cells + labels), width="content")
     st.dataframe(summary.round(4), width="stretch", hide_index=True)
     st.download_button("Download the lens (CSV)", lens.token_frame().to_csv(index=False), "logit_lens.csv")
 

@@ -14,7 +14,7 @@ from neuro.analysis.selectivity import (
     select_neurons,
 )
 from neuro.code.corpus import LANGS
-from neuro.code.syntax import align_tokens, detect_language
+from neuro.code.syntax import align_tokens, detect_language, not_code_share
 from neuro.instrument.statistics import trace_tokens
 from neuro.results.statistics import ABLATION, CHANCE, UNIVERSALITY
 from views.ui import (
@@ -138,7 +138,8 @@ selection, counts, share = views["selection"], views["counts"], views["share"]
 st.markdown(
     f"**{selection.total:,} neurons** ({selection.n_layers} layers x {selection.n_neurons:,}). "
     f"Candidate threshold: **{selection.threshold:.4g}** "
-    + (f"(quantile of max PLS, scale: {params.normalize})." if method == "pls" else "(activation probability bar).")
+    + (f"(quantile of max {selection.score_label}, scale: {params.normalize})." if method == "pls"
+       else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
 chance = with_units(CHANCE, "chance level", method, params)
@@ -381,12 +382,23 @@ def token_inspector() -> None:
         st.info("Paste some code to see its tokens coloured by a neuron's activation.")
     else:
         guess = detect_language(code)
+        failing = not_code_share(guess)
+        if failing is not None:
+            st.warning(f"This does not look like code: at least {failing:.0%} of it fails to parse in the grammar "
+                       f"that fits it best (the detector's guess, {guess.lang} at {guess.confidence:.0%}, rests on "
+                       "no cue of that language). The activations below are the model's response to it all the same.")
+        # fixed labels and defaults: a widget whose label or default moved with the pasted code was a new widget,
+        # and the chosen language, layer and neuron were reset on every edit
+        if st.session_state.get("inspect_code_seen") != code:
+            st.session_state["inspect_code_seen"] = code
+            st.session_state["inspect_lang"] = guess.lang  # a new program starts on its detected language
         c1, c2, c3 = st.columns(3)
-        lang = c1.selectbox(f"Language (detected: {guess.lang}, {100 * guess.confidence:.0f} %)", LANGS,
-                            index=LANGS.index(guess.lang), key="inspect_lang")
+        lang = c1.selectbox("Language", LANGS, key="inspect_lang",
+                            help=f"Detected: {guess.lang} at {guess.confidence:.0%} confidence.")
         layer = c2.number_input("Layer", 0, model.n_layers - 1, value=model.n_layers // 2, key="inspect_layer")
         neuron = c3.number_input("Neuron (-1: the layer's strongest on this code)", -1, model.n_neurons - 1,
                                  value=-1, key="inspect_neuron")
+        c1.caption(f"detected {guess.lang}, {guess.confidence:.0%}")
         trace = trace_tokens(model, code, layers=[int(layer)])
         acts = trace.activations[0]
         chosen = int(abs(acts).max(0).argmax()) if neuron < 0 else int(neuron)

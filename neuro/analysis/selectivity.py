@@ -127,6 +127,26 @@ class NeuronSelection:
         return "pls" if self.method == "pls" else "prob"
 
     @property
+    def score_label(self) -> str:
+        """The score the value columns hold, for titles and axes (the columns keep one name per method)."""
+        if self.method != "pls":
+            return "activation probability"
+        return "attribution" if getattr(self.params, "score", "pls") == "attribution" else "PLS"
+
+    @property
+    def score_note(self) -> str:
+        """What the score's values mean, signs included: said beside every chart of them."""
+        if self.method != "pls":
+            return "Share of a language's tokens on which the neuron is active (0 to 1)."
+        scale = {"none": "raw", "language": "divided by each language's mean magnitude",
+                 "language_layer": "divided by each language's mean magnitude in the layer"}[self.params.normalize]
+        if self.score_label == "attribution":
+            return ("Attribution: the first-order estimate of how much zeroing the neuron would raise the mean "
+                    f"next-token loss ({scale}). Positive: the neuron helps that language (zeroing it hurts); "
+                    "negative: zeroing it would lower the loss.")
+        return f"PLS: mean |activation x gradient| ({scale}); never negative."
+
+    @property
     def value_columns(self) -> list[str]:
         return [f"{self.value_name}_{lang}" for lang in self.languages]
 

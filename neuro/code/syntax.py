@@ -142,6 +142,30 @@ class Detection:
     scores: dict[str, float]
     error_rates: dict[str, float]
 
+    @property
+    def cue(self) -> float:
+        """The lexical cue weight behind the best language's score (score = cue - 8 x error rate)."""
+        return self.scores[self.lang] + 8.0 * self.error_rates[self.lang]
+
+
+NOT_CODE_ERROR_SHARE = 0.15  # more than this share of bytes fails to parse in every language: not code
+UNCUED_ERROR_SHARE = 0.05    # ... or more than this in the best language, with no cue of that language either
+STRONG_CUE = 1.0             # a cue weight this large (e.g. a `def` line, `package`, `#include`) marks code
+
+
+def not_code_share(detection: Detection) -> float | None:
+    """The parse-error share that makes the text look like something other than code (prose, a log), or None
+    when it looks like code. Prose parses badly everywhere, or in one lenient grammar (a Java parse of an
+    English sentence fails on ~10 % of its bytes) with none of that language's cues, where every program of
+    the demo corpus and HumanEval-X parses with under 4 % errors in its detected language."""
+    best = min(detection.error_rates.values())
+    if best > NOT_CODE_ERROR_SHARE:
+        return best
+    own = detection.error_rates[detection.lang]
+    if own > UNCUED_ERROR_SHARE and detection.cue < STRONG_CUE:
+        return own
+    return None
+
 
 def detect_language(code: str, candidates: Sequence[str] = LANGS) -> Detection:
     """Guess the language of pasted code from tree-sitter error rates plus cheap lexical cues.

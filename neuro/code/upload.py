@@ -7,11 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from neuro.code.corpus import normalize_lang
-from neuro.code.syntax import detect_language
+from neuro.code.syntax import detect_language, not_code_share
 
 MAX_CODE_CHARS = 20_000      # pasted code beyond this is cut (the model sees max_length tokens anyway)
-
-NOT_CODE_ERROR_SHARE = 0.15  # "not code": more than this share of bytes fails to parse in every language
 
 LOW_CONFIDENCE = 0.4         # below this detection confidence the language is called uncertain
 
@@ -22,7 +20,8 @@ TRUNCATED_MESSAGE = "The code has {chars:,} characters; only the first {limit:,}
 TOKENS_MESSAGE = "Only the first {limit:,} of its {tokens:,} tokens are embedded."
 
 NOT_CODE_MESSAGE = ("This does not look like C++, Java, Python, Go or JavaScript (at least {share:.0%} of it fails "
-                    "to parse in every language): the hits may mean little.")
+                    "to parse in the grammar that fits it best, and the detector's guess, {lang} at {confidence:.0%}, "
+                    "rests on no cue of that language): the results may mean little.")
 
 LOW_CONFIDENCE_MESSAGE = ("The language is uncertain (detected {lang} at {confidence:.0%} confidence); choose it if "
                           "it is wrong.")
@@ -105,10 +104,10 @@ def prepare_query(code: str, lang: str | None = None, max_chars: int = MAX_CODE_
         code = code[:max_chars]
         notices.append(TRUNCATED_MESSAGE.format(chars=original, limit=max_chars))
     detection = detect_language(code)
-    worst_best = min(detection.error_rates.values())
-    looks_like_code = worst_best <= NOT_CODE_ERROR_SHARE
+    failing = not_code_share(detection)
+    looks_like_code = failing is None
     if not looks_like_code:
-        notices.append(NOT_CODE_MESSAGE.format(share=worst_best))
+        notices.append(NOT_CODE_MESSAGE.format(share=failing, lang=detection.lang, confidence=detection.confidence))
     chosen = normalize_lang(lang) if lang else detection.lang
     query = Query(code, chosen, detection.lang, float(detection.confidence), lang is not None, truncated, original,
                   looks_like_code)

@@ -19,11 +19,24 @@ def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", sc
     base = alt.Chart(frame, title=title).encode(
         x=alt.X(f"{x}:O", sort=x_sort), y=alt.Y(f"{y}:O", sort=y_sort),
         tooltip=[x, y, alt.Tooltip(value, format=fmt)])
-    rects = base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=scale))
+    # a missing value (e.g. a matrix's undefined diagonal) is a grey cell with no text, never the word "null"
+    valid = f"isValid(datum[{value!r}]) && isFinite(datum[{value!r}])"
+    rects = base.mark_rect().encode(color=alt.condition(valid, alt.Color(f"{value}:Q", scale=scale),
+                                                        alt.value("#eeeeee")))
     if frame[value].size > 400:
         return rects
-    text = base.mark_text(fontSize=11).encode(text=alt.Text(f"{value}:Q", format=fmt))
+    text = base.mark_text(fontSize=11).encode(text=alt.Text(f"{value}:Q", format=fmt)).transform_filter(valid)
     return rects + text
+
+
+def visible_whitespace(text: str) -> str:
+    """A token as a chart label: spaces, tabs and newlines drawn as visible marks (an all-whitespace token
+    would otherwise be an empty cell), a token with no text at all (e.g. a beginning-of-sequence) as ∅."""
+    return text.replace("\n", "⏎").replace("\t", "→").replace(" ", "·") or "∅"
+
+
+def short_label(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def diagonal_first(matrix: pd.DataFrame) -> pd.DataFrame:

@@ -158,6 +158,14 @@ def test_embeddings_page(monkeypatch, app_env):
     assert not at.exception, at.exception
     titles = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
     assert len(titles) == 2 and all("mean removed" in str(t) for t in titles), titles
+    at.radio(key="emb_color").set_value("task").run()
+    chosen = at.multiselect(key="emb_tasks").value
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    color = spec["encoding"]["color"]
+    # each chosen task its own colour, the rest one grey "other tasks", a legend, the language as the shape
+    assert color["scale"]["domain"] == [*chosen, "other tasks"] and "legend" not in color
+    assert len(set(color["scale"]["range"])) == len(chosen) + 1
+    assert spec["encoding"]["shape"]["field"] == "language"
 
 
 def test_a_cache_that_cannot_be_written_is_said_on_the_page(monkeypatch, app_env, tmp_path, mounted):

@@ -49,3 +49,17 @@ def test_visible_whitespace_and_short_labels():
     assert visible_whitespace("\n    ") == "⏎····" and visible_whitespace("\t") == "→"
     assert visible_whitespace("") == "∅"
     assert short_label("abcdefghij", 7) == "abcdef…" and short_label("abc", 7) == "abc"
+
+
+def test_a_task_colour_never_stands_for_two_tasks():
+    from views.ui.charts import TASK_PALETTE, projection_scatter
+
+    tasks = [f"t{i}" for i in range(30)]
+    data = pd.DataFrame({"id": tasks, "language": ["python", "go"] * 15, "task": tasks, "code": "",
+                         "x": range(30), "y": range(30)})
+    spec = projection_scatter(data, "task", "", tasks=tasks).to_dict()  # asked for more than the palette holds
+    scale = spec["encoding"]["color"]["scale"]
+    assert scale["domain"] == [*tasks[:len(TASK_PALETTE)], "other tasks"]
+    assert len(set(scale["range"])) == len(scale["domain"])
+    by_language = projection_scatter(data, "language", "").to_dict()["encoding"]["color"]["scale"]
+    assert by_language["domain"] == ["python", "go"] and by_language["range"][0] != by_language["range"][1]

@@ -1,13 +1,12 @@
 """Embeddings: UMAP of pooled program states at a lower layer and at the concept layer, side by side."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from neuro.analysis.embeddings import compile_projection
 from neuro.results.embeddings import POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
-from views.ui import corpus_split, page_header, truncation_caption
+from views.ui import charts, corpus_split, page_header, truncation_caption
 from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
@@ -49,12 +48,17 @@ if missing:
 
 frame = pd.DataFrame({"id": [s.id for s in corpus], "language": [s.lang for s in corpus],
                       "task": [s.task for s in corpus], "code": [s.code[:300] for s in corpus]})
+shown_tasks = None
+if color == "task":
+    tasks = list(dict.fromkeys(frame.task))
+    widest = sorted(tasks, key=lambda t: -frame.task.eq(t).sum())  # tasks in the most languages first
+    shown_tasks = st.multiselect(
+        f"Tasks to colour (at most {len(charts.TASK_PALETTE)}; the others are grey)", tasks,
+        default=widest[:6], max_selections=len(charts.TASK_PALETTE), key="emb_tasks",
+        help="One colour per task, never reused: with dozens of tasks a recycled palette would paint unrelated "
+             "tasks alike. Shape shows the language.")
 cols = st.columns(2)
 for col, layer in zip(cols, (int(low), int(high))):
     data = frame.assign(x=points[layer][:, 0], y=points[layer][:, 1])
-    legend = None if color == "task" else alt.Legend()
     title = f"Layer {layer}" + (", each language's mean removed" if center == "language" else "")
-    chart = alt.Chart(data, title=title, height=440).mark_circle(size=60, opacity=0.8).encode(
-        x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)), y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)),
-        color=alt.Color(f"{color}:N", legend=legend), tooltip=["id", "language", "task", "code"])
-    col.altair_chart(chart, width="stretch")
+    col.altair_chart(charts.projection_scatter(data, color, title, shown_tasks), width="stretch")

@@ -12,6 +12,31 @@ LANG_COLORS = {"cpp": "#4e79a7", "java": "#f28e2b", "python": "#59a14f", "go": "
                "javascript": "#edc948", "universal": "#b07aa1"}
 
 
+TASK_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                "#bcbd22", "#7f7f7f"]  # tableau10: as many tasks as it has colours are coloured, never recycled
+OTHER_TASKS = "other tasks"
+
+
+def projection_scatter(data: pd.DataFrame, color: str, title: str, tasks: list[str] | None = None) -> alt.Chart:
+    """Programs as points (x, y). Colour by language (each language its colour) or by task: only the chosen
+    tasks (at most one per palette colour) get a colour and a legend entry, the rest are grey, so a colour
+    never stands for two tasks; the shape always tells the language."""
+    if color == "task":
+        tasks = list(tasks or [])[:len(TASK_PALETTE)]
+        data = data.assign(task_shown=data.task.where(data.task.isin(tasks), OTHER_TASKS))
+        domain = [*tasks, OTHER_TASKS]
+        encoding = alt.Color("task_shown:N", title="task", scale=alt.Scale(
+            domain=domain, range=[*TASK_PALETTE[:len(tasks)], "#d0d0d0"]), sort=domain)
+    else:
+        names = list(dict.fromkeys(data.language))
+        encoding = alt.Color("language:N", scale=alt.Scale(domain=names, range=[LANG_COLORS.get(n, "#999")
+                                                                                for n in names]))
+    return alt.Chart(data, title=title, height=440).mark_point(size=60, filled=True, opacity=0.85).encode(
+        x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)), y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)),
+        color=encoding, shape=alt.Shape("language:N", legend=alt.Legend(title="language (shape)")),
+        tooltip=["id", "language", "task", "code"])
+
+
 def heatmap(frame: pd.DataFrame, x: str, y: str, value: str, title: str = "", scheme: str = "blues",
             fmt: str = ".3g", x_sort=None, y_sort=None, domain_mid: float | None = None) -> alt.Chart:
     """A labelled heatmap of a long-form frame (x, y, value)."""

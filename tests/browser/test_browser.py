@@ -60,6 +60,16 @@ def test_neurons_heatmap_and_token_inspector(page, app_url):
     styles = [spans.nth(i).get_attribute("style") for i in range(spans.count())]
     assert any("rgba(" in s and not s.startswith("background:rgba(220,50,47,0.00)") for s in styles)
     screenshot(page, "neurons-token-inspector")
+    layer = page.get_by_label("Layer", exact=True)
+    layer.fill("2")
+    layer.press("Enter")
+    settle(page)
+    area.fill("def add_two(values):\n    return [v + 2 for v in values]\n")
+    area.press("Control+Enter")
+    page.locator("pre", has_text="add_two").first.wait_for()
+    settle(page)
+    assert layer.input_value() == "2"  # an edit of the code keeps the chosen layer (it was reset on every edit)
+    assert page.get_by_text("Neuron L2 N").count() >= 1
 
 
 def test_clones_page_finds_pasted_code(page, app_url):

@@ -64,9 +64,9 @@ def test_neurons_heatmap_and_token_inspector(page, app_url):
     layer.fill("2")
     layer.press("Enter")
     settle(page)
-    area.fill("def add_two(values):\n    return [v + 2 for v in values]\n")
+    area.fill("package main\n\nfunc AddTwo(values []int) []int {\n\treturn values\n}\n")  # another language
     area.press("Control+Enter")
-    page.locator("pre", has_text="add_two").first.wait_for()
+    page.locator("pre", has_text="AddTwo").first.wait_for()
     settle(page)
     assert layer.input_value() == "2"  # an edit of the code keeps the chosen layer (it was reset on every edit)
     assert page.get_by_text("Neuron L2 N").count() >= 1

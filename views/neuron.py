@@ -28,6 +28,7 @@ corpus = split.selection  # as on the Neurons page: the statistics describe the 
 stats = pls_statistics(model, corpus)
 stats_key = f"{model.identity}|{corpus_key(corpus)}"
 PARAMS = SelectionParams()  # the Neurons page's defaults: its class is said under these
+AUTO_HISTOGRAM_TOKENS = 8_000  # above this the histogram waits for a click (the demo's ~26k tokens: ~1 min on 2 CPUs)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -152,14 +153,12 @@ tokens = int(stats.tokens.sum())
 cost = (f"one forward pass up to layer {layer} over the {len(corpus):,} selection programs "
         f"({tokens:,} tokens)")
 hist_key = f"{stats_key}|{layer}|{neuron}"
-hist = None
-if small_enough_to_auto_run(model, corpus) or st.session_state.get("neuron_hist_for") == hist_key:
-    hist = kept_histogram(hist_key, layer, neuron, f"Histogram: {cost}")
-else:
+auto = small_enough_to_auto_run(model, corpus) and tokens <= AUTO_HISTOGRAM_TOKENS
+if not auto and hist_key not in st.session_state.get("neuron_histograms", {}):
     st.caption(f"Costs {cost}.")
-    if st.button("Compute the histogram", key="neuron_hist"):
-        st.session_state["neuron_hist_for"] = hist_key
-        st.rerun()
+    auto = st.button("Compute the histogram", key="neuron_hist")
+hist = kept_histogram(hist_key, layer, neuron, f"Histogram: {cost}") if auto else (
+    st.session_state.get("neuron_histograms", {}).get(hist_key))
 if hist is not None:
     st.altair_chart(charts.activation_histogram(hist.frame(), title=f"L{layer} N{neuron}: activation per "
                                                 f"language ({len(hist.edges) - 1} bins)"), width="stretch")

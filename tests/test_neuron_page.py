@@ -113,6 +113,14 @@ def test_links_into_the_page(monkeypatch, app_env):
     assert links and all(set(q) == {"layer", "neuron"} for q in links)
     at.selectbox(key="map_layer").set_value(1).run()
     assert any(q["layer"] == "1" for page, q in _links(at) if page.endswith("neuron"))
+    for group in ("universal", "python"):  # a click on a cell lists that cell's neurons
+        at.session_state["map_cell"] = {"selection": {"cell": [{"layer": 2, "group": group}]}}
+        at.run()
+        assert not at.exception, at.exception
+        assert at.selectbox(key="map_layer").value == 2
+        assert any(f"layer 2 ({group})" in c.value for c in at.caption), [c.value for c in at.caption]
+        listed = [p.proto.label for p in at.page_link if p.proto.label.startswith("L2 N")]
+        assert all(label.endswith(f"({group})") for label in listed), listed
     # the old tab still lands somewhere sensible
     at.query_params["tab"] = "Neuron detail"
     at.session_state["tab"] = "Neuron detail"

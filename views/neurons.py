@@ -195,12 +195,14 @@ def layer_map() -> None:
     long = by_layer.reset_index().melt(id_vars="layer", var_name="group", value_name="neurons")
     if as_share:
         long["neurons"] = 100 * long["neurons"] / selection.n_neurons
-    st.altair_chart(charts.heatmap(long, "group", "layer", "neurons", scheme="oranges",
-                                   title="Selected neurons per layer", x_sort=[*selection.languages, "universal"],
-                                   fmt=".2f" if as_share else "d"), width="stretch")
+    event = st.altair_chart(charts.pick_heatmap(long, "group", "layer", "neurons", scheme="oranges",
+                                                title="Selected neurons per layer",
+                                                x_sort=[*selection.languages, "universal"],
+                                                fmt=".2f" if as_share else "d"),
+                            width="stretch", on_select="rerun", key="map_cell")
     st.caption("Rows: layers (0 = closest to the input). Columns: the language a neuron is specific to, "
-               "and universal neurons (high PLS in every language).")
-    _open_from_layer_map(by_layer)
+               "and universal neurons (high PLS in every language). Click a cell to list its neurons below.")
+    _open_from_layer_map(by_layer, ((event or {}).get("selection", {}).get("cell") or [None])[0])
     other_name = "LAPE" if method == "pls" else "PLS"
     if st.toggle(f"Compare with {other_name} (agreement of the specific sets per language)", key="neurons_cmp"):
         st.dataframe(cached_overlap(stats_key, method, params, stats), width="stretch")
@@ -239,10 +241,17 @@ def neuron_table() -> None:
 
 
 # --------------------------------------------------------------------------- detail
-def _open_from_layer_map(by_layer: pd.DataFrame) -> None:
-    """Below the layer map: a layer's selected neurons as links to their pages, and any neuron of it."""
+def _open_from_layer_map(by_layer: pd.DataFrame, cell: dict | None) -> None:
+    """Below the layer map: a layer's selected neurons as links to their pages (those of the clicked cell's
+    group when a cell is clicked), and any neuron of it."""
     from views.ui.links import neuron_link
 
+    group = None
+    if cell and "layer" in cell:
+        if st.session_state.get("_map_cell") != cell:  # a new click picks the layer (the selectbox may change it)
+            st.session_state["map_layer"] = int(cell["layer"])
+        st.session_state["_map_cell"] = cell
+        group = cell.get("group")
     with st.container(border=True):
         c1, c2, c3 = st.columns([1, 1, 3])
         layer = int(c1.selectbox("Open a neuron of layer", list(by_layer.index), key="map_layer",
@@ -251,15 +260,20 @@ def _open_from_layer_map(by_layer: pd.DataFrame) -> None:
         with c3:
             neuron_link(layer, neuron, f"Open L{layer} N{neuron}")
         chosen = views["table"][views["table"].layer == layer]
+        if group == "universal":
+            chosen = chosen[chosen.cls.astype(str) == "universal"]
+        elif group:
+            chosen = chosen[chosen.langs.astype(str).str.split(",").apply(lambda langs: group in langs)]
         if len(chosen):
-            st.caption(f"Selected in layer {layer} ({len(chosen)}; the first 12):")
+            st.caption(f"Selected in layer {layer}{f' ({group})' if group else ''}: {len(chosen)}, the first 12:")
             cols = st.columns(4)
             for i, row in enumerate(chosen.head(12).itertuples()):
                 with cols[i % 4]:
                     neuron_link(row.layer, row.neuron, f"L{row.layer} N{row.neuron} "
                                 f"({row.langs if str(row.cls) == 'specific' else 'universal'})")
         else:
-            st.caption(f"No neuron of layer {layer} is selected; any can be opened by its index.")
+            st.caption(f"No neuron of layer {layer}{f' ({group})' if group else ''} is selected; any can be opened "
+                       "by its index.")
 
 
 def neuron_detail() -> None:

@@ -162,3 +162,14 @@ def context_html(text: str, offsets: list[tuple[int, int]], values: np.ndarray, 
     parts.append(html.escape(text[end:]))
     return ('<pre style="font-size:12px;line-height:1.5;white-space:pre-wrap;padding:6px;margin:2px 0;'
             'border:1px solid #ddd;border-radius:6px">' + "".join(parts) + "</pre>")
+
+
+def pick_heatmap(frame: pd.DataFrame, x: str, y: str, value: str, name: str = "cell", **kwargs) -> alt.Chart:
+    """`heatmap` whose cells can be clicked: a point selection `name` on (x, y), read back from
+    `st.altair_chart(..., on_select="rerun")` as selection[name] = [{x: ..., y: ...}]."""
+    chart = heatmap(frame, x, y, value, **kwargs)
+    pick = alt.selection_point(name=name, fields=[x, y], on="click")
+    if isinstance(chart, alt.LayerChart):
+        chart.layer[0] = chart.layer[0].add_params(pick)
+        return chart
+    return chart.add_params(pick)

@@ -180,6 +180,7 @@ def top_contexts(stats: CorpusStats, snippets: Sequence[Snippet], loaded: Loaded
 
 
 # --------------------------------------------------------------------------- logit effect
+UNEMBED_ROWS = 8192  # vocabulary rows read through the logit effect at a time
 @dataclass(frozen=True)
 class TokenEffect:
     token_id: int
@@ -257,8 +258,10 @@ def logit_effect(loaded: LoadedModel, layer: int, neuron: int, k: int = 10) -> L
     norm = loaded.final_norm
     gain = norm_gain(norm, column.shape[0], column.device, column.dtype)
     direction = (column.double().cpu() * gain).to(device=unembed.device, dtype=torch.float32)
-    with torch.inference_mode():
-        logits = (unembed.float() @ direction).cpu()
+    logits = torch.empty(unembed.shape[0])
+    with torch.inference_mode():  # in float32, a block of rows at a time (no float copy of a 128k vocabulary)
+        for start in range(0, unembed.shape[0], UNEMBED_ROWS):
+            logits[start:start + UNEMBED_ROWS] = (unembed[start:start + UNEMBED_ROWS].float() @ direction).cpu()
     vocab = len(loaded.tokenizer)
     logits = logits[:vocab] if logits.shape[0] > vocab else logits  # padded vocabularies: rows no id names
     k = min(k, logits.shape[0])

@@ -67,12 +67,12 @@ def test_logit_effect_finds_the_planted_tokens(kind, monkeypatch):
 
     monkeypatch.setattr(card, "UNEMBED_ROWS", 64)  # the vocabulary read in several blocks, the planted rows in two
     loaded = tiny_model(kind, seed=1)
-    _plant(loaded, layer=1, neuron=5, up_token=77, down_token=123)
+    _plant(loaded, layer=1, neuron=5, up_token=30, down_token=123)
     effect = logit_effect(loaded, 1, 5, k=3)
-    assert effect.promoted[0].token_id == 77 and effect.suppressed[0].token_id == 123
+    assert effect.promoted[0].token_id == 30 and effect.suppressed[0].token_id == 123
     assert effect.promoted[0].logit == pytest.approx(10.0, rel=1e-4)
     assert effect.suppressed[0].logit == pytest.approx(-10.0, rel=1e-4)
-    assert effect.promoted[0].token == loaded.tokenizer.decode([77])
+    assert effect.promoted[0].token == loaded.tokenizer.decode([30])
     assert effect.promoted[1].logit < 1.0 and effect.promoted[0].logit >= effect.promoted[1].logit
     other = logit_effect(loaded, 1, 6, k=3)  # a neighbour's column is untouched: no planted-size effect
     assert other.promoted[0].logit < 1.0 and other.suppressed[0].logit > -1.0

@@ -119,6 +119,10 @@ with st.expander("Every statistic per language (raw)"):
                "estimated loss change when zeroed; activation probability: share of tokens with act(gate) > 0.")
 
 # --------------------------------------------------------------------------- output side
+if not model.weights_loaded:  # cached results only: what follows reads the weights or runs the model
+    st.info("The logit effect, top contexts, activation distribution and ablation read this model's weights: "
+            "load the model itself (sidebar) to see them.")
+    st.stop()
 st.subheader("Direct logit effect")
 effect = cached_logits(model.identity, layer, neuron, model)
 frame = effect.frame()

@@ -178,3 +178,31 @@ def test_token_effect_bars_keep_the_ranked_order_and_show_whitespace():
     spec = token_effects(frame).to_dict()
     assert spec["encoding"]["y"]["sort"] == ["1. ' x'", "2. '\\n'", "3. 'y'"]
     assert spec["encoding"]["x"]["title"] == "logit change per unit of activation"
+
+
+def test_browse_only_shows_the_statistics_and_says_what_needs_the_weights(app_env, monkeypatch):
+    """Cached results only (no weights): scores and syntax from the cache, the rest says it needs the weights."""
+    import shutil
+
+    from neuro.code.split import split_corpus
+    from neuro.model.cards import list_cards
+    from neuro.model.loading import load_model
+    from neuro.results.statistics import STATS
+    from neuro.results.store import Store
+
+    box, home = app_env / "box", app_env / "laptop"  # a "GPU box" computes; the "laptop" gets its cache only
+    shutil.copytree(app_env / "model", box / "model")
+    STATS.fetch(load_model(box / "model"), split_corpus(SNIPPETS).selection, cache=Store(box / "cache"))
+    shutil.copytree(box / "cache", home / "cache")
+    shutil.rmtree(box)
+    monkeypatch.setenv("NEURO_MODEL", str(list_cards(home / "cache")[0].folder))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(home / "cache"))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.query_params.update({"layer": "1", "neuron": "3"})
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.header] == ["Layer 1, neuron 3"]
+    assert any("per language" in _title(s) for s in _specs(at))
+    assert any("read this model's weights" in i.value for i in at.info)

@@ -72,6 +72,11 @@ def test_url_opens_any_neuron_with_every_section(monkeypatch, app_env):
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "loss change (nats)" in d.value.columns)
     assert set(table.language) <= {"python", "go", "java"} and len(table)
+    # the bars' title follows the score shown
+    at.radio(key="neuron_score").set_value("attribution").run()
+    assert "attribution (scaled per language and layer) per language" in {_title(s) for s in _specs(at)}
+    at.radio(key="neuron_scale").set_value("none").run()
+    assert "attribution (raw) per language" in {_title(s) for s in _specs(at)}
     # changing the neuron writes the URL
     at.number_input(key="neuron_index").set_value(41).run()
     assert at.query_params["neuron"] == ["41"] or at.query_params["neuron"] == "41"

@@ -2,6 +2,8 @@
 language, syntax, top contexts, activation distribution) and what it writes (direct logit effect), and the
 loss change when it alone is zeroed. Thin: computation in neuro.analysis.neuron_card."""
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -27,7 +29,7 @@ split = corpus_split(corpus)
 corpus = split.selection  # as on the Neurons page: the statistics describe the selection side
 stats = pls_statistics(model, corpus)
 stats_key = f"{model.identity}|{corpus_key(corpus)}"
-PARAMS = SelectionParams()  # the Neurons page's defaults: its class is said under these
+DEFAULTS = SelectionParams()  # the Neurons page's defaults: the class is said under these, score and scale chosen
 AUTO_HISTOGRAM_TOKENS = 8_000  # above this the histogram waits for a click (the demo's ~26k tokens: ~1 min on 2 CPUs)
 
 
@@ -58,6 +60,14 @@ def kept_histogram(key: str, layer: int, neuron: int, label: str):
     return kept[key]
 
 
+with st.expander("Score and scale of the class and the bars"):
+    scores_here = ["pls", "attribution"] if stats.attribution_sum is not None else ["pls"]
+    score = st.radio("Score", scores_here, horizontal=True, key="neuron_score",
+                     format_func={"pls": "PLS (the paper)", "attribution": "attribution (signed)"}.get)
+    scale = st.radio("Scale", ["language_layer", "language", "none"], horizontal=True, key="neuron_scale",
+                     format_func={"language_layer": "per language and layer (default)", "language": "per language",
+                                  "none": "raw"}.get)
+PARAMS = dataclasses.replace(DEFAULTS, score=score, normalize=scale)
 selection = cached_selection(stats_key, PARAMS, stats)
 
 # --------------------------------------------------------------------------- which neuron: the URL decides
@@ -92,7 +102,7 @@ if scores.selected:
 else:
     st.markdown(f"**Not selected** (rank {scores.rank:,} of {scores.total:,} by max {scores.shown_label}; "
                 f"the top {100 * PARAMS.top_fraction:g} % can be).")
-st.caption(f"Class under the Neurons page's default selection: candidate quantile {PARAMS.candidate_quantile}, "
+st.caption(f"Class under the Neurons page's default thresholds: candidate quantile {PARAMS.candidate_quantile}, "
            f"ratio {PARAMS.ratio}, top fraction {PARAMS.top_fraction}, {scores.shown_label}. "
            f"Site: {model.adapter.site_label().replace('{i}', str(layer))}, channel {neuron}.")
 if st.button("Open in the token inspector", icon=":material/text_fields:", key="neuron_inspect"):

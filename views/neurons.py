@@ -4,7 +4,6 @@ ablation. Thin: widgets and charts here, computation in neuro/."""
 import pandas as pd
 import streamlit as st
 
-from neuro.analysis.profiles import syntax_profile, top_examples
 from neuro.analysis.sensitivity import sensitivity
 from neuro.analysis.selectivity import (
     LapeParams,
@@ -197,11 +196,14 @@ def layer_map() -> None:
     long = by_layer.reset_index().melt(id_vars="layer", var_name="group", value_name="neurons")
     if as_share:
         long["neurons"] = 100 * long["neurons"] / selection.n_neurons
-    st.altair_chart(charts.heatmap(long, "group", "layer", "neurons", scheme="oranges",
-                                   title="Selected neurons per layer", x_sort=[*selection.languages, "universal"],
-                                   fmt=".2f" if as_share else "d"), width="stretch")
+    event = st.altair_chart(charts.pick_heatmap(long, "group", "layer", "neurons", scheme="oranges",
+                                                title="Selected neurons per layer",
+                                                x_sort=[*selection.languages, "universal"],
+                                                fmt=".2f" if as_share else "d"),
+                            width="stretch", on_select="rerun", key="map_cell")
     st.caption("Rows: layers (0 = closest to the input). Columns: the language a neuron is specific to, "
-               "and universal neurons (high PLS in every language).")
+               "and universal neurons (high PLS in every language). Click a cell to list its neurons below.")
+    _open_from_layer_map(by_layer, ((event or {}).get("selection", {}).get("cell") or [None])[0])
     other_name = "LAPE" if method == "pls" else "PLS"
     if st.toggle(f"Compare with {other_name} (agreement of the specific sets per language)", key="neurons_cmp"):
         st.dataframe(cached_overlap(stats_key, method, params, stats), width="stretch")
@@ -223,8 +225,15 @@ def neuron_table() -> None:
         view = view[keep]
     shown = 1000
     st.caption(f"{len(view):,} of {len(table):,} selected neurons" + (
-        f" (the first {shown:,} shown; the downloads hold all)" if len(view) > shown else ""))
-    st.dataframe(view.head(shown), width="stretch", hide_index=True)
+        f" (the first {shown:,} shown; the downloads hold all)" if len(view) > shown else "")
+        + ". Click a row to open its neuron's page.")
+    rows = view.head(shown)
+    event = st.dataframe(rows, width="stretch", hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="table_pick")
+    if event.selection.rows:  # positions in the frame shown (filtered), not in the whole table
+        from views.ui.links import open_neuron
+        picked = rows.iloc[event.selection.rows[0]]
+        open_neuron(int(picked.layer), int(picked.neuron))
     filters = f"{stats_key}|{method}|{params}|{langs}|{layer_range}|{classes}"
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", export_bytes(filters, filters, "csv", view), "neurons.csv", "text/csv")
@@ -233,39 +242,56 @@ def neuron_table() -> None:
 
 
 # --------------------------------------------------------------------------- detail
-def neuron_detail() -> None:
-    table, labels = views["table"], views["labels"]
-    if table.empty:
-        st.info("No neuron passes the selection; loosen the parameters.")
-    else:
-        pick = st.selectbox("Neuron", range(len(table)), format_func=labels.__getitem__, key="detail_pick")
-        row = table.iloc[pick]
-        layer, neuron = int(row.layer), int(row.neuron)
-        left, right = st.columns(2)
-        with left:
-            values = pd.DataFrame({"language": selection.languages,
-                                   "score": [float(row[c]) for c in selection.value_columns]})
-            st.altair_chart(charts.bars(values, "language", "score", color="language",
-                                        title=f"{selection.value_name.upper()} per language"), width="stretch")
-        with right:
-            if stats.type_sum is not None:
-                prof = syntax_profile(stats, layer, neuron).head(15)
-                st.altair_chart(charts.bars(prof, "node_type", "mean_activation", horizontal=True,
-                                            title="Mean activation per syntax node type"), width="stretch")
-        if stats.top_values is not None:
-            st.markdown("**Top activating tokens** (highlighted, with context)")
-            for ex in top_examples(stats, corpus, model, layer, neuron, context_chars=60):
-                st.caption(f"#{ex.rank}  {ex.activation:+.3f}  {ex.lang}  {ex.snippet_id}  node: {ex.node_type}")
-                st.html(charts.example_html(ex.before, ex.token, ex.after))
-        result = st.session_state.get(f"ablation|{stats_key}|{method}|{params}|{split.params}")
-        if result is not None:
-            group = "universal" if str(row.cls) == "universal" else str(row.top_lang)
-            if group in result.delta.index:
-                st.markdown(f"**Ablating this neuron's group ({group}, {result.sizes[group]} neurons)** "
-                            "changes the loss per language by:")
-                st.dataframe(result.delta.loc[[group]].round(4), width="stretch")
+def _open_from_layer_map(by_layer: pd.DataFrame, cell: dict | None) -> None:
+    """Below the layer map: a layer's selected neurons as links to their pages (those of the clicked cell's
+    group when a cell is clicked), and any neuron of it."""
+    from views.ui.links import neuron_link
+
+    group = None
+    if cell and "layer" in cell:
+        if st.session_state.get("_map_cell") != cell:  # a new click picks the layer (the selectbox may change it)
+            st.session_state["map_layer"] = int(cell["layer"])
+        st.session_state["_map_cell"] = cell
+        group = cell.get("group")
+    with st.container(border=True):
+        c1, c2, c3 = st.columns([1, 1, 3])
+        layer = int(c1.selectbox("Open a neuron of layer", list(by_layer.index), key="map_layer",
+                                 index=int(by_layer.sum(axis=1).to_numpy().argmax())))
+        neuron = int(c2.number_input("Neuron", 0, selection.n_neurons - 1, 0, key="map_neuron"))
+        with c3:
+            neuron_link(layer, neuron, f"Open L{layer} N{neuron}")
+        chosen = views["table"][views["table"].layer == layer]
+        if group == "universal":
+            chosen = chosen[chosen.cls.astype(str) == "universal"]
+        elif group:
+            chosen = chosen[chosen.langs.astype(str).str.split(",").apply(lambda langs: group in langs)]
+        if len(chosen):
+            st.caption(f"Selected in layer {layer}{f' ({group})' if group else ''}: {len(chosen)}, the first 12:")
+            cols = st.columns(4)
+            for i, row in enumerate(chosen.head(12).itertuples()):
+                with cols[i % 4]:
+                    neuron_link(row.layer, row.neuron, f"L{row.layer} N{row.neuron} "
+                                f"({row.langs if str(row.cls) == 'specific' else 'universal'})")
         else:
-            st.caption("Run the ablation (Ablation tab) to see the effect of this neuron's group.")
+            st.caption(f"No neuron of layer {layer}{f' ({group})' if group else ''} is selected; any can be opened "
+                       "by its index.")
+
+
+def neuron_detail() -> None:
+    """Superseded by the Neuron page (any neuron, its own URL): old ?tab=Neuron+detail links land here."""
+    from views.ui.links import neuron_link
+
+    table, labels = views["table"], views["labels"]
+    st.info("Every neuron now has its own page (Neuron, in the navigation; its URL names the neuron). Pick one:")
+    if not table.empty:
+        pick = st.selectbox("Selected neuron", range(len(table)), format_func=labels.__getitem__, key="detail_pick")
+        row = table.iloc[pick]
+        neuron_link(int(row.layer), int(row.neuron), f"Open L{int(row.layer)} N{int(row.neuron)}")
+    c1, c2, c3 = st.columns([1, 1, 2])
+    layer = int(c1.number_input("Layer", 0, selection.n_layers - 1, 0, key="detail_layer"))
+    neuron = int(c2.number_input("Neuron", 0, selection.n_neurons - 1, 0, key="detail_neuron"))
+    with c3:
+        neuron_link(layer, neuron, f"Open any neuron: L{layer} N{neuron}")
 
 
 # --------------------------------------------------------------------------- relations
@@ -406,6 +432,7 @@ def token_inspector() -> None:
         st.caption(f"Neuron L{layer} N{chosen}; red = positive, blue = negative; hover a token for its value "
                    "and syntax node.")
         st.html(charts.token_html(code, trace.offsets, acts[:, chosen], [n.type for n in nodes]))
+        st.page_link("views/neuron.py", label=f"Open neuron L{layer} N{chosen}'s page", query_params={"layer": str(layer), "neuron": str(chosen)})  # noqa: E501
 
 
 # --------------------------------------------------------------------------- tabs

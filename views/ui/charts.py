@@ -153,3 +153,61 @@ def example_html(before: str, token: str, after: str) -> str:
     """One top-activating token highlighted in its context."""
     return ('<pre style="font-size:12px;margin:2px 0;white-space:pre-wrap">' + html.escape(before)
             + '<mark style="background:#f4a261">' + html.escape(token) + "</mark>" + html.escape(after) + "</pre>")
+
+
+def activation_histogram(frame: pd.DataFrame, title: str = "") -> alt.Chart:
+    """One neuron's activation distribution per language (a frame of language, low, high, count, share: bins
+    shared by the languages): each language's share of its own tokens per bin, overlaid, the x domain exactly
+    the bins' range."""
+    langs = list(dict.fromkeys(frame["language"]))
+    domain = [float(frame["low"].min()), float(frame["high"].max())]
+    return alt.Chart(frame, title=title).mark_bar(opacity=0.5, binSpacing=0).encode(
+        x=alt.X("low:Q", title="activation", scale=alt.Scale(domain=domain, nice=False, zero=False)),
+        x2="high:Q",
+        y=alt.Y("share:Q", title="share of the language's tokens", stack=None),
+        color=alt.Color("language:N", title="language", scale=alt.Scale(
+            domain=langs, range=[LANG_COLORS.get(n, "#999") for n in langs])),
+        tooltip=["language", alt.Tooltip("low:Q", format=".3g"), alt.Tooltip("high:Q", format=".3g"), "count",
+                 alt.Tooltip("share:Q", format=".2%")])
+
+
+def token_effects(frame: pd.DataFrame, title: str = "") -> alt.Chart:
+    """Tokens a neuron pushes up (positive) or down (negative) by its direct logit effect: a frame of token,
+    logit (one row per token), drawn highest first; the token labels shown quoted so whitespace is visible."""
+    frame = frame.assign(label=[f"{i + 1}. {t!r}" for i, t in enumerate(frame["token"])])
+    return alt.Chart(frame, title=title).mark_bar().encode(
+        y=alt.Y("label:N", sort=list(frame["label"]), title=None),
+        x=alt.X("logit:Q", title="logit change per unit of activation"),
+        color=alt.condition(alt.datum.logit >= 0, alt.value("#dc322f"), alt.value("#268bd2")),
+        tooltip=["token", alt.Tooltip("logit:Q", format=".4f")])
+
+
+def context_html(text: str, offsets: list[tuple[int, int]], values: np.ndarray, labels: list[str | None],
+                 scale: float, peak: int | None = None) -> str:
+    """A top context with every token shaded on a shared `scale` (so contexts compare), the peak outlined."""
+    parts, end = [], 0
+    for i, ((start, stop), value, label) in enumerate(zip(offsets, values, labels)):
+        if stop <= end:
+            continue
+        start = max(start, end)
+        if start > end:
+            parts.append(html.escape(text[end:start]))
+        title = html.escape(f"{value:+.3f} | {label or 'no node'}")
+        outline = "outline:2px solid #b58900;" if i == peak else ""
+        parts.append(f'<span title="{title}" style="background:{_color(float(value), scale)};{outline}'
+                     f'border-radius:2px">{html.escape(text[start:stop])}</span>')
+        end = stop
+    parts.append(html.escape(text[end:]))
+    return ('<pre style="font-size:12px;line-height:1.5;white-space:pre-wrap;padding:6px;margin:2px 0;'
+            'border:1px solid #ddd;border-radius:6px">' + "".join(parts) + "</pre>")
+
+
+def pick_heatmap(frame: pd.DataFrame, x: str, y: str, value: str, name: str = "cell", **kwargs) -> alt.Chart:
+    """`heatmap` whose cells can be clicked: a point selection `name` on (x, y), read back from
+    `st.altair_chart(..., on_select="rerun")` as selection[name] = [{x: ..., y: ...}]."""
+    chart = heatmap(frame, x, y, value, **kwargs)
+    pick = alt.selection_point(name=name, fields=[x, y], on="click")
+    if isinstance(chart, alt.LayerChart):
+        chart.layer[0] = chart.layer[0].add_params(pick)
+        return chart
+    return chart.add_params(pick)

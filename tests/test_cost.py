@@ -88,3 +88,18 @@ def test_estimate_text_names_passes_programs_and_basis():
     text = cost.Estimate(90.0, "measured on this machine, 2 runs", passes=3, programs=100).text()
     assert text == "3 passes over 100 programs · about 1 min 30 s (measured on this machine, 2 runs)"
     assert cost.Estimate(21.0, "rough guess", 1, 5).long and not cost.Estimate(19.0, "x").long
+
+
+def test_the_ablation_pass_count_is_the_plans_sets_plus_the_unablated_pass():
+    """What the Ablation tab promises (neuro.jobs.analyses.ablation_passes) against the sets the pass plans."""
+    import numpy as np
+
+    from neuro.instrument.ablation import plan_ablation
+    from neuro.jobs.analyses import ablation_passes
+
+    rng = np.random.default_rng(0)
+    groups = {"python": {0: np.array([1, 2])}, "go": {1: np.array([3])}, "universal": {0: np.array([5])}}
+    scores = {name: rng.random((2, 16)) for name in groups}
+    conditions = plan_ablation(groups, 16, scores=scores, draws=3, uniform_draws=2, top_mean={1: np.array([7])})
+    counts = {"python": 2, "go": 1, "java": 0, "universal": 1}
+    assert ablation_passes(counts, 3, 2) == 1 + len(conditions)

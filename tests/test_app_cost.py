@@ -1,0 +1,109 @@
+"""Cost before compute on the pages (AppTest): each button that starts work says what it costs (passes and a
+basis) before it is clicked; a long analysis runs as a background job whose result the page picks up; Clones
+has a Search button, and an uploaded file's search shows that file as the query."""
+
+import time
+
+import pytest
+from conftest import SNIPPETS, tiny_model
+from streamlit.testing.v1 import AppTest
+
+from neuro.code.corpus import save_jsonl
+from neuro.paths import REPO_DIR
+
+APP = REPO_DIR / "app.py"
+BASIS = ("measured on this machine", "rough guess")
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app_cost")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder / "model")
+    loaded.tokenizer.save_pretrained(folder / "model")
+    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
+    return folder
+
+
+def _page(monkeypatch, app_env, page, **state):
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.switch_page(page)
+    return at.run()
+
+
+def costs(at) -> list[str]:
+    """The cost captions on the page: each names passes over programs and the basis of its time."""
+    found = [c.value for c in at.caption if c.value.startswith("Cost:")]
+    for text in found:
+        assert " over " in text and "programs" in text and any(b in text for b in BASIS), text
+    return found
+
+
+def _wait_for_job(root, kind: str, timeout: float = 240.0):
+    from neuro.jobs.folders import list_jobs
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs = list_jobs(root / "jobs", kind=kind)
+        if jobs and not jobs[0].active:
+            return jobs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"the {kind} job did not finish in {timeout} s")
+
+
+def test_ablation_says_its_cost_and_runs_as_a_background_job(monkeypatch, app_env):
+    at = _page(monkeypatch, app_env, "views/neurons.py")
+    assert not at.exception, at.exception
+    at.session_state["tab"] = "Ablation"
+    at.run()
+    at.number_input(key="ablation_draws").set_value(2)
+    at.number_input(key="ablation_uniform").set_value(1).run()
+    caption = next(c for c in costs(at) if "evaluation programs per ablated set" in c)
+    assert "passes over" in caption
+    assert not any(d for d in at.dataframe if "effect (nats) [95 % CI]" in getattr(d.value, "columns", []))
+    at.toggle(key="ablation_background").set_value(True).run()
+    at.button(key="run_ablation").click().run()
+    assert not at.exception, at.exception
+    job = _wait_for_job(app_env / "cache", "ablation")
+    assert job.state == "finished", (job.state, job.error)
+    at.run()  # the page picks the job's result up from the cache
+    assert not at.exception, at.exception
+    summaries = [d.value for d in at.dataframe if "effect (nats) [95 % CI]" in getattr(d.value, "columns", [])]
+    assert summaries and "matched mean (2 draws)" in summaries[0].columns
+    assert not [b for b in at.button if b.key == "run_ablation"]  # nothing left to run
+    # the job recorded its pass rate: the cost is now measured on this machine
+    at.number_input(key="ablation_draws").set_value(3).run()
+    caption = next(c for c in costs(at) if "evaluation programs per ablated set" in c)
+    assert "measured on this machine" in caption
+
+
+def _query_shown(at) -> str:
+    """The code under "Query": the first code block after the query's heading."""
+    return at.code[0].value
+
+
+def test_clones_search_button_and_an_uploaded_file_is_the_query(monkeypatch, app_env):
+    at = _page(monkeypatch, app_env, "views/clones.py")
+    assert not at.exception, at.exception
+    assert any("the query embedded" in c for c in costs(at))
+    first = _query_shown(at)
+    assert first.strip() == at.text_area(key="clones_code").value.strip()  # the page opens on its example
+    # the Search button searches what the box holds
+    at.session_state["clones_code"] = "def twice(x):\n    return 2 * x\n"
+    at.run()
+    assert _query_shown(at) == first  # not searched yet
+    at.button(key="clones_search").click().run()
+    assert not at.exception, at.exception
+    assert _query_shown(at).strip() == "def twice(x):\n    return 2 * x"
+    # an uploaded file is what the box shows and what is searched, not the pasted text
+    source = b"func Mul(a int, b int) int {\n\treturn a * b\n}\n"
+    at.file_uploader(key="clones_upload").set_value(("mul.go", source, "text/plain")).run()
+    assert not at.exception, at.exception
+    assert at.text_area(key="clones_code").value == source.decode()
+    assert _query_shown(at).strip() == source.decode().strip()
+    assert any("uploaded file mul.go" in c.value for c in at.caption)

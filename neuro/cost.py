@@ -20,11 +20,17 @@ from pathlib import Path
 from neuro.paths import cache_dir
 from neuro.progress import Progress, duration
 
-# FLOPs per parameter per token of each pass kind (2: a forward matmul; the backward to the activations ~2 more,
-# with the saved activations' recomputation and overheads counted generously)
-FLOPS_PER_PARAMETER = {"forward": 2.0, "backward": 6.0, "layer_scores": 3.0, "projection": 0.0}
-# conservative sustained rates for the rough guess (a laptop CPU in fp32; a GPU far below its peak)
-CPU_FLOPS, GPU_FLOPS = 1.5e10, 1.5e13
+# FLOPs per parameter per token of each pass kind (2: a forward matmul; the statistics capture's backward, hooks,
+# syntax alignment and top-k examples measured at about 6x a forward on the demo model; training's backward to
+# the weights and optimizer step 3x; the lens reads every layer through the output head)
+FLOPS_PER_PARAMETER = {"forward": 2.0, "backward": 12.0, "layer_scores": 3.0, "lens": 4.0, "train": 6.0,
+                       "projection": 0.0, "generation": 0.0}
+# conservative sustained rates for the rough guess (a 2-core laptop CPU in fp32 ran the demo's forward at about
+# 6e10; a GPU far below its peak)
+CPU_FLOPS, GPU_FLOPS = 3e10, 3e13
+# generation is bound by one small step per new token: at least this long a token on each kind of device
+GENERATION_STEP_S = {"cpu": 0.08, "other": 0.02}
+GENERATED_TOKENS = 64
 GUESS_TOKENS_PER_PROGRAM = 256
 # UMAP: a fit costs about this much on a 2-core CPU whatever the model (plus a little per program)
 PROJECTION_GUESS_S, PROJECTION_GUESS_PER_PROGRAM_S = 8.0, 0.02
@@ -43,6 +49,7 @@ class Estimate:
     basis: str  # "measured on this machine, N runs" | "rough guess from the model's size"
     passes: int = 1
     programs: int = 0
+    what: str = ""  # says the work instead of "N passes over M programs"
 
     @property
     def measured(self) -> bool:
@@ -54,7 +61,7 @@ class Estimate:
 
     def text(self) -> str:
         """'3 forward passes over 100 programs · about 21 s (measured on this machine, 2 runs)'."""
-        what = f"{self.passes:,} pass{'es' if self.passes != 1 else ''} over {self.programs:,} programs"
+        what = self.what or f"{self.passes:,} pass{'es' if self.passes != 1 else ''} over {self.programs:,} programs"
         return f"{what} · about {duration(self.seconds)} ({self.basis})"
 
 
@@ -68,8 +75,8 @@ def model_key(model) -> str:
 
 
 def device_kind(model) -> str:
-    device = getattr(model, "device", "cpu")
-    return str(getattr(device, "type", device))
+    device = str(getattr(getattr(model, "device", "cpu"), "type", getattr(model, "device", "cpu")))
+    return "cpu" if device == "meta" else device  # a browse-only model would run where it is opened
 
 
 def parameter_count(model) -> int:
@@ -130,6 +137,10 @@ def rough_seconds(kind: str, parameters: int, programs: int, device: str = "cpu"
     """The guess before any measurement: parameters x tokens x FLOPs per parameter / a conservative rate."""
     if kind == "projection":
         return PROJECTION_GUESS_S + PROJECTION_GUESS_PER_PROGRAM_S * programs
+    if kind == "generation":
+        step = max(2.0 * parameters / (CPU_FLOPS if device == "cpu" else GPU_FLOPS),
+                   GENERATION_STEP_S["cpu" if device == "cpu" else "other"])
+        return programs * (tokens if tokens is not None else GENERATED_TOKENS) * step
     tokens = tokens if tokens is not None else programs * GUESS_TOKENS_PER_PROGRAM
     flops = FLOPS_PER_PARAMETER.get(kind, 6.0) * parameters * tokens
     return flops / (CPU_FLOPS if device == "cpu" else GPU_FLOPS)
@@ -191,3 +202,18 @@ class Meter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None and (measured := self.measured()) is not None:
             record(self.kind, self.key, *measured, root=self.root)
+
+
+def training_estimate(model, *, steps: int, batch_tokens: int, eval_programs: int, eval_kind: str = "forward",
+                      eval_passes: int = 2, runs: int = 1) -> Estimate:
+    """A training job: `steps` steps of `batch_tokens` tokens (a rough guess from the model's size until training
+    rates are measured), plus `eval_passes` passes of `eval_kind` over the evaluation programs (before and
+    after), times `runs` jobs."""
+    device = device_kind(model)
+    train = rough_seconds("train", parameter_count(model), 0, device, tokens=steps * batch_tokens)
+    evaluate = estimate(eval_kind, model, eval_programs, passes=eval_passes)
+    pass_word = "generation" if eval_kind == "generation" else "forward"
+    what = (f"{runs} run{'s' * (runs != 1)} of {steps:,} training steps x {batch_tokens:,} tokens and "
+            f"{eval_passes} {pass_word} passes over {eval_programs:,} evaluation programs")
+    basis = ("training: rough guess from the model's size; evaluation: " + evaluate.basis)
+    return Estimate(runs * (train + evaluate.seconds), basis, runs * eval_passes, eval_programs, what)

@@ -107,3 +107,67 @@ def test_clones_search_button_and_an_uploaded_file_is_the_query(monkeypatch, app
     assert at.text_area(key="clones_code").value == source.decode()
     assert _query_shown(at).strip() == source.decode().strip()
     assert any("uploaded file mul.go" in c.value for c in at.caption)
+
+
+def test_every_page_that_computes_says_its_cost_first(monkeypatch, app_env):
+    # split seed 2 leaves two parallel tasks on the selection side (as tests/test_app.py's Layers test)
+    at = _page(monkeypatch, app_env, "views/layers.py", split_seed=2)
+    assert not at.exception, at.exception
+    assert any("every layer" in c and "probes" in c for c in costs(at))  # said above the computation it ran
+    at.session_state["tab"] = "Logit lens"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("output head" in c for c in costs(at))
+    at.switch_page("views/embeddings.py").run()
+    assert not at.exception, at.exception
+    umap = [c for c in costs(at) if "UMAP fits" in c]
+    layers = {at.number_input(key="emb_low").value, at.number_input(key="emb_high").value}
+    assert umap and f"{len(layers)} pass{'es' if len(layers) > 1 else ''} over 7 programs" in umap[0]  # one a layer
+    at.switch_page("views/finetune.py").run()
+    assert not at.exception, at.exception
+    train = [c.value for c in at.caption if c.value.startswith("Cost:") and "training steps" in c.value]
+    assert train and "100 training steps" in train[0] and "rough guess" in train[0]
+    at.switch_page("views/transfer.py").run()
+    assert not at.exception, at.exception
+    transfer = [c.value for c in at.caption if "training steps" in c.value and "generation passes" in c.value]
+    assert transfer and "150 training steps" in transfer[0]
+
+
+def test_a_long_per_program_statistics_run_becomes_a_job_the_page_follows(monkeypatch, app_env, tmp_path):
+    """Statistics shipped without their per-program scores (as the demo's are), and a measured rate that makes the
+    recapture long: the page says the cost, offers a background job instead of computing, and shows the chance
+    level the job computed once it has finished."""
+    from neuro import cost
+    from neuro.code.split import SplitParams, split_corpus
+    from neuro.model.loading import load_model
+    from neuro.results.statistics import STATS, without_units
+    from neuro.results.store import Store
+
+    loaded = load_model(str(app_env / "model"))
+    selection = split_corpus(SNIPPETS, SplitParams()).selection
+    full = Store(tmp_path / "full", shipped=None)
+    STATS.get(loaded, selection, cache=full)
+    key = STATS.key(loaded, selection)
+    Store(tmp_path / "shipped", shipped=None).save(STATS.kind, key, without_units(full.load(STATS.kind, key)))
+    cache = tmp_path / "cache"
+    cost.record("backward", cost.model_key(loaded), 1, 60.0, root=cache)  # a minute a program: long
+    monkeypatch.setenv("NEURO_PRECOMPUTED", str(tmp_path / "shipped"))
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(cache))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.switch_page("views/neurons.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert not any(c.value.startswith("Holm p") for c in at.caption)  # no chance level yet, nothing computed
+    said = [c for c in costs(at) if "forward and backward" in c]
+    assert said and "measured on this machine, 1 run" in said[0] and "background job" in said[-1]
+    assert not (cache / "jobs").exists()
+    at.button(key="units_job").click().run()
+    assert not at.exception, at.exception
+    job = _wait_for_job(cache, "statistics")
+    assert job.state == "finished", (job.state, job.error)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Holm p") for c in at.caption)  # the chance level, from the job's cache entry
+    assert not [b for b in at.button if b.key == "units_job"]

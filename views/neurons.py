@@ -33,7 +33,7 @@ from views.ui import (
     stats_from_cache,
     truncation_caption,
 )
-from views.ui.progress import cost_caption, follow_job, metered_bar, start_background
+from views.ui.progress import cancelled, cost_caption, follow_job, metered_bar, start_background
 
 MAX_PASTE = 20_000
 
@@ -375,13 +375,14 @@ def ablation_tab() -> None:
                                help="The page stays usable (and can be left), the job can be cancelled, and the "
                                     "result lands in the cache this tab reads. A cancelled run started again goes "
                                     "on from the passes it finished.")
+        cancelled("ablation_cancel")
         if st.button("Run ablation", type="primary", key="run_ablation"):
             if background:
                 start_background(ABLATION_JOB, config, model, [*corpus, *split.evaluation])
                 st.rerun()
             try:
                 with metered_bar("Ablating (one forward pass per ablated set)", "forward", model,
-                                 passes * len(split.evaluation)) as progress:
+                                 passes * len(split.evaluation), cancel="ablation_cancel") as progress:
                     st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection,
                                                          draws=int(draws), uniform_draws=int(uniform),
                                                          progress=progress)

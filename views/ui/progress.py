@@ -15,15 +15,22 @@ from neuro.progress import Progress, duration, reporter
 
 
 @contextmanager
-def progress_bar(label: str, lazy: bool = False, meter: Meter | None = None) -> Iterator[Progress]:
+def progress_bar(label: str, lazy: bool = False, meter: Meter | None = None,
+                 cancel: str | None = None) -> Iterator[Progress]:
     """`with progress_bar("Layer scores") as progress: compute(..., progress=progress)`; the bar goes when the
     computation ends or is cancelled (a cancelled resumable pass keeps its finished chunks). `lazy`: the bar
     appears with the first report, for a call that may find its result cached and report nothing (put it
     inside an `st.spinner`, which shows only when the call takes longer than a moment). `meter`: the pass's
-    rate is measured from the reports and kept for later estimates (neuro.cost.Meter)."""
+    rate is measured from the reports and kept for later estimates (neuro.cost.Meter). `cancel`: the key of a
+    Cancel button under the bar: a click reruns the page, which stops the pass at its next report (Streamlit
+    raises in the running script), keeping what a resumable pass finished; `cancelled(key)` says so after."""
     slot = st.empty()
+    stop = st.empty()
     if not lazy:
         slot.progress(0.0, text=f"{label}: starting…")
+    if cancel:
+        stop.button("Cancel", key=cancel, help="Stops at the next batch; passes already finished stay in the cache, "
+                                                "so starting again goes on from them.")
     report = reporter(label, lambda fraction, text: slot.progress(fraction, text=text))
     try:
         if meter is None:
@@ -33,12 +40,21 @@ def progress_bar(label: str, lazy: bool = False, meter: Meter | None = None) -> 
                 yield meter.wrap(report)
     finally:
         slot.empty()
+        stop.empty()
+
+
+def cancelled(key: str) -> bool:
+    """Whether this rerun comes from a click on the Cancel button `key` (see progress_bar); says so on the page."""
+    if st.session_state.get(key):
+        st.info("Cancelled. What finished is kept in the cache: starting again goes on from there.")
+        return True
+    return False
 
 
 @contextmanager
-def metered_bar(label: str, kind: str, model, programs: float) -> Iterator[Progress]:
+def metered_bar(label: str, kind: str, model, programs: float, cancel: str | None = None) -> Iterator[Progress]:
     """A progress bar whose pass's rate is recorded (kind: neuro.cost's pass kind; programs: the call's work)."""
-    with progress_bar(label, meter=Meter(kind, model, programs)) as progress:
+    with progress_bar(label, meter=Meter(kind, model, programs), cancel=cancel) as progress:
         yield progress
 
 

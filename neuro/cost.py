@@ -23,11 +23,15 @@ from neuro.progress import Progress, duration
 # FLOPs per parameter per token of each pass kind (2: a forward matmul; the statistics capture's backward, hooks,
 # syntax alignment and top-k examples measured at about 6x a forward on the demo model; training's backward to
 # the weights and optimizer step 3x; the lens reads every layer through the output head)
-FLOPS_PER_PARAMETER = {"forward": 2.0, "backward": 12.0, "layer_scores": 3.0, "lens": 4.0, "train": 6.0,
-                       "projection": 0.0, "generation": 0.0}
-# conservative sustained rates for the rough guess (a 2-core laptop CPU in fp32 ran the demo's forward at about
-# 6e10; a GPU far below its peak)
-CPU_FLOPS, GPU_FLOPS = 3e10, 3e13
+FLOPS_PER_PARAMETER = {"forward": 2.0, "backward": 12.0, "statistics": 12.0, "layer_scores": 3.0, "lens": 4.0,
+                       "train": 6.0, "projection": 0.0, "generation": 0.0}
+# work a pass kind does per program beside the model (the chance level's permutations and the universal neurons'
+# split halves on the CPU, after the statistics pass)
+OVERHEAD_PER_PROGRAM_S = {"statistics": 1.0}
+# conservative sustained rates for the rough guess (a 2-core laptop CPU in fp32 ran the demo's batched forwards
+# at 1-2e11, the design notes' laptop at 6e10; a GPU far below its peak)
+CPU_FLOPS, GPU_FLOPS = 5e10, 3e13
+CHARS_PER_TOKEN = 3.0  # code tokenizers: about 3 (an 8k vocabulary) to 4 (Llama-3's 128k); fewer = more tokens
 # generation is bound by one small step per new token: at least this long a token on each kind of device
 GENERATION_STEP_S = {"cpu": 0.08, "other": 0.02}
 GENERATED_TOKENS = 64
@@ -143,7 +147,12 @@ def rough_seconds(kind: str, parameters: int, programs: int, device: str = "cpu"
         return programs * (tokens if tokens is not None else GENERATED_TOKENS) * step
     tokens = tokens if tokens is not None else programs * GUESS_TOKENS_PER_PROGRAM
     flops = FLOPS_PER_PARAMETER.get(kind, 6.0) * parameters * tokens
-    return flops / (CPU_FLOPS if device == "cpu" else GPU_FLOPS)
+    return flops / (CPU_FLOPS if device == "cpu" else GPU_FLOPS) + OVERHEAD_PER_PROGRAM_S.get(kind, 0.0) * programs
+
+
+def tokens_in(snippets, max_length: int = 512) -> int:
+    """About how many tokens the programs are (from their characters), each cut at `max_length` as passes cut."""
+    return int(sum(min(len(s.code) / CHARS_PER_TOKEN, max_length) for s in snippets))
 
 
 def estimate(kind: str, model, programs: int, passes: int = 1, tokens: int | None = None,
@@ -162,15 +171,17 @@ def estimate(kind: str, model, programs: int, passes: int = 1, tokens: int | Non
 class Meter:
     """Measures a pass's rate from its progress reports and records it when the pass ends normally.
 
-    `with Meter("forward", model, programs) as meter: run(progress=meter.wrap(progress))`. `programs` is
+    `with Meter("forward", model, programs) as meter: run(progress=meter.wrap(progress))`. `to_exit`: the
+    measurement ends when the block does, not at the last report. `programs` is
     the work of the whole call in programs (passes x programs for several passes); the rate counts only
     what ran after the first report, so work found in the cache at the start is not counted as fast
     work. A call that reports nothing (a cache hit) records nothing.
     """
 
     def __init__(self, kind: str, model, programs: float, root: str | os.PathLike | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, to_exit: bool = False):
         self.kind, self.key, self.programs, self.root, self.clock = kind, model_key(model), programs, root, clock
+        self.to_exit = to_exit  # the work goes on after the last report (e.g. permutations after a pass)
         self.start: tuple[float, float] | None = None  # (time, fraction done) where the measurement starts
         self.last: tuple[float, float] | None = None
         self.entered = clock()
@@ -200,6 +211,8 @@ class Meter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.to_exit and self.start is not None:
+            self.last = (self.clock(), 1.0)
         if exc_type is None and (measured := self.measured()) is not None:
             record(self.kind, self.key, *measured, root=self.root)
 

@@ -150,7 +150,7 @@ def test_a_long_per_program_statistics_run_becomes_a_job_the_page_follows(monkey
     key = STATS.key(loaded, selection)
     Store(tmp_path / "shipped", shipped=None).save(STATS.kind, key, without_units(full.load(STATS.kind, key)))
     cache = tmp_path / "cache"
-    cost.record("backward", cost.model_key(loaded), 1, 60.0, root=cache)  # a minute a program: long
+    cost.record("statistics", cost.model_key(loaded), 1, 60.0, root=cache)  # a minute a program: long
     monkeypatch.setenv("NEURO_PRECOMPUTED", str(tmp_path / "shipped"))
     monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))

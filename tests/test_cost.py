@@ -103,3 +103,22 @@ def test_the_ablation_pass_count_is_the_plans_sets_plus_the_unablated_pass():
     conditions = plan_ablation(groups, 16, scores=scores, draws=3, uniform_draws=2, top_mean={1: np.array([7])})
     counts = {"python": 2, "go": 1, "java": 0, "universal": 1}
     assert ablation_passes(counts, 3, 2) == 1 + len(conditions)
+
+
+def test_a_meter_to_exit_counts_the_work_after_the_last_report(tiny_llama, tmp_path):
+    """Permutations after the statistics pass: 10 s of reported pass, then 30 s more: 40 s for 10 programs."""
+    clock = Clock()
+    with cost.Meter("statistics", tiny_llama, 10, root=tmp_path, clock=clock, to_exit=True) as meter:
+        report = meter.wrap()
+        report(0, 10)
+        clock.now += 10
+        report(10, 10)
+        clock.now += 30
+    assert cost.rate("statistics", cost.model_key(tiny_llama), tmp_path) == (pytest.approx(4.0), 1)
+
+
+def test_tokens_are_guessed_from_characters_and_cut_like_the_passes_cut():
+    from neuro.code.corpus import Snippet
+
+    programs = [Snippet("a", "python", "a", "x" * 300), Snippet("b", "python", "b", "y" * 30_000)]
+    assert cost.tokens_in(programs, max_length=512) == int(300 / cost.CHARS_PER_TOKEN) + 512

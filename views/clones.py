@@ -60,7 +60,7 @@ if not (small_enough_to_auto_run(model, corpus) or scoped_state(model, corpus).c
     st.info(f"The corpus ({len(corpus)} programs) is not embedded for {model.source} in this session. Embedding "
             "runs the model up to the concept layer once (cached on disk); on a large model use a GPU "
             "(`python -m neuro clones eval`) and browse the cache here.")
-    cost_caption("forward", model, len(corpus), what="one forward pass up to the concept layer")
+    cost_caption("forward", model, corpus, what="one forward pass up to the concept layer")
     if not st.button("Embed the corpus", type="primary", key="clones_embed"):
         st.stop()
     scoped_state(model, corpus).clones_ready = True
@@ -113,6 +113,7 @@ def _uploaded() -> None:
     upload = st.session_state.get("clones_upload")
     st.session_state["clones_upload_error"] = None
     if upload is None:
+        st.session_state["clones_source"] = None
         return
     decoded = decode_upload(upload.getvalue(), upload.name)
     if decoded.error:
@@ -208,7 +209,7 @@ def search_tab() -> None:
     explanation = None
     cached = explanation_cached(index, corpus)
     if not cached:
-        cost_caption("forward", model, len(corpus), what="comparing with TF-IDF and every layer first embeds the "
+        cost_caption("forward", model, corpus, what="comparing with TF-IDF and every layer first embeds the "
                      "corpus at every layer, one pass kept on disk")
     if small_enough_to_auto_run(model, corpus) or cached \
             or st.button("Compare with TF-IDF and every layer", key="clones_explain",
@@ -291,7 +292,7 @@ def evaluation_tab() -> None:
     if result is None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
-        cost_caption("forward", model, len(corpus), what="one pass keeping every layer")
+        cost_caption("forward", model, corpus, what="one pass keeping every layer")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
             with metered_bar("Embedding every layer (programs)", "forward", model, len(corpus)) as progress:
                 result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,

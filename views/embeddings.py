@@ -41,8 +41,8 @@ missing = [layer for layer, xy in points.items() if xy is None]
 if missing:
     pooled_cached = POOLED.get(model, corpus, compute=False) is not None
     if not pooled_cached:
-        cost_caption("forward", model, len(corpus), what="pooled states of every program at every layer, kept on disk")
-    fits = cost_caption("projection", model, len(corpus), passes=len(missing),
+        cost_caption("forward", model, corpus, what="pooled states of every program at every layer, kept on disk")
+    fits = cost_caption("projection", model, corpus, passes=len(missing),
                         what="UMAP fits (plus about 20 s compiling UMAP's code, the first time in a server process)")
     if not pooled_cached:
         with metered_bar("Pooled states of every program at every layer", "forward", model, len(corpus)) as progress:

@@ -26,7 +26,7 @@ def scores_tab() -> None:
     split = corpus_split(corpus)
     report = LAYER_REPORT.get(model, split.selection, compute=False)
     if report is None:
-        est = cost_caption("layer_scores", model, len(split.selection),
+        est = cost_caption("layer_scores", model, split.selection,
                            what="one forward pass keeping every layer, then the probes and one pass per layer "
                                 "with its FFN silenced")
         auto = small_enough_to_auto_run(model, split.selection) and not est.long and not cancelled("layers_cancel")

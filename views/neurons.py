@@ -87,7 +87,8 @@ def per_program_results(method: str, params):
     st.info("The chance level and the universal neurons' stability for these parameters are computed from "
             "per-program scores that the shipped statistics leave out: the statistics are captured once more, "
             "with them, then kept in the cache.")
-    est = cost_caption("backward", model, len(corpus), what="one forward and backward pass")
+    est = cost_caption("statistics", model, corpus, what="one forward and backward pass, then the permutations",
+                       background=True)
     if est.long:
         if st.button("Compute them in the background", key="units_job", type="primary"):
             start_background(STATISTICS_JOB, config, model, corpus)
@@ -95,7 +96,7 @@ def per_program_results(method: str, params):
         return None, None
     if not small_enough_to_auto_run(model, corpus) and not st.button("Compute them now", key="units_now"):
         return None, None
-    with metered_bar(f"Per-program scores for the {what}", "backward", model, len(corpus)) as progress:
+    with metered_bar(f"Per-program scores for the {what}", "statistics", model, len(corpus), to_exit=True) as progress:
         results = tuple(recipe.get(model, corpus, method=method, params=params, progress=progress)
                         for recipe in (CHANCE, UNIVERSALITY))
     stats_from_cache.clear()
@@ -155,7 +156,7 @@ with st.expander("Selection method and parameters", expanded=False):
                  "a program's mean loss when the neuron is zeroed (signs kept), so its selections are the "
                  "neurons ablation should hurt. L is each program's summed next-token loss.")
         if stats.units_omitted and model.weights_loaded:
-            cost_caption("backward", model, len(corpus), what="a score or parameters whose chance level is not "
+            cost_caption("statistics", model, corpus, what="a score or parameters whose chance level is not "
                          "cached yet first capture per-program scores, one forward and backward pass")
         params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize,
                                  score=score)
@@ -354,8 +355,8 @@ def ablation_tab() -> None:
     draws = left.number_input("Matched draws per group", 1, 1000, 100, key="ablation_draws")
     uniform = right.number_input("Uniform draws per group", 0, 1000, 20, key="ablation_uniform")
     passes = ablation_passes(selection.counts_by_language(), int(draws), int(uniform))
-    est = cost_caption("forward", model, len(split.evaluation), passes=passes,
-                       what="one forward pass over the evaluation programs per ablated set")
+    est = cost_caption("forward", model, split.evaluation, passes=passes,
+                       what="one forward pass over the evaluation programs per ablated set", background=True)
     st.caption(f"The smallest p-value the matched draws can give is {2 / (1 + int(draws)):.3g} two-sided, "
                f"{1 / (1 + int(draws)):.3g} one-sided.")
     key = f"ablation|{stats_key}|{method}|{params}|{split.params}"

@@ -85,10 +85,10 @@ def run_statistics(config: AnalysisConfig, ctx, loaded: LoadedModel | None = Non
     loaded, selection, _ = _open(config, ctx, loaded)
     params = config.selection_params()
     report = _reporter(ctx, "per-program scores (forward and backward pass over the selection programs)")
-    with Meter("backward", loaded, len(selection)) as meter:
+    with Meter("statistics", loaded, len(selection), to_exit=True) as meter:  # the pass, permutations, halvings
         CHANCE.get(loaded, selection, method=config.method, params=params, progress=meter.wrap(report))
-    ctx.progress(0, 1, "split-half stability of the universal neurons")
-    UNIVERSALITY.get(loaded, selection, method=config.method, params=params, progress=_reporter(ctx, "stability"))
+        ctx.progress(0, 1, "chance level and split-half stability of the universal neurons")
+        UNIVERSALITY.get(loaded, selection, method=config.method, params=params, progress=_reporter(ctx, "stability"))
     ctx.progress(1, 1, "done")
     return AnalysisResult(kind="statistics", programs=len(selection))
 

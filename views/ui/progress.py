@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from neuro.cost import Estimate, Meter, estimate
+from neuro.cost import Estimate, Meter, estimate, tokens_in
 from neuro.progress import Progress, duration, reporter
 
 
@@ -52,19 +52,24 @@ def cancelled(key: str) -> bool:
 
 
 @contextmanager
-def metered_bar(label: str, kind: str, model, programs: float, cancel: str | None = None) -> Iterator[Progress]:
-    """A progress bar whose pass's rate is recorded (kind: neuro.cost's pass kind; programs: the call's work)."""
-    with progress_bar(label, meter=Meter(kind, model, programs), cancel=cancel) as progress:
+def metered_bar(label: str, kind: str, model, programs: float, cancel: str | None = None,
+                to_exit: bool = False) -> Iterator[Progress]:
+    """A progress bar whose pass's rate is recorded (kind: neuro.cost's pass kind; programs: the call's work;
+    to_exit: the work ends with the block, not the last report)."""
+    with progress_bar(label, meter=Meter(kind, model, programs, to_exit=to_exit), cancel=cancel) as progress:
         yield progress
 
 
-def cost_caption(kind: str, model, programs: int, passes: int = 1, what: str = "",
-                 tokens: int | None = None) -> Estimate:
-    """Say what a button will cost before it is clicked: passes over programs and the time, with its basis."""
-    est = estimate(kind, model, programs, passes=passes, tokens=tokens)
+def cost_caption(kind: str, model, programs, passes: int = 1, what: str = "", background: bool = False) -> Estimate:
+    """Say what a button will cost before it is clicked: passes over programs and the time, with its basis.
+    `programs`: the programs each pass runs over (their length feeds the rough guess), or a count. `background`:
+    the page offers a long one as a background job (and says so)."""
+    count = programs if isinstance(programs, int) else len(programs)
+    tokens = None if isinstance(programs, int) else tokens_in(programs)
+    est = estimate(kind, model, count, passes=passes, tokens=tokens)
     st.caption(f"Cost: {what + ': ' if what else ''}{est.text()}."
                + (" Long enough to run as a background job: the page stays usable and it can be cancelled."
-                  if est.long else ""))
+                  if est.long and background else ""))
     return est
 
 

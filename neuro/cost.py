@@ -28,9 +28,9 @@ FLOPS_PER_PARAMETER = {"forward": 2.0, "backward": 12.0, "statistics": 12.0, "la
 # work a pass kind does per program beside the model (the chance level's permutations and the universal neurons'
 # split halves on the CPU, after the statistics pass)
 OVERHEAD_PER_PROGRAM_S = {"statistics": 1.0}
-# conservative sustained rates for the rough guess (a 2-core laptop CPU in fp32 ran the demo's batched forwards
-# at 1-2e11, the design notes' laptop at 6e10; a GPU far below its peak)
-CPU_FLOPS, GPU_FLOPS = 5e10, 3e13
+# sustained rates for the rough guess: the design notes' laptop ran the demo's forwards at about 4e10 FLOP/s, a
+# 2-core machine shared with other work at 5e9 (bench/bench_cost.py); a GPU far below its peak
+CPU_FLOPS, GPU_FLOPS = 2e10, 3e13
 CHARS_PER_TOKEN = 3.0  # code tokenizers: about 3 (an 8k vocabulary) to 4 (Llama-3's 128k); fewer = more tokens
 # generation is bound by one small step per new token: at least this long a token on each kind of device
 GENERATION_STEP_S = {"cpu": 0.08, "other": 0.02}

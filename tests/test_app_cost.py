@@ -171,3 +171,20 @@ def test_a_long_per_program_statistics_run_becomes_a_job_the_page_follows(monkey
     assert not at.exception, at.exception
     assert any(c.value.startswith("Holm p") for c in at.caption)  # the chance level, from the job's cache entry
     assert not [b for b in at.button if b.key == "units_job"]
+
+
+def test_a_cancelled_computation_is_not_restarted_by_the_rerun_the_cancel_caused(monkeypatch, app_env, tmp_path):
+    """The Cancel under a long bar reruns the page (which stops the pass at its next report); that rerun must say
+    so and wait for a click, not start the same work again, even where the page computes on first view."""
+    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(tmp_path / "cache"))  # nothing computed yet
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.session_state["split_seed"] = 2
+    at.session_state["layers_cancel"] = True  # the state a click on the Cancel button leaves for the rerun
+    at.switch_page("views/layers.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("Cancelled.") for i in at.info)
+    assert not at.get("vega_lite_chart")  # nothing was computed
+    assert [b for b in at.button if b.key == "layers_compute"]

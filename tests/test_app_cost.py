@@ -188,3 +188,29 @@ def test_a_cancelled_computation_is_not_restarted_by_the_rerun_the_cancel_caused
     assert any(i.value.startswith("Cancelled.") for i in at.info)
     assert not at.get("vega_lite_chart")  # nothing was computed
     assert [b for b in at.button if b.key == "layers_compute"]
+
+
+def test_a_cancelled_ablation_job_is_said_and_can_be_started_again(monkeypatch, app_env):
+    from neuro.jobs.folders import cancel_job, list_jobs
+
+    at = _page(monkeypatch, app_env, "views/neurons.py")
+    at.session_state["tab"] = "Ablation"
+    at.run()
+    at.number_input(key="ablation_draws").set_value(4)
+    at.number_input(key="ablation_uniform").set_value(1).run()
+    at.toggle(key="ablation_background").set_value(True).run()
+    at.button(key="run_ablation").click().run()
+    jobs = app_env / "cache" / "jobs"
+    job = cancel_job(list_jobs(jobs, kind="ablation")[0], grace=5.0)  # at once: before its first pass ends
+    assert job.state in ("cancelled", "failed"), job.state
+    at.run()
+    assert not at.exception, at.exception
+    assert any(f"background job `{job.id}`" in w.value for w in at.warning)
+    at.toggle(key="ablation_background").set_value(True).run()  # (its default follows the estimate: short here)
+    at.button(key="run_ablation").click().run()  # again: a new job, which runs to the end
+    again = _wait_for_job(app_env / "cache", "ablation")
+    assert again.id != job.id and again.state == "finished", (again.state, again.error)
+    at.run()
+    summaries = [d.value for d in at.dataframe if "effect (nats) [95 % CI]" in getattr(d.value, "columns", [])]
+    assert summaries and "matched mean (4 draws)" in summaries[0].columns
+    assert not any("background job" in w.value for w in at.warning)

@@ -105,7 +105,8 @@ def follow_job(kind: str, config, what: str) -> str | None:
     if job.active:
         _job_progress(kind, config, what)
     elif job.state in ("failed", "cancelled"):
-        st.warning(f"The background {what} was {job.state}" + (f": {job.error}" if job.error else "")
+        st.warning(f"{what}: the background job `{job.id}` {'failed' if job.state == 'failed' else 'was cancelled'}"
+                   + (f" ({job.error})" if job.error else "")
                    + ". Starting it again goes on from the passes it finished (they are kept in the cache).")
     return job.state
 

@@ -159,7 +159,7 @@ def test_a_job_from_before_the_shared_split_still_lists(tmp_path):
 
 def test_every_kind_reads_back_what_it_writes(finished):
     """The registry's typed configs and results survive their JSON: what a worker writes, pages read."""
-    assert set(KINDS) == {"finetune", "transfer", "export"}
+    assert set(KINDS) == {"finetune", "transfer", "export", "statistics", "ablation"}
     for kind in KINDS.values():
         assert kind.config.__name__.endswith("Config") and kind.result.__name__.endswith("Result")
     config = job_config(finished)

@@ -14,7 +14,7 @@ from neuro.code.upload import CloneInputError, decode_upload
 from neuro.results.clones import CLONE_EVAL, baseline_index, build_index, explain_search, explanation_cached
 from views.ui import charts, corpus_key, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run
 from views.ui import truncation_caption
-from views.ui.progress import progress_bar
+from views.ui.progress import cost_caption, metered_bar, progress_bar
 from views.ui.state import scoped_state
 
 model, corpus = page_header(
@@ -38,7 +38,7 @@ def get_index(layer: int | None, center: str, text: str) -> CloneIndex:
     registry = index_registry()
     found = registry.get((key, layer, center))
     if found is None:
-        with progress_bar(f"{text} (programs embedded)") as progress:
+        with metered_bar(f"{text} (programs embedded)", "forward", model, len(corpus)) as progress:
             found = build_index(model, corpus, layer, split=split, center=center, progress=progress)
         if len(registry) >= 16:
             registry.pop(next(iter(registry)))
@@ -60,6 +60,7 @@ if not (small_enough_to_auto_run(model, corpus) or scoped_state(model, corpus).c
     st.info(f"The corpus ({len(corpus)} programs) is not embedded for {model.source} in this session. Embedding "
             "runs the model up to the concept layer once (cached on disk); on a large model use a GPU "
             "(`python -m neuro clones eval`) and browse the cache here.")
+    cost_caption("forward", model, corpus, what="one forward pass up to the concept layer")
     if not st.button("Embed the corpus", type="primary", key="clones_embed"):
         st.stop()
     scoped_state(model, corpus).clones_ready = True
@@ -95,12 +96,36 @@ default_task = everywhere[0] if everywhere else next(iter(tasks_by_lang[default_
 def _use_example() -> None:
     lang, task = st.session_state["clones_example_lang"], st.session_state.get("clones_example_task")
     if task in tasks_by_lang.get(lang, {}):
-        st.session_state["clones_code"] = tasks_by_lang[lang][task]
+        st.session_state["clones_code"] = st.session_state["clones_query"] = tasks_by_lang[lang][task]
         st.session_state["clones_task"] = task
+        st.session_state["clones_source"] = None
 
 
 def _edited() -> None:
-    st.session_state["clones_task"] = "auto"  # edited code: its task is found by matching the corpus again
+    """Edited code (Ctrl+Enter or leaving the box) is searched; its task is found by matching the corpus again."""
+    st.session_state["clones_task"] = "auto"
+    st.session_state["clones_query"] = st.session_state["clones_code"]
+    st.session_state["clones_source"] = None
+
+
+def _uploaded() -> None:
+    """An uploaded file goes into the code box (what is searched is what the box shows), and is searched."""
+    upload = st.session_state.get("clones_upload")
+    st.session_state["clones_upload_error"] = None
+    if upload is None:
+        st.session_state["clones_source"] = None
+        return
+    decoded = decode_upload(upload.getvalue(), upload.name)
+    if decoded.error:
+        st.session_state["clones_upload_error"] = decoded.error + " The code in the box is searched instead."
+        return
+    st.session_state["clones_code"] = st.session_state["clones_query"] = decoded.text
+    st.session_state["clones_task"] = "auto"
+    st.session_state["clones_source"] = f"the uploaded file {upload.name} ({decoded.encoding})"
+
+
+def _search_clicked() -> None:
+    st.session_state["clones_query"] = st.session_state["clones_code"]
 
 
 def hits_frame(hits) -> pd.DataFrame:
@@ -135,6 +160,7 @@ def search_tab() -> None:
     if "clones_code" not in st.session_state:
         st.session_state["clones_code"] = tasks_by_lang[default_lang][default_task]
         st.session_state["clones_task"] = default_task
+    st.session_state.setdefault("clones_query", st.session_state["clones_code"])
     with st.expander("Pick an example from the corpus", expanded=False):
         e1, e2 = st.columns(2)
         example_lang = e1.selectbox("Language", langs, index=langs.index(default_lang), key="clones_example_lang",
@@ -145,15 +171,15 @@ def search_tab() -> None:
         st.caption(f"The page opens on {default_task} in {default_lang}: the corpus's first task that "
                    f"{'every language has' if everywhere else 'it has'}, not chosen for how well the model does on "
                    "it. Whatever the ranks below are, they are what this model does.")
-    code = st.text_area("Paste a function", height=220, key="clones_code", on_change=_edited)
-    upload = st.file_uploader("…or upload a source file", key="clones_upload")
-    if upload is not None:
-        decoded = decode_upload(upload.getvalue(), upload.name)
-        if decoded.error:
-            st.error(decoded.error + " The pasted code is searched instead.")
-        else:
-            code = decoded.text
-            st.caption(f"Searching the uploaded file {upload.name} ({decoded.encoding}).")
+    st.text_area("Paste a function", height=220, key="clones_code", on_change=_edited,
+                 help="Ctrl+Enter (or the Search button) searches what the box holds.")
+    st.file_uploader("…or upload a source file (it replaces the code above)", key="clones_upload",
+                     on_change=_uploaded)
+    if st.session_state.get("clones_upload_error"):
+        st.error(st.session_state["clones_upload_error"])
+    if source := st.session_state.get("clones_source"):
+        st.caption(f"The code above is {source}.")
+    code = st.session_state["clones_query"]
     c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
     lang = c1.selectbox("Query language", ["auto", *LANGS], key="clones_lang",
                         format_func=lambda x: "detect automatically" if x == "auto" else x)
@@ -170,17 +196,28 @@ def search_tab() -> None:
                         format_func=lambda x: "match the corpus" if x == "auto" else x,
                         help="For the same-task ranks: which corpus task the query is. 'match the corpus': the "
                              "task of the corpus program it equals (whitespace aside), if any.")
+    s1, s2 = st.columns([1, 4])
+    s1.button("Search", type="primary", key="clones_search", on_click=_search_clicked)
+    with s2:
+        cost_caption("forward", model, 1, what="the query embedded up to the index's layer")
     args = dict(k=int(k), languages=languages, lang=None if lang == "auto" else lang, cross_language=cross)
     try:
-        result = index.search(code, **args)
+        with st.spinner("Searching…"):
+            result = index.search(code, **args)
     except CloneInputError as err:
         st.info(str(err))
         return
     explanation = None
-    if small_enough_to_auto_run(model, corpus) or explanation_cached(index, corpus) \
+    cached = explanation_cached(index, corpus)
+    if not cached:
+        cost_caption("forward", model, corpus, what="comparing with TF-IDF and every layer first embeds the "
+                     "corpus at every layer, one pass kept on disk")
+    if small_enough_to_auto_run(model, corpus) or cached \
             or st.button("Compare with TF-IDF and every layer", key="clones_explain",
                          help="One pass over the corpus that keeps every layer (cached on disk)."):
-        with progress_bar("Embedding every layer") as progress:
+        bar = progress_bar("Embedding every layer") if cached else \
+            metered_bar("Embedding every layer", "forward", model, len(corpus))  # only a real pass is timed
+        with st.spinner("Comparing with TF-IDF and every layer…"), bar as progress:
             explanation = explain_search(index, corpus, code, task=None if task == "auto" else task, split=split,
                                          baseline=baseline(), concept=layer == default.layer, progress=progress,
                                          **args)
@@ -256,8 +293,9 @@ def evaluation_tab() -> None:
     if result is None:
         st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
                    "then the metrics take seconds.")
+        cost_caption("forward", model, corpus, what="one pass keeping every layer")
         if st.button("Run the evaluation", type="primary", key="clones_eval"):
-            with progress_bar("Embedding every layer (programs)") as progress:
+            with metered_bar("Embedding every layer (programs)", "forward", model, len(corpus)) as progress:
                 result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
                                         progress=progress)
     if result is not None:

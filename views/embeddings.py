@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from neuro.analysis.embeddings import compile_projection
+from neuro.progress import duration
 from neuro.results.embeddings import POOLED, PROJECTION
 from neuro.results.layers import LAYER_REPORT
 from views.ui import charts, corpus_split, page_header, truncation_caption
-from views.ui.progress import progress_bar
+from views.ui.progress import cost_caption, metered_bar
 from views.ui.state import scoped_state
 
 model, corpus = page_header(
@@ -37,11 +38,23 @@ points = {layer: PROJECTION.get(model, corpus, layer=layer, center=center, compu
           for layer in (int(low), int(high))}
 missing = [layer for layer, xy in points.items() if xy is None]
 if missing:
-    with progress_bar("Pooled states of every program at every layer") as progress:
-        POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
+    pooled_cached = POOLED.get(model, corpus, compute=False) is not None
+    if not pooled_cached:
+        cost_caption("forward", model, corpus, what="pooled states of every program at every layer, kept on disk")
+    fits = cost_caption("projection", model, corpus, passes=len(missing),
+                        what="UMAP fits (plus about 20 s compiling UMAP's code, the first time in a server process)")
+    if not pooled_cached:
+        with metered_bar("Pooled states of every program at every layer", "forward", model, len(corpus)) as progress:
+            POOLED.get(model, corpus, progress=progress)  # cached: the projections below only fit UMAP
     with st.spinner("Compiling UMAP's code (once per server process; about 20 s on a 2-core machine)…"):
         compile_projection()
-    with progress_bar("UMAP projections") as progress:
+    # UMAP reports nothing while it fits: the bar moves per projection, its time left from the estimate until a
+    # fit has been timed
+    per_fit = fits.seconds / max(1, len(missing))
+    with st.spinner(f"UMAP: {len(missing)} projection{'s' * (len(missing) > 1)}, about {duration(per_fit)} each "
+                    f"({fits.basis})…"), \
+            metered_bar("UMAP projections", "projection", model, len(corpus) * len(missing)) as progress:
+        progress(0, len(missing))
         for done, layer in enumerate(missing, 1):
             points[layer] = PROJECTION.get(model, corpus, layer=layer, center=center)
             progress(done, len(missing))

@@ -8,6 +8,7 @@ import streamlit as st
 
 from neuro.analysis.selectivity import SelectionParams, select_neurons
 from neuro.code.sandbox import sandbox_warning
+from neuro.cost import training_estimate
 from neuro.experiments.finetune import (
     METHOD_LABELS,
     METHODS,
@@ -96,6 +97,8 @@ for method in methods:
                 f"({100 * count / total:.3f} % of {total:,})")
 if methods:
     st.caption(f"Cost: {cost(methods, seeds)} background jobs (seeds {', '.join(map(str, seeds))}).")
+    st.caption("Cost: " + training_estimate(model, steps=steps, batch_tokens=batch_tokens, runs=len(configs),
+                                            eval_programs=len(split.evaluation)).text() + ".")
 if st.button("Start fine-tuning", type="primary", key="ft_start", disabled=not methods):
     for config in configs:
         try:

@@ -6,7 +6,8 @@ import streamlit as st
 from neuro.analysis.lens import LogitLens, logit_lens
 from neuro.results.layers import LAYER_REPORT
 from views.ui import charts, corpus_split, lazy_tabs, page_header, small_enough_to_auto_run, truncation_caption
-from views.ui.progress import progress_bar
+from neuro.cost import Meter
+from views.ui.progress import cancelled, cost_caption, metered_bar
 from views.ui.state import scope_key, scoped_state
 
 model, corpus = page_header(
@@ -25,11 +26,16 @@ def scores_tab() -> None:
     split = corpus_split(corpus)
     report = LAYER_REPORT.get(model, split.selection, compute=False)
     if report is None:
-        run = small_enough_to_auto_run(model, split.selection) or st.button("Compute layer scores", type="primary")
+        est = cost_caption("layer_scores", model, split.selection,
+                           what="one forward pass keeping every layer, then the probes and one pass per layer "
+                                "with its FFN silenced")
+        auto = small_enough_to_auto_run(model, split.selection) and not est.long and not cancelled("layers_cancel")
+        run = auto or st.button("Compute layer scores", type="primary", key="layers_compute")
         if not run:
             st.info("Layer scores are not cached for this model and corpus yet.")
             return
-        with progress_bar("Layer scores (programs forwarded, then layers probed)") as progress:
+        with metered_bar("Layer scores (programs forwarded, then layers probed)", "layer_scores", model,
+                         len(split.selection), cancel="layers_cancel" if est.long else None) as progress:
             report = LAYER_REPORT.get(model, split.selection, progress=progress)
     override = st.multiselect("Concept layers (override the rule)", list(range(model.n_layers)),
                               default=report.concept_layers, key=f"concept_override|{scope_key(model, corpus)}")
@@ -105,9 +111,13 @@ def lens_tab() -> None:
     memo = scoped_state(model, corpus).lens
     lens: LogitLens | None = memo.get(code)
     if lens is None:
+        cost_caption("lens", model, 1, what="one forward pass, every layer read through the output head")
         try:
-            with st.spinner("One forward pass…"):
+            with st.spinner("One forward pass…"), Meter("lens", model, 1) as meter:
+                report = meter.wrap()
+                report(0, 1)
                 lens = logit_lens(model, code)
+                report(1, 1)
         except ValueError as err:
             st.info(str(err))
             return

@@ -1,6 +1,8 @@
 """Neurons: where the language-specific and universal neurons are, what they respond to, and proof by
 ablation. Thin: widgets and charts here, computation in neuro/."""
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -15,6 +17,9 @@ from neuro.analysis.selectivity import (
 from neuro.code.corpus import LANGS
 from neuro.code.syntax import align_tokens, detect_language, not_code_share
 from neuro.instrument.statistics import trace_tokens
+from neuro.jobs.analyses import AnalysisConfig, ablation_passes
+from neuro.jobs.kinds import ABLATION as ABLATION_JOB
+from neuro.jobs.kinds import STATISTICS as STATISTICS_JOB
 from neuro.results.statistics import ABLATION, CHANCE, UNIVERSALITY
 from views.ui import (
     charts,
@@ -27,7 +32,7 @@ from views.ui import (
     stats_from_cache,
     truncation_caption,
 )
-from views.ui.progress import progress_bar
+from views.ui.progress import cancelled, cost_caption, follow_job, metered_bar, start_background
 
 MAX_PASTE = 20_000
 
@@ -55,22 +60,46 @@ def cached_views(key: str, method: str, params, _stats) -> dict:
             "by_layer": chosen.counts_by_layer(), "table": table, "labels": labels}
 
 
-def with_units(recipe, what: str, method: str, params):
-    """A result computed from the per-program scores (CHANCE, UNIVERSALITY), kept in the cache: computed when
-    the statistics have those scores; where they were left out (the shipped statistics of the demo) and the
-    setup is small, the statistics are captured again first, with a progress bar. None when there is nothing
-    to compute it from."""
-    result = recipe.get(model, corpus, method=method, params=params, compute=stats.has_units())
-    if result is not None or not (stats.units_omitted and small_enough_to_auto_run(model, corpus)):
-        return result
-    note = st.info(f"The {what} for these parameters is computed from per-program scores that the shipped "
-                   "statistics leave out: capturing the statistics once more, with them (about half a minute on "
-                   "a CPU, then kept in the cache).")
-    with progress_bar(f"Per-program scores for the {what}") as progress:
-        result = recipe.get(model, corpus, method=method, params=params, progress=progress)
-    note.empty()
+def analysis_config(method: str, params, **more) -> AnalysisConfig:
+    """What a background analysis of this page's selection runs on (neuro.jobs.analyses)."""
+    return AnalysisConfig(model=model.source, method=method, params=dataclasses.asdict(params),
+                          n_selection=len(corpus), corpus=corpus_key(corpus),
+                          trust_remote_code=bool(st.session_state.get("trust_remote_code", False)), **more)
+
+
+def per_program_results(method: str, params):
+    """The chance level and universal-neuron stability (CHANCE, UNIVERSALITY), kept in the cache: computed here
+    when the statistics have the per-program scores they come from. Where the statistics leave those out (the
+    shipped statistics of the demo), they are captured again first (a forward and backward pass over the
+    selection programs): its cost is said before it starts; a short one runs here with a progress bar, a long
+    one (a new score, e.g. attribution, on a real model) as a background job the page follows. (None, None)
+    while there is nothing to compute them from."""
+    results = tuple(recipe.get(model, corpus, method=method, params=params, compute=stats.has_units())
+                    for recipe in (CHANCE, UNIVERSALITY))
+    if all(r is not None for r in results) or not (stats.units_omitted and model.weights_loaded):
+        return results
+    config = analysis_config(method, params)
+    what = "per-program scores for the chance level and universal-neuron stability"
+    state = follow_job(STATISTICS_JOB.name, config, what.capitalize())
+    if state in ("queued", "running"):
+        return None, None
+    st.info("The chance level and the universal neurons' stability for these parameters are computed from "
+            "per-program scores that the shipped statistics leave out: the statistics are captured once more, "
+            "with them, then kept in the cache.")
+    est = cost_caption("statistics", model, corpus, what="one forward and backward pass, then the permutations",
+                       background=True)
+    if est.long:
+        if st.button("Compute them in the background", key="units_job", type="primary"):
+            start_background(STATISTICS_JOB, config, model, corpus)
+            st.rerun()
+        return None, None
+    if not small_enough_to_auto_run(model, corpus) and not st.button("Compute them now", key="units_now"):
+        return None, None
+    with metered_bar(f"Per-program scores for the {what}", "statistics", model, len(corpus), to_exit=True) as progress:
+        results = tuple(recipe.get(model, corpus, method=method, params=params, progress=progress)
+                        for recipe in (CHANCE, UNIVERSALITY))
     stats_from_cache.clear()
-    return result
+    return results
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -125,6 +154,9 @@ with st.expander("Selection method and parameters", expanded=False):
                  "would LOWER a language's loss. The attribution is the first-order estimate of the change in "
                  "a program's mean loss when the neuron is zeroed (signs kept), so its selections are the "
                  "neurons ablation should hurt. L is each program's summed next-token loss.")
+        if stats.units_omitted and model.weights_loaded:
+            cost_caption("statistics", model, corpus, what="a score or parameters whose chance level is not "
+                         "cached yet first capture per-program scores, one forward and backward pass")
         params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize,
                                  score=score)
     else:
@@ -141,8 +173,7 @@ st.markdown(
        else "(activation probability bar).")
     + f" Language-specific: **{100 * share['specific']:.2f} %**, universal: **{100 * share['universal']:.2f} %** "
     "(paper, Llama-3.1-8B / Qwen2.5-Coder-32B: < 0.7 % and < 0.9 %).")
-chance = with_units(CHANCE, "chance level", method, params)
-universal = with_units(UNIVERSALITY, "universal-neuron stability", method, params)
+chance, universal = per_program_results(method, params)
 p, p_holm = (chance.p_values(), chance.p_holm()) if chance is not None else ({}, {})
 cols = st.columns(len(counts))
 for col, (name, value) in zip(cols, counts.items()):
@@ -350,21 +381,41 @@ def ablation_tab() -> None:
     left, right = st.columns(2)
     draws = left.number_input("Matched draws per group", 1, 1000, 100, key="ablation_draws")
     uniform = right.number_input("Uniform draws per group", 0, 1000, 20, key="ablation_uniform")
-    groups = sum(1 for n in selection.counts_by_language().values() if n)
-    passes = 1 + groups * (1 + int(draws) + int(uniform)) + (1 if selection.counts_by_language()["universal"] else 0)
-    st.caption(f"{passes} forward passes over the evaluation programs (one per ablated set; on the demo model "
-               "about 7 s each on a laptop CPU). The smallest p-value the matched draws can give is "
-               f"{2 / (1 + int(draws)):.3g} two-sided, {1 / (1 + int(draws)):.3g} one-sided.")
+    passes = ablation_passes(selection.counts_by_language(), int(draws), int(uniform))
+    est = cost_caption("forward", model, split.evaluation, passes=passes,
+                       what="one forward pass over the evaluation programs per ablated set", background=True)
+    st.caption(f"The smallest p-value the matched draws can give is {2 / (1 + int(draws)):.3g} two-sided, "
+               f"{1 / (1 + int(draws)):.3g} one-sided.")
     key = f"ablation|{stats_key}|{method}|{params}|{split.params}"
     stored = st.session_state.get(key)
-    fresh = stored is not None and (stored.draws("matched"), stored.draws("uniform")) == (int(draws), int(uniform))
-    if not fresh and st.button("Run ablation", type="primary", key="run_ablation"):
-        try:
-            with progress_bar("Ablating (one forward pass per ablated set)") as progress:
-                st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection, draws=int(draws),
-                                                     uniform_draws=int(uniform), progress=progress)
-        except ValueError as err:
-            st.error(str(err))
+    if stored is None or (stored.draws("matched"), stored.draws("uniform")) != (int(draws), int(uniform)):
+        try:  # computed earlier, here or by a background job
+            stored = ABLATION.get(model, split.evaluation, selection=selection, draws=int(draws),
+                                  uniform_draws=int(uniform), compute=False)
+        except ValueError:
+            stored = None
+        st.session_state.pop(key, None)
+        if stored is not None:
+            st.session_state[key] = stored
+    config = analysis_config(method, params, draws=int(draws), uniform_draws=int(uniform))
+    if stored is None and follow_job(ABLATION_JOB.name, config, "Ablation") not in ("queued", "running"):
+        background = st.toggle("Run as a background job", value=est.long, key="ablation_background",
+                               help="The page stays usable (and can be left), the job can be cancelled, and the "
+                                    "result lands in the cache this tab reads. A cancelled run started again goes "
+                                    "on from the passes it finished.")
+        cancelled("ablation_cancel")
+        if st.button("Run ablation", type="primary", key="run_ablation"):
+            if background:
+                start_background(ABLATION_JOB, config, model, [*corpus, *split.evaluation])
+                st.rerun()
+            try:
+                with metered_bar("Ablating (one forward pass per ablated set)", "forward", model,
+                                 passes * len(split.evaluation), cancel="ablation_cancel") as progress:
+                    st.session_state[key] = ABLATION.get(model, split.evaluation, selection=selection,
+                                                         draws=int(draws), uniform_draws=int(uniform),
+                                                         progress=progress)
+            except ValueError as err:
+                st.error(str(err))
     result = st.session_state.get(key)
     if result is not None:
         effects = st.session_state.get(key + "|effects")

@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.cost import training_estimate
 from neuro.experiments.seeds import DEFAULT_SEEDS, INDISTINGUISHABLE, arms_table, cost, differences_table
 from neuro.experiments.transfer import (
     LAYER_CHOICES,
@@ -92,6 +93,10 @@ def start(configs: list[TransferConfig]) -> None:
             return
 
 
+st.caption("Cost of one run: " + training_estimate(
+    model, steps=config.steps, batch_tokens=config.batch_size * (config.max_code_tokens + config.max_summary_tokens),
+    eval_programs=len(split.evaluation), eval_kind="generation", eval_passes=2 if config.eval_before else 1).text()
+    + f". Start transfer: {cost([choice], seeds)}; Compare: {cost(['concept', 'all', 'lower'], seeds)}.")
 b1, b2 = st.columns(2)
 if b1.button("Start transfer", type="primary", key="tr_start", help=f"{cost([choice], seeds)} jobs"):
     start(plan([choice]))

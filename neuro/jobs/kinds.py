@@ -23,6 +23,7 @@ from neuro.experiments.transfer import (
     transfer,
     validate_transfer,
 )
+from neuro.jobs.analyses import AnalysisConfig, AnalysisResult, run_ablation, run_statistics, validate_analysis
 from neuro.jobs.folders import JobContext, JobInfo, find_job, read_json
 from neuro.model.loading import load_model
 from neuro.training.loop import load_job_model
@@ -79,7 +80,12 @@ TRANSFER = JobKind("transfer", "transfer", TransferConfig, TransferResult, parti
                    validate_transfer, merge_transferred)
 EXPORT = JobKind("export", "export", ExportConfig, ExportResult, _run_export, _validate_export)
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (FINETUNE, TRANSFER, EXPORT)}
+# cached analyses too long for a page to wait on (neuro/jobs/analyses.py): their results land in the result cache
+STATISTICS = JobKind("statistics", "per-program statistics", AnalysisConfig, AnalysisResult, run_statistics,
+                     validate_analysis)
+ABLATION = JobKind("ablation", "ablation", AnalysisConfig, AnalysisResult, run_ablation, validate_analysis)
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (FINETUNE, TRANSFER, EXPORT, STATISTICS, ABLATION)}
 
 
 def job_config(job: JobInfo) -> Record:

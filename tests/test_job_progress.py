@@ -10,7 +10,7 @@ import pytest
 from conftest import SNIPPETS, tiny_model
 
 from neuro.code.corpus import Snippet, save_jsonl
-from neuro.experiments.finetune import FinetuneConfig, results_table
+from neuro.experiments.finetune import FinetuneConfig, method_table, results_table
 from neuro.experiments.subsets import stratified_subset
 from neuro.experiments.transfer import TransferConfig, comparison_table, transfer, zero_shot_change
 from neuro.jobs.folders import JobContext, cancel_job, find_job, list_jobs, read_job, requeue, write_json
@@ -78,6 +78,9 @@ def test_overall_progress_is_monotone_across_phases_on_a_real_job(tmp_path, monk
     assert (result.heldout_programs, result.heldout_total) == (2, 3)
     assert {item["lang"] for item in result.per_program} == {"go", "java"}  # stratified: one per language
     assert results_table({info.id: result})["evaluated"].tolist() == ["evaluated on 2 of 3 programs"]
+    row = method_table({info.id: result}).iloc[0]
+    assert row["method"] == "Neuron-guided" and row["target_delta"] == pytest.approx(
+        result.heldout_after["go"] - result.heldout_before["go"])
 
 
 def test_a_job_reports_phase_and_overall_fraction(tmp_path):
@@ -240,3 +243,31 @@ def test_export_lists_a_run_that_just_finished(tmp_path, monkeypatch):
     assert list_jobs(root)[0].fraction == 1.0
     cancel_job(folder, root=root)  # a finished job is left as it is
     assert find_job(folder).state == "finished"
+
+
+def test_finetune_page_overlays_the_methods_of_a_launch(tmp_path, monkeypatch):
+    """Two methods launched together (one job each, one comparison id), run here: the page draws one chart with
+    a colour per method, a dash per curve and point marks, and a table with one row per method."""
+    import json
+
+    loaded = _job_env(tmp_path)
+    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+    root = tmp_path / "cache" / "jobs"
+    for method in ("neurons", "random"):
+        config = FinetuneConfig(model=str(tmp_path / "model"), target="python", method=method, steps=1,
+                                neurons={0: [1, 5]} if method == "neurons" else {0: [2, 7]}, lr=1e-2,
+                                batch_tokens=4096, max_length=64, comparison="launch-1", seeds=[0])
+        folder = create_job("finetune", config.to_json(), label=method, snippets=SNIPPETS, root=root)
+        assert run_job(folder, loaded=loaded).state == "finished", (folder / "log.txt").read_text()
+    at = _page(monkeypatch, tmp_path, "finetune.py").run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    titles = [s.get("title") for s in specs]
+    overlays = [s for s in specs if "latest launch" in str(s.get("title"))]
+    assert len(overlays) == 1, (titles, [w.value for w in at.warning], [e.value for e in at.error])
+    overlay = overlays[0]
+    assert [layer["mark"]["type"] for layer in overlay["layer"]] == ["line", "point"]
+    encoding = overlay["layer"][0]["encoding"]
+    assert encoding["color"]["field"] == "method" and encoding["strokeDash"]["field"] == "curve"
+    tables = [d.value for d in at.dataframe if "seeds" in getattr(d.value, "columns", [])]
+    assert tables and sorted(tables[0]["method"]) == ["Neuron-guided", "Random neurons (control)"]

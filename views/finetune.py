@@ -14,6 +14,7 @@ from neuro.experiments.finetune import (
     NEURON_SETS,
     compare_finetune,
     lora_rank_for,
+    method_table,
     plan_finetune_runs,
     results_table,
     trainable_count,
@@ -180,6 +181,11 @@ def live_panel() -> None:
     if not curves.empty:
         st.altair_chart(loss_curves(curves, "Loss of the latest launch: training (solid) and the target's held-out "
                                             "loss before → after (dashed)"), width="stretch")
+    latest = jobs[0].params.get("comparison") or jobs[0].id
+    launch = {i: r for i, r in finished.items() if (r.config.comparison or i) == latest}
+    if launch:
+        st.markdown("**Latest launch, one row per method** (means over its seeds)")
+        st.dataframe(method_table(launch).round(4), hide_index=True, width="stretch")
     seed_panel(finished)
     table = results_table(finished)
     st.subheader("Finished runs")

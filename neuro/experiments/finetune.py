@@ -715,6 +715,26 @@ def results_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def method_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
+    """One row per method of the runs given (e.g. one launch): seeds run, trainable parameters, the target's
+    held-out loss before and after and its change (after - before; means over seeds), the change's interval
+    over evaluation tasks (one seed: that run's; several: see the seed comparison), and what was evaluated."""
+    rows = {}
+    for r in results.values():
+        rows.setdefault(r.method, []).append(r)
+    out = []
+    for method, runs in rows.items():
+        mean = lambda values: float(np.mean(values)) if values and None not in values else None  # noqa: E731
+        out.append({"method": METHOD_LABELS.get(method, method), "seeds": len(runs),
+                    "trainable_params": runs[0].trainable_params,
+                    "target_loss_before": mean([r.heldout_before.get(r.target) for r in runs]),
+                    "target_loss_after": mean([r.heldout_after.get(r.target) for r in runs]),
+                    "target_delta": mean([r.target_delta for r in runs]),
+                    "target_delta_ci": _ci_text(runs[0].target_delta_ci) if len(runs) == 1 else None,
+                    "evaluated": evaluated_text(runs[0].heldout_programs, runs[0].heldout_total)})
+    return pd.DataFrame(out)
+
+
 def _ci_text(ci: Mapping | None) -> str | None:
     if not ci or ci.get("low") is None:
         return None

@@ -128,7 +128,7 @@ def loss_curves(frame: pd.DataFrame, title: str = "Loss", color: str = "method")
     dashes = {TRAIN_CURVE: [1, 0], EVAL_CURVE: [6, 4]}
     curve_scale = dict(domain=curves, range=[dashes[c] for c in curves])
     shapes = alt.Scale(domain=curves, range=["circle" if c == TRAIN_CURVE else "diamond" for c in curves])
-    base = alt.Chart(frame, title=title).encode(
+    base = alt.Chart(frame).encode(
         x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="loss (nats)", scale=alt.Scale(zero=False)),
         color=alt.Color(f"{color}:N", title=color, legend=alt.Legend(orient="bottom", labelLimit=400)),
         detail="run:N",
@@ -138,4 +138,4 @@ def loss_curves(frame: pd.DataFrame, title: str = "Loss", color: str = "method")
                                   legend=alt.Legend(orient="bottom", symbolType="stroke", symbolSize=300)))
     points = base.mark_point(filled=True, size=30).encode(
         shape=alt.Shape("curve:N", title="points", scale=shapes, legend=None))
-    return alt.layer(lines, points).resolve_scale(color="shared")
+    return alt.layer(lines, points).resolve_scale(color="shared").properties(title=title)

@@ -271,3 +271,21 @@ def test_finetune_page_overlays_the_methods_of_a_launch(tmp_path, monkeypatch):
     assert encoding["color"]["field"] == "method" and encoding["strokeDash"]["field"] == "curve"
     tables = [d.value for d in at.dataframe if "seeds" in getattr(d.value, "columns", [])]
     assert tables and sorted(tables[0]["method"]) == ["Neuron-guided", "Random neurons (control)"]
+
+
+def test_cli_transfer_evaluates_on_n_programs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _job_env(tmp_path)
+    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+    out = subprocess.run([sys.executable, "-m", "neuro", "transfer", "--model", str(tmp_path / "model"), "--corpus",
+                          str(tmp_path / "corpus.jsonl"), "--source", "python", "--layers", "all", "--steps", "1",
+                          "--seeds", "0", "--max-new-tokens", "3", "--eval-fraction", "0.34", "--eval-programs", "2",
+                          "--cache", str(tmp_path / "cache"), "--json"], capture_output=True, text=True,
+                         cwd=REPO_DIR, timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    (job,) = json.loads(out.stdout)["jobs"]
+    assert job["state"] == "finished" and (job["result"]["eval_pairs"], job["result"]["eval_total"]) == (2, 3)
+    assert find_job(job["path"]).params["eval_programs"] == 2

@@ -62,8 +62,7 @@ strip = c8.checkbox("Remove comments and docstrings from the code", value=True, 
                     help="The demo corpus states each summary in a comment; without this the model learns to copy.")
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="tr_ckpt",
                             help=CHECKPOINT_HELP))
-n_eval = evaluation_total(corpus, TransferConfig(model=model.source, source=source, strip_comments=strip,
-                                               eval_fraction=split.params.eval_fraction, split_seed=split.params.seed))
+n_eval = evaluation_total(corpus, TransferConfig(model=model.source, source=source), split)
 eval_programs = int(c10.number_input(
     "Evaluate on N programs", min_value=0, max_value=max(n_eval, 1), value=0, key="tr_eval_n",
     help=f"0: all {n_eval} evaluation-side programs, each summarized before and after training (most of a short "

@@ -291,9 +291,13 @@ def _sides(snippets: Sequence[Snippet], config: TransferConfig):
     return split, train_pairs, sorted(eval_pairs, key=lambda p: (order.get(p.lang, 99), p.task))
 
 
-def evaluation_total(snippets: Sequence[Snippet], config: TransferConfig) -> int:
-    """How many evaluation-side pairs there are before `config.eval_programs` takes a subset."""
-    return len(_sides(snippets, config)[2])
+def evaluation_total(snippets: Sequence[Snippet], config: TransferConfig, split: CorpusSplit | None = None) -> int:
+    """How many evaluation-side pairs there are before `config.eval_programs` takes a subset (counted without
+    stripping comments, which never changes the count, so a page can ask on every rerun). `split`: the
+    corpus's split with the config's parameters, when the caller has it."""
+    split = split if split is not None else split_corpus(snippets, config.split_params)
+    langs = (set(config.targets) if config.targets else {s.lang for s in snippets}) | {config.source}
+    return sum(1 for s in split.evaluation if s.lang in langs and s.summary.strip())
 
 
 def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
@@ -395,7 +399,7 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     of every language. `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see
     tasks.train); `resume`: such a folder to continue from."""
     split, train_pairs, eval_pairs = transfer_sides(snippets, config)
-    total = evaluation_total(snippets, config)
+    total = evaluation_total(snippets, config, split)
     ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} of {total} evaluation pairs "
             f"({split.caption()}); layers {config.layers} ({config.layer_note})")
     gen = dict(max_code_tokens=config.max_code_tokens, max_new_tokens=config.max_new_tokens,

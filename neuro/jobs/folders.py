@@ -7,7 +7,9 @@ or a restarted app sees every job as it is:
 
     spec.json      kind, label, params (the kind's typed config as JSON; written once, before the process starts)
     data.jsonl     the corpus the job was started with (so it runs on exactly what the user saw)
-    status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically)
+    status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically); progress is the
+                   current phase's done / total and, when the task declared its phases (JobContext.phases),
+                   the phase's number of n and the whole job's fraction; elapsed_before: seconds of earlier runs
     metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1} (rewritten atomically)
     result.json    the kind's typed result as JSON (written atomically before the state becomes "finished")
     log.txt        append-only log; the detached process's stdout and stderr land here too

@@ -339,8 +339,10 @@ def test_finetune_page_refuses_then_runs_and_exports(monkeypatch, tmp_path_facto
     job = list_jobs(env / "cache" / "jobs")[0]
     assert job.state == "finished", (job.path / "log.txt").read_text()
     at.run()
-    tables = [d.value for d in at.dataframe if "target_delta" in getattr(d.value, "columns", [])]
+    tables = [d.value for d in at.dataframe if {"target_delta", "job"} <= set(getattr(d.value, "columns", []))]
     assert tables and tables[0]["method"].tolist() == ["full"]
+    per_method = [d.value for d in at.dataframe if "seeds" in getattr(d.value, "columns", [])]
+    assert per_method and per_method[0]["method"].tolist() == ["Full fine-tuning"]
     assert at.get("vega_lite_chart")  # the loss curve
     at.button(key="ft_export").click().run()
     assert not at.exception, at.exception

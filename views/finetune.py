@@ -15,6 +15,7 @@ from neuro.experiments.finetune import (
     NEURON_SETS,
     compare_finetune,
     lora_rank_for,
+    method_table,
     plan_finetune_runs,
     results_table,
     trainable_count,
@@ -24,7 +25,8 @@ from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import FINETUNE, finished_results
 from neuro.jobs.runner import start_job
 from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
-from views.ui import truncation_caption
+from views.ui import mark_full_run, rerun_when_jobs_change, truncation_caption
+from views.ui.charts import EVAL_CURVE, TRAIN_CURVE, loss_curves
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",
@@ -72,15 +74,21 @@ n_seeds = int(c7.number_input("Seeds per method", min_value=1, max_value=20, val
                               help="Seeds 0, 1, ...: each draws the random control's neurons, which programs share "
                                    "a batch, the batch order and LoRA's initialisation. 1 is the quick option."))
 seeds = list(range(n_seeds))
-c8, c9 = st.columns([3, 1])
+c8, c9, c10 = st.columns([2, 1, 1])
 pass_k = c8.checkbox("Also pass@1 on evaluation-side programs with tests (slow; needs a capable model)",
                      key="ft_passk")
 if pass_k and (warning := sandbox_warning()):
     st.warning(warning)
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="ft_ckpt",
                             help=CHECKPOINT_HELP))
+n_eval = len(split.evaluation)
+eval_programs = int(c10.number_input(
+    "Evaluate on N programs", min_value=0, max_value=n_eval, value=0, key="ft_eval_n",
+    help=f"0: all {n_eval} evaluation-side programs. A smaller N is a quick run: a fixed subset that keeps each "
+         "language's share and takes the same tasks in every language; the results say 'evaluated on N of M'."))
 configs = plan_finetune_runs(model, selection, target, methods, seeds, lr=lr, neuron_set=neuron_set, split=split,
                              steps=steps, batch_tokens=batch_tokens, pass_at_k=pass_k, checkpoint_every=every,
+                             eval_programs=eval_programs,
                              trust_remote_code=bool(st.session_state.get("trust_remote_code"))) if methods else []
 total = sum(p.numel() for p in model.model.parameters())
 for method in methods:
@@ -141,27 +149,46 @@ def seed_panel(results) -> None:
                    f"covers 0 is called {INDISTINGUISHABLE}.")
 
 
+def curve_frame(jobs, finished) -> pd.DataFrame:
+    """The loss curves of the latest launch (the runs started together: every method and seed), one row per
+    point: the training loss at each step, and the target's held-out loss before (step 0) and after (the last
+    step) once a run has finished."""
+    latest = jobs[0].params.get("comparison") or jobs[0].id
+    rows = []
+    for job in [j for j in jobs if (j.params.get("comparison") or j.id) == latest][:24]:
+        method = METHOD_LABELS.get(job.params.get("method"), job.params.get("method", "?"))
+        run = f"{method}, seed {job.params.get('seed', 0)} ({job.id[-6:]})"
+        for point in job_metrics(job):
+            rows.append({"method": method, "run": run, "curve": TRAIN_CURVE, "step": point["step"],
+                         "loss": point["loss"]})
+        result = finished.get(job.id)
+        if result is not None and result.heldout_before.get(result.target) is not None:
+            rows += [{"method": method, "run": run, "curve": EVAL_CURVE, "step": step, "loss": loss}
+                     for step, loss in ((0, result.heldout_before[result.target]),
+                                        (result.steps, result.heldout_after[result.target]))]
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- live jobs and results
 @st.fragment(run_every=2.0)
 def live_panel() -> None:
     jobs = list_jobs(kind="finetune")
+    rerun_when_jobs_change(jobs, "ft_jobs_seen")  # a run that finished appears in the Export panel below
     if not jobs:
         st.info("No fine-tuning runs yet.")
         return
     for job in [j for j in jobs if j.active]:
         st.progress(job.fraction, text=job.progress_text())
-    curves = []
-    for job in jobs[:6]:
-        for point in job_metrics(job):
-            curves.append({"job": f"{job.id[-6:]} {job.label}", "step": point["step"], "loss": point["loss"]})
-    if curves:
-        legend = alt.Legend(orient="bottom", columns=1, labelLimit=600)
-        chart = alt.Chart(pd.DataFrame(curves), title="Training loss (latest runs)").mark_line().encode(
-            x="step:Q", y=alt.Y("loss:Q", title="loss on the batch", scale=alt.Scale(zero=False)),
-            color=alt.Color("job:N", legend=legend),
-            tooltip=["job", "step", alt.Tooltip("loss:Q", format=".4f")])
-        st.altair_chart(chart, width="stretch")
     finished = finished_results(jobs, FINETUNE)
+    curves = curve_frame(jobs, finished)
+    if not curves.empty:
+        st.altair_chart(loss_curves(curves, "Loss of the latest launch: training (solid) and the target's held-out "
+                                            "loss before → after (dashed)"), width="stretch")
+    latest = jobs[0].params.get("comparison") or jobs[0].id
+    launch = {i: r for i, r in finished.items() if (r.config.comparison or i) == latest}
+    if launch:
+        st.markdown("**Latest launch, one row per method** (means over its seeds)")
+        st.dataframe(method_table(launch).round(4), hide_index=True, width="stretch")
     seed_panel(finished)
     table = results_table(finished)
     st.subheader("Finished runs")
@@ -170,13 +197,16 @@ def live_panel() -> None:
     else:
         st.dataframe(table.round(4), hide_index=True, width="stretch")
         st.caption("Losses: mean next-token cross-entropy on the evaluation side of each run's split (split: "
-                   "its evaluated share and seed). target_delta < 0: "
-                   "the target language improved; others_delta_mean: the other languages' mean change; *_ci: "
+                   "its evaluated share and seed; evaluated: N of the M evaluation programs it scored). "
+                   "target_delta = after - before (< 0: "
+                   "the target language improved), paired per program; others_delta_mean: the other languages' "
+                   "mean change; *_ci: "
                    "95 % bootstrap intervals over evaluation tasks. "
                    "Memory: peak during training (process RSS on a CPU, allocated memory on a GPU) and its "
                    "increase over the level before training; optimizer_state counts AdamW moment elements.")
 
 
+mark_full_run("ft_jobs_seen")
 live_panel()
 
 # --------------------------------------------------------------------------- export

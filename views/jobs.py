@@ -3,7 +3,6 @@ A refresh, a second tab or a restarted app shows the same list: the job folders 
 
 import json
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -19,6 +18,8 @@ from neuro.jobs.folders import (
 )
 from neuro.jobs.kinds import job_config, job_result
 from neuro.jobs.runner import resume_job
+from views.ui import mark_full_run, rerun_when_jobs_change
+from views.ui.charts import TRAIN_CURVE, loss_curves
 
 st.title("Jobs")
 st.caption(f"Background runs started here or with `python -m neuro finetune|transfer` (folder: "
@@ -29,6 +30,7 @@ st.caption(f"Background runs started here or with `python -m neuro finetune|tran
 @st.fragment(run_every=2.0)
 def board() -> None:
     jobs = list_jobs()
+    rerun_when_jobs_change(jobs, "jobs_seen")  # the picker below shows states: redraw it when one changed
     if not jobs:
         st.info("No jobs yet. Start one on the Fine-tuning or Summarization transfer page.")
         return
@@ -37,7 +39,7 @@ def board() -> None:
                                                                             max_value=100, format="%.0f%%")})
     for job in [j for j in jobs if j.active]:
         left, right = st.columns([5, 1])
-        left.progress(job.fraction, text=f"{job.id}: {job.label} — {job.phase or job.state}")
+        left.progress(job.fraction, text=f"{job.id}: {job.progress_text()}")
         if right.button("Cancel", key=f"cancel_{job.id}"):
             with st.spinner("Stopping…"):
                 info = cancel_job(job)
@@ -54,6 +56,7 @@ def board() -> None:
                 st.toast("; ".join(err.reasons))
 
 
+mark_full_run("jobs_seen")
 board()
 
 st.subheader("Details")
@@ -71,7 +74,7 @@ if jobs:
         c1, c2, c3 = st.columns(3)
         c1.metric("State", job.state)
         c2.metric("Progress", f"{100 * job.fraction:.0f} %")
-        c3.metric("Elapsed", f"{job.elapsed:.0f} s")
+        c3.metric("Elapsed", f"{job.elapsed:.0f} s", help="Summed over every run of the job (a resume continues it).")
         if job.error:
             st.error(job.error)
         if job.state in ("failed", "cancelled") and job.kind != "export":
@@ -79,10 +82,9 @@ if jobs:
                        "(Resume button above).")
         points = job_metrics(job)
         if points:
-            chart = alt.Chart(pd.DataFrame(points), title="Training loss").mark_line().encode(
-                x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)),
-                tooltip=["step", alt.Tooltip("loss:Q", format=".4f")])
-            st.altair_chart(chart, width="stretch")
+            frame = pd.DataFrame([{"method": job.kind, "run": job.id, "curve": TRAIN_CURVE, "step": p["step"],
+                                   "loss": p["loss"]} for p in points if "loss" in p])
+            st.altair_chart(loss_curves(frame, "Training loss"), width="stretch")
         with st.expander("Parameters"):
             st.code(json.dumps(job.params, indent=1), language="json")
         result = job_result(job)

@@ -14,13 +14,14 @@ from neuro.experiments.transfer import (
     TransferConfig,
     compare_transfer,
     comparison_table,
+    evaluation_total,
     plan_transfer_runs,
     trainable_count,
 )
 from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import TRANSFER, finished_results
 from neuro.jobs.runner import start_job
-from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, page_header
+from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, mark_full_run, page_header, rerun_when_jobs_change
 from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
@@ -57,12 +58,18 @@ n_seeds = int(c7.number_input("Seeds per choice", min_value=1, max_value=20, val
                               help="Seeds 0, 1, ...: each decides which pairs share a batch, the batch order and "
                                    "LoRA's initialisation. 1 is the quick option."))
 seeds = list(range(n_seeds))
-c8, c9 = st.columns([3, 1])
+c8, c9, c10 = st.columns([2, 1, 1])
 strip = c8.checkbox("Remove comments and docstrings from the code", value=True, key="tr_strip",
                     help="The demo corpus states each summary in a comment; without this the model learns to copy.")
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="tr_ckpt",
                             help=CHECKPOINT_HELP))
-options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=strip,
+n_eval = evaluation_total(corpus, TransferConfig(model=model.source, source=source), split)
+eval_programs = int(c10.number_input(
+    "Evaluate on N programs", min_value=0, max_value=max(n_eval, 1), value=0, key="tr_eval_n",
+    help=f"0: all {n_eval} evaluation-side programs, each summarized before and after training (most of a short "
+         "run's time). A smaller N is a quick run: a fixed subset that keeps each language's share and takes the "
+         "same tasks in every language; the results say 'evaluated on N of M'."))
+options = dict(method=method, rank=rank, steps=steps, lr=lr, strip_comments=strip, eval_programs=eval_programs,
                checkpoint_every=every, trust_remote_code=bool(st.session_state.get("trust_remote_code")))
 
 
@@ -136,6 +143,7 @@ def seed_panel(results, metric: str, label: str) -> None:
 @st.fragment(run_every=2.0)
 def live_panel() -> None:
     jobs = list_jobs(kind="transfer")
+    rerun_when_jobs_change(jobs, "tr_jobs_seen")  # a run that finished appears in Examples and Export below
     if not jobs:
         st.info("No transfer runs yet.")
         return
@@ -155,6 +163,10 @@ def live_panel() -> None:
     left.dataframe(bleu, hide_index=True, width="stretch")
     right.markdown("**ROUGE-L** (after training)")
     right.dataframe(rouge, hide_index=True, width="stretch")
+    st.caption("zero-shot Δ (after - before): the change of the zero-shot mean over training, paired per program "
+               "(each program's score after minus its own before); Δ CI: its 95 % bootstrap interval over evaluation "
+               "tasks (empty when the run skipped the evaluation before training). evaluated: N of the M "
+               "evaluation-side programs the run summarized.")
     long = pd.DataFrame([{"run": f"{r.layer_choice} {r.layers} seed {r.config.seed}", "language": lang,
                           "BLEU-4": v["bleu4"], "low": (v.get("bleu4_ci") or {}).get("low"),
                           "high": (v.get("bleu4_ci") or {}).get("high")}
@@ -174,6 +186,7 @@ def live_panel() -> None:
                f"called {INDISTINGUISHABLE}.")
 
 
+mark_full_run("tr_jobs_seen")
 live_panel()
 
 st.subheader("Examples")

@@ -38,6 +38,7 @@ from neuro.code.corpus import Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
 from neuro.experiments.seeds import DEFAULT_SEEDS, Run, SeedComparison, compare, new_comparison_id, seeded_batches
+from neuro.experiments.subsets import evaluated_text, stratified_subset
 from neuro.instrument.ablation import as_layer_map, count, random_like
 from neuro.instrument.hooks import hooked
 from neuro.instrument.losses import model_sample_losses
@@ -45,7 +46,7 @@ from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.plan import batch_plan
 from neuro.model.loading import LoadedModel
 from neuro.training.checkpoints import checkpoint_meta, load_pretrained_weights, load_tensors, save_tensors
-from neuro.training.context import TaskContext
+from neuro.training.context import TaskContext, declare_phases
 from neuro.training.loop import TrainSummary, common_reasons, train
 from neuro.training.lora import (
     apply_lora,
@@ -258,6 +259,7 @@ class FinetuneConfig(Record):
     pass_at_k: bool = False
     max_new_tokens: int = 256
     checkpoint_every: int = 0
+    eval_programs: int = 0  # evaluate on this many evaluation-side programs (0: all; see subsets.py)
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
@@ -412,6 +414,8 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
         reasons.append(f"no neurons selected: {config.target} has no {config.neuron_set} neurons with these "
                        "selection parameters (loosen them, e.g. a larger top fraction, or add universal neurons)")
     reasons += common_reasons(config.steps, config.lr, config.batch_tokens, loaded.weights_loaded)
+    if config.eval_programs < 0:
+        reasons.append(f"the number of programs to evaluate must be >= 0 (0: all), got {config.eval_programs}")
     if config.max_length < 8:
         reasons.append(f"max length must be >= 8 tokens, got {config.max_length}")
     split = None
@@ -493,10 +497,10 @@ class _Adaptation:
 
 
 def program_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
-                   batch_tokens: int | None = None, max_batch: int = 32) -> list[float]:
+                   batch_tokens: int | None = None, max_batch: int = 32, progress=None) -> list[float]:
     """Each program's mean next-token cross-entropy, in the order given (what
     neuro.instrument.ablation.language_losses averages per language; kept per program for the task-level
-    intervals)."""
+    intervals). `progress(done, total)`: programs scored so far."""
     loaded.require_weights()
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
@@ -506,6 +510,8 @@ def program_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             for i, loss in zip(batch, model_sample_losses(loaded, ids, mask).tolist()):
                 out[i] = loss
+            if progress is not None:
+                progress(sum(not math.isnan(x) for x in out), len(out))
     return out
 
 
@@ -562,6 +568,7 @@ class FinetuneResult(TrainSummary):
     trainable_share: float = math.nan
     train_programs: int | None = None
     heldout_programs: int | None = None
+    heldout_total: int | None = None  # evaluation-side programs before `config.eval_programs` took a subset
     split: dict | None = None  # CorpusSplit.summary(); None for jobs from before the shared split
     device: str | None = None
     seed: int | None = None
@@ -589,17 +596,19 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     folder that `write(folder)` fills (see tasks.train); `resume`: such a folder to continue from."""
     split = finetune_split(snippets, config)
     target_train = [s for s in split.selection if s.lang == config.target]
-    heldout = split.evaluation
+    heldout = stratified_subset(split.evaluation, config.eval_programs)
     target_heldout = [s for s in heldout if s.lang == config.target]
-    ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} evaluation programs "
-            f"in {len({s.lang for s in heldout})} languages ({split.caption()})")
+    ctx.log(f"{len(target_train)} {config.target} training programs; {len(heldout)} of {len(split.evaluation)} "
+            f"evaluation programs in {len({s.lang for s in heldout})} languages ({split.caption()})")
     eval_kwargs = dict(max_length=config.max_length, batch_tokens=max(config.batch_tokens, 512))
+    declare_phases(ctx, finetune_phases(config, len(heldout), len(target_heldout), len(target_train)))
     saved = checkpoint_meta(resume)
     if "before_programs" in saved:  # resumed: the evaluation before training is in the checkpoint
         before_programs, pass_before = saved["before_programs"], saved.get("pass_before")
     else:
-        ctx.progress(0, 1, "evaluating before training")
-        before_programs = program_losses(loaded, heldout, **eval_kwargs)
+        ctx.progress(0, len(heldout), "evaluating before training")
+        before_programs = program_losses(loaded, heldout, **eval_kwargs, progress=lambda done, total: ctx.progress(
+            done, total, "evaluating before training"))
         pass_before = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
     before = _language_means(heldout, before_programs)
     ctx.check()
@@ -618,8 +627,9 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
         with adaptation.applied():
             report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
                            seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
-            ctx.progress(0, 1, "evaluating after training")
-            after_programs = program_losses(loaded, heldout, **eval_kwargs)
+            ctx.progress(0, len(heldout), "evaluating after training")
+            after_programs = program_losses(loaded, heldout, **eval_kwargs, progress=lambda done, total: ctx.progress(
+                done, total, "evaluating after training"))
             pass_after = _pass_at_k(loaded, target_heldout, config) if config.pass_at_k else None
         after = _language_means(heldout, after_programs)
         delta = {lang: after[lang] - before[lang] for lang in before}
@@ -635,7 +645,8 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
             neurons=config.n_neurons if config.method in ("neurons", "random") else 0,
             neurons_per_layer={str(k): len(v) for k, v in config.neurons.items()},
             lora_rank=adaptation.rank or None, model_params=model_params,
-            train_programs=len(target_train), heldout_programs=len(heldout), split=split.summary(),
+            train_programs=len(target_train), heldout_programs=len(heldout), heldout_total=len(split.evaluation),
+            split=split.summary(),
             device=str(loaded.device), **report.summary(), losses=report.losses,
             trainable_share=report.trainable / max(model_params, 1),
             heldout_before=before, heldout_after=after, heldout_delta=delta,
@@ -649,6 +660,16 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
             sandbox=_sandbox() if config.pass_at_k else None)
     finally:  # the next method of a run may train this same loaded copy
         adaptation.remove()
+
+
+def finetune_phases(config: FinetuneConfig, n_eval: int, n_target_eval: int, n_train: int) -> list[tuple[str, float]]:
+    """The run's phases weighted by expected model passes (program-sized units): scoring the evaluation
+    programs (one forward each; pass@k: a generation of up to max_new_tokens passes per target program), and
+    training (forward + backward, about three passes, over a batch's programs per step)."""
+    evaluate = n_eval + (n_target_eval * config.max_new_tokens if config.pass_at_k else 0)
+    per_batch = max(1, min(n_train, config.batch_tokens // max(config.max_length, 1)))
+    return [("evaluating before training", evaluate), ("training", 3 * config.steps * per_batch),
+            ("evaluating after training", evaluate)]
 
 
 def merge_finetuned(base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
@@ -688,9 +709,30 @@ def results_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
             "peak_memory_mb": r.peak_memory_mb, "memory_overhead_mb": r.memory_overhead_mb,
             "optimizer_state": r.optimizer_state, "s_per_step": r.seconds_per_step, "steps": r.steps,
             "lr": r.config.lr, "neuron_set": r.neuron_set, "lora_rank": r.lora_rank,
-            "split": split_label(r.split), "job": job_id,
+            "split": split_label(r.split), "evaluated": evaluated_text(r.heldout_programs, r.heldout_total),
+            "job": job_id,
         })
     return pd.DataFrame(rows)
+
+
+def method_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
+    """One row per method of the runs given (e.g. one launch): seeds run, trainable parameters, the target's
+    held-out loss before and after and its change (after - before; means over seeds), the change's interval
+    over evaluation tasks (one seed: that run's; several: see the seed comparison), and what was evaluated."""
+    rows = {}
+    for r in results.values():
+        rows.setdefault(r.method, []).append(r)
+    out = []
+    for method, runs in rows.items():
+        mean = lambda values: float(np.mean(values)) if values and None not in values else None  # noqa: E731
+        out.append({"method": METHOD_LABELS.get(method, method), "seeds": len(runs),
+                    "trainable_params": runs[0].trainable_params,
+                    "target_loss_before": mean([r.heldout_before.get(r.target) for r in runs]),
+                    "target_loss_after": mean([r.heldout_after.get(r.target) for r in runs]),
+                    "target_delta": mean([r.target_delta for r in runs]),
+                    "target_delta_ci": _ci_text(runs[0].target_delta_ci) if len(runs) == 1 else None,
+                    "evaluated": evaluated_text(runs[0].heldout_programs, runs[0].heldout_total)})
+    return pd.DataFrame(out)
 
 
 def _ci_text(ci: Mapping | None) -> str | None:

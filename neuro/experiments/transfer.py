@@ -45,6 +45,7 @@ from neuro.code.comments import strip_comments
 from neuro.code.corpus import LANGS, Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
+from neuro.experiments.subsets import evaluated_text, stratified_subset
 from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
 from neuro.experiments.seeds import (
     DEFAULT_SEEDS,
@@ -58,7 +59,7 @@ from neuro.experiments.seeds import (
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
-from neuro.training.context import TaskContext
+from neuro.training.context import TaskContext, declare_phases
 from neuro.training.loop import TrainSummary, common_reasons, train
 from neuro.training.lora import apply_lora, linear_modules, lora_size, merged_lora, trainable_parameters
 from neuro.training.memory import estimate_training_bytes, memory_reason
@@ -215,6 +216,7 @@ class TransferConfig(Record):
     eval_before: bool = True
     keep_samples: int = 6
     checkpoint_every: int = 0  # steps between checkpoints a stopped job resumes from (0: only the last step)
+    eval_programs: int = 0  # summarize this many evaluation-side programs (0: all; see subsets.py)
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
@@ -273,7 +275,13 @@ def trainable_count(loaded: LoadedModel, config: TransferConfig) -> int:
 def transfer_sides(snippets: Sequence[Snippet], config: TransferConfig
                    ) -> tuple[CorpusSplit, list[SummaryPair], list[SummaryPair]]:
     """(split, training pairs, evaluation pairs): the source language's selection-side pairs, and the
-    evaluation-side pairs of the target languages and the source."""
+    evaluation-side pairs of the target languages and the source (`config.eval_programs` of them when set:
+    a stratified subset, see subsets.py; `evaluation_total` counts them all)."""
+    split, train_pairs, eval_pairs = _sides(snippets, config)
+    return split, train_pairs, stratified_subset(eval_pairs, config.eval_programs)
+
+
+def _sides(snippets: Sequence[Snippet], config: TransferConfig):
     split = split_corpus(snippets, config.split_params)
     targets = set(config.targets) if config.targets else {s.lang for s in snippets}
     train_pairs = summary_pairs([s for s in split.selection if s.lang == config.source], config.strip_comments)
@@ -281,6 +289,15 @@ def transfer_sides(snippets: Sequence[Snippet], config: TransferConfig
                                config.strip_comments)
     order = {lang: i for i, lang in enumerate(LANGS)}
     return split, train_pairs, sorted(eval_pairs, key=lambda p: (order.get(p.lang, 99), p.task))
+
+
+def evaluation_total(snippets: Sequence[Snippet], config: TransferConfig, split: CorpusSplit | None = None) -> int:
+    """How many evaluation-side pairs there are before `config.eval_programs` takes a subset (counted without
+    stripping comments, which never changes the count, so a page can ask on every rerun). `split`: the
+    corpus's split with the config's parameters, when the caller has it."""
+    split = split if split is not None else split_corpus(snippets, config.split_params)
+    langs = (set(config.targets) if config.targets else {s.lang for s in snippets}) | {config.source}
+    return sum(1 for s in split.evaluation if s.lang in langs and s.summary.strip())
 
 
 def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
@@ -300,6 +317,8 @@ def validate_transfer(config: TransferConfig, loaded: LoadedModel, snippets: Seq
     reasons += common_reasons(config.steps, config.lr, weights_loaded=loaded.weights_loaded)
     if config.batch_size < 1:
         reasons.append(f"the batch size must be >= 1, got {config.batch_size}")
+    if config.eval_programs < 0:
+        reasons.append(f"the number of programs to evaluate must be >= 0 (0: all), got {config.eval_programs}")
     try:
         _, train_pairs, eval_pairs = transfer_sides(snippets, config)
     except ValueError as err:  # an evaluated share outside (0, 1), or a corpus too small to split
@@ -351,6 +370,7 @@ class TransferResult(TrainSummary):
     samples: list[dict] = field(default_factory=list)
     train_pairs: int | None = None
     eval_pairs: int | None = None
+    eval_total: int | None = None  # evaluation-side pairs before `config.eval_programs` took a subset
     split: dict | None = None  # CorpusSplit.summary()
     prompt: str = PROMPT_FORMAT
     device: str | None = None
@@ -379,10 +399,12 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     of every language. `checkpoint(write)` saves a checkpoint folder that `write(folder)` fills (see
     tasks.train); `resume`: such a folder to continue from."""
     split, train_pairs, eval_pairs = transfer_sides(snippets, config)
-    ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} evaluation pairs "
+    total = evaluation_total(snippets, config, split)
+    ctx.log(f"{len(train_pairs)} {config.source} training pairs; {len(eval_pairs)} of {total} evaluation pairs "
             f"({split.caption()}); layers {config.layers} ({config.layer_note})")
     gen = dict(max_code_tokens=config.max_code_tokens, max_new_tokens=config.max_new_tokens,
                no_repeat_ngram=config.no_repeat_ngram)
+    declare_phases(ctx, transfer_phases(config, len(eval_pairs)))
     saved = checkpoint_meta(resume)
     if "before" in saved:  # resumed: the summaries before training are in the checkpoint
         before = saved["before"]
@@ -421,12 +443,33 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     return TransferResult(
         config=config, source=config.source, layers=config.layers, layer_choice=config.layer_choice,
         layer_note=config.layer_note, method=config.method, train_pairs=len(train_pairs),
-        eval_pairs=len(eval_pairs), split=split.summary(), prompt=PROMPT_FORMAT, device=str(loaded.device),
+        eval_pairs=len(eval_pairs), eval_total=total, split=split.summary(), prompt=PROMPT_FORMAT,
+        device=str(loaded.device),
         **report.summary(), losses=report.losses, scores=scores,
         zero_shot_bleu4=sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
         zero_shot_rouge_l=sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
         samples=samples, seed=config.seed, per_program=items, zero_shot_bleu4_ci=zero_shot_ci.get("bleu4"),
         zero_shot_rouge_l_ci=zero_shot_ci.get("rouge_l"))
+
+
+def transfer_phases(config: TransferConfig, n_eval: int) -> list[tuple[str, float]]:
+    """The run's phases weighted by expected model passes: summarizing is up to 1 + max_new_tokens passes per
+    evaluated program (greedy decoding), a training step about three (forward + backward) per pair in its
+    batch. Summarizing before training is skipped (weight 0) when `eval_before` is off."""
+    summarize_passes = n_eval * (1 + config.max_new_tokens)
+    return [("summarizing before training", summarize_passes if config.eval_before else 0),
+            ("training", 3 * config.steps * config.batch_size), ("summarizing after training", summarize_passes)]
+
+
+def zero_shot_change(r: TransferResult, metric: str) -> dict | None:
+    """The zero-shot mean's change (after - before) of `metric`, with its interval over evaluation tasks
+    (paired: each program's after minus its own before, tasks resampled); None without scores before."""
+    items = [it for it in r.per_program if it.get(metric + "_before") is not None]
+    others = sorted({it["lang"] for it in items} - {r.source})
+    if not items or not others:
+        return None
+    change = lambda it: it[metric] - it[metric + "_before"]  # noqa: E731
+    return interval_summary(mean_of_languages_interval(items, change, others, seed=r.config.seed))
 
 
 def program_scores(pairs: Sequence[SummaryPair], after: Sequence[str], before: Sequence[str] | None) -> list[dict]:
@@ -500,6 +543,11 @@ def comparison_table(results: Mapping[str, TransferResult], metric: str = "bleu4
         zero_shot, ci = r.zero_shot(metric), r.zero_shot_ci(metric)
         row["zero-shot mean"] = round(zero_shot, 2) if zero_shot is not None else None
         row["zero-shot CI"] = f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci and ci.get("low") is not None else None
+        delta = zero_shot_change(r, metric)
+        row["zero-shot Δ (after - before)"] = round(delta["estimate"], 2) if delta else None
+        row["Δ CI"] = f"[{delta['low']:.2f}, {delta['high']:.2f}]" if delta and delta.get("low") is not None \
+            else None
+        row["evaluated"] = evaluated_text(r.eval_pairs, r.eval_total)
         row.update({"seed": r.config.seed, "method": r.method, "trainable_params": r.trainable_params,
                     "steps": r.steps, "job": job_id})
         rows.append(row)

@@ -7,7 +7,9 @@ or a restarted app sees every job as it is:
 
     spec.json      kind, label, params (the kind's typed config as JSON; written once, before the process starts)
     data.jsonl     the corpus the job was started with (so it runs on exactly what the user saw)
-    status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically)
+    status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically); progress is the
+                   current phase's done / total and, when the task declared its phases (JobContext.phases),
+                   the phase's number of n and the whole job's fraction; elapsed_before: seconds of earlier runs
     metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1} (rewritten atomically)
     result.json    the kind's typed result as JSON (written atomically before the state becomes "finished")
     log.txt        append-only log; the detached process's stdout and stderr land here too
@@ -150,6 +152,10 @@ class JobInfo:
     pid: int | None = None
     host: str | None = None
     phase_since: tuple[float, int] | None = None  # (time, done) of the current phase's first report
+    overall: float | None = None  # the whole job's fraction done, when the task declared its phases
+    phase_index: int = 0  # the current phase, 1-based, of phase_count declared ones (0: none declared)
+    phase_count: int = 0
+    elapsed_before: float = 0.0  # seconds run before the last resume (a resumed job keeps its time)
 
     @property
     def active(self) -> bool:
@@ -157,13 +163,19 @@ class JobInfo:
 
     @property
     def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else (1.0 if self.state == "finished" else 0.0)
+        """The whole job's fraction done (across its phases when it declared them, else the phase's)."""
+        if self.state == "finished":
+            return 1.0
+        if self.overall is not None:
+            return min(1.0, self.overall)
+        return min(1.0, self.done / self.total) if self.total else 0.0
 
     @property
     def elapsed(self) -> float:
+        """Seconds run, summed over every run of the job (a resume continues the count)."""
         if not self.started:
-            return 0.0
-        return (self.finished or time.time()) - self.started
+            return self.elapsed_before
+        return self.elapsed_before + max(0.0, (self.finished or time.time()) - self.started)
 
     def seconds_left(self) -> float | None:
         """Time left in the current phase at the rate measured since it began (None: not yet known)."""
@@ -174,13 +186,19 @@ class JobInfo:
     def progress_text(self) -> str:
         """What a progress bar says: the job, its phase, how far, and about how long the phase has left."""
         text = f"{self.label} — {self.phase or self.state} ({self.done}/{self.total})"
+        if self.phase_count and self.active:
+            text = (f"{self.label} — {100 * self.fraction:.0f} % overall · phase {self.phase_index} of "
+                    f"{self.phase_count}: {self.phase} ({self.done}/{self.total})")
         left = self.seconds_left()
         return text + (f" · about {duration(left)} left" if left else "")
 
     def row(self) -> dict:
         """A flat row for tables."""
+        phase = self.phase
+        if self.phase_count and self.active:
+            phase = f"{self.phase_index}/{self.phase_count} {phase}"
         return {"id": self.id, "state": self.state, "progress": round(100 * self.fraction, 1), "kind": self.kind,
-                "label": self.label, "phase": self.phase,
+                "label": self.label, "phase": phase,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created)),
                 "elapsed_s": round(self.elapsed, 1), "message": self.error or self.message}
 
@@ -223,7 +241,9 @@ def read_job(path: str | os.PathLike, reconcile: bool = True) -> JobInfo | None:
         started=status.get("started"), finished=status.get("finished"), heartbeat=status.get("heartbeat"),
         done=int(progress.get("done", 0)), total=int(progress.get("total", 0)), phase=progress.get("phase", ""),
         message=status.get("message", ""), error=status.get("error"), pid=status.get("pid"),
-        host=status.get("host"), phase_since=tuple(progress["since"]) if progress.get("since") else None)
+        host=status.get("host"), phase_since=tuple(progress["since"]) if progress.get("since") else None,
+        overall=progress.get("overall"), phase_index=int(progress.get("index", 0)),
+        phase_count=int(progress.get("phases", 0)), elapsed_before=float(status.get("elapsed_before") or 0.0))
 
 
 def list_jobs(root: str | os.PathLike | None = None, kind: str | None = None) -> list[JobInfo]:
@@ -318,7 +338,7 @@ def requeue(path: Path) -> None:
         for name in ("cancel", "result.json", "launcher.json"):
             (path / name).unlink(missing_ok=True)
         write_json(path / "status.json", {"state": "queued", "created": time.time(), "resumed_from": step,
-                                          "message": f"resuming from step {step}"})
+                                          "elapsed_before": info.elapsed, "message": f"resuming from step {step}"})
         with open(path / "log.txt", "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%H:%M:%S')} resuming from the checkpoint at step {step}\n")
 
@@ -391,6 +411,9 @@ class JobContext:
     _phase: str = ""
     _phase_since: tuple[float, int] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _plan: list = field(default_factory=list)  # [(phase, weight)] the task declared (`phases`)
+    _overall: float = 0.0
+    _index: int = 0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -431,12 +454,34 @@ class JobContext:
         changes = {"progress": {"done": 1, "total": 1, "phase": "done"}} if state == "finished" else {}
         self._write_status(state=state, message=message, error=error, finished=time.time(), **changes)
 
+    def phases(self, plan: Sequence[tuple[str, float]]) -> None:
+        """The phases the task will report, in order, each weighted by its expected model passes: progress
+        of a listed phase then also says the phase's number and the whole job's fraction (see `_overall_at`)."""
+        self._plan = [(name, max(0.0, float(weight))) for name, weight in plan]
+
+    def _overall_at(self, done: int, total: int, phase: str) -> dict:
+        """{"overall", "index", "phases"}: the earlier phases' weights plus this one's done share, over the
+        total weight; never lower than before (an unlisted phase, e.g. loading, keeps the last value)."""
+        names = [name for name, _ in self._plan]
+        if not names:
+            return {}
+        if phase in names:
+            i = names.index(phase)
+            weights = [w for _, w in self._plan]
+            whole = sum(weights) or 1.0
+            share = min(1.0, done / total) if total else 0.0
+            self._overall = max(self._overall, (sum(weights[:i]) + weights[i] * share) / whole)
+            self._index = i + 1
+        return {"overall": round(self._overall, 6), "index": self._index, "phases": len(names)}
+
     def progress(self, done: int, total: int, phase: str = "") -> None:
         """Progress of the current phase; written at most twice a second (and always at the end)."""
-        if phase != self._phase or self._phase_since is None:  # a new phase: its rate is measured from here
+        new_phase = phase != self._phase or self._phase_since is None
+        if new_phase:  # a new phase: its rate is measured from here
             self._phase, self._phase_since = phase, (time.time(), int(done))
-        progress = {"done": int(done), "total": int(total), "phase": phase, "since": list(self._phase_since)}
-        if done >= total or time.time() - self._last_write > 0.5:
+        progress = {"done": int(done), "total": int(total), "phase": phase, "since": list(self._phase_since),
+                    **self._overall_at(done, total, phase)}
+        if new_phase or done >= total or time.time() - self._last_write > 0.5:
             self._last_write = time.time()
             self._flush_metrics()
             self._write_status(progress=progress, message=phase)

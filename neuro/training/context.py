@@ -43,3 +43,11 @@ class NullContext:
 
     def check(self) -> None:
         pass
+
+
+def declare_phases(ctx, phases) -> None:
+    """Tell `ctx` the phases a task will report, in order, with their weights (expected model passes), when
+    it can use them (a job's context turns them into the whole job's progress); others ignore them."""
+    plan = getattr(ctx, "phases", None)
+    if callable(plan):
+        plan([(name, float(weight)) for name, weight in phases])

@@ -340,6 +340,34 @@ def lazy_tabs(tabs: dict[str, Callable[[], None]]) -> None:
                     st.info(str(err))
 
 
+def jobs_signature(jobs) -> tuple:
+    """What a page's job-dependent widgets show of the jobs: each job's id and state."""
+    return tuple((j.id, j.state) for j in jobs)
+
+
+def needs_app_rerun(state, key: str, jobs) -> bool:
+    """True when a fragment-only rerun (a live panel polling the jobs) sees the jobs' states differ from what
+    the last full run drew: the page's other job widgets (pickers, the Export panel) are then stale. A full
+    run (marked by `mark_full_run` above the fragment) only records what it drew. `state`: session state."""
+    signature = jobs_signature(jobs)
+    full = state.pop(f"{key}_full", False)
+    previous = state.get(key)
+    state[key] = signature
+    return not full and previous is not None and previous != signature
+
+
+def mark_full_run(key: str) -> None:
+    """Call in the page body (outside its live fragment) before the fragment runs: see `needs_app_rerun`."""
+    st.session_state[f"{key}_full"] = True
+
+
+def rerun_when_jobs_change(jobs, key: str) -> None:
+    """In a live fragment: rerun the whole page when a job changed state since the page was drawn, so a job
+    that finished appears in the Export panel and a cancelled one reads "cancelled" in every picker."""
+    if needs_app_rerun(st.session_state, key, jobs):
+        st.rerun(scope="app")
+
+
 def export_panel(kind: str, key: str) -> None:
     """Export a finished `kind` job's adapted model as a Hugging Face folder (in the background, as an
     "export" job); the same panel on the Fine-tuning and Transfer pages."""
@@ -348,9 +376,12 @@ def export_panel(kind: str, key: str) -> None:
     from neuro.jobs.runner import start_job
 
     st.subheader("Export")
-    done = [j for j in list_jobs(kind=kind) if j.state == "finished"]
+    jobs = list_jobs(kind=kind)  # read now, never cached: a run that just finished is listed
+    done = [j for j in jobs if j.state == "finished"]
     if not done:
-        st.caption("Finish a run to export its weights as a Hugging Face folder.")
+        running = sum(j.active for j in jobs)
+        st.caption("Finish a run to export its weights as a Hugging Face folder."
+                   + (f" {running} run(s) in progress: they are listed here when they finish." if running else ""))
         return
     pick = st.selectbox("Run", done, format_func=lambda j: f"{j.id}: {j.label}", key=f"{key}_job")
     out = st.text_input("Folder (empty: inside the job's folder)", key=f"{key}_out")

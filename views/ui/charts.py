@@ -211,3 +211,27 @@ def pick_heatmap(frame: pd.DataFrame, x: str, y: str, value: str, name: str = "c
         chart.layer[0] = chart.layer[0].add_params(pick)
         return chart
     return chart.add_params(pick)
+
+
+TRAIN_CURVE, EVAL_CURVE = "train (loss on the batch)", "eval (held-out, before → after)"
+
+
+def loss_curves(frame: pd.DataFrame, title: str = "Loss", color: str = "method") -> alt.Chart:
+    """Loss curves of several runs on one chart: colour = `color` (e.g. the method), dash and point shape =
+    the curve (train / eval), each with its own legend so solid and dashed lines are told apart; point marks
+    on every step, so a one-step run still shows. Columns: `color`, run (one line each), curve, step, loss."""
+    curves = [c for c in (TRAIN_CURVE, EVAL_CURVE) if c in set(frame["curve"])] or [TRAIN_CURVE]
+    dashes = {TRAIN_CURVE: [1, 0], EVAL_CURVE: [6, 4]}
+    curve_scale = dict(domain=curves, range=[dashes[c] for c in curves])
+    shapes = alt.Scale(domain=curves, range=["circle" if c == TRAIN_CURVE else "diamond" for c in curves])
+    base = alt.Chart(frame).encode(
+        x=alt.X("step:Q", title="step"), y=alt.Y("loss:Q", title="loss (nats)", scale=alt.Scale(zero=False)),
+        color=alt.Color(f"{color}:N", title=color, legend=alt.Legend(orient="bottom", labelLimit=400)),
+        detail="run:N",
+        tooltip=[color, "run", "curve", "step", alt.Tooltip("loss:Q", format=".4f")])
+    lines = base.mark_line(strokeWidth=1.5).encode(
+        strokeDash=alt.StrokeDash("curve:N", title="curve", scale=alt.Scale(**curve_scale),
+                                  legend=alt.Legend(orient="bottom", symbolType="stroke", symbolSize=300)))
+    points = base.mark_point(filled=True, size=30).encode(
+        shape=alt.Shape("curve:N", title="points", scale=shapes, legend=None))
+    return alt.layer(lines, points).resolve_scale(color="shared").properties(title=title)

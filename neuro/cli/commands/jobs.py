@@ -30,6 +30,9 @@ def _common_options(p) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50,
                    help="steps between checkpoints that `jobs resume` continues from (0: only the last step)")
     p.add_argument("--export", help="after a single foreground run, export the model as a Hugging Face folder here")
+    p.add_argument("--eval-programs", type=int, default=0, metavar="N",
+                   help="evaluate on N evaluation-side programs, a deterministic subset stratified by language "
+                        "(default 0: all); the results say 'evaluated on N of M programs'")
 
 
 def _budget(args, loaded=None) -> int | None:
@@ -136,6 +139,7 @@ def cmd_finetune(args) -> tuple[dict, str]:
     selection = select_finetune_neurons(loaded, split, params, store=args.cache, max_length=args.max_length)
     options = dict(batch_tokens=args.batch_tokens or 2048, max_length=min(args.max_length, 1024), steps=args.steps,
                    lora_rank=args.lora_rank, pass_at_k=args.pass_at_k, checkpoint_every=args.checkpoint_every,
+                   eval_programs=args.eval_programs,
                    device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     configs = plan_finetune_runs(loaded, selection, args.target, methods, seeds, lr=args.lr,
                                  neuron_set=args.neuron_set, split=split, **options)
@@ -228,7 +232,7 @@ def cmd_transfer(args) -> tuple[dict, str]:
                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                    strip_comments=not args.keep_comments, eval_before=not args.no_before,
                    targets=args.targets.split(",") if args.targets else [], device=args.device,
-                   checkpoint_every=args.checkpoint_every, dtype=args.dtype,
+                   checkpoint_every=args.checkpoint_every, eval_programs=args.eval_programs, dtype=args.dtype,
                    trust_remote_code=args.trust_remote_code)
     comparison, configs = None, []
     for choice in choices:

@@ -329,11 +329,14 @@ def test_page_search_and_evaluation(folder, monkeypatch):
     assert set(at.dataframe[0].value.language) == {"python"}
     at.text_area(key="clones_code").set_value("  ").run()
     assert any("No code to search" in i.value for i in at.info)
-    assert not at.button  # only the open tab runs
+    assert "clones_eval" not in {b.key for b in at.button}  # only the open tab runs
     at.session_state["tab"] = "Evaluation"
     at.run()
     at.button(key="clones_eval").click().run()
     assert not at.exception, at.exception
+    # the "not computed" note and its button go once the results are drawn (they stayed above them)
+    assert not any("Not computed" in c.value for c in at.caption)
+    assert "clones_eval" not in {b.key for b in at.button}
     overall = at.dataframe[0].value
     assert "token TF-IDF" in set(overall.method) and "cross-language MAP@R" in overall.columns
     assert any(split_corpus(SNIPPETS).caption() in c.value for c in at.caption)

@@ -180,7 +180,10 @@ def search_tab() -> None:
     if source := st.session_state.get("clones_source"):
         st.caption(f"The code above is {source}.")
     code = st.session_state["clones_query"]
-    c1, c2, c3, c4, c5 = st.columns([1, 2, 1, 1, 1])
+    # two rows of controls, each wide enough for its label and choices (five in one row cut them off:
+    # "detect automati", "Other languag...")
+    c1, c5, c3 = st.columns([1, 1, 1])
+    c2, c4 = st.columns([3, 1])
     lang = c1.selectbox("Query language", ["auto", *LANGS], key="clones_lang",
                         format_func=lambda x: "detect automatically" if x == "auto" else x)
     languages = c2.multiselect("Hits in", index.index.languages, default=index.index.languages,
@@ -291,13 +294,17 @@ def evaluation_tab() -> None:
                            "lets any lexical method find clones by their prose. This evaluates the code alone.")
     result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip, compute=False)
     if result is None:
-        st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every layer, "
-                   "then the metrics take seconds.")
-        cost_caption("forward", model, corpus, what="one pass keeping every layer")
-        if st.button("Run the evaluation", type="primary", key="clones_eval"):
-            with metered_bar("Embedding every layer (programs)", "forward", model, len(corpus)) as progress:
-                result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
-                                        progress=progress)
+        pending = st.empty()  # the "not computed" note and its button, removed once the result is here
+        with pending.container():
+            st.caption("Not computed for this model, corpus and layer yet: one pass over the corpus keeps every "
+                       "layer, then the metrics take seconds.")
+            cost_caption("forward", model, corpus, what="one pass keeping every layer")
+            if st.button("Run the evaluation", type="primary", key="clones_eval"):
+                with metered_bar("Embedding every layer (programs)", "forward", model, len(corpus)) as progress:
+                    result = CLONE_EVAL.get(model, corpus, layer=at, split=split, center=center, strip=strip,
+                                            progress=progress)
+        if result is not None:
+            pending.empty()
     if result is not None:
         st.caption(f"Measured on the evaluation side only: {split.caption()}.")
         if result.intervals.empty:

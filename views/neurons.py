@@ -396,7 +396,14 @@ def token_inspector() -> None:
         st.html(charts.token_html(code, trace.offsets, acts[:, chosen], [n.type for n in nodes]))
 
 
+def intervene_tab() -> None:
+    from views.intervene_view import intervene_panel
+
+    intervene_panel(model, split, selection)
+
+
 # --------------------------------------------------------------------------- tabs
 TABS = {"Layer map": layer_map, "Neuron table": neuron_table, "Neuron detail": neuron_detail,
-        "Language relations": relations, "Ablation": ablation_tab, "Token inspector": token_inspector}
+        "Language relations": relations, "Ablation": ablation_tab, "Token inspector": token_inspector,
+        "Intervene": intervene_tab}
 lazy_tabs(TABS)

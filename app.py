@@ -16,6 +16,7 @@ st.set_page_config(page_title="Neuro: code LLMs neuron by neuron", page_icon=":m
 pages = [
     st.Page("views/home.py", title="Overview", icon=":material/home:", default=True),
     st.Page("views/neurons.py", title="Neurons", icon=":material/neurology:"),
+    st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
     st.Page("views/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("views/clones.py", title="Clones", icon=":material/content_copy:"),

@@ -260,3 +260,47 @@ def test_steering_page(monkeypatch, leaky_dir):
     assert spec["layer"][1]["encoding"]["y"]["field"] == "target share"
     at.text_input(key="steer_factors").set_value("1,x").run()
     assert any("factors" in e.value for e in at.error)
+
+
+# --------------------------------------------------------------------------- ablate-gen: the same path
+def test_pass_at_k_takes_interventions_through_the_one_path(leaky):
+    """evaluate_pass_at_k (ablate-gen) with go's neurons set high writes go words into every python body; with
+    `ablate` it zeroes through the same "zero" intervention as `interventions=[zero]`."""
+    from neuro.analysis.generation import evaluate_pass_at_k
+    from neuro.code.sandbox import ExecutionResult
+    from neuro.instrument.intervention import Intervention
+
+    loaded, corpus, _ = leaky
+    todo = [dataclasses.replace(s, test="assert True") for s in corpus if s.lang == "python"][:2]
+    programs = []
+
+    def record(lang, program, test):  # nothing to execute: planted words are no program
+        programs.append(program)
+        return ExecutionResult(False, "failed", 1, "", "", False, 0.0, "planted words")
+
+    go_pairs = [(layer, n) for layer, idx in GO.items() for n in idx]
+    plain = evaluate_pass_at_k(loaded, todo, PARAMS, run=record)
+    steered = evaluate_pass_at_k(loaded, todo, PARAMS, run=record,
+                                 interventions=[Intervention(go_pairs, "scale", SWITCH)])
+    assert all(words(r["completion"]).lang == "python" for r in plain.samples)
+    assert all(words(r["completion"]).lang == "go" for r in steered.samples)
+    via_ablate = evaluate_pass_at_k(loaded, todo, PARAMS, run=record, ablate=PY)
+    via_zero = evaluate_pass_at_k(loaded, todo, PARAMS, run=record,
+                                  interventions=[Intervention([(layer, n) for layer, idx in PY.items() for n in idx])])
+    assert [r["completion"] for r in via_ablate.samples] == [r["completion"] for r in via_zero.samples]
+    assert len(programs) == 8
+
+
+def test_ablate_gen_command_uses_matched_controls(leaky_dir, leaky):
+    _, corpus, stats = leaky
+    with_tests = [dataclasses.replace(s, test="assert True") if s.lang == "python" else s for s in corpus]
+    save_jsonl(with_tests, leaky_dir / "tested.jsonl")
+    cmd = [sys.executable, "-m", "neuro", "ablate-gen", "--target", "go", "--model", str(leaky_dir / "model"),
+           "--corpus", str(leaky_dir / "tested.jsonl"), "--cache", str(leaky_dir / "cache"), "--top-fraction",
+           str(7 / (2 * WIDTH)), "--normalize", "none", "--max-new-tokens", "4", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert set(summary["pass_at_k"]) == {"none", "go", "matched"} and summary["neurons"] == 2
+    assert summary["pass_at_k"]["none"]["python"]["1"] == 0.0  # planted words are no python program

@@ -61,6 +61,8 @@ class Intervention:
     def __post_init__(self):
         raw = self.neurons
         pairs = neuron_pairs(raw)
+        if isinstance(self.value, (np.floating, np.integer, int)) and not isinstance(self.value, bool):
+            object.__setattr__(self, "value", float(self.value))
         per_neuron = isinstance(self.value, (tuple, list, np.ndarray))
         if per_neuron and not isinstance(raw, Mapping):
             given = [(int(layer), int(n)) for layer, n in raw]

@@ -10,26 +10,33 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from neuro.analysis.token_effects import intervene_tokens
-from neuro.code.corpus import load_corpus
-from neuro.instrument.intervention import Intervention, intervened
-from neuro.instrument.tokens import encode
-from neuro.model.loading import load_model
-from neuro.paths import DEMO_CORPUS_FILE, DEMO_MODEL_DIR
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuro.analysis.token_effects import intervene_tokens  # noqa: E402
+from neuro.code.corpus import load_corpus  # noqa: E402
+from neuro.instrument.intervention import Intervention, intervened  # noqa: E402
+from neuro.instrument.tokens import encode  # noqa: E402
+from neuro.model.loading import load_model  # noqa: E402
+from neuro.paths import DEMO_CORPUS_FILE, DEMO_MODEL_DIR  # noqa: E402
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def _times(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn (round robin), so a busy machine slows all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -52,9 +59,9 @@ def main() -> None:
             loaded.model(input_ids=ids, use_cache=False)
 
     text = loaded.tokenizer.decode(ids[0], skip_special_tokens=True)
-    t_plain = _time(plain, args.repeats)
-    t_hooked = _time(hooked, args.repeats)
-    t_view = _time(lambda: intervene_tokens(loaded, text, [scale]), args.repeats)
+    t = _times({"plain": plain, "hooked": hooked, "view": lambda: intervene_tokens(loaded, text, [scale])},
+               args.repeats)
+    t_plain, t_hooked, t_view = t["plain"], t["hooked"], t["view"]
     print(json.dumps({"tokens": int(ids.shape[1]), "neurons": len(neurons), "plain_forward_s": t_plain,
                       "intervened_forward_s": t_hooked, "hook_overhead_ratio": t_hooked / t_plain,
                       "intervene_tokens_s": t_view, "intervene_tokens_vs_forward": t_view / t_plain}, indent=1))

@@ -17,6 +17,7 @@ pages = [
     st.Page("views/home.py", title="Overview", icon=":material/home:", default=True),
     st.Page("views/neurons.py", title="Neurons", icon=":material/neurology:"),
     st.Page("views/neuron.py", title="Neuron", icon=":material/network_node:"),
+    st.Page("views/steering.py", title="Steering", icon=":material/alt_route:"),
     st.Page("views/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
     st.Page("views/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("views/clones.py", title="Clones", icon=":material/content_copy:"),

@@ -486,7 +486,14 @@ def token_inspector() -> None:
         st.page_link("views/neuron.py", label=f"Open neuron L{layer} N{chosen}'s page", query_params={"layer": str(layer), "neuron": str(chosen)})  # noqa: E501
 
 
+def intervene_tab() -> None:
+    from views.intervene_view import intervene_panel
+
+    intervene_panel(model, split, selection)
+
+
 # --------------------------------------------------------------------------- tabs
 TABS = {"Layer map": layer_map, "Neuron table": neuron_table, "Neuron detail": neuron_detail,
-        "Language relations": relations, "Ablation": ablation_tab, "Token inspector": token_inspector}
+        "Language relations": relations, "Ablation": ablation_tab, "Token inspector": token_inspector,
+        "Intervene": intervene_tab}
 lazy_tabs(TABS)

@@ -5,7 +5,6 @@ with neurons ablated), so the paper's "ablate a language's neurons, watch pass@k
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +12,8 @@ import torch
 from neuro.code.corpus import Snippet
 from neuro.code.sandbox import pass_at_k_by_language, run_program
 from neuro.code.syntax import parse
-from neuro.instrument.ablation import NeuronSet, ablated
+from neuro.instrument.ablation import NeuronSet
+from neuro.instrument.intervention import Intervention, intervened, neuron_pairs
 from neuro.instrument.tokens import encode, length_batches
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
@@ -183,16 +183,19 @@ class PassAtK:
 
 def evaluate_pass_at_k(loaded: LoadedModel, snippets: Sequence[Snippet], params: GenerationParams,
                        ks: Sequence[int] = (1,), ablate: NeuronSet | None = None,
-                       run: Callable = run_program, progress: Progress | None = None) -> PassAtK:
+                       run: Callable = run_program, progress: Progress | None = None,
+                       interventions: Sequence[Intervention] = ()) -> PassAtK:
     """Generate for every snippet with a test (batched, see `complete`), run the samples, and report pass@k
-    per language."""
+    per language; while generating, `ablate`'s neurons are zeroed and `interventions` applied (one path,
+    neuro.instrument.intervention)."""
     todo = [s for s in snippets if s.test]
     if not todo:
         raise ValueError("no snippet has a test to run")
     prompts = [prompt_of(s) for s in todo]
     steps = 2 * len(todo)  # generating each prompt, then running its samples
     generating = (lambda done, total: progress(done, steps)) if progress else None
-    with ablated(loaded, ablate) if ablate is not None else nullcontext():
+    changes = list(interventions) + ([Intervention(neuron_pairs(ablate), "zero")] if ablate is not None else [])
+    with intervened(loaded, *changes):
         completions = complete(loaded, prompts, params, progress=generating)
     outcomes, records = [], []
     for i, (snippet, prompt) in enumerate(zip(todo, prompts)):

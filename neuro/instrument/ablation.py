@@ -1,8 +1,9 @@
-"""Interventions on neurons: zero a set of neurons (ablation) during loss evaluation or generation.
+"""Ablation: zero a set of neurons during loss evaluation or generation, and the controls it is compared with.
 
 `ablated(loaded, neurons)` is a context manager: inside it every forward pass of the model (loss,
 `generate`) sees the chosen neurons' activations set to zero. It holds the model's lock, so other
-sessions sharing the model never see the ablated model.
+sessions sharing the model never see the ablated model. Every other operation (mean, scale, set, patch)
+is in neuro.instrument.intervention, through the same hooks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import hooked
+from neuro.instrument.intervention import Intervention, intervened, neuron_pairs
 from neuro.instrument.losses import model_sample_losses
 from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.loading import LoadedModel
@@ -44,30 +45,9 @@ def count(neurons: NeuronSet) -> int:
 
 @contextmanager
 def ablated(loaded: LoadedModel, neurons: NeuronSet | Iterable[tuple[int, int]]) -> Iterator[None]:
-    """Zero the given neurons (inputs of the FFN output projection) in every forward pass inside."""
-    layer_map = as_layer_map(neurons)
-    sites = loaded.sites()
-    width = loaded.n_neurons
-    for layer, idx in layer_map.items():
-        if not 0 <= layer < len(sites) or (len(idx) and (idx.min() < 0 or idx.max() >= width)):
-            raise ValueError(f"neuron ({layer}, ...) is outside {len(sites)} layers x {width} neurons")
-
-    def register(handles):
-        for layer, idx in layer_map.items():
-            if not len(idx):
-                continue
-            keep = torch.ones(width)
-            keep[torch.as_tensor(idx)] = 0.0
-
-            def hook(module, args, keep=keep, moved={}):  # noqa: B006 - one copy per device, per call
-                a = args[0]
-                key = (a.device, a.dtype)
-                if key not in moved:
-                    moved[key] = keep.to(device=a.device, dtype=a.dtype)
-                return (a * moved[key],) + tuple(args[1:])
-            handles.append(sites[layer].down.register_forward_pre_hook(hook))
-
-    with loaded.lock, hooked(register):
+    """Zero the given neurons (inputs of the FFN output projection) in every forward pass inside: the "zero"
+    `Intervention` (neuro.instrument.intervention), the one path every intervention takes."""
+    with intervened(loaded, Intervention(neuron_pairs(neurons), "zero")):
         yield
 
 

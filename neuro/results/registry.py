@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from neuro.results.clones import CLONE_EVAL
 from neuro.results.embeddings import LAYER_EMBEDDINGS, POOLED, PROJECTION
+from neuro.results.interventions import MEANS, STEERING
 from neuro.results.layers import LAYER_REPORT
 from neuro.results.recipe import Recipe
 from neuro.results.statistics import ABLATION, CHANCE, STATS
@@ -20,4 +21,6 @@ RECIPES: dict[str, Recipe] = {recipe.kind: recipe for recipe in (
     PROJECTION,        # 2-D UMAP of one layer's pooled states
     LAYER_REPORT,      # per-layer scores and the concept layers
     CLONE_EVAL,        # cross-language clone retrieval scores
+    MEANS,             # per-language mean activation of every neuron (the "mean" intervention)
+    STEERING,          # steering sweep: language of continuations vs the factor the target's neurons are scaled by
 )}

@@ -231,9 +231,12 @@ def cmd_ablate(args) -> tuple[dict, str]:
 @command("ablate-gen", "pass@k of generated code with and without a language's neurons (needs a capable model)",
          _generation_options)
 def cmd_ablate_gen(args) -> tuple[dict, str]:
+    import numpy as np
+
     from neuro.analysis.generation import GenerationParams, evaluate_pass_at_k
     from neuro.code.sandbox import sandbox_features, sandbox_warning
-    from neuro.instrument.ablation import random_like
+    from neuro.instrument.ablation import matched_like, selection_scores
+    from neuro.instrument.intervention import Intervention, neuron_pairs
 
     loaded, split, stats, selection = _selected(args)
     neurons = selection.neurons_for(args.target)
@@ -242,18 +245,22 @@ def cmd_ablate_gen(args) -> tuple[dict, str]:
     params = GenerationParams(samples=args.samples, temperature=args.temperature,
                               max_new_tokens=args.max_new_tokens, seed=args.seed)
     ks = sorted({1, *args.k})
-    conditions = {"none": None, args.target: neurons,
-                  "random": random_like(neurons, loaded.n_neurons, seed=args.seed, exclude=neurons)}
+    # the control: as many neurons per layer, from the same decile of the score that selected them
+    matched = matched_like(neurons, selection_scores(selection)[args.target], np.random.default_rng(args.seed),
+                           exclude=neurons)
+    conditions = {"none": [], args.target: [Intervention(neuron_pairs(neurons), "zero")],
+                  "matched": [Intervention(neuron_pairs(matched), "zero")]}
     results = {}
-    for name, ablate in conditions.items():
-        results[name] = evaluate_pass_at_k(loaded, split.evaluation, params, ks=ks, ablate=ablate,
+    for name, interventions in conditions.items():
+        results[name] = evaluate_pass_at_k(loaded, split.evaluation, params, ks=ks, interventions=interventions,
                                            progress=progress(f"generate [{name} ablated]"))
     summary = {"model": loaded.identity, "target": args.target, "split": split.summary(), "sandbox": sandbox_features(),
-               "neurons": sum(len(v) for v in neurons.values()),
+               "neurons": sum(len(v) for v in neurons.values()), "control": "matched (same layer, same score decile)",
                "truncated_programs": truncation(loaded, split.selection, args.max_length).summary(),
                "params": dataclasses.asdict(params),
                "pass_at_k": {name: r.by_language for name, r in results.items()}}
-    lines = [f"pass@k with nothing / {args.target} neurons / random neurons ablated"]
+    lines = [f"pass@k with nothing / {args.target} neurons / matched random neurons (same layer and score decile) "
+             "zeroed"]
     if warning := sandbox_warning():
         lines.append("warning: " + warning)
     for name, r in results.items():

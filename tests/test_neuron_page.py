@@ -153,6 +153,26 @@ def test_open_in_token_inspector_presets_the_neuron(monkeypatch, app_env):
     assert any(s.code == code for s in SNIPPETS)
 
 
+def test_intervene_buttons_open_the_intervene_tab_on_the_neuron(monkeypatch, app_env):
+    at = _open(monkeypatch, app_env, PAGE, {"layer": "1", "neuron": "5"})
+    at.button(key="neuron_intervene").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["tab"] == "Intervene" and at.radio(key="iv_which").value == "one"
+    assert (at.number_input(key="iv_layer").value, at.number_input(key="iv_neuron").value) == (1, 5)
+    at.query_params["tab"] = "Token inspector"
+    at.session_state["tab"] = "Token inspector"
+    at.switch_page("views/neurons.py")  # AppTest reruns the page it was told to, not the one switched to
+    at.run()
+    at.number_input(key="inspect_layer").set_value(2)
+    at.number_input(key="inspect_neuron").set_value(3).run()
+    inspected = at.text_area(key="inspect_code").value
+    at.button(key="inspect_intervene").click().run()  # from the token inspector, with its code
+    assert not at.exception, at.exception
+    assert at.session_state["tab"] == "Intervene"
+    assert (at.number_input(key="iv_layer").value, at.number_input(key="iv_neuron").value) == (2, 3)
+    assert at.text_area(key="iv_code").value == inspected
+
+
 # --------------------------------------------------------------------------- chart specs
 def test_histogram_chart_axes_and_domain_come_from_the_data():
     import numpy as np

@@ -18,7 +18,7 @@ from neuro.analysis.neuron_card import (
 from neuro.analysis.selectivity import SelectionParams, select_neurons
 from neuro.instrument.histogram import activation_histogram
 from views.ui import charts, corpus_key, corpus_split, page_header, pls_statistics, small_enough_to_auto_run
-from views.ui.links import NEURONS_PAGE, neuron_params, open_in_inspector, parse_neuron
+from views.ui.links import NEURONS_PAGE, neuron_params, open_in_inspector, open_in_intervene, parse_neuron
 from views.ui.progress import progress_bar
 
 model, corpus = page_header(
@@ -105,8 +105,12 @@ else:
 st.caption(f"Class under the Neurons page's default thresholds: candidate quantile {PARAMS.candidate_quantile}, "
            f"ratio {PARAMS.ratio}, top fraction {PARAMS.top_fraction}, {scores.shown_label}. "
            f"Site: {model.adapter.site_label().replace('{i}', str(layer))}, channel {neuron}.")
-if st.button("Open in the token inspector", icon=":material/text_fields:", key="neuron_inspect"):
+b1, b2 = st.columns(2)
+if b1.button("Open in the token inspector", icon=":material/text_fields:", key="neuron_inspect"):
     open_in_inspector(layer, neuron)
+if b2.button("Intervene on it (zero, scale, set, patch) on your code", icon=":material/tune:",
+             key="neuron_intervene"):
+    open_in_intervene(layer, neuron)
 
 # --------------------------------------------------------------------------- input side
 left, right = st.columns(2)

@@ -32,6 +32,7 @@ from views.ui import (
     stats_from_cache,
     truncation_caption,
 )
+from views.ui.links import intervene_here, neuron_link, open_neuron
 from views.ui.progress import cancelled, cost_caption, follow_job, metered_bar, start_background
 
 MAX_PASTE = 20_000
@@ -262,7 +263,6 @@ def neuron_table() -> None:
     event = st.dataframe(rows, width="stretch", hide_index=True, on_select="rerun", selection_mode="single-row",
                          key="table_pick")
     if event.selection.rows:  # positions in the frame shown (filtered), not in the whole table
-        from views.ui.links import open_neuron
         picked = rows.iloc[event.selection.rows[0]]
         open_neuron(int(picked.layer), int(picked.neuron))
     filters = f"{stats_key}|{method}|{params}|{langs}|{layer_range}|{classes}"
@@ -276,7 +276,6 @@ def neuron_table() -> None:
 def _open_from_layer_map(by_layer: pd.DataFrame, cell: dict | None) -> None:
     """Below the layer map: a layer's selected neurons as links to their pages (those of the clicked cell's
     group when a cell is clicked), and any neuron of it."""
-    from views.ui.links import neuron_link
 
     group = None
     if cell and "layer" in cell:
@@ -310,7 +309,6 @@ def _open_from_layer_map(by_layer: pd.DataFrame, cell: dict | None) -> None:
 
 def neuron_detail() -> None:
     """Superseded by the Neuron page (any neuron, its own URL): old ?tab=Neuron+detail links land here."""
-    from views.ui.links import neuron_link
 
     table, labels = views["table"], views["labels"]
     st.info("Every neuron now has its own page (Neuron, in the navigation; its URL names the neuron). Pick one:")
@@ -483,7 +481,11 @@ def token_inspector() -> None:
         st.caption(f"Neuron L{layer} N{chosen}; red = positive, blue = negative; hover a token for its value "
                    "and syntax node.")
         st.html(charts.token_html(code, trace.offsets, acts[:, chosen], [n.type for n in nodes]))
-        st.page_link("views/neuron.py", label=f"Open neuron L{layer} N{chosen}'s page", query_params={"layer": str(layer), "neuron": str(chosen)})  # noqa: E501
+        l1, l2 = st.columns(2)
+        with l1:
+            neuron_link(int(layer), chosen, label=f"Open neuron L{layer} N{chosen}'s page")
+        l2.button(f"Intervene on L{layer} N{chosen} in this code", icon=":material/tune:", key="inspect_intervene",
+                  on_click=intervene_here, args=(int(layer), chosen, code))
 
 
 def intervene_tab() -> None:

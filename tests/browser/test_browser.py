@@ -9,7 +9,8 @@ import pytest
 
 from tests.browser.conftest import BUSY, screenshot
 
-PAGES = ["", "neurons", "layers", "embeddings", "clones", "finetune", "transfer", "jobs"]
+PAGES = ["", "neurons", "neuron?layer=7&neuron=541", "steering", "layers", "embeddings", "clones", "finetune",
+         "transfer", "jobs"]
 
 
 def settle(page, quiet_s: float = 1.5, timeout_s: float = 600) -> None:
@@ -39,7 +40,7 @@ def test_every_page_loads(page, app_url, path):
     settle(page)
     assert_no_exception(page)
     assert page.locator("h1").count() >= 1
-    screenshot(page, f"page-{path or 'overview'}")
+    screenshot(page, f"page-{path.split('?')[0] or 'overview'}")
 
 
 def test_neurons_heatmap_and_token_inspector(page, app_url):
@@ -70,6 +71,12 @@ def test_neurons_heatmap_and_token_inspector(page, app_url):
     settle(page)
     assert layer.input_value() == "2"  # an edit of the code keeps the chosen layer (it was reset on every edit)
     assert page.get_by_text("Neuron L2 N").count() >= 1
+    page.get_by_role("button", name="Intervene on L2 N").click()  # same page: the tab moves, the neuron is set
+    settle(page)
+    assert_no_exception(page)
+    assert page.get_by_role("tab", name="Intervene").get_attribute("aria-selected") == "true"
+    assert "tab=Intervene" in page.url
+    screenshot(page, "neurons-intervene")
 
 
 def test_clones_page_finds_pasted_code(page, app_url):

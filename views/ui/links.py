@@ -8,6 +8,7 @@ import streamlit as st
 NEURON_PAGE = "views/neuron.py"
 NEURONS_PAGE = "views/neurons.py"
 INSPECTOR_TAB = "Token inspector"
+INTERVENE_TAB = "Intervene"
 
 
 def neuron_params(layer: int, neuron: int) -> dict[str, str]:
@@ -49,3 +50,25 @@ def open_in_inspector(layer: int, neuron: int, code: str | None = None) -> None:
     if code is not None:
         st.session_state["inspect_code"] = code
     st.switch_page(NEURONS_PAGE, query_params={"tab": INSPECTOR_TAB})
+
+
+def preset_intervene(layer: int, neuron: int, code: str | None = None) -> None:
+    """The Intervene tab's choices set to this one neuron (and program)."""
+    st.session_state["iv_which"] = "one"
+    st.session_state["iv_layer"] = int(layer)
+    st.session_state["iv_neuron"] = int(neuron)
+    if code is not None:
+        st.session_state["iv_code"] = code
+
+
+def open_in_intervene(layer: int, neuron: int, code: str | None = None) -> None:
+    """From another page: the Neurons page's Intervene tab with this one neuron chosen (stops this run)."""
+    preset_intervene(layer, neuron, code)
+    st.switch_page(NEURONS_PAGE, query_params={"tab": INTERVENE_TAB})
+
+
+def intervene_here(layer: int, neuron: int, code: str | None = None) -> None:
+    """A button callback on the Neurons page itself, whose tab is a widget bound to the URL: it can only be
+    moved before the next run draws it, never by a page switch to the same page."""
+    preset_intervene(layer, neuron, code)
+    st.session_state["tab"] = INTERVENE_TAB

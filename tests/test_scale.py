@@ -177,6 +177,16 @@ def test_the_paper_models_fit_one_80gb_gpu_for_every_command(name, parameters):
         assert plan.commands["layers"].host_bytes < 0.2 * plan.commands["layers"].disk_bytes or per_language < 1000
 
 
+def test_the_plan_covers_the_intervention_commands_and_generation_pays_for_its_kv_cache():
+    """Llama-3.1-8B's KV cache: 2 (keys, values) x 32 layers x 8 KV heads x 128 x 2 bytes = 128 KiB a token, so
+    a steering batch needs at least that much more device memory than a forward-only batch of as many tokens."""
+    config = read_config(CONFIGS / "llama-3.1-8b")
+    plan = plan_commands(config, dtype="bfloat16", device_memory=parse_bytes("80GB"))
+    assert {"neuron", "intervene", "steer"} <= set(plan.commands)
+    steer, intervene = plan.commands["steer"], plan.commands["intervene"]
+    assert steer.device_bytes - intervene.device_bytes >= min(steer.batch_tokens, intervene.batch_tokens) * 128 * 1024
+
+
 def test_a_smaller_card_gets_smaller_batches_then_checkpointing_then_a_no():
     config = read_config(CONFIGS / "qwen2.5-coder-32b")
     plans = {gb: plan_commands(config, device_memory=parse_bytes(f"{gb}GB"), programs_per_language=164)

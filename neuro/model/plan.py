@@ -358,6 +358,9 @@ def plan_commands(config, *, dtype: str = "bfloat16", device_memory: int | None 
                            batch_tokens=batch.batch_tokens, checkpointing=batch.checkpointing, fits=fits, note=note)
 
     stats_host = 2 * stats_disk + tokens_host
+    # generation keeps keys and values of every layer for each token of prompt and continuation
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or shape.heads)
+    kv_cache = 2 * shape.n_layers * kv_heads * (shape.hidden // max(shape.heads, 1)) * shape.dtype_bytes
     commands = {
         "neurons": command(costs.saved, capture_fixed_bytes(shape.n_layers, shape.intermediate, units) + ce_chunk,
                            MAX_BACKWARD_TOKENS,
@@ -370,6 +373,13 @@ def plan_commands(config, *, dtype: str = "bfloat16", device_memory: int | None 
                           note="hidden states of every block, kept on disk one layer at a time"),
         "clones eval": command(costs.forward, 0, MAX_FORWARD_TOKENS, tokens_host + 3 * layer_matrix,
                                pooled_disk, note="states up to the concept layer; one layer in memory"),
+        "neuron": command(costs.forward, ce_chunk, MAX_FORWARD_TOKENS, tokens_host + stats_host, 1 << 20,
+                          note="one pass up to the neuron's layer (histogram), one per top context; --ablate: "
+                               "two loss passes over the evaluation programs"),
+        "intervene": command(costs.forward, ce_chunk, MAX_FORWARD_TOKENS, 1 << 26, 0,
+                             note="two forward passes of one program (with and without the change)"),
+        "steer": command(costs.forward + kv_cache, ce_chunk, MAX_FORWARD_TOKENS, tokens_host, 1 << 20,
+                         note="generation with the KV cache (prompt and new tokens), loss passes for the cost"),
         "finetune": command(costs.saved, 4 * 4 * trainable + ce_chunk, MAX_BACKWARD_TOKENS, tokens_host,
                             shape.weight_bytes + 4 * 4 * trainable, costs.checkpointed,
                             "neuron-guided: the selected neurons' rows/columns train (1 % of neurons planned)"),

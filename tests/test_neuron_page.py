@@ -68,6 +68,8 @@ def test_url_opens_any_neuron_with_every_section(monkeypatch, app_env):
     assert shaded and all(h.count("<span") > 3 for h in shaded)  # every token of each context is shaded
     # ablating it alone: the cost said first, then a table per language
     assert any("2 forward passes" in c.value for c in at.caption)
+    assert any(c.value.startswith("Cost: one plain and one ablated pass: 2 passes over 3 programs · about ")
+               for c in at.caption)
     at.button(key="neuron_ablate").click().run()
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "loss change (nats)" in d.value.columns)

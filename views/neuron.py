@@ -19,7 +19,7 @@ from neuro.analysis.selectivity import SelectionParams, select_neurons
 from neuro.instrument.histogram import activation_histogram
 from views.ui import charts, corpus_key, corpus_split, page_header, pls_statistics, small_enough_to_auto_run
 from views.ui.links import NEURONS_PAGE, neuron_params, open_in_inspector, open_in_intervene, parse_neuron
-from views.ui.progress import progress_bar
+from views.ui.progress import cost_caption, progress_bar
 
 model, corpus = page_header(
     "Neuron",
@@ -173,7 +173,7 @@ cost = (f"one forward pass up to layer {layer} over the {len(corpus):,} selectio
 hist_key = f"{stats_key}|{layer}|{neuron}"
 auto = small_enough_to_auto_run(model, corpus) and tokens <= AUTO_HISTOGRAM_TOKENS
 if not auto and hist_key not in st.session_state.get("neuron_histograms", {}):
-    st.caption(f"Costs {cost}.")
+    cost_caption("forward", model, corpus, what=f"{cost}; at most, since the pass stops at the layer")
     auto = st.button("Compute the histogram", key="neuron_hist")
 hist = kept_histogram(hist_key, layer, neuron, f"Histogram: {cost}") if auto else (
     st.session_state.get("neuron_histograms", {}).get(hist_key))
@@ -189,6 +189,7 @@ ablation_key = f"neuron_ablation|{model.identity}|{corpus_key(split.evaluation)}
 st.caption(f"Zeroes this neuron alone and measures each language's mean loss on the {len(split.evaluation)} "
            f"evaluation programs (none used to compute the statistics): {ABLATION_PASSES} forward passes over them, "
            "one plain and one ablated.")
+cost_caption("forward", model, split.evaluation, passes=ABLATION_PASSES, what="one plain and one ablated pass")
 if st.button("Ablate this neuron", type="primary", key="neuron_ablate"):
     with progress_bar("Ablating one neuron") as progress:
         st.session_state[ablation_key] = ablate_neuron(model, split.evaluation, layer, neuron, progress=progress)

@@ -15,7 +15,9 @@ import time
 from .conftest import ARTIFACTS, BUSY, screenshot, serve_app
 from .test_browser import assert_no_exception
 
-PAGES = ["Neurons", "Layers", "Embeddings", "Clones", "Fine-tuning", "Transfer", "Jobs"]
+PAGES = {"Neurons": "neurons", "Neuron": "neuron", "Steering": "steering", "Layers": "layers",
+         "Embeddings": "embeddings", "Clones": "clones", "Fine-tuning": "finetune", "Transfer": "transfer",
+         "Jobs": "jobs"}  # title -> the page's path (a link's text also holds its icon's name)
 CONTENT = ('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg, '
            '[data-testid="stDataFrame"], [data-testid="stTable"], [data-testid="stMetric"], '
            '[data-testid="stVerticalBlockBorderWrapper"]')  # the last: the Overview's boxes of findings
@@ -56,9 +58,8 @@ def test_every_page_first_view_on_the_embedded_default(page, tmp_path):
         times = {"Overview": dict(_first_view(page, started), measured_from="server start (settled_s: model loaded)")}
         assert_no_exception(page)
         screenshot(page, "first-view-overview")
-        for name in PAGES:
-            link = page.locator('[data-testid="stSidebarNav"] a', has_text=name).first
-            target = link.get_attribute("href").rstrip("/").split("/")[-1]
+        for name, target in PAGES.items():
+            link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{target}"]').first
             click = time.monotonic()
             link.click()
             page.wait_for_url(f"**/{target}**")

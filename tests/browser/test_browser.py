@@ -109,7 +109,7 @@ def test_finetune_job_from_the_page_runs_to_the_end(page, app_url):
     steps.press("Enter")
     settle(page)
     page.get_by_role("button", name="Start fine-tuning").click()
-    page.get_by_text("Started job").wait_for()
+    page.get_by_text("Started job").first.wait_for()  # one job per method and seed
     # the live panel polls the job folder: first a progress bar, then the finished run's table
     page.get_by_text("Losses: mean next-token cross-entropy").wait_for(timeout=300_000)
     assert_no_exception(page)

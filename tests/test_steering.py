@@ -246,6 +246,8 @@ def test_steering_page(monkeypatch, leaky_dir):
     at.number_input(key="steer_tokens").set_value(8).run()
     assert not at.exception, at.exception
     assert any("5 steps" in c.value for c in at.caption)  # the cost, before anything runs
+    assert any(c.value.startswith("Cost: 3 generations of 8 tokens · about ") for c in at.caption)
+    assert any(c.value.startswith("Cost: 5 x (") and "about" in c.value for c in at.caption)
     assert not at.get("vega_lite_chart")
     at.button(key="steer_generate").click().run()
     assert not at.exception, at.exception

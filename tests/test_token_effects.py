@@ -131,6 +131,8 @@ def test_intervene_tab(monkeypatch, app_env):  # noqa: F811
     # "mean" says its cost and waits for the click
     at.selectbox(key="iv_op").set_value("mean").run()
     assert any("forward pass" in c.value for c in at.caption)
+    assert any(c.value.startswith("Cost: the mean activations: 1 pass over ") and " · about " in c.value
+               for c in at.caption)
     at.button(key="iv_means").click().run()
     assert not at.exception, at.exception
     assert any(m.label == "Summed loss change (nats)" for m in at.metric)

@@ -12,7 +12,7 @@ from neuro.instrument.intervention import OPS, Intervention
 from neuro.model.loading import LoadedModel
 from neuro.results.interventions import MEANS
 from views.ui import charts
-from views.ui.progress import progress_bar
+from views.ui.progress import cost_caption, progress_bar
 
 MAX_PASTE = 20_000
 CHOICES = {"one": "one neuron", "language": "a language's selected set", "universal": "the universal set",
@@ -60,6 +60,7 @@ def _intervention(model: LoadedModel, split: CorpusSplit, neurons, code: str) ->
         if means is None:
             st.caption(f"The mean activations need one forward pass over the {len(split.selection)} selection "
                        "programs (kept in the cache afterwards).")
+            cost_caption("forward", model, split.selection, what="the mean activations")
             if not st.button("Compute mean activations", key="iv_means"):
                 return None
             with progress_bar("Mean activations (one forward pass)") as progress:

@@ -11,6 +11,8 @@ import streamlit as st
 from neuro.analysis.generation import GenerationParams, prompt_of
 from neuro.analysis.selectivity import SelectionParams, select_neurons
 from neuro.analysis.steering import SteerSpec, steer_prompt, steering_prompts
+from neuro.cost import estimate, tokens_in
+from neuro.progress import duration
 from neuro.results.interventions import STEERING
 from views.ui import corpus_key, corpus_split, page_header, pls_statistics
 from views.ui.progress import progress_bar
@@ -91,7 +93,9 @@ try:
 except ValueError:
     default = ""
 prompt = st.text_area("Prompt (a code start or a docstring)", default, height=140, key="steer_prompt")
-st.caption(f"{1 + len(spec.factors)} generations of {new_tokens} tokens.")
+once = estimate("generation", model, 1 + len(spec.factors), tokens=new_tokens)
+st.caption(f"Cost: {1 + len(spec.factors)} generations of {new_tokens} tokens · about {duration(once.seconds)} "
+           f"({once.basis}).")
 one_key = f"steer_one|{model.identity}|{hash((prompt, spec, params))}"
 if st.button("Generate", key="steer_generate", type="primary"):
     try:
@@ -123,6 +127,11 @@ steps = 1 + (1 + draws) * len(spec.factors)
 st.caption(f"{steps} steps: each one greedy generation over the {len(chosen)} {source} prompts of the evaluation "
            f"side and one loss pass over those programs (the cost). Matched controls: the same number of neurons per "
            "layer, from the same decile of the score that selected them.")
+sweep_cost = (estimate("generation", model, len(chosen), passes=steps, tokens=new_tokens).seconds
+              + estimate("forward", model, len(chosen), passes=steps, tokens=tokens_in(chosen)).seconds)
+st.caption(f"Cost: {steps} x ({len(chosen)} generations + one loss pass over {len(chosen)} programs) · about "
+           f"{duration(sweep_cost)} ({once.basis}); kept in the cache, and an interrupted sweep resumes from its "
+           "finished steps.")
 args = dict(selection=selection, spec=spec, params=params)
 result = STEERING.get(model, split.evaluation, compute=False, **args)
 if result is None and st.button("Run sweep", key="steer_run", type="primary"):

@@ -65,7 +65,8 @@ class Estimate:
 
     def text(self) -> str:
         """'3 forward passes over 100 programs · about 21 s (measured on this machine, 2 runs)'."""
-        what = self.what or f"{self.passes:,} pass{'es' if self.passes != 1 else ''} over {self.programs:,} programs"
+        what = self.what or (f"{self.passes:,} pass{'es' if self.passes != 1 else ''} over {self.programs:,} "
+                             f"program{'s' if self.programs != 1 else ''}")
         return f"{what} · about {duration(self.seconds)} ({self.basis})"
 
 

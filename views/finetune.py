@@ -57,7 +57,7 @@ selection = cached_selection(f"{model.identity}|{corpus_key(split.selection)}",
                              SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top), stats)
 
 # --------------------------------------------------------------------------- the run
-c1, c2, c3 = st.columns(3)
+c1, c2, c3 = st.columns([1, 1, 2])  # the methods' chips need room: cut short they read "Random neurons" as "Rando"
 target = c1.selectbox("Target language", selection.languages, key="ft_target")
 neuron_set = c2.radio("Neuron set", NEURON_SETS, key="ft_set",
                       format_func={"specific": "Language-specific",
@@ -75,8 +75,9 @@ n_seeds = int(c7.number_input("Seeds per method", min_value=1, max_value=20, val
                                    "a batch, the batch order and LoRA's initialisation. 1 is the quick option."))
 seeds = list(range(n_seeds))
 c8, c9, c10 = st.columns([2, 1, 1])
-pass_k = c8.checkbox("Also pass@1 on evaluation-side programs with tests (slow; needs a capable model)",
-                     key="ft_passk")
+pass_k = c8.checkbox("Also pass@1 on evaluation-side programs", key="ft_passk",
+                     help="Generates a solution to each evaluation-side program with tests and runs it in the sandbox: "
+                          "slow, and it needs a capable model.")
 if pass_k and (warning := sandbox_warning()):
     st.warning(warning)
 every = int(c9.number_input("Checkpoint every (steps)", min_value=0, max_value=1_000_000, value=50, key="ft_ckpt",

@@ -176,7 +176,9 @@ def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet]
         concept, note = sorted(int(x) for x in concept), "concept layers as set on the Layers page"
     else:
         concept = sorted(int(x) for x in concept_layers(loaded, snippets, cache=store, progress=progress))
-        note = "concept layers (alignment peak, language ID fallen: the Layers page's rule)"
+        # the rule's own sentence is on the Layers page: on a model where language ID never falls (the demo) the
+        # choice rests on alignment alone, so this note must not say it fell
+        note = "concept layers (the Layers page's rule: near the peak of cross-language alignment)"
     if choice == "concept":
         return concept, note
     if choice == "lower":

@@ -77,7 +77,8 @@ def test_programs_are_distinct_and_cover_every_template():
     keys = {program_key(p) for p in progs}
     assert len(keys) == 3000
     kinds = Counter(p.kind.split("_")[0] for p in progs)
-    assert {"reduce", "argbest", "number", "reverse", "prefix", "pairs", "brackets", "map", "longest"} <= set(kinds)
+    assert {"reduce", "argbest", "number", "reverse", "prefix", "pairs", "brackets", "map", "longest", "sort",
+            "search", "string", "join"} <= set(kinds)
     # the generator keeps producing new programs well past the thousands a training mix needs
     assert sum(1 for _ in zip(range(6000), generate(seed=1))) == 6000
 

@@ -10,8 +10,8 @@ import random
 from collections.abc import Callable, Iterator
 
 from tools.parallel_programs.ir import (
-    Append, Assign, Bin, Break, Call, Char, CharAt, Concat, Decl, For, ForEach, Function, If, Index, Int, Last,
-    Len, MapGet, MapHas, MapPut, Not, Pop, Program, Return, Str, T, Var, While,
+    Append, Assign, Bin, Break, Call, Char, CharAt, Concat, Decl, For, ForEach, Function, If, Index, Int, IntToStr,
+    Last, Len, MapGet, MapHas, MapPut, Not, Ord, Pop, Program, Return, SetIndex, Str, T, Var, While,
 )
 
 P = 10007  # products are reduced modulo this prime, so every value fits a 32-bit int
@@ -501,12 +501,94 @@ def t_runs(rng: random.Random) -> Program:
                    (("longest", "run"), ("max", "streak"), ("best", "stretch")))
 
 
+def t_sort(rng: random.Random) -> Program:
+    """Insertion sort of a copy, then a read-out: the k-th smallest, the median or a weighted checksum."""
+    descending = rng.random() < 0.3
+    out_kind = rng.choice(("kth", "median", "checksum"))
+    swap = (Decl("t", T.INT, Index(V("ys"), V("j"))),
+            SetIndex("ys", V("j"), Index(V("ys"), b("-", V("j"), ONE))),
+            SetIndex("ys", b("-", V("j"), ONE), V("t")), dec("j"))
+    order = b("<" if descending else ">", Index(V("ys"), b("-", V("j"), ONE)), Index(V("ys"), V("j")))
+    stmts = [Decl("ys", T.LIST, None), ForEach("x", "xs", (Append("ys", V("x")),)),
+             For("i", ONE, size("ys", T.LIST), (Decl("j", T.INT, V("i")), While(b("and", b(">", V("j"), Int(0)), order),
+                                                                               swap)))]
+    way = "descending" if descending else "ascending"
+    if out_kind == "kth":
+        k = rng.randint(0, 4)
+        stmts += [If(b("<=", size("ys", T.LIST), Int(k)), (Return(Int(-1)),)), Return(Index(V("ys"), Int(k)))]
+        comment = f"Sorts a copy ({way}) and returns the entry at position {k}, or -1."
+    elif out_kind == "median":
+        stmts += [If(b("==", size("ys", T.LIST), Int(0)), (Return(Int(-1)),)),
+                  Return(Index(V("ys"), b("/", size("ys", T.LIST), Int(2))))]
+        comment = f"Middle element after an insertion sort ({way})."
+    else:
+        weighted = b("*", b("+", V("i"), ONE), Index(V("ys"), V("i")))
+        stmts += [Decl("acc", T.INT, Int(0)),
+                  For("i", Int(0), size("ys", T.LIST),
+                      (Assign("acc", b("%", b("+", V("acc"), weighted), Int(P))),)),
+                  Return(V("acc"))]
+        comment = f"Position-weighted checksum of the values sorted {way}."
+    entry = Function("entry", (("xs", T.INTS),), T.INT, tuple(stmts), (comment, f"Insertion sort, {way}."))
+    return program(f"sort_{out_kind}", entry, None, None, [(int_array(rng),) for _ in range(3)],
+                   (("sorted", out_kind), ("insertion", "sort"), ("order", "then", "pick")))
+
+
+def t_search(rng: random.Random) -> Program:
+    """Binary search for the first position not below (or above) a target in sorted input."""
+    strict = rng.random() < 0.5
+    test = b("<=" if strict else "<", Index(V("xs"), V("mid")), V("target"))
+    stmts = (Decl("lo", T.INT, Int(0)), Decl("hi", T.INT, size("xs", T.INTS)),
+             While(b("<", V("lo"), V("hi")),
+                   (Decl("mid", T.INT, b("/", b("+", V("lo"), V("hi")), Int(2))),
+                    If(test, (Assign("lo", b("+", V("mid"), ONE)),), (Assign("hi", V("mid")),)))),
+             Return(V("lo")))
+    bound = "upper" if strict else "lower"
+    entry = Function("entry", (("xs", T.INTS), ("target", T.INT)), T.INT, stmts,
+                     (f"Binary search: the {bound} bound of target in sorted xs.",
+                      "Returns how many values are " + ("at most" if strict else "below") + " target."))
+    inputs = []
+    for _ in range(3):
+        xs = tuple(sorted(int_array(rng, 50)))
+        inputs.append((xs, rng.choice(xs) if xs and rng.random() < 0.6 else rng.randint(0, 55)))
+    return program(f"search_{bound}", entry, None, None, inputs,
+                   ((bound, "bound"), ("bisect", bound), ("search", "sorted")))
+
+
+def t_text_numbers(rng: random.Random) -> Program:
+    """A polynomial hash of a string's codes, or the selected values joined into text."""
+    if rng.random() < 0.5:
+        base = rng.choice((31, 37, 131, 257))
+        cond, cond_desc = char_condition(rng, CharAt(V("s"), V("i")))
+        use_cond = rng.random() < 0.4
+        step = Assign("acc", b("%", b("+", b("*", V("acc"), Int(base)), Ord(CharAt(V("s"), V("i")))), Int(P)))
+        stmts = (Decl("acc", T.INT, Int(rng.choice((0, 7, 17)))),
+                 For("i", Int(0), size("s", T.STR), (If(cond, (step,)),) if use_cond else (step,)),
+                 Return(V("acc")))
+        where = f" over characters {cond_desc}" if use_cond else ""
+        entry = Function("entry", (("s", T.STR),), T.INT, stmts,
+                         (f"Polynomial hash with base {base} modulo {P}{where}.", f"Rolling hash of s{where}."))
+        return program("string_hash", entry, None, None, [(text(rng, LETTERS),) for _ in range(3)],
+                       (("hash", "text"), ("rolling", "hash"), ("fingerprint",)))
+    cond, cond_desc = int_condition(rng, V("x"))
+    sep = rng.choice((",", ", ", "-", " ", "|", ";"))
+    joined = Concat(V("out"), Str(sep))
+    stmts = (Decl("out", T.STR, Str("")),
+             ForEach("x", "xs", (If(cond, (If(b(">", size("out", T.STR), Int(0)), (Assign("out", joined),)),
+                                           Assign("out", Concat(V("out"), IntToStr(V("x")))))),)),
+             Return(V("out")))
+    entry = Function("entry", (("xs", T.INTS),), T.STR, stmts,
+                     (f"Joins the values {cond_desc} with '{sep}'.", f"Lists the {cond_desc} values as text."))
+    return program("join_values", entry, None, None, [(int_array(rng),) for _ in range(3)],
+                   (("join", "selected"), ("format", "values"), ("to", "text")))
+
+
 TEMPLATES: dict[str, Callable[[random.Random], Program]] = {
     "reduce": t_reduce, "argbest": t_argbest, "number": t_number, "string": t_string, "prefix": t_prefix,
-    "pairs": t_pairs, "stack": t_stack, "map": t_map, "runs": t_runs,
+    "pairs": t_pairs, "stack": t_stack, "map": t_map, "runs": t_runs, "sort": t_sort, "search": t_search,
+    "text_numbers": t_text_numbers,
 }
 WEIGHTS = {"reduce": 4, "argbest": 1, "number": 2, "string": 3, "prefix": 1, "pairs": 1, "stack": 2, "map": 2,
-           "runs": 1}
+           "runs": 1, "sort": 1, "search": 1, "text_numbers": 2}
 
 
 def program_key(p: Program) -> str:

@@ -129,7 +129,22 @@ class Last:
     seq: Expr
 
 
-Expr = Int | Str | Char | Bool | Var | Bin | Not | Index | Len | CharAt | Concat | Call | MapGet | MapHas | Last
+@dataclass(frozen=True)
+class Ord:
+    """The character code of a CHAR (ASCII here)."""
+
+    char: Expr
+
+
+@dataclass(frozen=True)
+class IntToStr:
+    """The decimal text of an INT."""
+
+    value: Expr
+
+
+Expr = (Int | Str | Char | Bool | Var | Bin | Not | Index | Len | CharAt | Concat | Call | MapGet | MapHas | Last | Ord
+        | IntToStr)
 
 
 # ---- statements --------------------------------------------------------------------------------
@@ -147,6 +162,15 @@ class Decl:
 @dataclass(frozen=True)
 class Assign:
     name: str
+    value: Expr
+
+
+@dataclass(frozen=True)
+class SetIndex:
+    """``seq[index] = value`` on a LIST."""
+
+    seq: str
+    index: Expr
     value: Expr
 
 
@@ -213,7 +237,7 @@ class Break:
     pass
 
 
-Stmt = Decl | Assign | Append | Pop | MapPut | For | ForEach | While | If | Return | Break
+Stmt = Decl | Assign | SetIndex | Append | Pop | MapPut | For | ForEach | While | If | Return | Break
 
 
 # ---- programs ----------------------------------------------------------------------------------

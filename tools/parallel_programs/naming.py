@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 # role -> synonyms (word lists). Every word list is safe as an identifier in all five languages.
 LEXICON: dict[str, tuple[tuple[str, ...], ...]] = {
     "xs": (("nums",), ("values",), ("arr",), ("items",), ("data",), ("numbers",), ("xs",), ("seq",)),
-    "ys": (("other",), ("second",), ("ys",), ("rhs",)),
     "s": (("s",), ("text",), ("word",), ("line",), ("src",), ("input", "str")),
     "n": (("n",), ("num",), ("value",), ("x",), ("k",)),
     "m": (("m",), ("limit",), ("bound",), ("base",)),
@@ -34,6 +33,9 @@ LEXICON: dict[str, tuple[tuple[str, ...], ...]] = {
     "depth": (("depth",), ("level",), ("nesting",)),
     "run": (("run",), ("streak",), ("cur", "len")),
     "key": (("key",), ("bucket",), ("slot",)),
+    "ys": (("sorted", "copy"), ("ordered",), ("work",), ("ys",), ("buf",)),
+    "mid": (("mid",), ("middle",), ("probe",), ("pivot",)),
+    "target": (("target",), ("goal",), ("needle",), ("wanted",)),
 }
 
 RESERVED = {

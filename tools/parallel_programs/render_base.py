@@ -76,9 +76,12 @@ class Renderer:
         if isinstance(e, ir.Char):
             return "'" + e.value + "'"
         if isinstance(e, ir.Call):
-            return f"{self.n(e.fn)}({', '.join(self.expr(a) for a in e.args)})"
+            return self.e_call(e)
         method = getattr(self, "e_" + type(e).__name__.lower())
         return method(e)
+
+    def e_call(self, e: ir.Call) -> str:
+        return f"{self.n(e.fn)}({', '.join(self.expr(a) for a in e.args)})"
 
     def e_bool(self, e: ir.Bool) -> str:
         return "true" if e.value else "false"
@@ -103,6 +106,21 @@ class Renderer:
 
     def e_last(self, e: ir.Last) -> str:
         return f"{self.wrap(e.seq, ATOM)}.back()"
+
+    @staticmethod
+    def reassigned(body) -> set[str]:
+        """Roles assigned after their declaration anywhere in ``body`` (loop variables included)."""
+        out: set[str] = set()
+        stack = list(body)
+        while stack:
+            st = stack.pop()
+            if isinstance(st, (ir.Assign,)):
+                out.add(st.name)
+            if isinstance(st, (ir.For, ir.ForEach)):
+                out.add(st.var)
+            for part in ("body", "then", "orelse"):
+                stack.extend(getattr(st, part, ()))
+        return out
 
     # ---- statements ----
     def block(self, body) -> None:

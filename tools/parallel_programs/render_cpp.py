@@ -30,6 +30,15 @@ class CppRenderer(CLike):
     def e_maphas(self, e: ir.MapHas) -> str:
         return f"{self.wrap(e.map, 9)}.count({self.expr(e.key)}) > 0"
 
+    def e_ord(self, e: ir.Ord) -> str:
+        return f"static_cast<int>({self.expr(e.char)})"
+
+    def e_inttostr(self, e: ir.IntToStr) -> str:
+        return f"std::to_string({self.expr(e.value)})"
+
+    def s_setindex(self, st: ir.SetIndex) -> None:
+        self.emit(f"{self.n(st.seq)}[{self.expr(st.index)}] = {self.expr(st.value)};")
+
     def s_decl(self, st: ir.Decl) -> None:
         self.types[st.name] = st.type
         if st.value is None:
@@ -57,7 +66,7 @@ class CppRenderer(CLike):
     def render(self, program: ir.Program) -> str:
         kinds = {t for fn in program.functions for _, t in fn.params} | {fn.returns for fn in program.functions}
         headers = ["iostream", "vector"] if ir.T.INTS in kinds or "T.LIST" in repr(program.functions) else ["iostream"]
-        if ir.T.STR in kinds:
+        if ir.T.STR in kinds or "T.STR" in repr(program.functions):
             headers.append("string")
         if "T.MAP" in repr(program.functions):
             headers.append("unordered_map")

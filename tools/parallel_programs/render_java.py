@@ -52,6 +52,15 @@ class JavaRenderer(CLike):
         seq = self.wrap(e.seq, 9)
         return f"{seq}.get({seq}.size() - 1)"
 
+    def e_ord(self, e: ir.Ord) -> str:
+        return f"(int) {self.wrap(e.char, 9)}"
+
+    def e_inttostr(self, e: ir.IntToStr) -> str:
+        return f"String.valueOf({self.expr(e.value)})"
+
+    def s_setindex(self, st: ir.SetIndex) -> None:
+        self.emit(f"{self.n(st.seq)}.set({self.expr(st.index)}, {self.expr(st.value)});")
+
     def s_decl(self, st: ir.Decl) -> None:
         self.types[st.name] = st.type
         value = NEW[st.type] if st.value is None else self.expr(st.value)

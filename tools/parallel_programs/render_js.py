@@ -37,13 +37,23 @@ class JsRenderer(CLike):
         seq = self.wrap(e.seq, 9)
         return f"{seq}[{seq}.length - 1]"
 
+    def e_ord(self, e: ir.Ord) -> str:
+        return f"{self.wrap(e.char, 9)}.charCodeAt(0)"
+
+    def e_inttostr(self, e: ir.IntToStr) -> str:
+        return f"String({self.expr(e.value)})"
+
+    def s_setindex(self, st: ir.SetIndex) -> None:
+        self.emit(f"{self.n(st.seq)}[{self.expr(st.index)}] = {self.expr(st.value)};")
+
     def s_decl(self, st: ir.Decl) -> None:
         self.types[st.name] = st.type
         if st.value is None:
             value = "new Map()" if st.type == ir.T.MAP else "[]"
             self.emit(f"const {self.n(st.name)} = {value};")
         else:
-            self.emit(f"let {self.n(st.name)} = {self.expr(st.value)};")
+            word = "let" if st.name in self.mutable else "const"
+            self.emit(f"{word} {self.n(st.name)} = {self.expr(st.value)};")
 
     def s_append(self, st: ir.Append) -> None:
         self.emit(f"{self.n(st.seq)}.push({self.expr(st.value)});")
@@ -66,6 +76,7 @@ class JsRenderer(CLike):
                 for _ in range(self.style.blank_lines):
                     self.emit()
             first = False
+            self.mutable = self.reassigned(fn.body)
             note = self.comment(fn)
             if note:
                 self.emit(f"// {note}")

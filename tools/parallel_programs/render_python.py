@@ -39,6 +39,15 @@ class PythonRenderer(Renderer):
     def prec(self, e) -> int:
         return 4 if isinstance(e, ir.MapHas) else super().prec(e)
 
+    def e_ord(self, e: ir.Ord) -> str:
+        return f"ord({self.expr(e.char)})"
+
+    def e_inttostr(self, e: ir.IntToStr) -> str:
+        return f"str({self.expr(e.value)})"
+
+    def s_setindex(self, st: ir.SetIndex) -> None:
+        self.emit(f"{self.n(st.seq)}[{self.expr(st.index)}] = {self.expr(st.value)}")
+
     def e_last(self, e: ir.Last) -> str:
         return f"{self.wrap(e.seq, 9)}[-1]"
 

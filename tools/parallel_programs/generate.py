@@ -7,6 +7,7 @@ into thousands of distinct programs. Every template here was written for this pr
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from tools.parallel_programs.ir import (
@@ -290,17 +291,31 @@ def t_string(rng: random.Random) -> Program:
     s_len = Len(V("s"), T.STR)
     inputs = [(text(rng, LETTERS),) for _ in range(3)]
     if op == "palindrome":
-        stmts = (Decl("lo", T.INT, Int(0)), Decl("hi", T.INT, b("-", s_len, Int(1))),
-                 While(b("<", V("lo"), V("hi")),
-                       (If(b("!=", CharAt(V("s"), V("lo")), CharAt(V("s"), V("hi"))), (Return(Int(0)),)),
-                        inc("lo"), dec("hi"))),
-                 Return(Int(1)))
-        inputs[0] = ("".join(rng.choice(LETTERS) for _ in range(3)),)
-        inputs[0] = (inputs[0][0] + inputs[0][0][::-1],)
-        entry = Function("entry", (("s", T.STR),), T.INT, stmts,
-                         ("Returns 1 when s reads the same backwards, else 0.", "Two-pointer palindrome check."))
+        on_array = rng.random() < 0.4
+        seq, kind = ("xs", T.INTS) if on_array else ("s", T.STR)
+        at = (lambda k: Index(V("xs"), V(k))) if on_array else (lambda k: CharAt(V("s"), V(k)))
+        count_mismatches = rng.random() < 0.4
+        if count_mismatches:
+            check = If(b("!=", at("lo"), at("hi")), (inc("count"),))
+            stmts = (Decl("lo", T.INT, Int(0)), Decl("hi", T.INT, b("-", size(seq, kind), ONE)),
+                     Decl("count", T.INT, Int(0)), While(b("<", V("lo"), V("hi")), (check, inc("lo"), dec("hi"))),
+                     Return(V("count")))
+            comments = ("Counts mirrored positions that differ (edits to a palindrome).",)
+        else:
+            stmts = (Decl("lo", T.INT, Int(0)), Decl("hi", T.INT, b("-", size(seq, kind), ONE)),
+                     While(b("<", V("lo"), V("hi")),
+                           (If(b("!=", at("lo"), at("hi")), (Return(Int(0)),)), inc("lo"), dec("hi"))),
+                     Return(ONE))
+            comments = ("Returns 1 when the input reads the same backwards, else 0.", "Two-pointer palindrome check.")
+        if on_array:
+            half = int_array(rng)
+            inputs = [(half + half[::-1],), (int_array(rng),), (half + (rng.randint(0, 99),) + half[::-1],)]
+        else:
+            half = "".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 4)))
+            inputs[0] = (half + half[::-1],)
+        entry = Function("entry", ((seq, kind),), T.INT, stmts, comments)
         return program("palindrome", entry, None, None, inputs,
-                       (("is", "palindrome"), ("palindrome",), ("mirrored",)))
+                       (("is", "palindrome"), ("palindrome",), ("mirrored",), ("mismatches",)))
     if op == "count":
         body = (Decl("c", T.CHAR, CharAt(V("s"), V("i"))), If(cond, (inc("count"),)))
         stmts = (Decl("count", T.INT, Int(0)), For("i", Int(0), s_len, body), Return(V("count")))
@@ -308,13 +323,18 @@ def t_string(rng: random.Random) -> Program:
         return program("count_chars", entry, None, None, inputs,
                        (("count", "chars"), ("count", "letters"), ("char", "hits")))
     if op == "reverse":
-        if rng.random() < 0.5:
-            loop = For("i", Int(0), s_len, (Assign("out", Concat(V("out"), CharAt(V("s"), V("i")), right_char=True)),),
-                       step=-1)
+        backwards = rng.random() < 0.5
+        only = rng.random() < 0.5
+        if backwards:
+            grow = (Assign("out", Concat(V("out"), V("c"), right_char=True)),)
         else:
-            loop = For("i", Int(0), s_len, (Assign("out", Concat(CharAt(V("s"), V("i")), V("out"), left_char=True)),))
+            grow = (Assign("out", Concat(V("c"), V("out"), left_char=True)),)
+        body = (Decl("c", T.CHAR, CharAt(V("s"), V("i"))), If(cond, grow) if only else grow[0])
+        loop = For("i", Int(0), s_len, body, step=-1 if backwards else 1)
         stmts = (Decl("out", T.STR, Str("")), loop, Return(V("out")))
-        entry = Function("entry", (("s", T.STR),), T.STR, stmts, ("Returns s reversed.", "Builds s backwards."))
+        where = f", keeping only characters {cond_desc}" if only else ""
+        entry = Function("entry", (("s", T.STR),), T.STR, stmts, (f"Returns s reversed{where}.",
+                                                                  f"Builds s backwards{where}."))
         return program("reverse", entry, None, None, inputs, (("reversed",), ("reverse", "text"), ("backwards",)))
     if op == "filter":
         keep = rng.random() < 0.5
@@ -428,9 +448,11 @@ def t_stack(rng: random.Random) -> Program:
                        (("bracket", what), ("nesting", what), ("check", "brackets")))
     op = rng.choice((">", ">=", "<", "<="))
     result = rng.choice(("size", "sum", "top"))
+    value, value_desc, helper, helper_names = mapped(rng, V("x"))
     stmts = [Decl("stack", T.LIST, None),
-             ForEach("x", "xs", (While(b("and", b(">", size("stack", T.LIST), Int(0)), b(op, Last(V("stack")), V("x"))),
-                                       (Pop("stack"),)), Append("stack", V("x"))))]
+             ForEach("x", "xs", (Decl("t", T.INT, value),
+                                 While(b("and", b(">", size("stack", T.LIST), Int(0)), b(op, Last(V("stack")), V("t"))),
+                                       (Pop("stack"),)), Append("stack", V("t"))))]
     if result == "size":
         stmts.append(Return(size("stack", T.LIST)))
     elif result == "sum":
@@ -441,8 +463,9 @@ def t_stack(rng: random.Random) -> Program:
         stmts.append(If(b("==", size("stack", T.LIST), Int(0)), (Return(Int(-1)),)))
         stmts.append(Return(Last(V("stack"))))
     entry = Function("entry", (("xs", T.INTS),), T.INT, tuple(stmts),
-                     (f"Monotonic stack: pops while the top is {op} the new value; returns its {result}.",))
-    return program(f"mono_stack_{result}", entry, None, None, [(int_array(rng),) for _ in range(3)],
+                     (f"Monotonic stack over {value_desc}: pops while the top is {op} the new one; "
+                      f"returns its {result}.",))
+    return program(f"mono_stack_{result}", entry, helper, helper_names, [(int_array(rng),) for _ in range(3)],
                    (("monotonic", result), ("stack", result), ("staircase",)))
 
 
@@ -509,7 +532,8 @@ def t_sort(rng: random.Random) -> Program:
             SetIndex("ys", V("j"), Index(V("ys"), b("-", V("j"), ONE))),
             SetIndex("ys", b("-", V("j"), ONE), V("t")), dec("j"))
     order = b("<" if descending else ">", Index(V("ys"), b("-", V("j"), ONE)), Index(V("ys"), V("j")))
-    stmts = [Decl("ys", T.LIST, None), ForEach("x", "xs", (Append("ys", V("x")),)),
+    value, value_desc, helper, helper_names = mapped(rng, V("x"))
+    stmts = [Decl("ys", T.LIST, None), ForEach("x", "xs", (Append("ys", value),)),
              For("i", ONE, size("ys", T.LIST), (Decl("j", T.INT, V("i")), While(b("and", b(">", V("j"), Int(0)), order),
                                                                                swap)))]
     way = "descending" if descending else "ascending"
@@ -528,24 +552,30 @@ def t_sort(rng: random.Random) -> Program:
                       (Assign("acc", b("%", b("+", V("acc"), weighted), Int(P))),)),
                   Return(V("acc"))]
         comment = f"Position-weighted checksum of the values sorted {way}."
-    entry = Function("entry", (("xs", T.INTS),), T.INT, tuple(stmts), (comment, f"Insertion sort, {way}."))
-    return program(f"sort_{out_kind}", entry, None, None, [(int_array(rng),) for _ in range(3)],
+    entry = Function("entry", (("xs", T.INTS),), T.INT, tuple(stmts),
+                     (comment, f"Insertion sort of {value_desc}, {way}."))
+    return program(f"sort_{out_kind}", entry, helper, helper_names, [(int_array(rng),) for _ in range(3)],
                    (("sorted", out_kind), ("insertion", "sort"), ("order", "then", "pick")))
 
 
 def t_search(rng: random.Random) -> Program:
     """Binary search for the first position not below (or above) a target in sorted input."""
     strict = rng.random() < 0.5
-    test = b("<=" if strict else "<", Index(V("xs"), V("mid")), V("target"))
+    shift = rng.choice((0, 0, rng.randint(1, 9)))
+    probe = Index(V("xs"), V("mid"))
+    test = b("<=" if strict else "<", b("+", probe, Int(shift)) if shift else probe, V("target"))
+    above = rng.random() < 0.4
     stmts = (Decl("lo", T.INT, Int(0)), Decl("hi", T.INT, size("xs", T.INTS)),
              While(b("<", V("lo"), V("hi")),
                    (Decl("mid", T.INT, b("/", b("+", V("lo"), V("hi")), Int(2))),
                     If(test, (Assign("lo", b("+", V("mid"), ONE)),), (Assign("hi", V("mid")),)))),
-             Return(V("lo")))
+             Return(b("-", size("xs", T.INTS), V("lo")) if above else V("lo")))
     bound = "upper" if strict else "lower"
+    what = f"x + {shift}" if shift else "x"
+    relation = ("above" if strict else "at least") if above else ("at most" if strict else "below")
     entry = Function("entry", (("xs", T.INTS), ("target", T.INT)), T.INT, stmts,
-                     (f"Binary search: the {bound} bound of target in sorted xs.",
-                      "Returns how many values are " + ("at most" if strict else "below") + " target."))
+                     (f"Binary search: counts values x of sorted xs with {what} {relation} target.",
+                      f"Returns how many sorted values have {what} {relation} target."))
     inputs = []
     for _ in range(3):
         xs = tuple(sorted(int_array(rng, 50)))
@@ -593,20 +623,28 @@ WEIGHTS = {"reduce": 4, "argbest": 1, "number": 2, "string": 3, "prefix": 1, "pa
 
 def program_key(p: Program) -> str:
     """Identity of a program's meaning (functions and inputs), ignoring names and comments."""
-    return repr(tuple((f.params, f.returns, f.body) for f in p.functions)) + repr(p.inputs)
+    return body_key(p) + repr(p.inputs)
 
 
-def generate(seed: int) -> Iterator[Program]:
-    """Distinct programs, forever, deterministic in ``seed``."""
+def body_key(p: Program) -> str:
+    """Identity of a program's functions alone (two programs may differ only in their inputs)."""
+    return repr(tuple((f.params, f.returns, f.body) for f in p.functions))
+
+
+def generate(seed: int, max_per_body: int = 10) -> Iterator[Program]:
+    """Distinct programs, forever, deterministic in ``seed``; at most ``max_per_body`` share their functions
+    (differing in inputs), so templates with few variants do not crowd out the others."""
     rng = random.Random(seed)
     kinds = list(TEMPLATES)
     weights = [WEIGHTS[k] for k in kinds]
     seen: set[str] = set()
+    bodies: Counter[str] = Counter()
     while True:
         p = TEMPLATES[rng.choices(kinds, weights)[0]](rng)
-        key = program_key(p)
-        if key not in seen:
+        key, body = program_key(p), body_key(p)
+        if key not in seen and bodies[body] < max_per_body:
             seen.add(key)
+            bodies[body] += 1
             yield p
 
 

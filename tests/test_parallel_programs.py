@@ -145,6 +145,9 @@ def test_layouts_hold_the_expected_languages():
     alone = list(raw_documents(10, seed=1, layout="alone"))
     assert all(len(d.langs) == 1 and _language_lines(d.text) == [] for d in alone)
     assert Counter(d.langs[0] for d in alone) == Counter({lang: 2 for lang in LANGS})
+    apart = list(raw_documents(10, seed=1, layout="apart"))  # two programs, each once in every language
+    assert [len({d.key for d in apart[i:i + 5]}) for i in (0, 5)] == [1, 1] and apart[0].key != apart[5].key
+    assert all(sorted(lang for d in apart[i:i + 5] for lang in d.langs) == sorted(LANGS) for i in (0, 5))
     pairs = list(raw_documents(10, seed=1, layout="pairs"))
     assert all(len(set(d.langs)) == 2 and _language_lines(d.text) == list(d.langs) for d in pairs)
     every = list(raw_documents(5, seed=1, layout="all"))

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         with args.out.open("w", encoding="utf-8") as fh:
             for doc in docs:
                 rec = {"id": doc.id, "program": doc.program, "key": doc.key, "text": doc.text}
-                rec.update({"lang": doc.langs[0]} if args.layout == "alone" else {"langs": list(doc.langs)})
+                rec.update({"lang": doc.langs[0]} if len(doc.langs) == 1 else {"langs": list(doc.langs)})
                 fh.write(json.dumps(rec) + "\n")
     summary = {"generated": count.generated, "dropped": count.dropped, "kept": count.generated - count.dropped,
                "layout": args.layout, "seed": args.seed}

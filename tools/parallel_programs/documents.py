@@ -1,6 +1,7 @@
 """Training documents from parallel programs, decontaminated against the evaluation data.
 
-Layouts: "alone" puts one rendering in a document (the language rotates with a seeded start), "pairs"
+Layouts: "alone" puts one rendering in a document (the language rotates with a seeded start), "apart"
+gives each program five documents, one per language (parallel content, never side by side), "pairs"
 puts two renderings of one program side by side, "all" all five; in the last two each rendering is
 preceded by a comment line naming its language, as parallel text is laid out in multilingual
 pretraining. A document sharing a normalized 8-line window with a demo-corpus or HumanEval-X program
@@ -18,7 +19,7 @@ from tools.parallel_programs import LANGS, render
 from tools.parallel_programs.generate import generate, program_key
 from tools.parallel_programs.ir import Program
 
-LAYOUTS = ("alone", "pairs", "all")
+LAYOUTS = ("alone", "apart", "pairs", "all")
 TITLES = {"cpp": "C++", "java": "Java", "python": "Python", "go": "Go", "javascript": "JavaScript"}
 
 
@@ -62,8 +63,18 @@ def raw_documents(n: int, seed: int, layout: str) -> Iterator[Document]:
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     rng = random.Random(f"documents/{seed}/{layout}")
     start = rng.randrange(len(LANGS))
-    for k, program in zip(range(n), generate(seed)):
+    made = 0
+    for k, program in enumerate(generate(seed)):
+        if made >= n:
+            return
         key = hashlib.blake2b(program_key(program).encode(), digest_size=8).hexdigest()
+        if layout == "apart":
+            for lang in rng.sample(LANGS, len(LANGS))[:n - made]:
+                made += 1
+                yield Document(f"pp-{seed}-{layout}-{k}-{lang}", program.kind, key, (lang,),
+                               compose(program, (lang,), seed * 1_000_003 + k, header=False))
+            continue
+        made += 1
         if layout == "alone":
             langs: tuple[str, ...] = (LANGS[(start + k) % len(LANGS)],)
         elif layout == "pairs":

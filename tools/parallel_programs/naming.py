@@ -134,4 +134,4 @@ def draw_style(program, lang: str, rng: random.Random) -> Style:
                  blank_lines=rng.choice((1, 1, 2)) if lang != "python" else 2, compound=rng.random() < 0.7,
                  indent=rng.choice((2, 4)) if lang in ("cpp", "javascript") else 4,
                  extra={"foreach": rng.random() < 0.5, "docstring": rng.random() < 0.5,
-                        "const": rng.random() < 0.5})
+                        "const": rng.random() < 0.5, "idiom": rng.random() < 0.7})

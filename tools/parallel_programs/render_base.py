@@ -52,7 +52,16 @@ class Renderer:
         p = self.prec(e)
         return f"({text})" if p < need or (strict and p == need) else text
 
+    def emptiness(self, seq, kind: ir.T, empty: bool) -> str | None:
+        """The language's idiom for ``len(seq) == 0`` / ``len(seq) > 0``, or None to spell the comparison."""
+        return None
+
     def binary(self, e: ir.Bin) -> str:
+        if (isinstance(e.left, ir.Len) and e.right == ir.Int(0) and e.op in ("==", ">")
+                and self.style.extra.get("idiom")):
+            text = self.emptiness(e.left.seq, e.left.kind, e.op == "==")
+            if text is not None:
+                return text
         p = PREC[e.op]
         # comparisons never chain; the right operand of - / % (and every comparison operand) binds strictly
         left = self.wrap(e.left, p, strict=p == 4)

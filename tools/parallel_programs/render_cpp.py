@@ -14,6 +14,9 @@ class CppRenderer(CLike):
     lang = "cpp"
     ops = {"and": "&&", "or": "||"}
 
+    def emptiness(self, seq, kind: ir.T, empty: bool) -> str | None:
+        return f"{'' if empty else '!'}{self.wrap(seq, 9)}.empty()"
+
     def e_len(self, e: ir.Len) -> str:
         return f"static_cast<int>({self.wrap(e.seq, 9)}.size())"
 

@@ -29,6 +29,11 @@ class JavaRenderer(CLike):
             e = ir.Bin(e.op, ir.Bin("+", e.left, ir.Int(0)), e.right)
         return super().binary(e)
 
+    def emptiness(self, seq, kind: ir.T, empty: bool) -> str | None:
+        if kind == ir.T.INTS:
+            return None
+        return f"{'' if empty else '!'}{self.wrap(seq, 9)}.isEmpty()"
+
     def e_len(self, e: ir.Len) -> str:
         seq = self.wrap(e.seq, 9)
         return {ir.T.INTS: f"{seq}.length", ir.T.STR: f"{seq}.length()"}.get(e.kind, f"{seq}.size()")

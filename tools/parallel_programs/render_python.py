@@ -36,9 +36,6 @@ class PythonRenderer(Renderer):
     def e_maphas(self, e: ir.MapHas) -> str:
         return f"{self.expr(e.key)} in {self.wrap(e.map, 9)}"
 
-    def prec(self, e) -> int:
-        return 4 if isinstance(e, ir.MapHas) else super().prec(e)
-
     def e_ord(self, e: ir.Ord) -> str:
         return f"ord({self.expr(e.char)})"
 
@@ -50,6 +47,15 @@ class PythonRenderer(Renderer):
 
     def e_last(self, e: ir.Last) -> str:
         return f"{self.wrap(e.seq, 9)}[-1]"
+
+    def emptiness(self, seq, kind: ir.T, empty: bool) -> str | None:
+        return f"not {self.wrap(seq, 9)}" if empty else self.wrap(seq, 9)
+
+    def prec(self, e) -> int:
+        if (isinstance(e, ir.Bin) and isinstance(e.left, ir.Len) and e.right == ir.Int(0) and e.op in ("==", ">")
+                and self.style.extra.get("idiom")):
+            return 3 if e.op == "==" else 9
+        return 4 if isinstance(e, ir.MapHas) else super().prec(e)
 
     def binary(self, e: ir.Bin) -> str:
         if e.op in ("and", "or"):

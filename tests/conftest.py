@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,6 +109,43 @@ def tiny_model(kind: str, seed: int = 0):
     return prepare(model, tokenizer, source=f"tiny-{kind}")
 
 
+def save_tiny(folder: Path, kind: str = "llama", seed: int = 0) -> Path:
+    """Write `tiny_model(kind, seed)` (weights + tokenizer) into `folder`, as a user's model folder would be."""
+    loaded = tiny_model(kind, seed=seed)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def saved_tiny(tmp_path_factory):
+    """`saved_tiny(kind)`: a tiny model folder written once per session and shared by every test: read it only
+    (a test that writes into its model folder takes a copy from `tiny_env`)."""
+    made: dict[str, Path] = {}
+
+    def get(kind: str = "llama") -> Path:
+        if kind not in made:
+            made[kind] = save_tiny(tmp_path_factory.mktemp(f"saved-{kind}") / "model", kind)
+        return made[kind]
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tmp_path_factory, saved_tiny):
+    """`tiny_env(name)` -> a fresh folder holding `model/` (a copy of the session's saved tiny model) and
+    `corpus.jsonl` (the test snippets, or `corpus`), the layout the app and the CLI read through NEURO_MODEL /
+    NEURO_CORPUS; the caller's cache goes in `folder / "cache"`, so modules never share results. `folder=` fills a
+    folder the test already has (its tmp_path) instead of making one."""
+    from neuro.code.corpus import save_jsonl
+
+    def make(name: str = "env", kind: str = "llama", corpus=None, folder: Path | None = None) -> Path:
+        folder = tmp_path_factory.mktemp(name) if folder is None else Path(folder)
+        shutil.copytree(saved_tiny(kind), folder / "model")
+        save_jsonl(list(SNIPPETS if corpus is None else corpus), folder / "corpus.jsonl")
+        return folder
+    return make
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_tokenizer()
@@ -178,3 +216,65 @@ def real_model(request):
     tokenizer = request.getfixturevalue("llama3_tokenizer" if name == "llama3" else "qwen25_tokenizer")
     spec = R.LLAMA3 if name == "llama3" else R.QWEN25
     return spec, R.tiny_model(spec, tokenizer), R.reference_encoding(spec)
+
+
+# --------------------------------------------------------------------------- test tiers
+# Markers (registered in pyproject.toml, --strict-markers) are applied here, in one place, so a test module never
+# carries them. The quick tier for the edit-test loop: pytest -m "not slow and not browser and not sandbox".
+#   browser: tests/browser (Chromium driving the real app).
+#   sandbox: tests that compile or run programs (toolchains, bubblewrap).
+#   slow:    tests over ~5 s on 2 shared cores. The list was made from a full run with `--durations=0`
+#            (`pytest --ignore=tests/browser --durations=0`, sorted, every call or setup >= ~5 s), then the quick
+#            tier's own `--durations=25` was read until nothing in it took more than ~5 s; a module is listed whole
+#            where most of its tests are slow. Refresh it the same way when a test grows slow.
+SANDBOX_MODULES = {"test_sandbox.py", "test_execution.py", "test_demo_corpus.py"}
+SANDBOX_TESTS = {"test_generation.py::test_true_completion_passes_the_test",
+                 "test_generation.py::test_pass_at_k_plumbing_with_and_without_ablation"}
+SLOW_MODULES = {"test_demo_ground_truth.py", "test_cli.py", "test_distributed.py", "test_real_tokenizers.py"}
+SLOW_TESTS = {
+    "test_jobs.py::test_a_killed_job_resumes_from_its_checkpoint",
+    "test_jobs.py::test_cli_finetune_compares_methods_and_refuses_bad_input",
+    "test_jobs.py::test_jobs_page_lists_cancels_and_resumes",
+    "test_jobs.py::test_a_job_subprocess_runs_to_completion",
+    "test_jobs.py::test_cancel_leaves_a_clean_state",
+    "test_jobs.py::test_a_killed_worker_is_shown_as_failed",
+    "test_steering.py::test_steer_command",
+    "test_steering.py::test_ablate_gen_command_uses_matched_controls",
+    "test_transfer.py::test_transfer_page_runs_a_job_and_shows_scores",
+    "test_token_effects.py::test_intervene_command",
+    "test_finetune.py::test_finetune_page_refuses_then_runs_and_exports",
+    "test_precomputed.py::test_the_shipped_numbers_match_a_fresh_computation",
+    "test_faults.py::test_sigkill_of_a_cli_capture_then_a_rerun_resumes",
+    "test_faults.py::test_two_cli_captures_of_the_same_entry_at_once",
+    "test_app.py::test_embeddings_page",
+    "test_neuron_card.py::test_cli_neuron_json",
+    "test_layers.py::test_probe_converges_on_collinear_states",
+    "test_app_cost.py::test_a_cancelled_ablation_job_is_said_and_can_be_started_again",
+    "test_app_cost.py::test_a_long_per_program_statistics_run_becomes_a_job_the_page_follows",
+    "test_app_cost.py::test_ablation_says_its_cost_and_runs_as_a_background_job",
+    "test_path_attribution.py::test_cli_attribution_check_json",
+    "test_job_progress.py::test_cli_transfer_evaluates_on_n_programs",
+    "test_clones.py::test_cli_eval_and_search_json",
+    "test_clones.py::test_no_real_program_is_called_prose",
+    "test_app_cost.py::test_every_page_that_computes_says_its_cost_first",
+    "test_architecture.py::test_adding_an_architecture_is_one_adapter_entry",
+    "test_bench.py::test_tiny_cpu_run_reports_every_figure",
+    # every user of test_jobs.py's `finished` fixture, which runs a whole fine-tuning job first
+    "test_jobs.py::test_jobs_survive_an_app_restart",
+    "test_jobs.py::test_every_kind_reads_back_what_it_writes",
+    "test_jobs.py::test_resume_is_refused_without_a_checkpoint_or_when_finished",
+}
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if TESTS_DIR / "browser" in path.parents:
+            item.add_marker(pytest.mark.browser)
+            continue
+        key = f"{path.name}::{getattr(item, 'originalname', item.name)}"
+        if path.name in SANDBOX_MODULES or key in SANDBOX_TESTS:
+            item.add_marker(pytest.mark.sandbox)
+        if path.name in SLOW_MODULES or key in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -5,24 +5,16 @@ import json
 import re
 
 import pytest
-from conftest import tiny_model
 from streamlit.testing.v1 import AppTest
 
-from neuro.code.corpus import save_jsonl
 from neuro.paths import REPO_DIR
 
 APP = REPO_DIR / "app.py"
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    from conftest import SNIPPETS
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def app_env(tiny_env):
+    return tiny_env("app")
 
 
 def _run(monkeypatch, app_env, **env):

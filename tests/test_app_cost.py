@@ -5,10 +5,9 @@ has a Search button, and an uploaded file's search shows that file as the query.
 import time
 
 import pytest
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS
 from streamlit.testing.v1 import AppTest
 
-from neuro.code.corpus import save_jsonl
 from neuro.paths import REPO_DIR
 
 APP = REPO_DIR / "app.py"
@@ -16,13 +15,8 @@ BASIS = ("measured on this machine", "rough guess")
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app_cost")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def app_env(tiny_env):
+    return tiny_env("app_cost")
 
 
 def _page(monkeypatch, app_env, page, **state):

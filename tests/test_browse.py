@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS
 from streamlit.testing.v1 import AppTest
 
 from neuro.analysis.selectivity import select_neurons
@@ -25,12 +25,9 @@ SELECTION = split_corpus(SNIPPETS).selection
 
 
 @pytest.fixture(scope="module")
-def laptop(tmp_path_factory):
+def laptop(tmp_path_factory, tiny_env):
     """A "GPU box" computes statistics into its cache; the "laptop" gets a copy of the cache only."""
-    box = tmp_path_factory.mktemp("box")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(box / "model")
-    loaded.tokenizer.save_pretrained(box / "model")
+    box = tiny_env("box")
     with_weights = load_model(box / "model")
     # the defaults of app and CLI: statistics of the split's selection side
     stats, hit = STATS.fetch(with_weights, SELECTION, cache=Store(box / "cache"))

@@ -6,21 +6,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS
 
-from neuro.code.corpus import save_jsonl
 from neuro.code.split import split_corpus
 from neuro.paths import REPO_DIR
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli")
-    loaded = tiny_model("qwen2")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def env(tiny_env):
+    return tiny_env("cli", kind="qwen2")
 
 
 def neuro(*args, env_dir):

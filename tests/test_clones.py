@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import HUMANEVAL_X, SNIPPETS, tiny_model
+from conftest import HUMANEVAL_X, SNIPPETS
 from streamlit.testing.v1 import AppTest
 
 from neuro.analysis.clones.baselines import code_tokens, tfidf_vectors
@@ -17,7 +17,7 @@ from neuro.analysis.clones.metrics import map_at_r, recall_at_1, retrieval_table
 from neuro.analysis.embeddings import CENTERINGS, MIN_LANGUAGE_ROWS, centred_rows, unit_rows
 from neuro.cli import main
 from neuro.code.comments import strip_comments
-from neuro.code.corpus import CorpusError, Snippet, load_humaneval_x, save_jsonl
+from neuro.code.corpus import CorpusError, Snippet, load_humaneval_x
 from neuro.code.split import SplitParams, split_corpus
 from neuro.code.upload import EMPTY_MESSAGE, CloneInputError, decode_upload, prepare_query
 from neuro.instrument.states import pooled_states
@@ -256,13 +256,8 @@ def test_bad_inputs_give_the_documented_messages():
 # --------------------------------------------------------------------------- CLI and page
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clones")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def folder(tiny_env):
+    return tiny_env("clones")
 
 
 def neuro(folder, *args):

@@ -59,19 +59,15 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, monkeypatch):
             assert abs(true - got["top_values"][layer, rank_k, neuron]) < 1e-4
 
 
-def test_capture_command_under_torchrun(tmp_path):
+def test_capture_command_under_torchrun(tmp_path, tiny_env):
     import json
     import subprocess
     import sys
 
-    from neuro.code.corpus import save_jsonl
     from neuro.code.split import split_corpus
     from neuro.paths import REPO_DIR
 
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+    tiny_env(folder=tmp_path)
     args = ["capture", "--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.jsonl"),
             "--cache", str(tmp_path / "cache"), "--json"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

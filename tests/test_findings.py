@@ -284,16 +284,11 @@ def test_gather_on_the_planted_model_reads_only_the_cache(tmp_path):
     assert found["family"].computed and set(found["family"].numbers["order"]) == {"python", "go", "java"}
 
 
-def test_cli_findings_json(tmp_path, capsys):
-    from conftest import SNIPPETS, tiny_model
+def test_cli_findings_json(tmp_path, tiny_env, capsys):
 
     from neuro.cli import main
-    from neuro.code.corpus import save_jsonl
 
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+    tiny_env(folder=tmp_path)
     cache = tmp_path / "cache"
     assert main(["findings", "--json", "--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.jsonl"),
                  "--cache", str(cache)]) == 0

@@ -298,24 +298,18 @@ def test_optimizer_state_counts_tensors_only():
 
 # --------------------------------------------------------------------------- the page
 
-def _page_env(tmp_path_factory):
-    from neuro.code.corpus import save_jsonl
-    folder = tmp_path_factory.mktemp("ftpage")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def _page_env(tiny_env):
+    return tiny_env("ftpage")
 
 
-def test_finetune_page_refuses_then_runs_and_exports(monkeypatch, tmp_path_factory):
+def test_finetune_page_refuses_then_runs_and_exports(monkeypatch, tiny_env):
     import time
 
     from streamlit.testing.v1 import AppTest
 
     from neuro.paths import REPO_DIR
 
-    env = _page_env(tmp_path_factory)
+    env = _page_env(tiny_env)
     monkeypatch.setenv("NEURO_MODEL", str(env / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))

@@ -6,7 +6,6 @@ import json
 import pytest
 from conftest import SNIPPETS, tiny_model
 
-from neuro.code.corpus import save_jsonl
 from neuro.experiments.finetune import FinetuneConfig, _Adaptation, validate_finetune
 from neuro.model.identity import module_fingerprint
 from neuro.training import memory
@@ -76,13 +75,8 @@ def test_a_method_hands_the_model_back_as_it_found_it(method):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("shared")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def env(tiny_env):
+    return tiny_env("shared")
 
 
 COMPARED = ("method", "trainable_params", "optimizer_state", "train_loss_first", "train_loss_last",

@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS
 
-from neuro.code.corpus import save_jsonl
 from neuro.experiments.finetune import FinetuneConfig, FinetuneResult, finetune
 from neuro.jobs.folders import (
     JobContext,
@@ -37,13 +36,8 @@ NEURONS = {0: [1, 5, 7], 2: [0, 33]}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("jobs")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder / "model")
-    loaded.tokenizer.save_pretrained(folder / "model")
-    save_jsonl(SNIPPETS, folder / "corpus.jsonl")
-    return folder
+def env(tiny_env):
+    return tiny_env("jobs")
 
 
 @pytest.fixture(scope="module")

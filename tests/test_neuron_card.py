@@ -19,7 +19,6 @@ from neuro.analysis.neuron_card import (
     top_contexts,
 )
 from neuro.analysis.selectivity import SelectionParams, select_neurons
-from neuro.code.corpus import save_jsonl
 from neuro.instrument.ablation import neuron_effects
 from neuro.instrument.histogram import StreamingHistogram, activation_histogram
 from neuro.instrument.statistics import capture_statistics, trace_tokens
@@ -177,11 +176,8 @@ def test_card_summary_is_json(llama, stats):
     assert sum(summary["histogram"]["tokens"].values()) == int(stats.tokens.sum())
 
 
-def test_cli_neuron_json(tmp_path):
-    loaded = tiny_model("qwen2")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+def test_cli_neuron_json(tmp_path, tiny_env):
+    tiny_env(folder=tmp_path, kind="qwen2")
     base = [sys.executable, "-m", "neuro", "neuron", "--model", str(tmp_path / "model"), "--corpus",
             str(tmp_path / "corpus.jsonl"), "--cache", str(tmp_path / "cache"), "--json"]
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import SNIPPETS, tiny_model, word_tokenizer
 
-from neuro.code.corpus import Snippet, save_jsonl
+from neuro.code.corpus import Snippet
 from neuro.code.split import split_corpus
 from neuro.instrument.ablation import neuron_effects
 from neuro.instrument.path_attribution import (
@@ -205,11 +205,8 @@ def test_strong_neurons_take_the_extremes_of_either_sign():
     assert table.set_index(["layer", "neuron"]).loc[(1, 4), "abs_attribution"] == pytest.approx(5.0)
 
 
-def test_cli_attribution_check_json(tmp_path):
-    loaded = tiny_model("qwen2")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(SNIPPETS, tmp_path / "corpus.jsonl")
+def test_cli_attribution_check_json(tmp_path, tiny_env):
+    tiny_env(folder=tmp_path, kind="qwen2")
     cmd = [sys.executable, "-m", "neuro", "attribution-check", "--model", str(tmp_path / "model"), "--corpus",
            str(tmp_path / "corpus.jsonl"), "--neurons-per-kind", "2", "--points", "2", "--json",
            "--cache", str(tmp_path / "cache")]

@@ -114,14 +114,10 @@ def test_a_run_keeps_per_program_losses_that_average_to_its_numbers():
     assert math.isclose(r.others_delta_ci["estimate"], r.others_delta_mean, abs_tol=1e-9)
 
 
-def test_full_runs_of_several_seeds_each_start_from_the_same_weights(tmp_path, capsys):
-    from neuro.code.corpus import save_jsonl
+def test_full_runs_of_several_seeds_each_start_from_the_same_weights(tmp_path, tiny_env, capsys):
     from neuro.cli import main
 
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(CORPUS, tmp_path / "corpus.jsonl")
+    tiny_env(folder=tmp_path, corpus=CORPUS)
     code = main(["finetune", "--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.jsonl"),
                  "--target", "python", "--top-fraction", "0.2", "--eval-fraction", "0.3", "--steps", "3",
                  "--lr", "0.01", "--device", "cpu", "--cache", str(tmp_path / "cache"), "--json", "--batch-tokens",

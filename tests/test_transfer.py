@@ -127,12 +127,8 @@ def _config(**changes):
 
 
 @pytest.fixture(scope="module")
-def base_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("transfer-base")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-    return folder
+def base_folder(tiny_env):
+    return tiny_env("transfer-base") / "model"
 
 
 def _logits(model, ids):
@@ -288,19 +284,14 @@ def test_a_valid_transfer_passes_validation(tiny_llama):
     assert "does not fit" in validate_transfer(_config(), tiny_llama, SNIPPETS, memory_budget=1000)[0]
 
 
-def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tmp_path_factory):
+def test_transfer_page_runs_a_job_and_shows_scores(monkeypatch, tiny_env):
     import time
 
     from streamlit.testing.v1 import AppTest
 
-    from neuro.code.corpus import save_jsonl
     from neuro.paths import REPO_DIR
 
-    env = tmp_path_factory.mktemp("trpage")
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(env / "model")
-    loaded.tokenizer.save_pretrained(env / "model")
-    save_jsonl(SNIPPETS, env / "corpus.jsonl")
+    env = tiny_env("trpage")
     monkeypatch.setenv("NEURO_MODEL", str(env / "model"))
     monkeypatch.setenv("NEURO_CORPUS", str(env / "corpus.jsonl"))
     monkeypatch.setenv("NEURO_CACHE", str(env / "cache"))

@@ -227,7 +227,7 @@ def real_model(request):
 #            (`pytest --ignore=tests/browser --durations=0`, sorted, every call or setup >= ~5 s), then the quick
 #            tier's own `--durations=25` was read until nothing in it took more than ~5 s; a module is listed whole
 #            where most of its tests are slow. Refresh it the same way when a test grows slow.
-SANDBOX_MODULES = {"test_sandbox.py", "test_execution.py", "test_demo_corpus.py"}
+SANDBOX_MODULES = {"test_sandbox.py", "test_execution.py", "test_demo_corpus.py", "test_parallel_programs.py"}
 SANDBOX_TESTS = {"test_generation.py::test_true_completion_passes_the_test",
                  "test_generation.py::test_pass_at_k_plumbing_with_and_without_ablation"}
 SLOW_MODULES = {"test_demo_ground_truth.py", "test_cli.py", "test_distributed.py", "test_real_tokenizers.py"}

@@ -201,7 +201,8 @@ def test_plan_cli_prints_the_interface(capsys):
                  "--device-memory", "80GB", "--host-memory", "64GB", "--dtype", "bfloat16", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["commands"]) == {"neurons", "ablate", "layers", "clones eval", "finetune", "transfer"}
+    assert set(out["commands"]) == {"neurons", "ablate", "layers", "clones eval", "neuron", "intervene", "steer",
+                                    "finetune", "transfer"}
     for c in out["commands"].values():
         assert {"device_bytes", "host_bytes", "disk_bytes", "batch_tokens", "checkpointing", "fits"} <= set(c)
         assert isinstance(c["device_bytes"], int) and isinstance(c["fits"], bool)
@@ -235,7 +236,8 @@ def test_the_sidebar_shows_the_plan_before_a_model_loads():
     at.run()
     assert "Will it fit? (memory plan)" in [e.label for e in at.sidebar.expander]
     table = at.sidebar.dataframe[0].value
-    assert list(table["command"]) == ["neurons", "ablate", "layers", "clones eval", "finetune", "transfer"]
+    assert list(table["command"]) == ["neurons", "ablate", "layers", "clones eval", "neuron", "intervene", "steer",
+                                      "finetune", "transfer"]
     assert any("8.03B parameters" in c.value for c in at.sidebar.caption)
 
 

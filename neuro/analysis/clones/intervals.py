@@ -62,7 +62,8 @@ def paired_differences(queries: pd.DataFrame, comparisons: Sequence[tuple[str, s
     for first, second in comparisons:
         a = queries[queries.method == first].set_index(["setting", "query"])
         b = queries[queries.method == second].set_index(["setting", "query"])
-        joined = a.join(b[list(METRICS.values())], rsuffix="_second", how="inner")
+        joined = a.merge(b[list(METRICS.values())], left_index=True, right_index=True, how="inner",
+                         suffixes=("", "_second"))  # not join: its rsuffix is deprecated in pandas 3
         for setting, group in joined.groupby(level="setting", sort=False):
             for metric, column in METRICS.items():
                 iv = interval(group[column] - group[f"{column}_second"], group.task, **bootstrap)

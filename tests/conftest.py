@@ -278,3 +278,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.sandbox)
         if path.name in SLOW_MODULES or key in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+
+
+def open_page(monkeypatch, folder, page: str, query: dict | None = None, **state):
+    """The app on `folder`'s model, corpus and cache (a `tiny_env` folder) under AppTest, run once on `page`,
+    with `state` put in session state and `query` in the URL first."""
+    from streamlit.testing.v1 import AppTest
+
+    from neuro.paths import REPO_DIR
+
+    monkeypatch.setenv("NEURO_MODEL", str(folder / "model"))
+    monkeypatch.setenv("NEURO_CORPUS", str(folder / "corpus.jsonl"))
+    monkeypatch.setenv("NEURO_CACHE", str(folder / "cache"))
+    at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=300)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.query_params.update(query or {})
+    at.switch_page(page)
+    return at.run()

@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from neuro.paths import REPO_DIR
@@ -90,20 +91,11 @@ def test_neurons_page_end_to_end(monkeypatch, app_env):
     assert at.number_input(key="inspect_layer").value == 2
 
 
-def _page(monkeypatch, app_env, page, **state):
-    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
-    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
-    at = AppTest.from_file(str(APP), default_timeout=300)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.switch_page(page)
-    return at.run()
 
 
 def test_layers_page(monkeypatch, app_env):
     # split seed 2 evaluates the task "sum" and leaves two parallel tasks to choose concept layers on
-    at = _page(monkeypatch, app_env, "views/layers.py", split_seed=2)
+    at = open_page(monkeypatch, app_env, "views/layers.py", split_seed=2)
     assert not at.exception, at.exception
     assert len(at.get("vega_lite_chart")) == 2  # the scores chart and the pair heatmap
     scores = json.loads(at.get("vega_lite_chart")[0].proto.spec)
@@ -142,7 +134,7 @@ def _assert_tokens_in_position_order(at) -> None:
 
 
 def test_embeddings_page(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "views/embeddings.py")
+    at = open_page(monkeypatch, app_env, "views/embeddings.py")
     assert not at.exception, at.exception
     charts = at.get("vega_lite_chart")
     assert len(charts) == 2
@@ -160,7 +152,7 @@ def test_embeddings_page(monkeypatch, app_env):
     assert spec["encoding"]["shape"]["field"] == "language"
 
 
-def test_a_cache_that_cannot_be_written_is_said_on_the_page(monkeypatch, app_env, tmp_path, mounted):
+def test_a_cache_that_cannot_be_written_is_said_on_theopen_page(monkeypatch, app_env, tmp_path, mounted):
     """Fault: the app's cache folder is a read-only bind mount: the page still renders, and says above
     it that results are computed but not kept (not only in the server's log)."""
     src, ro = tmp_path / "src", tmp_path / "ro"

@@ -5,7 +5,7 @@ has a Search button, and an uploaded file's search shows that file as the query.
 import time
 
 import pytest
-from conftest import SNIPPETS
+from conftest import SNIPPETS, open_page
 from streamlit.testing.v1 import AppTest
 
 from neuro.paths import REPO_DIR
@@ -19,15 +19,6 @@ def app_env(tiny_env):
     return tiny_env("app_cost")
 
 
-def _page(monkeypatch, app_env, page, **state):
-    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
-    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
-    at = AppTest.from_file(str(APP), default_timeout=300)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.switch_page(page)
-    return at.run()
 
 
 def costs(at) -> list[str]:
@@ -51,7 +42,7 @@ def _wait_for_job(root, kind: str, timeout: float = 240.0):
 
 
 def test_ablation_says_its_cost_and_runs_as_a_background_job(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "views/neurons.py")
+    at = open_page(monkeypatch, app_env, "views/neurons.py")
     assert not at.exception, at.exception
     at.session_state["tab"] = "Ablation"
     at.run()
@@ -82,7 +73,7 @@ def _query_shown(at) -> str:
 
 
 def test_clones_search_button_and_an_uploaded_file_is_the_query(monkeypatch, app_env):
-    at = _page(monkeypatch, app_env, "views/clones.py")
+    at = open_page(monkeypatch, app_env, "views/clones.py")
     assert not at.exception, at.exception
     assert any("the query embedded" in c for c in costs(at))
     first = _query_shown(at)
@@ -105,7 +96,7 @@ def test_clones_search_button_and_an_uploaded_file_is_the_query(monkeypatch, app
 
 def test_every_page_that_computes_says_its_cost_first(monkeypatch, app_env):
     # split seed 2 leaves two parallel tasks on the selection side (as tests/test_app.py's Layers test)
-    at = _page(monkeypatch, app_env, "views/layers.py", split_seed=2)
+    at = open_page(monkeypatch, app_env, "views/layers.py", split_seed=2)
     assert not at.exception, at.exception
     assert any("every layer" in c and "probes" in c for c in costs(at))  # said above the computation it ran
     at.session_state["tab"] = "Logit lens"
@@ -187,7 +178,7 @@ def test_a_cancelled_computation_is_not_restarted_by_the_rerun_the_cancel_caused
 def test_a_cancelled_ablation_job_is_said_and_can_be_started_again(monkeypatch, app_env):
     from neuro.jobs.folders import cancel_job, list_jobs
 
-    at = _page(monkeypatch, app_env, "views/neurons.py")
+    at = open_page(monkeypatch, app_env, "views/neurons.py")
     at.session_state["tab"] = "Ablation"
     at.run()
     at.number_input(key="ablation_draws").set_value(4)

@@ -5,7 +5,7 @@ import json
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import SNIPPETS
+from conftest import SNIPPETS, open_page
 from streamlit.testing.v1 import AppTest
 
 from neuro.paths import REPO_DIR
@@ -19,16 +19,6 @@ def app_env(tiny_env):
     return tiny_env("neuron_page")
 
 
-def _open(monkeypatch, app_env, page, query=None, **state):
-    monkeypatch.setenv("NEURO_MODEL", str(app_env / "model"))
-    monkeypatch.setenv("NEURO_CORPUS", str(app_env / "corpus.jsonl"))
-    monkeypatch.setenv("NEURO_CACHE", str(app_env / "cache"))
-    at = AppTest.from_file(str(APP), default_timeout=300)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.query_params.update(query or {})
-    at.switch_page(page)
-    return at.run()
 
 
 def _specs(at) -> list[dict]:
@@ -45,7 +35,7 @@ def _links(at) -> list[tuple[str, dict]]:
 
 
 def test_url_opens_any_neuron_with_every_section(monkeypatch, app_env):
-    at = _open(monkeypatch, app_env, PAGE, {"layer": "2", "neuron": "40"})
+    at = open_page(monkeypatch, app_env, PAGE, {"layer": "2", "neuron": "40"})
     assert not at.exception, at.exception
     assert [h.value for h in at.header] == ["Layer 2, neuron 40"]
     assert any(m.value.startswith("**Not selected**") for m in at.markdown)  # a neuron the selection leaves out
@@ -86,7 +76,7 @@ def test_url_opens_any_neuron_with_every_section(monkeypatch, app_env):
     ({"layer": "1"}, "has no neuron"),
 ])
 def test_bad_url_gives_a_message(monkeypatch, app_env, query, message):
-    at = _open(monkeypatch, app_env, PAGE, query)
+    at = open_page(monkeypatch, app_env, PAGE, query)
     assert not at.exception, at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert len(at.header) == 1  # still a page: the pickers' neuron is shown
@@ -95,7 +85,7 @@ def test_bad_url_gives_a_message(monkeypatch, app_env, query, message):
 def test_table_row_opens_the_neuron_of_that_row(monkeypatch, app_env):
     """The bug: a click on L7 N786 opened L0 N22 (a row's position taken in the wrong table). With a filter on,
     the clicked position differs from the position in the whole table."""
-    at = _open(monkeypatch, app_env, "views/neurons.py", {"tab": "Neuron table"}, neurons_top=0.1)
+    at = open_page(monkeypatch, app_env, "views/neurons.py", {"tab": "Neuron table"}, neurons_top=0.1)
     assert not at.exception, at.exception
     at.slider(key="table_layers").set_value((1, 2)).run()
     shown = next(d.value for d in at.dataframe if "neuron" in d.value.columns and "cls" in d.value.columns)
@@ -108,7 +98,7 @@ def test_table_row_opens_the_neuron_of_that_row(monkeypatch, app_env):
 
 
 def test_links_into_the_page(monkeypatch, app_env):
-    at = _open(monkeypatch, app_env, "views/neurons.py", {"tab": "Layer map"}, neurons_top=0.1)
+    at = open_page(monkeypatch, app_env, "views/neurons.py", {"tab": "Layer map"}, neurons_top=0.1)
     assert not at.exception, at.exception
     links = [q for page, q in _links(at) if page.endswith("neuron")]
     assert links and all(set(q) == {"layer", "neuron"} for q in links)
@@ -139,7 +129,7 @@ def test_links_into_the_page(monkeypatch, app_env):
 
 
 def test_open_in_token_inspector_presets_the_neuron(monkeypatch, app_env):
-    at = _open(monkeypatch, app_env, PAGE, {"layer": "1", "neuron": "5"})
+    at = open_page(monkeypatch, app_env, PAGE, {"layer": "1", "neuron": "5"})
     assert not at.exception, at.exception
     at.button(key="neuron_ctx_0").click().run()  # the first top context's program
     assert not at.exception, at.exception
@@ -150,7 +140,7 @@ def test_open_in_token_inspector_presets_the_neuron(monkeypatch, app_env):
 
 
 def test_intervene_buttons_open_the_intervene_tab_on_the_neuron(monkeypatch, app_env):
-    at = _open(monkeypatch, app_env, PAGE, {"layer": "1", "neuron": "5"})
+    at = open_page(monkeypatch, app_env, PAGE, {"layer": "1", "neuron": "5"})
     at.button(key="neuron_intervene").click().run()
     assert not at.exception, at.exception
     assert at.session_state["tab"] == "Intervene" and at.radio(key="iv_which").value == "one"

@@ -79,3 +79,71 @@ def test_filters_balance_split_schedule_and_baseline():
     counts = np.array([3.0, 1.0])
     nll, n = unigram_nll(counts, np.array([[0, 0, 1]]))
     assert n == 2 and nll == pytest.approx(-(np.log(4 / 6) + np.log(2 / 6)))
+
+
+def test_mixed_batch_draws_the_parallel_share_and_leaves_the_plain_recipe_unchanged():
+    from tools.demo_model import mixed_batch, sample_batch
+
+    real = np.full(5000, 5, dtype=np.uint16)
+    parallel = np.full(5000, 7, dtype=np.uint16)
+    plain = sample_batch(np.arange(5000, dtype=np.uint16), 8, 16, np.random.default_rng(3))
+    same = mixed_batch(np.arange(5000, dtype=np.uint16), parallel, 0.0, 8, 16, np.random.default_rng(3))
+    assert torch.equal(plain, same)  # share 0: the same random windows as before the option existed
+    rows = torch.cat([mixed_batch(real, parallel, 0.25, 8, 16, np.random.default_rng(s)) for s in range(500)])
+    assert rows.shape == (4000, 17)
+    assert set(rows.unique().tolist()) == {5, 7}
+    from_parallel = (rows[:, 0] == 7).float()
+    assert bool(((rows == 7).all(1) | (rows == 5).all(1)).all())  # a row never mixes the two streams
+    # 4,000 Bernoulli(0.25) rows: sd 0.0068, so +-0.03 is over 4 sd
+    assert abs(from_parallel.mean().item() - 0.25) < 0.03
+
+
+@needs_model
+def test_parallel_stream_meets_its_budget_and_drops_documents_of_excluded_programs(tmp_path):
+    import gzip
+    import shutil
+
+    from tools.demo_model import parallel_stream
+    from tools.parallel_programs.documents import documents
+
+    work = tmp_path / "work"
+    (work / "tokenizer").mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(DEMO_MODEL_DIR / name, work / "tokenizer" / name)
+    first = next(documents(1, seed=4, layout="pairs"))
+    excluded = tmp_path / "eval.jsonl.gz"
+    with gzip.open(excluded, "wt") as fh:  # an "evaluation" program identical to the first document
+        fh.write(json.dumps({"code": first.text}) + "\n")
+    stats = parallel_stream(work, "pairs", tokens=3000, seed=4, exclude=[str(excluded)])
+    stream = np.fromfile(work / "tokens" / "parallel_pairs.bin", dtype=np.uint16)
+    assert len(stream) == stats["tokens"] >= 3000
+    assert stats["dropped_by_decontamination"] >= 1 and stats["exclude_programs"] == 1
+    assert stats["generated"] == stats["documents"] + stats["dropped_by_decontamination"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(work / "tokenizer")
+    text = tok.decode(stream.tolist())
+    assert first.text not in text  # the excluded document never reaches the stream
+    assert "// " in text and sum(stats["tokens_per_language"].values()) == pytest.approx(stats["tokens"], abs=5)
+
+
+@needs_model
+def test_card_describes_the_parallel_mix_and_rebuilds_it():
+    from tools.demo_model import render_card
+
+    m = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
+    m["config"] = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
+    plain = render_card(m)
+    assert "parallel" not in plain.split("## Rebuild")[1].split("## Limits")[0]
+    assert "Parallel programs" not in plain and "## Recipe experiment" not in plain
+    m["train"] = {**m["train"], "parallel_share": 0.25, "parallel_layout": "pairs"}
+    m["parallel"] = {"layout": "pairs", "seed": 1, "tokens": 4_055_838, "documents": 10_752, "generated": 10_760,
+                     "dropped_by_decontamination": 8, "tokens_per_language": {"cpp": 1, "go": 2}}
+    m["experiment"] = "| recipe | MAP@R |\n|---|---|\n| plain | 0.5 |"
+    card = render_card(m)
+    rebuild = card.split("## Rebuild")[1]
+    assert "python -m tools.demo_model parallel --layout pairs --tokens 4055838 --program-seed 1" in rebuild
+    assert "--parallel-share 0.25 --parallel-layout pairs" in rebuild
+    assert rebuild.index("pretokenize") < rebuild.index("parallel --layout") < rebuild.index("train --max")
+    assert "25% of training rows" in card and "dropped 8 of 10,760" in card
+    assert "## Recipe experiment" in card and "| plain | 0.5 |" in card

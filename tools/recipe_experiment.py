@@ -414,9 +414,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for results.json and table.md")
     p.add_argument("--transfer", action="store_true", help="also run the transfer comparison (concept vs all)")
     p.add_argument("--transfer-source", default="python")
-    p.add_argument("--transfer-steps", type=int, default=30)
-    p.add_argument("--transfer-eval-programs", type=int, default=30)
-    p.add_argument("--transfer-max-new-tokens", type=int, default=24)
+    p.add_argument("--transfer-steps", type=int, default=20)
+    p.add_argument("--transfer-eval-programs", type=int, default=20)
+    p.add_argument("--transfer-max-new-tokens", type=int, default=20)
     p.add_argument("--transfer-seed", type=int, default=0)
     p.add_argument("--ctx", type=int, default=256, help="held-out loss: tokens per window (the training context)")
     p.add_argument("--eval-windows", type=int, default=400, help="held-out loss: max windows per language "

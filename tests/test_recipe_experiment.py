@@ -1,0 +1,210 @@
+"""tools.recipe_experiment: held-out loss against the model's own loss, the neuro CLI's numbers carried into the
+table unchanged, the replacement verdict on hand-built results, clear argument errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import SNIPPETS, save_tiny
+
+from neuro.code.corpus import save_jsonl
+from neuro.paths import REPO_DIR
+from tools import recipe_experiment as rx
+from tools.demo_model import LANGS
+
+CTX, WINDOWS = 16, 3
+
+
+def work_dir(folder, vocab: int, seed: int = 0):
+    """A demo-builder work folder with random validation streams (tokens below `vocab`) and token_stats.json
+    saying 2.5 bytes per token in every language."""
+    rng = np.random.default_rng(seed)
+    (folder / "tokens").mkdir(parents=True)
+    stats = {"val_tokens": {}, "val_bytes": {}}
+    for lang in LANGS:
+        stream = rng.integers(3, vocab, size=CTX * WINDOWS + 6).astype(np.uint16)
+        stream.tofile(folder / "tokens" / f"val_{lang}.bin")
+        stats["val_tokens"][lang], stats["val_bytes"][lang] = len(stream), int(len(stream) * 2.5)
+    (folder / "token_stats.json").write_text(json.dumps(stats))
+    return folder
+
+
+def hf_loss(model_dir, lang: str, work) -> float:
+    """The model's own mean next-token loss (transformers' labels=...) on the first WINDOWS windows of CTX + 1
+    tokens at stride CTX: the ground truth for nats/token."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    stream = np.fromfile(work / "tokens" / f"val_{lang}.bin", dtype=np.uint16).astype(np.int64)
+    losses = []
+    with torch.no_grad():
+        for i in range(WINDOWS):
+            x = torch.from_numpy(stream[i * CTX:i * CTX + CTX + 1])[None]
+            losses.append(model(input_ids=x, labels=x).loss.item())
+    return float(np.mean(losses))  # equal-length windows: the mean of means is the mean over all targets
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, saved_tiny):
+    root = tmp_path_factory.mktemp("recipe")
+    a = saved_tiny("llama")
+    b = save_tiny(root / "model_b", "llama", seed=1)
+    from transformers import AutoConfig
+    work = work_dir(root / "work", AutoConfig.from_pretrained(a).vocab_size)
+    save_jsonl(SNIPPETS, root / "corpus.jsonl")
+    return root, a, b, work
+
+
+def test_heldout_loss_equals_the_models_own_loss(setup):
+    root, a, _, work = setup
+    got = rx.heldout_loss(a, work, ctx=CTX, max_windows=WINDOWS)
+    for lang in ("cpp", "python"):
+        row = got["languages"][lang]
+        want = hf_loss(a, lang, work)
+        assert row["tokens"] == WINDOWS * CTX
+        assert row["nats_per_token"] == pytest.approx(want, abs=1e-4)
+        assert row["bits_per_byte"] == pytest.approx(want / math.log(2) / 2.5, abs=1e-3)
+
+
+def test_heldout_loss_is_skipped_with_a_reason(setup, tmp_path):
+    _, a, _, work = setup
+    got = rx.heldout_loss(a, tmp_path / "nowhere")
+    assert "held-out loss not measured" in got["skipped"] and "val_cpp.bin" in got["skipped"]
+    other = tmp_path / "work"  # the streams were encoded by another tokenizer: no loss is comparable
+    (other / "tokenizer").mkdir(parents=True)
+    for item in (work / "tokens", work / "token_stats.json"):
+        (other / item.name).symlink_to(item)
+    (other / "tokenizer" / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"x": 0}}}))
+    assert "another tokenizer" in rx.heldout_loss(a, other)["skipped"]
+
+
+# --------------------------------------------------------------------------------------------------- verdict
+
+def model_result(nats: dict, first: tuple, last: tuple) -> dict:
+    """A results.json model entry: held-out nats per language and HumanEval-X MAP@R differences
+    (estimate, low, high) for concept - first and concept - last."""
+    diff = lambda e, lo, hi: {"map_at_r": {"estimate": e, "low": lo, "high": hi}}  # noqa: E731
+    return {"heldout": {"languages": {k: {"nats_per_token": v} for k, v in nats.items()}},
+            "corpora": {"humaneval-x": {"clones": {"differences": {"concept-first": diff(*first),
+                                                                   "concept-last": diff(*last)}}}}}
+
+
+BASE = model_result({"cpp": 3.70, "go": 4.10, "python": 4.80}, (0.0, -0.05, 0.05), (0.0, -0.05, 0.05))
+
+
+def test_verdict_passes_only_when_loss_and_both_intervals_pass():
+    good = model_result({"cpp": 3.72, "go": 4.00, "python": 4.81}, (0.05, 0.01, 0.09), (0.04, 0.002, 0.08))
+    v = rx.verdict(BASE, good)
+    assert v["replace"] and v["reasons"] == [] and len(v["passed"]) == 3  # +0.02 exactly is "no worse"
+
+
+def test_verdict_names_each_failing_reason():
+    worse = model_result({"cpp": 3.73, "go": 4.00, "python": 4.90}, (0.05, 0.01, 0.09), (0.04, 0.01, 0.08))
+    v = rx.verdict(BASE, worse)
+    assert not v["replace"] and len(v["reasons"]) == 1
+    assert "cpp +0.0300" in v["reasons"][0] and "python +0.1000" in v["reasons"][0] and "go" not in v["reasons"][0]
+
+    covers = model_result({"cpp": 3.70, "go": 4.10, "python": 4.80}, (0.05, -0.01, 0.09), (0.04, 0.01, 0.08))
+    v = rx.verdict(BASE, covers)
+    assert not v["replace"] and len(v["reasons"]) == 1 and "concept-first" in v["reasons"][0]
+
+    negative = model_result({"cpp": 3.70, "go": 4.10, "python": 4.80}, (0.05, 0.01, 0.09), (-0.09, -0.12, -0.03))
+    v = rx.verdict(BASE, negative)  # excluding zero on the negative side is a failure too
+    assert not v["replace"] and len(v["reasons"]) == 1 and "concept-last" in v["reasons"][0]
+
+    everything = model_result({"cpp": 3.80, "go": 4.10, "python": 4.80}, (0.0, -0.1, 0.1), (0.0, 0.0, 0.1))
+    reasons = rx.verdict(BASE, everything)["reasons"]
+    assert [r[:3] for r in reasons] == ["(a)", "(b)", "(b)"]  # a CI touching zero does not exclude it
+
+
+def test_verdict_without_measurements_fails_and_says_what_is_missing():
+    unmeasured = {"heldout": {"skipped": "no streams"}, "corpora": {"demo": {}}}
+    reasons = rx.verdict(BASE, unmeasured)["reasons"]
+    assert len(reasons) == 2 and "held-out loss not measured for this model" in reasons[0]
+    assert "humaneval-x not measured" in reasons[1]
+    partial = model_result({"cpp": 3.70}, (0.05, 0.01, 0.09), (0.04, 0.01, 0.08))
+    assert "go not measured" in rx.verdict(BASE, partial)["reasons"][0]
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+
+def test_argument_errors_are_clear(setup, tmp_path, capsys):
+    root, a, _, _ = setup
+    cases = [
+        (["--model", "just-a-folder"], "NAME=FOLDER"),
+        (["--model", f"a={a}", "--model", f"a={a}"], "names 'a' twice"),
+        (["--model", f"a={tmp_path / 'missing'}"], "does not exist"),
+        (["--model", f"a={root}"], "no config.json"),
+        (["--model", f"a={a}", "--baseline", "nope"], "unknown baseline 'nope'"),
+        (["--model", f"a={a}", "--corpus", f"c={tmp_path / 'gone.jsonl'}"], "corpus 'c'"),
+    ]
+    for argv, message in cases:
+        if "--baseline" not in argv:
+            argv = [*argv, "--baseline", "a"]
+        code = rx.main([*argv, "--out", str(tmp_path / "out"), "--json"])
+        captured = capsys.readouterr()
+        assert code == 2 and message in json.loads(captured.out)["error"], (argv, captured)
+        assert "Traceback" not in captured.err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_default_corpora_skip_an_absent_humaneval_x(tmp_path):
+    corpora, notes = rx.default_corpora(tmp_path / "humaneval-x")
+    assert list(corpora) == ["demo"] and corpora["demo"] is None
+    assert "humaneval-x skipped" in notes[0]
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+@pytest.mark.slow
+def test_two_models_end_to_end(setup, tmp_path):
+    root, a, b, work = setup
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tools.recipe_experiment", "--model", f"a={a}", "--model", f"b={b}",
+           "--baseline", "a", "--corpus", f"tiny={root / 'corpus.jsonl'}", "--work-dir", str(work),
+           "--cache", str(tmp_path / "cache"), "--ctx", str(CTX), "--eval-windows", str(WINDOWS),
+           "--out", str(out), "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=600,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert "b: clones eval on tiny done in" in run.stderr  # progress: step, model, time
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["models"]) == ["a", "b"] and summary["baseline"] == "a"
+    assert results["models"]["a"]["cache"] != results["models"]["b"]["cache"]
+    for m in results["models"].values():
+        assert set(m["heldout"]["languages"]) == set(LANGS)
+        tiny = m["corpora"]["tiny"]
+        assert len(tiny["layers"]["per_layer"]) == 3 and tiny["layers"]["center"] == "language"
+        assert set(tiny["clones"]["methods"]) == {"concept", "first", "last", "mean"}
+    a_nats = results["models"]["a"]["heldout"]["languages"]["go"]["nats_per_token"]
+    assert a_nats == pytest.approx(hf_loss(a, "go", work), abs=1e-4)
+    # different seeds, different numbers: each model was measured on its own
+    assert a_nats != results["models"]["b"]["heldout"]["languages"]["go"]["nats_per_token"]
+    assert set(results["verdicts"]) == {"b"} and not results["verdicts"]["b"]["replace"]
+    assert "humaneval-x not measured" in results["verdicts"]["b"]["reasons"][-1]
+
+    # the table carries the number `neuro clones eval --json` prints for model b (run here on a fresh cache)
+    direct = subprocess.run([sys.executable, "-m", "neuro", "clones", "eval", "--model", str(b), "--corpus",
+                             str(root / "corpus.jsonl"), "--cache", str(tmp_path / "direct"), "--json"],
+                            capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert direct.returncode == 0, direct.stderr
+    (row,) = [r for r in json.loads(direct.stdout)["overall"] if r["method"] == "last layer"]
+    table = (out / "table.md").read_text()
+    corpus_rows = [line for line in table.split("## Corpus `tiny`")[1].splitlines() if line.startswith("| a ")
+                   or line.startswith("| b ")]
+    assert [r[:4] for r in corpus_rows] == ["| a ", "| b "]  # one row per model
+    cells = [c.strip() for c in corpus_rows[1].split("|")[1:-1]]
+    lo, hi = row["cross-language MAP@R CI"]
+    assert cells[8] == f"{row['cross-language MAP@R']:.3f} [{lo:.3f}, {hi:.3f}]"  # MAP@R last
+    loss_rows = [line for line in table.split("## Held-out loss")[1].split("##")[0].splitlines()
+                 if line.startswith("| a ")]
+    assert len(loss_rows) == 1 and "+0.02 nats/token" in table
+    assert "**b: keep the baseline**" in table

@@ -208,3 +208,15 @@ def test_two_models_end_to_end(setup, tmp_path):
                  if line.startswith("| a ")]
     assert len(loss_rows) == 1 and "+0.02 nats/token" in table
     assert "**b: keep the baseline**" in table
+
+    # --reuse: models already measured with the same folder are copied, not measured again (a work dir that
+    # does not exist would make the held-out step skip, so equal numbers mean nothing was recomputed)
+    again = subprocess.run([*cmd[:cmd.index("--work-dir") + 1], str(tmp_path / "no-such-work"),
+                            *cmd[cmd.index("--work-dir") + 2:cmd.index("--out") + 1], str(tmp_path / "again"),
+                            "--json", "--reuse", str(out / "results.json")],
+                           capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
+                           env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert again.returncode == 0, again.stderr
+    assert "a: reused from" in again.stderr and "b: reused from" in again.stderr
+    reused = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert reused["models"] == results["models"]

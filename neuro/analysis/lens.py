@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neuro.instrument.hooks import forward_until, hooked
+from neuro.instrument.hooks import forward_until
 from neuro.instrument.tokens import encode
 from neuro.model.loading import LoadedModel
 
@@ -133,19 +133,17 @@ def logit_lens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = No
     to_logits = _final_logits(loaded)
     read: dict[int, tuple] = {}
 
-    def register(handles):
-        for layer in sorted({*layers, last}):
-            def hook(module, args, output, layer=layer):
-                hidden = output[0] if isinstance(output, tuple) else output
-                probs = torch.softmax(to_logits(hidden[0]), -1)
-                top = probs.topk(top_k, -1)
-                picked = probs[:-1].gather(1, targets[:, None].to(probs.device))
-                rank = 1 + (probs[:-1] > picked).sum(-1)
-                read[layer] = (top.indices.cpu().numpy(), top.values.cpu().numpy(), rank.cpu().numpy(),
-                               picked[:, 0].cpu().numpy())
-            handles.append(sites[layer].block.register_forward_hook(hook))
+    def read_block(hidden, layer):
+        probs = torch.softmax(to_logits(hidden[0]), -1)
+        top = probs.topk(top_k, -1)
+        picked = probs[:-1].gather(1, targets[:, None].to(probs.device))
+        rank = 1 + (probs[:-1] > picked).sum(-1)
+        read[layer] = (top.indices.cpu().numpy(), top.values.cpu().numpy(), rank.cpu().numpy(),
+                       picked[:, 0].cpu().numpy())
 
-    with loaded.lock, hooked(register), torch.inference_mode():
+    pairs = [(loaded.hook_sites.block_output(layer), lambda hidden, layer=layer: read_block(hidden, layer))
+             for layer in sorted({*layers, last})]
+    with loaded.hooks(pairs, inference=True):
         forward_until(loaded, ids, torch.ones_like(ids), last_layer=last)
     top_ids = np.stack([read[layer][0] for layer in layers])
     vocab = {int(i): _token_text(loaded.tokenizer, int(i)) for i in np.unique(top_ids)}

@@ -40,7 +40,6 @@ from neuro.experiments.intervals import interval_summary, language_intervals, me
 from neuro.experiments.seeds import DEFAULT_SEEDS, Run, SeedComparison, compare, new_comparison_id, seeded_batches
 from neuro.experiments.subsets import evaluated_text, stratified_subset
 from neuro.instrument.ablation import as_layer_map, count, random_like
-from neuro.instrument.hooks import hooked
 from neuro.instrument.losses import model_sample_losses
 from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.plan import batch_plan
@@ -158,45 +157,45 @@ class NeuronDeltas(nn.Module):
     @contextmanager
     def applied(self, loaded: LoadedModel):
         """Every forward pass inside sees W + deltas; hooks are removed on exit (the model's lock is held)."""
-        sites = loaded.sites()
+        points = loaded.hook_sites
         state: dict = {}
+        pairs = []
+        for layer in self.layers:
+            key, idx = str(layer), self.index(layer)
 
-        def register(handles: list) -> None:
-            for layer in self.layers:
-                site, key, idx = sites[layer], str(layer), self.index(layer)
-                mlp = site.mlp
+            def keep_input(x, layer=layer):
+                state[layer, "x"] = x
 
-                def keep_input(module, args, kwargs, layer=layer):
-                    state[layer, "x"] = args[0] if args else next(iter(kwargs.values()))
+            def shift_pre(pre, key=key, idx=idx, layer=layer):
+                x = state[layer, "x"]
+                bias = self.b_in[key].to(x.dtype) if key in self.b_in else None
+                add = F.linear(x, self.w_in[key].to(x.dtype), bias)
+                return pre.index_add(pre.dim() - 1, idx, add.to(pre.dtype))
 
-                def shift_pre(module, args, key=key, idx=idx, layer=layer):
-                    pre, x = args[0], state[layer, "x"]
-                    bias = self.b_in[key].to(x.dtype) if key in self.b_in else None
-                    add = F.linear(x, self.w_in[key].to(x.dtype), bias)
-                    return (pre.index_add(pre.dim() - 1, idx, add.to(pre.dtype)),) + tuple(args[1:])
+            def keep_act(out, layer=layer):
+                state[layer, "act"] = out
 
-                def keep_act(module, args, out, layer=layer):
-                    state[layer, "act"] = out
+            def shift_act(a, key=key, idx=idx, layer=layer):
+                x = state[layer, "x"]
+                gate = state[layer, "act"].index_select(a.dim() - 1, idx)
+                add = gate * F.linear(x, self.w_up[key].to(x.dtype)).to(gate.dtype)
+                return a.index_add(a.dim() - 1, idx, add.to(a.dtype))
 
-                def shift_act(module, args, key=key, idx=idx, layer=layer):
-                    a, x = args[0], state[layer, "x"]
-                    gate = state[layer, "act"].index_select(a.dim() - 1, idx)
-                    add = gate * F.linear(x, self.w_up[key].to(x.dtype)).to(gate.dtype)
-                    return (a.index_add(a.dim() - 1, idx, add.to(a.dtype)),) + tuple(args[1:])
+            def keep_neurons(a, layer=layer):  # what the output projection reads (after shift_act)
+                state[layer, "a"] = a
 
-                def add_out(module, args, out, key=key, idx=idx):
-                    a = args[0].index_select(args[0].dim() - 1, idx)
-                    return out + F.linear(a, self.w_down[key].to(a.dtype)).to(out.dtype)
+            def add_out(out, key=key, idx=idx, layer=layer):
+                a = state.pop((layer, "a"))
+                a = a.index_select(a.dim() - 1, idx)
+                return out + F.linear(a, self.w_down[key].to(a.dtype)).to(out.dtype)
 
-                handles.append(mlp.register_forward_pre_hook(keep_input, with_kwargs=True))
-                handles.append(site.act.register_forward_pre_hook(shift_pre))
-                if self.gated:
-                    handles.append(site.act.register_forward_hook(keep_act))
-                    handles.append(site.down.register_forward_pre_hook(shift_act))
-                handles.append(site.down.register_forward_hook(add_out))
+            pairs += [(points.ffn_input(layer), keep_input), (points.act_input(layer), shift_pre)]
+            if self.gated:
+                pairs += [(points.act_output(layer), keep_act), (points.neuron_input(layer), shift_act)]
+            pairs += [(points.neuron_input(layer), keep_neurons), (points.neuron_output(layer), add_out)]
 
         try:
-            with loaded.lock, hooked(register):
+            with loaded.hooks(pairs):
                 yield self
         finally:
             state.clear()

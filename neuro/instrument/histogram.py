@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import forward_until, hooked
+from neuro.instrument.hooks import forward_until
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
 from neuro.model.loading import LoadedModel
 from neuro.model.plan import batch_plan
@@ -143,14 +143,12 @@ def activation_histogram(loaded: LoadedModel, snippets: Sequence[Snippet], layer
     hist = StreamingHistogram(len(languages), bins)
     kept: dict[str, torch.Tensor] = {}
 
-    def register(handles):
-        def hook(module, args):
-            if args[0].shape[-1] != loaded.n_neurons:
-                raise RuntimeError(f"layer {layer}: captured width {args[0].shape[-1]} != {loaded.n_neurons}")
-            kept["a"] = args[0][..., neuron].float()
-        handles.append(sites[layer].down.register_forward_pre_hook(hook))
+    def keep(a):
+        if a.shape[-1] != loaded.n_neurons:
+            raise RuntimeError(f"layer {layer}: captured width {a.shape[-1]} != {loaded.n_neurons}")
+        kept["a"] = a[..., neuron].float()
 
-    with loaded.lock, hooked(register), torch.inference_mode():
+    with loaded.hooks([(loaded.hook_sites.neuron_input(layer), keep)], inference=True):
         for done, batch in enumerate(batches, 1):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             forward_until(loaded, ids, mask, last_layer=layer)

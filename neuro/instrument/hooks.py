@@ -33,10 +33,10 @@ def forward_until(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, la
     sites = loaded.sites()
     stop_at = len(sites) - 1 if last_layer is None else last_layer
 
-    def stop(module, args, output):
+    def stop(hidden):
         raise _StopForward
 
-    handle = sites[stop_at].block.register_forward_hook(stop) if stop_at < len(sites) - 1 else None
+    handle = loaded.hook_sites.block_output(stop_at).attach(stop) if stop_at < len(sites) - 1 else None
     try:
         loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
     except _StopForward:

@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import torch
 
-from neuro.instrument.hooks import hooked
 from neuro.model.loading import LoadedModel
 
 Op = Literal["zero", "mean", "scale", "set", "patch"]
@@ -236,25 +236,21 @@ def intervened(loaded: LoadedModel, *interventions: Intervention, max_length: in
     model never see it changed; an intervention on no neurons registers nothing (the model is untouched).
     "patch" runs the model once on its source first (`max_length` tokens at most)."""
     per_layer = _prepare(loaded, interventions, max_length)
-    sites = loaded.sites()
     positional = any(p.positions is not None or p.op == "patch" for parts in per_layer.values() for p in parts)
     state = {"offset": 0}
 
-    def track(module, args, kwargs):
+    def track(kwargs):
         past = kwargs.get("past_key_values", kwargs.get("cache"))  # the KV cache's name differs by version
         state["offset"] = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0
 
-    def register(handles):
-        if positional:
-            handles.append(loaded.model.register_forward_pre_hook(track, with_kwargs=True))
-        for layer, parts in per_layer.items():
-            def hook(module, args, parts=parts):
-                a = args[0]
-                out = a if all(p.keep is not None for p in parts) else a.clone()
-                for part in parts:
-                    out = _apply(out, part, state["offset"])
-                return (out,) + tuple(args[1:])
-            handles.append(sites[layer].down.register_forward_pre_hook(hook))
+    def change(a, parts):
+        out = a if all(p.keep is not None for p in parts) else a.clone()
+        for part in parts:
+            out = _apply(out, part, state["offset"])
+        return out
 
-    with loaded.lock, hooked(register):
+    points = loaded.hook_sites
+    pairs = [(points.call_kwargs(), track)] if positional else []
+    pairs += [(points.neuron_input(layer), partial(change, parts=parts)) for layer, parts in per_layer.items()]
+    with loaded.hooks(pairs):
         yield

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import hooked
 from neuro.instrument.losses import final_hidden
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
 from neuro.model.loading import LoadedModel
@@ -53,15 +52,14 @@ def language_means(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
     batches = length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch)
     current: dict = {}
 
-    def register(handles):
-        for site in sites:
-            def hook(module, args, layer=site.layer):
-                a = args[0].to(torch.float64)
-                weights = current["onehot"].to(a.device)  # (batch, seq, languages): real tokens of each language
-                sums[layer] += torch.einsum("bsl,bsn->ln", weights, a).cpu()
-            handles.append(site.down.register_forward_pre_hook(hook))
+    def add(a, layer):
+        a = a.to(torch.float64)
+        weights = current["onehot"].to(a.device)  # (batch, seq, languages): real tokens of each language
+        sums[layer] += torch.einsum("bsl,bsn->ln", weights, a).cpu()
 
-    with loaded.lock, hooked(register), torch.inference_mode():
+    pairs = [(loaded.hook_sites.neuron_input(layer), lambda a, layer=layer: add(a, layer))
+             for layer in range(len(sites))]
+    with loaded.hooks(pairs, inference=True):
         for done, batch in enumerate(batches, 1):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
             real = real_token_mask(loaded, ids, mask).to(torch.float64)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ import torch
 
 from neuro.code.corpus import Snippet
 from neuro.instrument.ablation import as_layer_map, neuron_effects
-from neuro.instrument.hooks import checkpointed_blocks, hooked
+from neuro.instrument.hooks import checkpointed_blocks
 from neuro.instrument.losses import model_token_losses
 from neuro.instrument.statistics import CorpusStats
 from neuro.instrument.tokens import collate, encode, length_batches
@@ -84,28 +85,24 @@ def _gradient_pass(loaded: LoadedModel, encoded, batches: list[list[int]], layer
     next-token targets; every attended position, as ablation zeroes them all)."""
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
-    sites = loaded.sites()
     out = {(layer, int(n)): np.zeros(len(encoded)) for layer, idx in layer_map.items() for n in idx}
     kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def register(handles):
-        for layer, idx in layer_map.items():
-            index = torch.as_tensor(idx)
+    def probed(a, layer, index):
+        # a' = a with the chosen columns scaled by alpha, plus a zero probe there: dL/dprobe = dL/da'.
+        # The graph through a is kept whole, so an earlier layer's neuron reaches the loss through
+        # this layer's neurons (the chosen ones included) as it does in the model.
+        at = index.to(a.device)
+        chosen = a.index_select(-1, at)
+        if layer not in kept:  # else a checkpointed block recomputed in the backward: the same probe
+            kept[layer] = (chosen.detach(), torch.zeros_like(chosen, requires_grad=True))
+        probe = kept[layer][1]
+        return a.index_copy(-1, at, chosen * alpha + probe)
 
-            def hook(module, args, layer=layer, index=index):
-                # a' = a with the chosen columns scaled by alpha, plus a zero probe there: dL/dprobe = dL/da'.
-                # The graph through a is kept whole, so an earlier layer's neuron reaches the loss through
-                # this layer's neurons (the chosen ones included) as it does in the model.
-                a = args[0]
-                at = index.to(a.device)
-                chosen = a.index_select(-1, at)
-                if layer not in kept:  # else a checkpointed block recomputed in the backward: the same probe
-                    kept[layer] = (chosen.detach(), torch.zeros_like(chosen, requires_grad=True))
-                probe = kept[layer][1]
-                return (a.index_copy(-1, at, chosen * alpha + probe),) + tuple(args[1:])
-            handles.append(sites[layer].down.register_forward_pre_hook(hook))
-
-    with hooked(register), checkpointed_blocks(loaded, checkpointing), set_checkpoint_early_stop(False):
+    pairs = [(loaded.hook_sites.neuron_input(layer), partial(probed, layer=layer, index=torch.as_tensor(idx)))
+             for layer, idx in layer_map.items()]
+    # the caller holds the lock across every pass of one estimate; the context nests in it
+    with loaded.hooks(pairs), checkpointed_blocks(loaded, checkpointing), set_checkpoint_early_stop(False):
         for batch in batches:
             kept.clear()
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)

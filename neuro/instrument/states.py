@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import forward_until, hooked
+from neuro.instrument.hooks import forward_until
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
 from neuro.model.loading import LoadedModel
 from neuro.model.plan import batch_plan
@@ -110,22 +110,21 @@ def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer
     tokens = np.zeros((offsets[-1], last + 1, hidden), dtype=np.float32) if sampling else None
     current: dict = {}
 
-    def register(handles):
-        for site in sites[: last + 1]:
-            def hook(module, args, output, layer=site.layer):
-                states = output[0] if isinstance(output, tuple) else output
-                mask = current["mask"].to(states.device)  # a block accelerate placed on another device
-                mean = (states.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-                pooled[current["rows"], layer] = mean.cpu().numpy()
-                if tokens is not None:
-                    for r, i in enumerate(current["rows"]):
-                        if len(picks[i]):
-                            chosen = states[r, torch.as_tensor(picks[i], device=states.device)]
-                            tokens[offsets[i]:offsets[i + 1], layer] = chosen.float().cpu().numpy()
-            handles.append(site.block.register_forward_hook(hook))
+    def keep(states, layer):
+        mask = current["mask"].to(states.device)  # a block accelerate placed on another device
+        mean = (states.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        pooled[current["rows"], layer] = mean.cpu().numpy()
+        if tokens is not None:
+            for r, i in enumerate(current["rows"]):
+                if len(picks[i]):
+                    chosen = states[r, torch.as_tensor(picks[i], device=states.device)]
+                    tokens[offsets[i]:offsets[i + 1], layer] = chosen.float().cpu().numpy()
+
+    pairs = [(loaded.hook_sites.block_output(layer), lambda states, layer=layer: keep(states, layer))
+             for layer in range(last + 1)]
 
     done = 0
-    with loaded.lock, hooked(register), torch.inference_mode():
+    with loaded.hooks(pairs, inference=True):
         batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
         for batch in length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.hooks import checkpointed_blocks, forward_until, hooked
+from neuro.instrument.hooks import checkpointed_blocks, forward_until
 from neuro.instrument.tokens import Encoded, Truncation, collate, encode, length_batches, real_token_mask
 from neuro.model.adapters import NeuronSite
+from neuro.model.hook_sites import Attachment
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 
@@ -256,6 +257,7 @@ class StatisticsHooks:
     def __init__(self, loaded: LoadedModel, gradients: bool, n_node_types: int = 0, top_k: int = 0,
                  n_units: int = 0):
         self.sites = loaded.sites()
+        self.points = loaded.hook_sites
         self.width = loaded.n_neurons
         self.gradients = gradients
         # allocated on first use, on the device the layer's activations arrive on (accelerate may place a
@@ -381,18 +383,25 @@ class StatisticsHooks:
 
     # hooks --------------------------------------------------------------------------------------
 
-    def register(self, handles: list) -> None:
+    def attachments(self) -> list[Attachment]:
+        """(site, hook) pairs for `LoadedModel.hooks`: the neuron activations, the activation function's
+        output (LAPE's "active") and, for gradients of a gated FFN, the up projection's output."""
+        out: list[Attachment] = []
         for site in self.sites:
-            handles.append(site.down.register_forward_pre_hook(self._down_hook(site)))
-            handles.append(site.act.register_forward_hook(self._act_hook(site)))
+            out.append((self.points.neuron_input(site.layer), self._down_hook(site)))
+            out.append((self.points.act_output(site.layer), self._act_hook(site)))
             if self.gradients and site.up is not None:
-                handles.append(site.up.register_forward_hook(self._up_hook(site)))
+                out.append((self.points.up_output(site.layer), self._up_hook(site)))
+        return out
+
+    def register(self, handles: list) -> None:
+        """`attachments`, for a caller that manages hooks itself (bench/bench_capture.py with `hooked`)."""
+        handles.extend(site.attach(fn) for site, fn in self.attachments())
 
     def _down_hook(self, site: NeuronSite):
         hold_activation = self.gradients and site.up is None
 
-        def hook(module, args):
-            a = args[0]
+        def hook(a):
             _check_width(site, a, self.width)
             detached = a.detach()
             if self.replaying:  # a checkpointed block recomputed in the backward: counted already
@@ -424,7 +433,7 @@ class StatisticsHooks:
         self.staged.top[layer] = (batch_values, token_ids[rows])
 
     def _act_hook(self, site: NeuronSite):
-        def hook(module, args, out):
+        def hook(out):
             _check_width(site, out, self.width)
             if self.replaying:
                 return
@@ -433,7 +442,7 @@ class StatisticsHooks:
         return hook
 
     def _up_hook(self, site: NeuronSite):
-        def hook(module, args, up):
+        def hook(up):
             # Gated FFN: a = act(gate) * up, so a * dL/da = up * dL/dup. Autograd keeps `up` for the
             # product's backward anyway, so holding it here until its gradient arrives costs nothing
             # (under checkpointing it is not kept: the recomputation hands it over instead).
@@ -586,10 +595,10 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     plan = _capture_plan(loaded, gradients, max_length, batch_tokens, checkpointing,
                          capture_fixed_bytes(n_layers, width, n_units, len(node_types), top_k))
 
-    with loaded.lock:
+    with loaded.lock:  # held from the accumulators' allocation to reading them; the hooks nest in it
         hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k, n_units=n_units)
         hooks.checkpointing = plan.checkpointing and gradients
-        with hooked(hooks.register):
+        with loaded.hooks(hooks.attachments()):
             for li, lang in enumerate(langs):
                 pending = [i for i in mine if snippets[i].lang == lang]
                 queue = _batches(pending, encoded, plan.batch_tokens, max_batch)
@@ -731,17 +740,13 @@ def trace_tokens(loaded: LoadedModel, code: str, layers: Sequence[int] | None = 
     enc = encode(loaded, code, max_length)
     kept: dict[int, torch.Tensor] = {}
 
-    def register(handles):
-        for layer in layers:
-            site = sites[layer]
-
-            def hook(module, args, site=site):
-                _check_width(site, args[0], loaded.n_neurons)
-                kept[site.layer] = args[0][0].float().cpu()
-            handles.append(site.down.register_forward_pre_hook(hook))
+    def keep(a, site):
+        _check_width(site, a, loaded.n_neurons)
+        kept[site.layer] = a[0].float().cpu()
 
     ids = torch.tensor([enc.ids], device=loaded.device)
-    with loaded.lock, hooked(register), torch.inference_mode():
+    pairs = [(loaded.hook_sites.neuron_input(layer), lambda a, site=sites[layer]: keep(a, site)) for layer in layers]
+    with loaded.hooks(pairs, inference=True):
         forward_until(loaded, ids, torch.ones_like(ids), last_layer=layers[-1])
     acts = np.stack([kept[layer].numpy() for layer in layers])
     return TokenTrace(code, enc.ids, enc.offsets, layers, acts)

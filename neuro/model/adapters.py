@@ -1,5 +1,5 @@
 """The one table of Hugging Face module names: where each architecture keeps its blocks, FFN parts,
-final norm. Everything else reaches modules through `Adapter`, `NeuronSite` and `LoadedModel`, so
+final norm. Everything else reaches modules through `Adapter`, `NeuronSite`, `HookSites` and `LoadedModel`, so
 supporting another architecture is one entry in `ADAPTERS` (tests/test_architecture.py checks both)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from neuro.model.errors import ModelLoadError
+from neuro.model.hook_sites import HookSite, SiteKind
 
 
 class UnsupportedArchitecture(ModelLoadError):
@@ -76,6 +77,10 @@ class Adapter:
     def final_norm_of(self, model: nn.Module) -> nn.Module:
         return model.get_submodule(self.final_norm)
 
+    def hook_sites(self, model: nn.Module) -> HookSites:
+        """The named places of `model` that hooks read (a neuron's activation, a block's output, ...)."""
+        return HookSites(model, self)
+
 
 _LLAMA_LIKE = dict(blocks="model.layers", mlp="mlp", down="down_proj", act="act_fn", gate="gate_proj", up="up_proj")
 
@@ -134,3 +139,58 @@ def neuron_sites(model: nn.Module, adapter: Adapter) -> list[NeuronSite]:
     if len(set(acts)) != len(acts):  # one activation module shared by all blocks: cannot tell layers apart
         raise UnsupportedArchitecture(f"{adapter.name}: the FFN activation module is shared across blocks")
     return sites
+
+
+class HookSites:
+    """The named hook sites of one model (`LoadedModel.hook_sites`), each resolved through the adapter with
+    the hook kind its tensor needs: callers attach a function of the tensor (neuro.model.hook_sites).
+
+    Block `layer`'s FFN computes a = act(pre) [* up] and writes down(a) into the residual stream; a is the
+    neuron activation (see Adapter)."""
+
+    def __init__(self, model: nn.Module, adapter: Adapter):
+        self.model = model
+        self.adapter = adapter
+        self._sites = neuron_sites(model, adapter)
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+    def _site(self, name: str, layer: int, module: nn.Module | None, kind: SiteKind) -> HookSite:
+        if module is None:
+            raise ValueError(f"{self.adapter.name} has no {name} site")
+        return HookSite(name, layer, module, kind)
+
+    def neuron_input(self, layer: int) -> HookSite:
+        """The neuron activations a of block `layer` (batch, seq, neurons): the FFN output projection's input
+        (a Linear's or GPT-2's Conv1D's alike)."""
+        return self._site("neuron_input", layer, self._sites[layer].down, "input")
+
+    def neuron_output(self, layer: int) -> HookSite:
+        """down(a) (batch, seq, hidden): what the neurons write, before any dropout of the FFN."""
+        return self._site("neuron_output", layer, self._sites[layer].down, "output")
+
+    def act_input(self, layer: int) -> HookSite:
+        """The pre-activation (gate x, or fc_in x for a non-gated FFN), the activation module's input."""
+        return self._site("act_input", layer, self._sites[layer].act, "input")
+
+    def act_output(self, layer: int) -> HookSite:
+        """act(pre): LAPE's "active" is act_output > 0; for a non-gated FFN it is a itself."""
+        return self._site("act_output", layer, self._sites[layer].act, "output")
+
+    def up_output(self, layer: int) -> HookSite:
+        """up x of a gated FFN with a separate up projection (a = act(gate x) * up x); none otherwise."""
+        return self._site("up_output", layer, self._sites[layer].up, "output")
+
+    def ffn_input(self, layer: int) -> HookSite:
+        """The FFN's input x (the normed residual stream) of block `layer`."""
+        return self._site("ffn_input", layer, self._sites[layer].mlp, "input")
+
+    def block_output(self, layer: int) -> HookSite:
+        """The residual stream after block `layer` (batch, seq, hidden): the model's
+        output_hidden_states[layer + 1], except after the last block, which the model reports normed."""
+        return self._site("block_output", layer, self._sites[layer].block, "output")
+
+    def call_kwargs(self) -> HookSite:
+        """The keyword arguments of the model's own forward (e.g. the KV cache a `generate` step passes)."""
+        return HookSite("call_kwargs", None, self.model, "kwargs")

@@ -13,14 +13,16 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from neuro.model.adapters import Adapter, NeuronSite, adapter_for, neuron_sites
+from neuro.model.adapters import Adapter, HookSites, NeuronSite, adapter_for, neuron_sites
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
+from neuro.model.hook_sites import Attachment, hooks_held
 from neuro.model.identity import WEIGHT_SUFFIXES, model_identity, module_fingerprint, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,17 @@ class LoadedModel:
 
     def sites(self) -> list[NeuronSite]:
         return neuron_sites(self.model, self.adapter)
+
+    @property
+    def hook_sites(self) -> HookSites:
+        """The named places hooks read: `hook_sites.neuron_input(layer)`, `.block_output(layer)`, ..."""
+        return self.adapter.hook_sites(self.model)
+
+    def hooks(self, attachments: Iterable[Attachment] = (), *, inference: bool = False):
+        """`with loaded.hooks([(site, fn), ...], inference=True):` the model's lock held, the hooks attached
+        and (with `inference`) inference mode on; hooks removed and lock released on exit, even on error.
+        Re-entrant: a caller already holding `lock` (several passes as one) may nest it."""
+        return hooks_held(self.lock, attachments, inference=inference)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from math import comb
 
 import pytest
 
-from neuro.code import sandbox as execution
+from neuro.code.sandbox import isolation
 from neuro.code.corpus import CorpusError, Snippet
 from neuro.code.sandbox import (
     ExecutionResult,
@@ -249,7 +249,7 @@ def test_sandbox_features_are_reported():
 @pytest.mark.skipif(FEATURES["isolation"] != "bubblewrap", reason="the fallback is what every other test runs here")
 def test_fallback_without_bubblewrap(monkeypatch):
     """Where bwrap cannot run, runs go through the namespaces (or nothing) again, and say so."""
-    monkeypatch.setattr(execution, "_isolation", lambda: "namespaces" if execution._namespace_prefix() else "none")
+    monkeypatch.setattr(isolation, "_isolation", lambda: "namespaces" if isolation._namespace_prefix() else "none")
     features = sandbox_features()
     assert features["isolation"] != "bubblewrap" and not features["filesystem_isolation"]
     assert "bubblewrap" in sandbox_warning()

@@ -101,10 +101,8 @@ def test_a_job_reports_phase_and_overall_fraction(tmp_path):
 
 
 def test_resume_keeps_the_elapsed_time(tmp_path, monkeypatch):
-    import neuro.jobs.folders as folders
-
     clock = [1000.0]
-    monkeypatch.setattr(folders.time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: clock[0])
     folder = create_job("finetune", {"model": "x"}, root=tmp_path)
     write_json(folder / "status.json", {"state": "cancelled", "created": 990.0, "started": 1000.0,
                                         "finished": 1030.0})

@@ -185,10 +185,8 @@ def test_checkpoint_replaces_the_whole_folder(tmp_path):
 def test_a_running_job_says_how_long_its_phase_has_left(tmp_path, monkeypatch):
     """The time left is measured from the phase's first report: 20 of 100 steps in 10 s leave about 40 s;
     a new phase starts a new measurement."""
-    import neuro.jobs.folders as folders
-
     clock = [1000.0]
-    monkeypatch.setattr(folders.time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: clock[0])
     folder = create_job("finetune", {}, root=tmp_path)
     ctx = JobContext(folder)
     ctx._write_status(state="running", started=clock[0])

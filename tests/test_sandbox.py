@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_execution import alive
 
-from neuro.code import sandbox as execution
+from neuro.code.sandbox import isolation, languages, processes, runner
 from neuro.code.sandbox import run_program, sandbox_features, sandbox_warning, toolchains
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,9 +304,9 @@ def test_escape_attempts_leave_no_trace(lang, other_run, listener):
     marker = f"neuro-orphan-{uuid.uuid4().hex}"
     secret_file, secret = other_run
     port, connections = listener
-    cache_root = execution._cache_root()
+    cache_root = languages._cache_root()
     host_paths = [Path("/tmp") / name, Path(tempfile.gettempdir()) / name, Path.home() / name,
-                  Path(execution._HOME) / name, REPO / name, REPO / "cache" / name, cache_root / name,
+                  Path(isolation._HOME) / name, REPO / name, REPO / "cache" / name, cache_root / name,
                   cache_root / "cpp" / name, Path("/") / name]
     writes = [(f"/tmp/{name}", False), (str(Path.home() / name), True), (str(REPO / name), True),
               (str(REPO / "cache" / name), True), (str(cache_root / name), True),
@@ -352,7 +352,7 @@ def test_work_folder_files_belong_to_an_unprivileged_uid():
     assert outcome["result"].passed, outcome["result"]
     assert len(seen) == 1, seen
     st = next(iter(seen.values()))
-    assert st.st_uid != 0 and execution._RUN_UIDS[0] <= st.st_uid < execution._RUN_UIDS[1], st
+    assert st.st_uid != 0 and runner._RUN_UIDS[0] <= st.st_uid < runner._RUN_UIDS[1], st
     assert [p for p in seen if os.path.exists(p)] == []  # and the work folder is gone after the run
 
 
@@ -527,12 +527,12 @@ def test_private_tmp_is_capped_and_not_the_hosts():
     result = run_program("python", code, "", timeout=20)
     assert result.passed, result
     full_at = int(result.stdout.split()[2])
-    assert full_at <= execution._TMPFS_MB, result.stdout
+    assert full_at <= isolation._TMPFS_MB, result.stdout
     assert glob.glob(f"/tmp/{name}-*") == [] and glob.glob(os.path.join(tempfile.gettempdir(), f"{name}-*")) == []
 
 
 def test_filling_the_work_folder_is_killed(monkeypatch):
-    monkeypatch.setitem(execution._QUOTA_MB, False, 48)  # the run's quota (the default takes longer to fill)
+    monkeypatch.setitem(runner._QUOTA_MB, False, 48)  # the run's quota (the default takes longer to fill)
     code = ("for i in range(1000):\n    with open(f'fill-{i}', 'wb') as f:\n        for _ in range(16):\n"
             "            f.write(b'x' * (1 << 20))\n")
     start = time.monotonic()
@@ -542,7 +542,7 @@ def test_filling_the_work_folder_is_killed(monkeypatch):
 
 
 def test_many_files_in_the_work_folder_are_killed(monkeypatch):
-    monkeypatch.setattr(execution, "_QUOTA_ENTRIES", 300)
+    monkeypatch.setattr(processes, "_QUOTA_ENTRIES", 300)
     code = "import os\nfor i in range(1_000_000):\n    open(f'f{i}', 'w').close()\n"
     result = run_program("python", code, "", timeout=30)
     assert result.status == "killed" and "300 files" in result.reason, result

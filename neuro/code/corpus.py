@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from neuro import atomic
+
 LANGS: tuple[str, ...] = ("cpp", "java", "python", "go", "javascript")
 
 _ALIASES = {
@@ -111,13 +113,10 @@ def load_jsonl(path: str | Path) -> list[Snippet]:
 
 
 def save_jsonl(snippets: Iterable[Snippet], path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic.replacing(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for s in snippets:
             row = {k: v for k, v in s.to_json().items() if not (k == "prompt" and v is None)}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def load_folder(folder: str | Path, max_bytes: int = 200_000) -> list[Snippet]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,7 @@ def write_hf_folder(model, tokenizer, out: Path) -> Path:
     """save_pretrained into a temporary sibling folder, then rename it into place, so a killed export
     never leaves a half-written folder where a loader would look."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.export.tmp"  # unique: two exports never share it
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

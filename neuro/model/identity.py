@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neuro import atomic
 from neuro.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,11 @@ def _write_memo(path: Path, new: dict[str, dict]) -> None:
     of files that are gone, and replace it atomically. A read-only cache only costs re-hashing."""
     files = {k: v for k, v in _read_memo(path).items() if os.path.exists(k)}
     files.update(new)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": _MEMO_VERSION, "files": files}, sort_keys=True))
-        os.replace(tmp, path)
+        atomic.write_json(path, {"version": _MEMO_VERSION, "files": files}, sort_keys=True)
     except OSError as err:
         log.debug("could not keep weight digests in %s: %s", path, err)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def file_digests(paths: Sequence[Path], memo: Path | None = None) -> list[str]:

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from neuro import atomic
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WORK_DIR = REPO / "cache" / "demo_train"
 DEFAULT_CACHE = REPO / "cache" / "recipe_experiment"
@@ -520,9 +522,7 @@ def run(args) -> dict:
 
 def save(out: Path, results: dict) -> None:
     """results.json, rewritten after every step (atomically) so an interrupted run keeps what it measured."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    tmp.replace(out / "results.json")
+    atomic.write_text(out / "results.json", json.dumps(results, indent=1, default=str))
 
 
 def compact(results: dict) -> dict:

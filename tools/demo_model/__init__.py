@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from tools.demo_model.card import (  # noqa: F401
     REBUILD,
-    rebuild_commands,
     card,
+    rebuild_commands,
     render_card,
 )
 from tools.demo_model.cli import (  # noqa: F401

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from neuro import atomic
 from neuro.code.corpus import LANGS as CORPUS_LANGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +83,5 @@ log = logging.getLogger("tools.demo_model")
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Atomic JSON write."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (neuro's helper: a unique temporary file, then a rename)."""
+    atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuro import atomic
 from tools.demo_model.evaluation import model_nll, val_windows
 from tools.demo_model.hardware import device_name, pick_threads
 from tools.demo_model.settings import LANGS, log, write_json
@@ -112,9 +113,8 @@ def train(args: argparse.Namespace) -> dict:
         return max(state["elapsed"] / max_s, state["tokens"] / max_tokens)
 
     def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state}, tmp)
-        os.replace(tmp, ckpt_path)
+        with atomic.replacing(ckpt_path) as tmp:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state}, tmp)
 
     def quick_eval() -> dict:
         model.eval()

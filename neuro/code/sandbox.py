@@ -68,6 +68,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from neuro.choices import ExecutionStatus, Isolation
 from neuro.code.corpus import LANGS, Snippet, normalize_lang
 
 STATUSES = ("passed", "failed", "compile_error", "timeout", "memory", "killed", "error")
@@ -126,7 +127,7 @@ class ExecutionResult:
     """The outcome of one program run against its test. `status` is one of STATUSES."""
 
     passed: bool
-    status: str
+    status: ExecutionStatus
     returncode: int | None
     stdout: str
     stderr: str
@@ -294,7 +295,7 @@ def _bwrap_works() -> bool:
 
 
 @functools.cache
-def _isolation() -> str:
+def _isolation() -> Isolation:
     """The mechanism runs are isolated with: "bubblewrap", "namespaces" (the fallback) or "none"."""
     if _bwrap_works():
         return "bubblewrap"
@@ -848,14 +849,14 @@ def _signal_name(rc: int) -> str:
         return f"signal {-rc}"
 
 
-def _result(status: str, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
+def _result(status: ExecutionStatus, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
     out = proc.stdout.decode("utf-8", "replace") if proc else ""
     err = proc.stderr.decode("utf-8", "replace") if proc else ""
     return ExecutionResult(status == "passed", status, proc.returncode if proc else None, out, err,
                            bool(proc and proc.overflow), time.monotonic() - start, reason)
 
 
-def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[str, str]:
+def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[ExecutionStatus, str]:
     text = proc.stderr.decode("utf-8", "replace") + "\n" + proc.stdout.decode("utf-8", "replace")
     what = "compilation" if step.compile else "run"
     if proc.overflow:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from neuro.instrument.hooks import hooked
 from neuro.model.loading import LoadedModel
 
 Op = Literal["zero", "mean", "scale", "set", "patch"]
-OPS: tuple[str, ...] = ("zero", "mean", "scale", "set", "patch")
+OPS: tuple[str, ...] = get_args(Op)
 
 
 def neuron_pairs(neurons) -> tuple[tuple[int, int], ...]:

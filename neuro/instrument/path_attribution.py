@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neuro.choices import QuadratureRule
+
 from neuro.code.corpus import Snippet
 from neuro.instrument.ablation import as_layer_map, neuron_effects
 from neuro.instrument.hooks import checkpointed_blocks, hooked
@@ -44,7 +46,7 @@ class Quadrature:
     """Points alpha_k in (0, 1] with weights summing to 1: the mean gradient along the path is
     sum_k w_k g(alpha_k)."""
 
-    rule: str
+    rule: QuadratureRule
     points: tuple[float, ...]
     weights: tuple[float, ...]
 
@@ -61,7 +63,7 @@ class Quadrature:
 FIRST_ORDER = Quadrature("first-order", (1.0,), (1.0,))
 
 
-def quadrature(k: int, rule: str = "midpoint") -> Quadrature:
+def quadrature(k: int, rule: QuadratureRule = "midpoint") -> Quadrature:
     """K points on (0, 1): "midpoint" ((i + 1/2) / K, equal weights) or "gauss" (Gauss-Legendre, exact for
     polynomials of degree 2K - 1)."""
     if k < 1:

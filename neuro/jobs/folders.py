@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neuro.choices import JobState
 from neuro.paths import REPO_DIR, cache_dir
 from neuro.progress import duration, seconds_left
 from neuro.training.checkpoints import TRAIN_STATE
@@ -137,7 +138,7 @@ class JobInfo:
     id: str
     kind: str
     label: str
-    state: str
+    state: JobState
     path: Path
     params: dict
     created: float
@@ -448,7 +449,7 @@ class JobContext:
         while not self._stop.wait(HEARTBEAT_S):
             self._write_status()
 
-    def end(self, state: str, message: str = "", error: str | None = None) -> None:
+    def end(self, state: JobState, message: str = "", error: str | None = None) -> None:
         self._stop.set()
         self._flush_metrics()
         changes = {"progress": {"done": 1, "total": 1, "phase": "done"}} if state == "finished" else {}

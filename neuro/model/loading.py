@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neuro.choices import DeviceMap
 from neuro.model.adapters import Adapter, NeuronSite, adapter_for, neuron_sites
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
 from neuro.model.identity import WEIGHT_SUFFIXES, model_identity, module_fingerprint, weights_fingerprint
@@ -236,7 +237,7 @@ def check_device(device: str | torch.device | None) -> None:
 
 
 def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
-               device: str | None = None, device_map: str | dict | None = None,
+               device: str | None = None, device_map: DeviceMap | dict | None = None,
                max_memory: dict | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer for analysis (eval mode, parameters frozen).
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ class Quadrature:
     """Points alpha_k in (0, 1] with weights summing to 1: the mean gradient along the path is
     sum_k w_k g(alpha_k)."""
 
-    rule: QuadratureRule
+    rule: QuadratureRule | Literal["first-order"]  # first-order: the gradient at the activation alone
     points: tuple[float, ...]
     weights: tuple[float, ...]
 

@@ -230,7 +230,8 @@ def real_model(request):
 SANDBOX_MODULES = {"test_sandbox.py", "test_execution.py", "test_demo_corpus.py", "test_parallel_programs.py"}
 SANDBOX_TESTS = {"test_generation.py::test_true_completion_passes_the_test",
                  "test_generation.py::test_pass_at_k_plumbing_with_and_without_ablation"}
-SLOW_MODULES = {"test_demo_ground_truth.py", "test_cli.py", "test_distributed.py", "test_real_tokenizers.py"}
+SLOW_MODULES = {"test_demo_ground_truth.py", "test_cli.py", "test_distributed.py", "test_real_tokenizers.py",
+                "test_typecheck.py"}
 SLOW_TESTS = {
     "test_jobs.py::test_a_killed_job_resumes_from_its_checkpoint",
     "test_jobs.py::test_cli_finetune_compares_methods_and_refuses_bad_input",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neuro.choices import CenterChoice, choices
 from neuro.code.corpus import Snippet
 
 CENTERINGS = {
@@ -27,7 +28,9 @@ CENTERINGS = {
     "none": "raw states",
 }
 
-DEFAULT_CENTERING = "language"
+assert tuple(CENTERINGS) == choices(CenterChoice)
+
+DEFAULT_CENTERING: CenterChoice = "language"
 
 MIN_LANGUAGE_ROWS = 5  # a language with fewer programs is centred on the corpus mean (its own mean is noise)
 
@@ -40,7 +43,7 @@ def unit_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def check_centering(center: str) -> str:
+def check_centering(center: CenterChoice) -> CenterChoice:
     if center not in CENTERINGS:
         raise ValueError(f"centring must be one of {', '.join(CENTERINGS)}, not {center!r}")
     return center
@@ -50,12 +53,12 @@ def check_centering(center: str) -> str:
 class Centering:
     """The means subtracted before cosine: per language and for the whole corpus."""
 
-    how: str
+    how: CenterChoice
     corpus_mean: np.ndarray
     language_means: dict[str, np.ndarray]
 
     @classmethod
-    def fit(cls, x: np.ndarray, langs: Sequence[str], how: str = DEFAULT_CENTERING) -> Centering:
+    def fit(cls, x: np.ndarray, langs: Sequence[str], how: CenterChoice = DEFAULT_CENTERING) -> Centering:
         x = np.asarray(x, dtype=np.float32)
         langs = np.asarray(langs)
         means = {}
@@ -84,7 +87,7 @@ class Centering:
         return unit_rows(out)
 
 
-def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: str = DEFAULT_CENTERING) -> np.ndarray:
+def centred_rows(x: np.ndarray, snippets: Sequence[Snippet], how: CenterChoice = DEFAULT_CENTERING) -> np.ndarray:
     """Unit rows of one embedding per snippet, centred as `how` says, fitted on these rows (for
     pictures; a measured score fits `Centering` on the selection side instead)."""
     langs = [s.lang for s in snippets]

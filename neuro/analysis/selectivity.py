@@ -27,15 +27,16 @@ import pandas as pd
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 
+from neuro.choices import NeuronClass, Normalization, Score, SelectionMethod, choices
 from neuro.instrument.statistics import CorpusStats
 
-CLASSES = ("specific", "universal", "other")
+CLASSES = choices(NeuronClass)
 
 _SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
 
-NORMALIZATIONS = ("none", "language", "language_layer")
+NORMALIZATIONS = choices(Normalization)
 
-SCORES = ("pls", "attribution")
+SCORES = choices(Score)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class SelectionParams:
     candidate_quantile: float = 0.90
     ratio: float = 1.5
     top_fraction: float = 0.01
-    normalize: str = "language_layer"
-    score: str = "pls"
+    normalize: Normalization = "language_layer"
+    score: Score = "pls"
 
     def __post_init__(self):
         if self.score not in SCORES:
@@ -113,7 +114,7 @@ class NeuronSelection:
     method; LAPE adds entropy. `threshold` is the candidate threshold (PLS) or the activation bar (LAPE).
     """
 
-    method: str
+    method: SelectionMethod
     languages: list[str]
     n_layers: int
     n_neurons: int
@@ -331,7 +332,7 @@ def _pls_classes(flat: np.ndarray, params: SelectionParams, top_two: tuple | Non
     return cls, bits, threshold, k
 
 
-def normalized_pls(pls: np.ndarray, how: str) -> np.ndarray:
+def normalized_pls(pls: np.ndarray, how: Normalization) -> np.ndarray:
     """Scores (languages, layers, neurons) divided by their mean magnitude per language or per
     (language, layer) (for PLS, which is never negative, simply its mean)."""
     if how == "none":
@@ -410,7 +411,7 @@ def select_lape(stats: CorpusStats, params: LapeParams | None = None) -> NeuronS
     return select_lape_scores(stats.activation_probability(), stats.languages, params)
 
 
-def select_neurons(stats: CorpusStats, method: str = "pls",
+def select_neurons(stats: CorpusStats, method: SelectionMethod = "pls",
                    params: SelectionParams | LapeParams | None = None) -> NeuronSelection:
     """Dispatch by method name ("pls" or "lape")."""
     if method == "pls":
@@ -427,7 +428,7 @@ def select_neurons(stats: CorpusStats, method: str = "pls",
 PERMUTATIONS = 200  # default permutations of a chance level: p-values resolve down to 1/201
 
 
-def selection_rule(method: str, params: SelectionParams | LapeParams | None, n_langs: int):
+def selection_rule(method: SelectionMethod, params: SelectionParams | LapeParams | None, n_langs: int):
     """(the per-unit score the rule reads, params, rule) where rule(scores (languages, layers, neurons)) gives
     (class per neuron, language bits of the specific ones): the selection without its per-neuron table."""
     if method == "pls":
@@ -527,7 +528,7 @@ class ChanceLevel:
     count of neurons high in every language sits at the rule's cap (neuro.analysis.universality tests it).
     """
 
-    method: str
+    method: SelectionMethod
     score: str
     permutations: int
     units: int
@@ -578,8 +579,9 @@ class ChanceLevel:
                 "mean": self.mean(), "max": self.max(), "p": self.p_values(), "p_holm": self.p_holm()}
 
 
-def chance_level(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None,
-                 permutations: int = PERMUTATIONS, seed: int = 0, groups: np.ndarray | None = None) -> ChanceLevel:
+def chance_level(stats: CorpusStats, method: SelectionMethod = "pls",
+                 params: SelectionParams | LapeParams | None = None, permutations: int = PERMUTATIONS,
+                 seed: int = 0, groups: np.ndarray | None = None) -> ChanceLevel:
     """Counts of language-specific neurons under `permutations` random relabellings of the units' languages,
     within each group of `groups` (a task code per unit, `unit_groups`) when given, and the real counts."""
     if permutations < 1:

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pandas as pd
 
 from neuro.analysis.selectivity import NORMALIZATIONS, SelectionParams, select_pls
+from neuro.choices import Normalization
 from neuro.instrument.statistics import CorpusStats
 
 QUANTILES = (0.8, 0.9, 0.95)
@@ -22,7 +23,7 @@ FRACTIONS = (0.005, 0.01, 0.02)
 
 
 def sensitivity(stats: CorpusStats, base: SelectionParams | None = None, *,
-                normalizations: Sequence[str] = NORMALIZATIONS, quantiles: Sequence[float] = QUANTILES,
+                normalizations: Sequence[Normalization] = NORMALIZATIONS, quantiles: Sequence[float] = QUANTILES,
                 ratios: Sequence[float] = RATIOS, fractions: Sequence[float] = FRACTIONS) -> pd.DataFrame:
     """PLS (or attribution) counts per language and universal, one row per setting: the base, then each of
     `normalize`, `candidate_quantile`, `ratio` and `top_fraction` varied alone over the given values.

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from neuro.choices import DeviceMap, choices
 from neuro.code.corpus import CorpusError, load_corpus
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.model.errors import ModelLoadError, WeightsNotLoaded
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
         p.add_argument("--dtype", help="float32, bfloat16, float16 (default: float32 on CPU, bf16 on GPU)")
         p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
-        p.add_argument("--device-map", choices=["auto", "balanced", "balanced_low_0", "sequential"],
+        p.add_argument("--device-map", choices=choices(DeviceMap),
                        help="split the model over the visible GPUs (and CPU) with accelerate (default: auto when "
                             "more than one GPU is visible)")
         p.add_argument("--max-memory", help="accelerate's per-device cap, e.g. 0=70GiB,1=70GiB,cpu=200GiB")

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuro.choices import FinetuneMethod, NeuronSetName, choices
 from neuro.code.corpus import Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
 from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
@@ -58,12 +60,9 @@ from neuro.training.lora import (
 from neuro.training.memory import estimate_training_bytes, memory_reason
 from neuro.training.records import Record
 
-METHODS = ("neurons", "random", "full", "lora")
+METHODS = choices(FinetuneMethod)
 
-NEURON_SETS = ("specific", "specific+universal")
-
-METHOD_LABELS = {"neurons": "Neuron-guided", "random": "Random neurons (control)", "full": "Full fine-tuning",
-                 "lora": "LoRA (peft)"}
+NEURON_SETS = choices(NeuronSetName)
 
 
 @dataclass(frozen=True)
@@ -242,8 +241,8 @@ class FinetuneConfig(Record):
 
     model: str
     target: str
-    method: str = "neurons"
-    neuron_set: str = "specific"
+    method: FinetuneMethod = "neurons"
+    neuron_set: NeuronSetName = "specific"
     neurons: dict[int, list[int]] = field(default_factory=dict)
     steps: int = 100
     lr: float = 1e-3
@@ -278,8 +277,9 @@ class FinetuneConfig(Record):
         return count(self.neurons) if self.neurons else 0
 
     def label(self) -> str:
-        what = METHOD_LABELS.get(self.method, self.method)
-        size = f", {self.n_neurons} neurons" if self.method in ("neurons", "random") else ""
+        method = REGISTRY.get(self.method)
+        what = method.label if method else self.method
+        size = f", {self.n_neurons} neurons" if method and method.trains_neurons else ""
         return f"{self.target}: {what}{size}, {self.steps} steps, lr {self.lr:g}, seed {self.seed}"
 
     @property
@@ -304,8 +304,9 @@ def select_finetune_neurons(loaded: LoadedModel, split: CorpusSplit, params=None
     return select_neurons(stats, "pls", params)
 
 
-def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = "neurons",
-                  neuron_set: str = "specific", split: CorpusSplit | None = None, **options) -> FinetuneConfig:
+def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: FinetuneMethod = "neurons",
+                  neuron_set: NeuronSetName = "specific", split: CorpusSplit | None = None,
+                  **options) -> FinetuneConfig:
     """A config with the neuron set resolved: the target's specific neurons (plus universal ones), or
     for "random" as many random neurons per layer, none of them in that set.
 
@@ -313,7 +314,7 @@ def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = 
     records that split's parameters, so the run trains and evaluates on the same sides."""
     if split is not None:
         options.update(eval_fraction=split.params.eval_fraction, split_seed=split.params.seed)
-    neurons = {}
+    neurons: dict[int, np.ndarray] = {}
     if target in selection.languages:
         neurons = as_layer_map(selection.neurons_for(target))
         if neuron_set == "specific+universal":
@@ -321,19 +322,19 @@ def plan_finetune(loaded: LoadedModel, selection, target: str, *, method: str = 
             for layer, idx in selection.universal_neurons().items():
                 both.setdefault(layer, []).extend(idx.tolist())
             neurons = as_layer_map(both)
-    if method == "random":
-        neurons = random_like(neurons, loaded.n_neurons, seed=options.get("seed", 0), exclude=neurons)
-    neurons = {int(layer): [int(x) for x in idx] for layer, idx in neurons.items() if len(idx)}
+    if method in REGISTRY:
+        neurons = REGISTRY[method].planned_neurons(loaded, neurons, seed=options.get("seed", 0))
+    kept = {int(layer): [int(x) for x in idx] for layer, idx in neurons.items() if len(idx)}
     return FinetuneConfig(model=loaded.source, target=target, method=method, neuron_set=neuron_set,
-                          neurons=neurons, **options)
+                          neurons=kept, **options)
 
 
-def default_lr(method: str) -> float:
+def default_lr(method: FinetuneMethod) -> float:
     """1e-3 for the neuron deltas and LoRA; full fine-tuning wants about 1e-4."""
-    return 1e-4 if method == "full" else 1e-3
+    return REGISTRY[method].default_lr
 
 
-def plan_finetune_runs(loaded: LoadedModel, selection, target: str, methods: Sequence[str],
+def plan_finetune_runs(loaded: LoadedModel, selection, target: str, methods: Sequence[FinetuneMethod],
                        seeds: Sequence[int] = DEFAULT_SEEDS, *, lr: float | Mapping[str, float] | None = None,
                        comparison: str | None = None, **options) -> list[FinetuneConfig]:
     """One config per (method, seed): runs = methods x seeds, each method with the same seeds (so seed s of
@@ -347,7 +348,7 @@ def plan_finetune_runs(loaded: LoadedModel, selection, target: str, methods: Seq
         raise ValueError(f"a method is listed twice: {', '.join(methods)}")
     comparison = comparison or new_comparison_id()
     out = []
-    for method in sorted(methods, key=lambda m: m == "full"):
+    for method in sorted(methods, key=lambda m: m in REGISTRY and REGISTRY[m].trains_weights):
         rate = lr.get(method, default_lr(method)) if isinstance(lr, Mapping) else (lr or default_lr(method))
         for seed in seeds:
             out.append(plan_finetune(loaded, selection, target, method=method, lr=rate, seed=seed, seeds=list(seeds),
@@ -388,11 +389,7 @@ def lora_rank_for(loaded: LoadedModel, config: FinetuneConfig) -> int:
 
 def trainable_count(loaded: LoadedModel, config: FinetuneConfig) -> int:
     """Parameters the job will train (computed without changing the model)."""
-    if config.method in ("neurons", "random"):
-        return _neuron_param_count(loaded, config)
-    if config.method == "lora":
-        return lora_size(loaded, _lora_targets(loaded, config), lora_rank_for(loaded, config))
-    return sum(p.numel() for p in loaded.model.parameters())
+    return method_of(config.method).trainable_count(loaded, config)
 
 
 def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Sequence[Snippet],
@@ -408,8 +405,8 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
         if not 0 <= layer < loaded.n_layers or any(not 0 <= int(i) < width for i in idx):
             reasons.append(f"neurons of layer {layer} lie outside {loaded.n_layers} layers x {width} neurons")
             break
-    needs_neurons = config.method in ("neurons", "random") or (config.method == "lora" and not config.lora_rank)
-    if needs_neurons and config.n_neurons == 0:
+    method = REGISTRY.get(config.method)
+    if method is not None and method.needs_neurons(config) and config.n_neurons == 0:
         reasons.append(f"no neurons selected: {config.target} has no {config.neuron_set} neurons with these "
                        "selection parameters (loosen them, e.g. a larger top fraction, or add universal neurons)")
     reasons += common_reasons(config.steps, config.lr, config.batch_tokens, loaded.weights_loaded)
@@ -433,67 +430,225 @@ def validate_finetune(config: FinetuneConfig, loaded: LoadedModel, snippets: Seq
                            "evaluated share or change the split seed")
     if not reasons:
         needed = estimate_training_bytes(loaded, trainable_count(loaded, config), config.batch_tokens,
-                                         full=config.method == "full", dtype=config.dtype, device=config.device)
+                                         full=method_of(config.method).trains_weights, dtype=config.dtype,
+                                         device=config.device)
         reason = memory_reason(needed, memory_budget, config.device)
         if reason:
             reasons.append(reason)
     return reasons
 
 
-class _Adaptation:
-    """One method's trainable state: its parameters, how it is applied, and how it is saved."""
+# --------------------------------------------------------------------------- one class per method
+class Adaptation:
+    """One run's trainable state: its parameters, how it is applied while the model trains and is evaluated,
+    how it is saved and restored (checkpoints, resume), and how the model is handed back afterwards."""
 
-    def __init__(self, loaded: LoadedModel, config: FinetuneConfig):
+    rank = 0  # LoRA's rank; 0 for the other methods
+    deltas: NeuronDeltas | None = None  # the neuron methods' deltas, which live beside the frozen model
+
+    def __init__(self, loaded: LoadedModel, config: FinetuneConfig, params: list[nn.Parameter]):
         self.loaded, self.config, self.method = loaded, config, config.method
-        self.deltas = self.peft = None
-        self.rank = 0
-        if self.method in ("neurons", "random"):
-            self.deltas = NeuronDeltas(loaded, config.neurons)
-            self.params = list(self.deltas.parameters())
-        elif self.method == "lora":
-            self.rank = lora_rank_for(loaded, config)
-            self.targets = _lora_targets(loaded, config)
-            self.peft = apply_lora(loaded, self.targets, self.rank)
-            self.params = trainable_parameters(loaded.model)
-        else:
-            loaded.model.requires_grad_(True)
-            self.params = trainable_parameters(loaded.model)
+        self.params = params
 
-    def applied(self):
-        return self.deltas.applied(self.loaded) if self.deltas is not None else nullcontext()
+    def applied(self) -> AbstractContextManager:
+        """The context inside which forward passes see the trained state (a no-op where it is in the model)."""
+        return nullcontext()
 
     def remove(self) -> None:
         """Hand the model back as the method found it, so the next method of one run can train the same
         loaded copy: the deltas' hooks are already gone, LoRA's layers are taken out (the base layers,
         never changed, are back in place). Full fine-tuning changed the weights themselves: its parameters
         are only frozen again (a run with several methods trains it last)."""
-        if self.peft is not None:
-            self.peft.unload()
         self.loaded.model.requires_grad_(False)
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
         """The trainable state; `extra` (JSON) rides along in meta.json, e.g. what a resume need not redo."""
-        meta = {"method": self.method, "config": self.config.to_json(), **(extra or {})}
-        if self.deltas is not None:
-            save_tensors(folder, self.deltas.state_tensors(), meta)
-        elif self.peft is not None:
-            from peft import get_peft_model_state_dict
-            save_tensors(folder, get_peft_model_state_dict(self.peft), {**meta, "rank": self.rank,
-                                                                         "targets": self.targets})
-        else:
-            (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-            self.loaded.model.save_pretrained(folder / "model")
+        raise NotImplementedError
 
     def load(self, folder: Path) -> None:
         """Restore the trainable state `save` wrote (resuming a job)."""
-        if self.deltas is not None:
-            self.deltas.load_tensors(load_tensors(folder)[0])
-        elif self.peft is not None:
-            from peft import set_peft_model_state_dict
-            set_peft_model_state_dict(self.peft, load_tensors(folder)[0])
-        else:
-            load_pretrained_weights(self.loaded.model, folder / "model")
+        raise NotImplementedError
 
+    def _meta(self, extra: dict | None) -> dict:
+        return {"method": self.method, "config": self.config.to_json(), **(extra or {})}
+
+
+class NeuronAdaptation(Adaptation):
+    """NeuronDeltas for the config's neurons, added by hooks while `applied`."""
+
+    def __init__(self, loaded: LoadedModel, config: FinetuneConfig):
+        self.deltas = deltas = NeuronDeltas(loaded, config.neurons)
+        super().__init__(loaded, config, list(deltas.parameters()))
+
+    def applied(self) -> AbstractContextManager:
+        assert self.deltas is not None
+        return self.deltas.applied(self.loaded)
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        assert self.deltas is not None
+        save_tensors(folder, self.deltas.state_tensors(), self._meta(extra))
+
+    def load(self, folder: Path) -> None:
+        assert self.deltas is not None
+        self.deltas.load_tensors(load_tensors(folder)[0])
+
+
+class LoraAdaptation(Adaptation):
+    """peft LoRA layers on the FFN projections of the layers that hold the config's neurons."""
+
+    def __init__(self, loaded: LoadedModel, config: FinetuneConfig):
+        self.rank = lora_rank_for(loaded, config)
+        self.targets = _lora_targets(loaded, config)
+        self.peft = apply_lora(loaded, self.targets, self.rank)
+        super().__init__(loaded, config, trainable_parameters(loaded.model))
+
+    def remove(self) -> None:
+        self.peft.unload()
+        super().remove()
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        from peft import get_peft_model_state_dict
+        save_tensors(folder, get_peft_model_state_dict(self.peft), {**self._meta(extra), "rank": self.rank,
+                                                                     "targets": self.targets})
+
+    def load(self, folder: Path) -> None:
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(self.peft, load_tensors(folder)[0])
+
+
+class FullAdaptation(Adaptation):
+    """Every parameter of the model itself trains."""
+
+    def __init__(self, loaded: LoadedModel, config: FinetuneConfig):
+        loaded.model.requires_grad_(True)
+        super().__init__(loaded, config, trainable_parameters(loaded.model))
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        (folder / "meta.json").write_text(json.dumps(self._meta(extra), indent=1))
+        self.loaded.model.save_pretrained(folder / "model")
+
+    def load(self, folder: Path) -> None:
+        load_pretrained_weights(self.loaded.model, folder / "model")
+
+
+class Method:
+    """What sets one fine-tuning method apart (one subclass per `FinetuneMethod`, found in REGISTRY): which
+    neurons it is given, what it trains and at what size, its default rate, and how its checkpoint is merged."""
+
+    name: ClassVar[FinetuneMethod]
+    label: ClassVar[str]
+    trains_neurons: ClassVar[bool] = False  # trains the neuron set's own rows and columns: its size is the run's
+    trains_weights: ClassVar[bool] = False  # changes the model's weights themselves (memory as full; runs last)
+    default_lr: ClassVar[float] = 1e-3
+
+    def planned_neurons(self, loaded: LoadedModel, chosen: dict[int, np.ndarray], seed: int) -> dict[int, np.ndarray]:
+        """The neurons a run of this method is configured with, from the chosen set ({layer: indices})."""
+        return chosen
+
+    def needs_neurons(self, config: FinetuneConfig) -> bool:
+        """Whether a run with no neurons must be refused."""
+        return self.trains_neurons
+
+    def trainable_count(self, loaded: LoadedModel, config: FinetuneConfig) -> int:
+        """Parameters a run will train (computed without changing the model)."""
+        raise NotImplementedError
+
+    def adapt(self, loaded: LoadedModel, config: FinetuneConfig) -> Adaptation:
+        """Make the model trainable the method's way; `Adaptation.remove` undoes it."""
+        raise NotImplementedError
+
+    def merge(self, base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
+        """`base` (a fresh copy of the job's model) with the checkpoint's trained state in its weights."""
+        raise NotImplementedError
+
+
+class NeuronsMethod(Method):
+    """Neuron-guided: only the chosen neurons' rows and columns train (NeuronDeltas)."""
+
+    name: ClassVar[FinetuneMethod] = "neurons"  # RandomMethod, its subclass, renames it
+    label = "Neuron-guided"
+    trains_neurons = True
+
+    def trainable_count(self, loaded: LoadedModel, config: FinetuneConfig) -> int:
+        return _neuron_param_count(loaded, config)
+
+    def adapt(self, loaded: LoadedModel, config: FinetuneConfig) -> Adaptation:
+        return NeuronAdaptation(loaded, config)
+
+    def merge(self, base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
+        deltas = NeuronDeltas(base, config.neurons)
+        deltas.load_tensors(load_tensors(checkpoint)[0])
+        deltas.merge_into(base)
+        return base.model
+
+
+class RandomMethod(NeuronsMethod):
+    """The control: as many random neurons per layer as were chosen, none of the chosen ones, trained the same way."""
+
+    name = "random"
+    label = "Random neurons (control)"
+
+    def planned_neurons(self, loaded: LoadedModel, chosen: dict[int, np.ndarray], seed: int) -> dict[int, np.ndarray]:
+        return random_like(chosen, loaded.n_neurons, seed=seed, exclude=chosen)
+
+
+class FullMethod(Method):
+    """Every parameter trains (its own, lower default rate)."""
+
+    name = "full"
+    label = "Full fine-tuning"
+    trains_weights = True
+    default_lr = 1e-4
+
+    def trainable_count(self, loaded: LoadedModel, config: FinetuneConfig) -> int:
+        return sum(p.numel() for p in loaded.model.parameters())
+
+    def adapt(self, loaded: LoadedModel, config: FinetuneConfig) -> Adaptation:
+        return FullAdaptation(loaded, config)
+
+    def merge(self, base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
+        load_pretrained_weights(base.model, checkpoint / "model")
+        return base.model
+
+
+class LoraMethod(Method):
+    """peft LoRA on the FFNs of the chosen neurons' layers, its rank sized to the neuron count unless set."""
+
+    name = "lora"
+    label = "LoRA (peft)"
+
+    def needs_neurons(self, config: FinetuneConfig) -> bool:
+        return not config.lora_rank  # the neurons size the rank
+
+    def trainable_count(self, loaded: LoadedModel, config: FinetuneConfig) -> int:
+        return lora_size(loaded, _lora_targets(loaded, config), lora_rank_for(loaded, config))
+
+    def adapt(self, loaded: LoadedModel, config: FinetuneConfig) -> Adaptation:
+        return LoraAdaptation(loaded, config)
+
+    def merge(self, base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
+        tensors, meta = load_tensors(checkpoint)
+        return merged_lora(base, tensors, meta["targets"], int(meta["rank"]))
+
+
+REGISTRY: dict[FinetuneMethod, Method] = {m.name: m for m in (NeuronsMethod(), RandomMethod(), FullMethod(),
+                                                              LoraMethod())}
+assert tuple(REGISTRY) == METHODS, "one class per FinetuneMethod, in its order"
+
+METHOD_LABELS = {name: m.label for name, m in REGISTRY.items()}
+
+
+def method_of(name: FinetuneMethod) -> Method:
+    """The class of a method name (a config read from JSON may still carry any string: refused here)."""
+    method = REGISTRY.get(name)
+    if method is None:
+        raise ValueError(f"unknown method {name!r}; use one of {', '.join(METHODS)}")
+    return method
+
+
+def _Adaptation(loaded: LoadedModel, config: FinetuneConfig) -> Adaptation:
+    """The config's method's trainable state (the name tests use; `method_of(...).adapt` elsewhere)."""
+    return method_of(config.method).adapt(loaded, config)
 
 def program_losses(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_length: int = 512,
                    batch_tokens: int | None = None, max_batch: int = 32, progress=None) -> list[float]:
@@ -553,13 +708,13 @@ class FinetuneResult(TrainSummary):
 
     config: FinetuneConfig
     target: str
-    method: str
+    method: FinetuneMethod
     heldout_before: dict[str, float]
     heldout_after: dict[str, float]
     heldout_delta: dict[str, float] = field(default_factory=dict)
     target_delta: float | None = None
     others_delta_mean: float | None = None
-    neuron_set: str | None = None
+    neuron_set: NeuronSetName | None = None
     neurons: int | None = None  # trained neurons (neurons, random); 0 for lora and full
     neurons_per_layer: dict[str, int] = field(default_factory=dict)
     lora_rank: int | None = None
@@ -612,7 +767,7 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
     before = _language_means(heldout, before_programs)
     ctx.check()
     torch.manual_seed(config.seed)
-    adaptation = _Adaptation(loaded, config)
+    adaptation = method_of(config.method).adapt(loaded, config)
     try:
         if resume is not None:
             adaptation.load(resume)
@@ -641,7 +796,7 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
         model_params = sum(p.numel() for name, p in loaded.model.named_parameters() if "lora_" not in name)
         return FinetuneResult(
             config=config, target=config.target, method=config.method, neuron_set=config.neuron_set,
-            neurons=config.n_neurons if config.method in ("neurons", "random") else 0,
+            neurons=config.n_neurons if method_of(config.method).trains_neurons else 0,
             neurons_per_layer={str(k): len(v) for k, v in config.neurons.items()},
             lora_rank=adaptation.rank or None, model_params=model_params,
             train_programs=len(target_train), heldout_programs=len(heldout), heldout_total=len(split.evaluation),
@@ -674,16 +829,7 @@ def finetune_phases(config: FinetuneConfig, n_eval: int, n_target_eval: int, n_t
 def merge_finetuned(base: LoadedModel, config: FinetuneConfig, checkpoint: Path) -> nn.Module:
     """`base` (a fresh copy of the job's model) with the checkpoint's trained state merged into its
     weights, for export: W_eff = W + deltas; LoRA merged; full: the saved weights."""
-    if config.method in ("neurons", "random"):
-        deltas = NeuronDeltas(base, config.neurons)
-        deltas.load_tensors(load_tensors(checkpoint)[0])
-        deltas.merge_into(base)
-        return base.model
-    if config.method == "lora":
-        tensors, meta = load_tensors(checkpoint)
-        return merged_lora(base, tensors, meta["targets"], int(meta["rank"]))
-    load_pretrained_weights(base.model, checkpoint / "model")
-    return base.model
+    return method_of(config.method).merge(base, config, checkpoint)
 
 
 def split_label(summary: Mapping | None) -> str | None:

@@ -57,6 +57,7 @@ from neuro.experiments.seeds import (
     seeded_batches,
 )
 from neuro.model.loading import LoadedModel
+from neuro.choices import LayerChoice, TransferMethod, choices
 from neuro.progress import Progress
 from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
 from neuro.training.context import TaskContext, declare_phases
@@ -66,9 +67,9 @@ from neuro.training.memory import estimate_training_bytes, memory_reason
 from neuro.training.records import Record
 from neuro.results.layers import concept_layers
 
-LAYER_CHOICES = ("concept", "all", "lower", "custom")
+LAYER_CHOICES = choices(LayerChoice)
 
-METHODS = ("lora", "full")
+METHODS = choices(TransferMethod)
 
 # What follows the code in every prompt, whatever its language: plain text, no comment marker.
 PROMPT_CUE = "\n\nSummary:"
@@ -161,7 +162,7 @@ def lower_layers(concept: Sequence[int]) -> list[int]:
     return list(range(min(len(set(concept)), first)))
 
 
-def resolve_layers(choice: str, loaded: LoadedModel, snippets: Sequence[Snippet],
+def resolve_layers(choice: LayerChoice, loaded: LoadedModel, snippets: Sequence[Snippet],
                    custom: Sequence[int] | None = None, store=None,
                    concept: Sequence[int] | None = None, progress: Progress | None = None) -> tuple[list[int], str]:
     """The layer list of a choice and a sentence saying where it came from. `concept`: concept layers
@@ -197,9 +198,9 @@ class TransferConfig(Record):
     model: str
     source: str
     layers: list[int] = field(default_factory=list)
-    layer_choice: str = "concept"
+    layer_choice: LayerChoice = "concept"
     layer_note: str = ""
-    method: str = "lora"
+    method: TransferMethod = "lora"
     rank: int = 8
     steps: int = 150
     lr: float = 1e-3
@@ -232,7 +233,7 @@ class TransferConfig(Record):
                 f"{self.steps} steps, lr {self.lr:g}, seed {self.seed}")
 
 
-def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: str = "concept",
+def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_choice: LayerChoice = "concept",
                   custom_layers: Sequence[int] | None = None, store=None,
                   concept_override: Sequence[int] | None = None, progress: Progress | None = None,
                   **options) -> TransferConfig:
@@ -363,8 +364,8 @@ class TransferResult(TrainSummary):
     config: TransferConfig
     source: str
     layers: list[int]
-    layer_choice: str
-    method: str
+    layer_choice: LayerChoice
+    method: TransferMethod
     scores: dict[str, dict[str, float]]
     layer_note: str = ""
     zero_shot_bleu4: float | None = None

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ import torch
 from neuro.model.loading import LoadedModel
 
 Op = Literal["zero", "mean", "scale", "set", "patch"]
-OPS: tuple[str, ...] = ("zero", "mean", "scale", "set", "patch")
+OPS: tuple[str, ...] = get_args(Op)
 
 
 def neuron_pairs(neurons) -> tuple[tuple[int, int], ...]:

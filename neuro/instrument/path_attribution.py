@@ -24,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+
+from neuro.choices import QuadratureRule
 
 from neuro.code.corpus import Snippet
 from neuro.instrument.ablation import as_layer_map, neuron_effects
@@ -45,7 +48,7 @@ class Quadrature:
     """Points alpha_k in (0, 1] with weights summing to 1: the mean gradient along the path is
     sum_k w_k g(alpha_k)."""
 
-    rule: str
+    rule: QuadratureRule | Literal["first-order"]  # first-order: the gradient at the activation alone
     points: tuple[float, ...]
     weights: tuple[float, ...]
 
@@ -62,7 +65,7 @@ class Quadrature:
 FIRST_ORDER = Quadrature("first-order", (1.0,), (1.0,))
 
 
-def quadrature(k: int, rule: str = "midpoint") -> Quadrature:
+def quadrature(k: int, rule: QuadratureRule = "midpoint") -> Quadrature:
     """K points on (0, 1): "midpoint" ((i + 1/2) / K, equal weights) or "gauss" (Gauss-Legendre, exact for
     polynomials of degree 2K - 1)."""
     if k < 1:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from neuro.choices import JobState
 from neuro.jobs.state import proc_start, read_json, write_json
 from neuro.training.checkpoints import TRAIN_STATE
 from neuro.training.context import JobCancelled
@@ -76,7 +77,7 @@ class JobContext:
         while not self._stop.wait(HEARTBEAT_S):
             self._write_status()
 
-    def end(self, state: str, message: str = "", error: str | None = None) -> None:
+    def end(self, state: JobState, message: str = "", error: str | None = None) -> None:
         self._stop.set()
         self._flush_metrics()
         changes = {"progress": {"done": 1, "total": 1, "phase": "done"}} if state == "finished" else {}

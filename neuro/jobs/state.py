@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuro import atomic
+from neuro.choices import JobState
 from neuro.paths import cache_dir
 from neuro.progress import duration, seconds_left
 from neuro.training.checkpoints import TRAIN_STATE
@@ -126,7 +127,7 @@ class JobInfo:
     id: str
     kind: str
     label: str
-    state: str
+    state: JobState
     path: Path
     params: dict
     created: float

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from neuro.choices import DeviceMap
 from neuro.model.adapters import Adapter, HookSites, NeuronSite, adapter_for, neuron_sites
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
 from neuro.model.hook_sites import Attachment, hooks_held
@@ -249,7 +250,7 @@ def check_device(device: str | torch.device | None) -> None:
 
 
 def load_model(source: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
-               device: str | None = None, device_map: str | dict | None = None,
+               device: str | None = None, device_map: DeviceMap | dict | None = None,
                max_memory: dict | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer for analysis (eval mode, parameters frozen).
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from neuro.choices import PassKind
 from neuro.model.adapters import adapter_for
 
 GIB = 1 << 30
@@ -430,7 +431,7 @@ def free_memory(device: torch.device | str) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def batch_plan(loaded, kind: str, max_length: int, *, budget: int | None = None, fixed: int = 0) -> BatchPlan:
+def batch_plan(loaded, kind: PassKind, max_length: int, *, budget: int | None = None, fixed: int = 0) -> BatchPlan:
     """Batch size of a pass over a loaded model: `kind` "backward" (forward+backward from the inputs) or
     "forward" (no gradients), sized from the measured per-token costs and the memory free on each device
     the model's blocks use (the weights are resident already), or `budget` bytes for the pass."""

@@ -14,6 +14,7 @@ from neuro.analysis.clones.index import CloneIndex, VectorIndex, resolve_split
 from neuro.analysis.clones.intervals import bootstrap_settings, metric_intervals, paired_differences
 from neuro.analysis.clones.metrics import CloneEvaluation, retrieval
 from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, check_centering
+from neuro.choices import CenterChoice
 from neuro.code.comments import without_comments
 from neuro.code.corpus import Snippet
 from neuro.code.split import CorpusSplit, SplitParams
@@ -27,7 +28,7 @@ from neuro.results.store import Entry
 
 
 def _cached_concept_layers(loaded: LoadedModel, selection: Sequence[Snippet], cache: Cache,
-                           center: str = DEFAULT_CENTERING) -> list[int]:
+                           center: CenterChoice = DEFAULT_CENTERING) -> list[int]:
     """The concept layers (alignment measured after `center`'s centring) if a layer report on the selection
     side is already cached (an explicit layer should not cost one)."""
     report = (LAYER_REPORT.get(loaded, selection, cache=cache, compute=False)
@@ -48,11 +49,11 @@ class SplitEmbeddings:
     selection: list[Snippet]      # as embedded (without comments where asked)
     evaluation: list[Snippet]
 
-    def centering(self, x: np.ndarray, center: str = DEFAULT_CENTERING) -> Centering:
+    def centering(self, x: np.ndarray, center: CenterChoice = DEFAULT_CENTERING) -> Centering:
         """The means subtracted before cosine, fitted on the selection rows of `x` (programs, hidden)."""
         return Centering.fit(x[self.selection_rows], [s.lang for s in self.selection], center)
 
-    def evaluated(self, x: np.ndarray, center: str = DEFAULT_CENTERING) -> np.ndarray:
+    def evaluated(self, x: np.ndarray, center: CenterChoice = DEFAULT_CENTERING) -> np.ndarray:
         """Unit rows of the evaluation programs of `x`, centred with the selection side's means."""
         return self.centering(x, center).apply(x[self.evaluation_rows], [s.lang for s in self.evaluation])
 
@@ -174,7 +175,7 @@ evaluates the programs without comments."""
 
 
 def build_index(loaded: LoadedModel, snippets: Sequence[Snippet], layer: int | None = None, *,
-                split: CorpusSplit | SplitParams | None = None, center: str = DEFAULT_CENTERING,
+                split: CorpusSplit | SplitParams | None = None, center: CenterChoice = DEFAULT_CENTERING,
                 max_length: int = 512, cache: Cache = None, progress: Progress | None = None) -> CloneIndex:
     """Embed the whole corpus at `layer` (default: the concept layer chosen on the selection side of
     `split`, computed and cached if needed, its alignment measured after `center`). The centring means are

@@ -11,6 +11,7 @@ import pandas as pd
 
 from neuro.analysis.embeddings import DEFAULT_CENTERING
 from neuro.analysis.layers import LayerReport, contribution_losses, contribution_sample, layer_report
+from neuro.choices import CenterChoice
 from neuro.code.corpus import Snippet, corpus_hash
 from neuro.instrument.states import LayerStates, layer_states, token_sample
 from neuro.model.loading import LoadedModel
@@ -126,7 +127,7 @@ the selection side of the corpus split; `snippets` may be the `CorpusSplit` itse
 
 
 def concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None,
-                   progress: Progress | None = None, center: str = DEFAULT_CENTERING) -> list[int]:
+                   progress: Progress | None = None, center: CenterChoice = DEFAULT_CENTERING) -> list[int]:
     """The concept layers of a model on a corpus: the Layers page's report when cached, else a report
     without the contribution passes (computed and cached, reporting to `progress`). The default layers
     for clone detection embeddings and for concept-layer-guided adaptation. `snippets`: the selection
@@ -139,7 +140,7 @@ def concept_layers(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cach
 
 
 def default_concept_layer(loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache = None,
-                          center: str = DEFAULT_CENTERING) -> int:
+                          center: CenterChoice = DEFAULT_CENTERING) -> int:
     """One layer for embeddings: the middle of the concept layers (chosen on the selection side, with
     alignment measured after `center`'s centring)."""
     layers = concept_layers(loaded, snippets, cache, center=center)

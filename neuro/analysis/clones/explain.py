@@ -30,6 +30,7 @@ import pandas as pd
 from neuro.analysis.clones.baselines import TfidfIndex
 from neuro.analysis.clones.index import CloneIndex, Hit, SearchResult
 from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, unit_rows
+from neuro.choices import CenterChoice
 from neuro.code.corpus import LANGS, Snippet, normalize_lang
 from neuro.code.upload import Query
 
@@ -61,7 +62,7 @@ def corpus_match(code: str, snippets: Sequence[Snippet]) -> int | None:
 
 
 def layer_similarities(pooled: np.ndarray, langs: Sequence[str], query_states: np.ndarray, query_lang: str | None,
-                       center: str = DEFAULT_CENTERING) -> np.ndarray:
+                       center: CenterChoice = DEFAULT_CENTERING) -> np.ndarray:
     """(layers, programs): cosine of the query with each program at each layer, after centring both
     sides as an index of these programs centres them at that layer (means fitted on all of `pooled`, the
     query centred on its language's mean, or the corpus mean when its language has too few programs).

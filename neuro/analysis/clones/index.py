@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from neuro.analysis.embeddings import DEFAULT_CENTERING, MIN_LANGUAGE_ROWS, Centering, unit_rows
+from neuro.choices import CenterChoice
 from neuro.code.corpus import LANGS, Snippet, normalize_lang
 from neuro.code.split import CorpusSplit, SplitParams, split_corpus
 from neuro.code.upload import TOKENS_MESSAGE, Query, prepare_query
@@ -65,7 +66,7 @@ class VectorIndex:
     """Exact cosine top-k over unit rows; rows are stored grouped by language so a language filter
     multiplies only the rows it keeps."""
 
-    def __init__(self, embeddings: np.ndarray, snippets: Sequence[Snippet], center: str = DEFAULT_CENTERING):
+    def __init__(self, embeddings: np.ndarray, snippets: Sequence[Snippet], center: CenterChoice = DEFAULT_CENTERING):
         if len(embeddings) != len(snippets) or not len(snippets):
             raise ValueError("an index needs one embedding per snippet, and at least one snippet")
         rank = {lang: i for i, lang in enumerate([*LANGS, *sorted({s.lang for s in snippets} - set(LANGS))])}

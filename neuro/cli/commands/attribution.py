@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from neuro.choices import QuadratureRule, choices
 from neuro.cli import command, open_corpus, open_model, open_split, progress
 
 
@@ -12,7 +13,7 @@ def _options(p) -> None:
     p.add_argument("--points", type=int, default=4,
                    help="K points of the path between the activation and zero (default 4; each costs one backward "
                         "pass per neuron)")
-    p.add_argument("--rule", choices=["midpoint", "gauss"], default="midpoint",
+    p.add_argument("--rule", choices=choices(QuadratureRule), default="midpoint",
                    help="quadrature of the path: midpoint ((i + 1/2) / K) or Gauss-Legendre (default midpoint)")
     p.add_argument("--min-effect", type=float, default=1e-4,
                    help="measured changes smaller than this (nats) have no sign to agree with (default 1e-4)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from neuro.choices import CenterChoice, choices
 from neuro.cli import command, open_corpus, open_model, open_split, progress, read_code_file
 from neuro.instrument.tokens import truncation
 
@@ -12,7 +13,7 @@ def _options(p) -> None:
                         "sweep; search: hits for --code-file")
     p.add_argument("--layer", type=int, help="embedding layer (default: the concept layer of this model, chosen on "
                                               "the selection side of the corpus split)")
-    p.add_argument("--center", choices=["language", "corpus", "none"], default="language",
+    p.add_argument("--center", choices=choices(CenterChoice), default="language",
                    help="what is subtracted before cosine: each language's mean (default), the corpus mean, nothing")
     p.add_argument("--strip-comments", action="store_true",
                    help="eval: programs without comments and docstrings (parallel corpora share their prose)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from neuro.cli import command, open_corpus, open_model, open_split, progress, read_code_file
 from neuro.cli.commands.neurons import _selection, _selection_options, _statistics
+from neuro.instrument.intervention import OPS
 
 
 def parse_neurons(text: str) -> list[tuple[int, int]]:
@@ -35,7 +36,7 @@ def intervention_options(p, *, neurons: bool = True) -> None:
         which.add_argument("--neurons", help="LAYER:NEURON pairs, comma-separated (e.g. 3:17,5:2)")
         which.add_argument("--group", help="a language's selected neurons (e.g. python) or 'universal', chosen on the "
                                            "selection side of the split with the selection options")
-    p.add_argument("--op", choices=["zero", "mean", "scale", "set", "patch"], default="zero")
+    p.add_argument("--op", choices=OPS, default="zero")
     p.add_argument("--value", type=float, help="the factor of --op scale, the value of --op set")
     p.add_argument("--language", help="--op mean: whose programs (selection side) the means are taken over")
     p.add_argument("--source-file", help="--op patch: the program whose activations are substituted")

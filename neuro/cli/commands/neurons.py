@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from neuro.choices import Normalization, Score, SelectionMethod, choices
 from neuro.cli import command, open_corpus, open_model, open_split, progress
 from neuro.instrument.tokens import truncation
 
 
 def _selection_options(p) -> None:
-    p.add_argument("--method", choices=["pls", "lape"], default="pls")
+    p.add_argument("--method", choices=choices(SelectionMethod), default="pls")
     p.add_argument("--candidate-quantile", type=float, default=0.90,
                    help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
     p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
     p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
-    p.add_argument("--normalize", choices=["language_layer", "language", "none"], default="language_layer",
+    p.add_argument("--normalize", choices=choices(Normalization), default="language_layer",
                    help="divide PLS by its mean per language and layer (default), per language, or not (raw)")
-    p.add_argument("--score", choices=["pls", "attribution"], default="pls",
+    p.add_argument("--score", choices=choices(Score), default="pls",
                    help="pls: token mean of |a * dL/da| (the paper); attribution: -(1/T) sum_t a * dL/da, the "
                         "first-order estimate of the change in a program's mean loss when a neuron is zeroed")
 

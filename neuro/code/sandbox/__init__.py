@@ -63,8 +63,8 @@ with a leading underscore are private to this package (shared between its module
 from neuro.code.pass_at_k import pass_at_k, pass_at_k_by_language
 from neuro.code.sandbox.go_imports import reconcile_go_imports
 from neuro.code.sandbox.isolation import NOBODY, SYSTEM_PATH, sandbox_features, sandbox_warning
-from neuro.code.sandbox.runner import STATUSES, ExecutionResult, run_program, run_snippet
 from neuro.code.sandbox.languages import toolchains
+from neuro.code.sandbox.runner import STATUSES, ExecutionResult, run_program, run_snippet
 
 __all__ = ["NOBODY", "STATUSES", "SYSTEM_PATH", "ExecutionResult", "pass_at_k", "pass_at_k_by_language",
            "reconcile_go_imports", "run_program", "run_snippet", "sandbox_features", "sandbox_warning", "toolchains"]

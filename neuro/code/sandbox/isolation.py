@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from neuro.choices import Isolation
+
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 NOBODY = 65534
@@ -149,7 +151,7 @@ def _bwrap_works() -> bool:
 
 
 @functools.cache
-def _isolation() -> str:
+def _isolation() -> Isolation:
     """The mechanism runs are isolated with: "bubblewrap", "namespaces" (the fallback) or "none"."""
     if _bwrap_works():
         return "bubblewrap"

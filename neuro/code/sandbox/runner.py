@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from neuro.choices import ExecutionStatus
 from neuro.code.corpus import Snippet, normalize_lang
 from neuro.code.sandbox import isolation, processes
-from neuro.code.sandbox.isolation import NOBODY, SYSTEM_PATH, _HOME, _separate_uids, _tool, _world_executable
+from neuro.code.sandbox.isolation import _HOME, NOBODY, SYSTEM_PATH, _separate_uids, _tool, _world_executable
 from neuro.code.sandbox.languages import _REQUIRED, _binds, _plan, _Step
 from neuro.code.sandbox.processes import _Limits, _Proc, _spawn, _user_tasks
 
@@ -34,7 +35,7 @@ class ExecutionResult:
     """The outcome of one program run against its test. `status` is one of STATUSES."""
 
     passed: bool
-    status: str
+    status: ExecutionStatus
     returncode: int | None
     stdout: str
     stderr: str
@@ -82,14 +83,14 @@ def _signal_name(rc: int) -> str:
         return f"signal {-rc}"
 
 
-def _result(status: str, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
+def _result(status: ExecutionStatus, proc: _Proc | None, start: float, reason: str) -> ExecutionResult:
     out = proc.stdout.decode("utf-8", "replace") if proc else ""
     err = proc.stderr.decode("utf-8", "replace") if proc else ""
     return ExecutionResult(status == "passed", status, proc.returncode if proc else None, out, err,
                            bool(proc and proc.overflow), time.monotonic() - start, reason)
 
 
-def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[str, str]:
+def _classify(step: _Step, proc: _Proc, limits: _Limits, output_limit: int) -> tuple[ExecutionStatus, str]:
     text = proc.stderr.decode("utf-8", "replace") + "\n" + proc.stdout.decode("utf-8", "replace")
     what = "compilation" if step.compile else "run"
     if proc.overflow:

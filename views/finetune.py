@@ -13,6 +13,7 @@ from neuro.experiments.finetune import (
     METHOD_LABELS,
     METHODS,
     NEURON_SETS,
+    FinetuneConfig,
     compare_finetune,
     lora_rank_for,
     method_table,
@@ -24,9 +25,11 @@ from neuro.experiments.seeds import DEFAULT_SEEDS, INDISTINGUISHABLE, arms_table
 from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import FINETUNE, finished_results
 from neuro.jobs.runner import start_job
+from neuro.params import spec
 from views.ui import CHECKPOINT_HELP, corpus_key, corpus_split, export_panel, page_header, pls_statistics
 from views.ui import mark_full_run, rerun_when_jobs_change, truncation_caption
 from views.ui.charts import EVAL_CURVE, TRAIN_CURVE, loss_curves
+from views.ui.params import number_input, slider
 
 model, corpus = page_header(
     "Neuron-guided fine-tuning",
@@ -49,10 +52,9 @@ def cached_selection(key: str, params: SelectionParams, _stats):
 
 with st.expander("Neuron selection (PLS on the selection side)", expanded=False):
     s1, s2, s3 = st.columns(3)
-    q = s1.slider("Candidate threshold quantile", 0.5, 0.999, 0.90, 0.005, key="ft_q")
-    ratio = s2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="ft_ratio")
-    top = s3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="ft_top",
-                    help="A larger fraction selects more neurons.")
+    q = slider(spec(SelectionParams, "candidate_quantile"), key="ft_q", container=s1)
+    ratio = slider(spec(SelectionParams, "ratio"), key="ft_ratio", container=s2)
+    top = slider(spec(SelectionParams, "top_fraction"), key="ft_top", container=s3)
 selection = cached_selection(f"{model.identity}|{corpus_key(split.selection)}",
                              SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top), stats)
 
@@ -65,11 +67,9 @@ neuron_set = c2.radio("Neuron set", NEURON_SETS, key="ft_set",
 methods = c3.multiselect("Methods to compare", METHODS, default=["neurons", "random"], format_func=METHOD_LABELS.get,
                          key="ft_methods", help="Each method runs once per seed, with the same seeds.")
 c4, c5, c6, c7 = st.columns(4)
-steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=100, key="ft_steps"))
-lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="ft_lr",
-                           help="1e-3 suits the neuron deltas and LoRA; full fine-tuning wants about 1e-4."))
-batch_tokens = int(c6.number_input("Tokens per batch", min_value=16, max_value=1 << 20, value=2048, step=256,
-                                   key="ft_batch"))
+steps = number_input(spec(FinetuneConfig, "steps"), key="ft_steps", container=c4)
+lr = number_input(spec(FinetuneConfig, "lr"), key="ft_lr", container=c5)
+batch_tokens = number_input(spec(FinetuneConfig, "batch_tokens"), key="ft_batch", container=c6)
 n_seeds = int(c7.number_input("Seeds per method", min_value=1, max_value=20, value=len(DEFAULT_SEEDS), key="ft_seeds",
                               help="Seeds 0, 1, ...: each draws the random control's neurons, which programs share "
                                    "a batch, the batch order and LoRA's initialisation. 1 is the quick option."))

@@ -20,6 +20,7 @@ from neuro.instrument.statistics import trace_tokens
 from neuro.jobs.analyses import AnalysisConfig, ablation_passes
 from neuro.jobs.kinds import ABLATION as ABLATION_JOB
 from neuro.jobs.kinds import STATISTICS as STATISTICS_JOB
+from neuro.params import spec
 from neuro.results.statistics import ABLATION, CHANCE, UNIVERSALITY
 from views.ui import (
     charts,
@@ -33,6 +34,7 @@ from views.ui import (
     truncation_caption,
 )
 from views.ui.links import intervene_here, neuron_link, open_neuron
+from views.ui.params import slider
 from views.ui.progress import cancelled, cost_caption, follow_job, metered_bar, start_background
 
 MAX_PASTE = 20_000
@@ -136,10 +138,9 @@ with st.expander("Selection method and parameters", expanded=False):
                       format_func=lambda m: {"pls": "PLS (activation x gradient)", "lape": "LAPE (entropy)"}[m])
     c1, c2, c3 = st.columns(3)
     if method == "pls":
-        q = c1.slider("Candidate threshold quantile", 0.5, 0.999, 0.90, 0.005, key="neurons_q",
-                      help="The paper does not publish its threshold: default = 90th percentile of all max PLS.")
-        ratio = c2.slider("Specificity ratio (top / second)", 1.0, 5.0, 1.5, 0.1, key="neurons_ratio")
-        top = c3.slider("Top fraction by max PLS", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="neurons_top")
+        q = slider(spec(SelectionParams, "candidate_quantile"), key="neurons_q", container=c1)
+        ratio = slider(spec(SelectionParams, "ratio"), key="neurons_ratio", container=c2)
+        top = slider(spec(SelectionParams, "top_fraction"), key="neurons_top", container=c3)
         normalize = st.radio(
             "Scale", ["language_layer", "language", "none"], horizontal=True, key="neurons_norm",
             format_func={"language_layer": "per language and layer (default)", "language": "per language",
@@ -161,9 +162,9 @@ with st.expander("Selection method and parameters", expanded=False):
         params = SelectionParams(candidate_quantile=q, ratio=ratio, top_fraction=top, normalize=normalize,
                                  score=score)
     else:
-        top = c1.slider("Top fraction (lowest entropy)", 0.001, 0.10, 0.01, 0.001, format="%.3f", key="lape_top")
-        fq = c2.slider("Eligibility quantile", 0.5, 0.999, 0.95, 0.005, key="lape_filter")
-        aq = c3.slider("Activation bar quantile", 0.5, 0.999, 0.95, 0.005, key="lape_bar")
+        top = slider(spec(LapeParams, "top_fraction"), key="lape_top", container=c1)
+        fq = slider(spec(LapeParams, "filter_quantile"), key="lape_filter", container=c2)
+        aq = slider(spec(LapeParams, "activation_quantile"), key="lape_bar", container=c3)
         params = LapeParams(top_fraction=top, filter_quantile=fq, activation_quantile=aq)
 views = cached_views(stats_key, method, params, stats)
 selection, counts, share = views["selection"], views["counts"], views["share"]

@@ -21,7 +21,9 @@ from neuro.experiments.transfer import (
 from neuro.jobs.folders import JobRefused, job_metrics, list_jobs
 from neuro.jobs.kinds import TRANSFER, finished_results
 from neuro.jobs.runner import start_job
+from neuro.params import spec
 from views.ui import CHECKPOINT_HELP, corpus_split, export_panel, mark_full_run, page_header, rerun_when_jobs_change
+from views.ui.params import number_input
 from views.ui.progress import progress_bar
 from views.ui.state import scoped_state
 
@@ -51,9 +53,9 @@ custom = []
 if choice == "custom":
     custom = st.multiselect("Layers", list(range(model.n_layers)), default=[model.n_layers // 2], key="tr_custom")
 c4, c5, c6, c7 = st.columns(4)
-steps = int(c4.number_input("Steps", min_value=0, max_value=1_000_000, value=150, key="tr_steps"))
-lr = float(c5.number_input("Learning rate", min_value=0.0, value=1e-3, step=1e-4, format="%.1e", key="tr_lr"))
-rank = int(c6.number_input("LoRA rank", min_value=1, max_value=256, value=8, key="tr_rank"))
+steps = number_input(spec(TransferConfig, "steps"), key="tr_steps", container=c4)
+lr = number_input(spec(TransferConfig, "lr"), key="tr_lr", container=c5)
+rank = number_input(spec(TransferConfig, "rank"), key="tr_rank", container=c6)
 n_seeds = int(c7.number_input("Seeds per choice", min_value=1, max_value=20, value=len(DEFAULT_SEEDS), key="tr_seeds",
                               help="Seeds 0, 1, ...: each decides which pairs share a batch, the batch order and "
                                    "LoRA's initialisation. 1 is the quick option."))

@@ -29,6 +29,7 @@ from scipy.spatial.distance import squareform
 
 from neuro.choices import NeuronClass, Normalization, Score, SelectionMethod, choices
 from neuro.instrument.statistics import CorpusStats
+from neuro.params import check, param
 
 CLASSES = choices(NeuronClass)
 
@@ -61,9 +62,15 @@ class SelectionParams:
         language when ablated. See neuro.instrument.statistics.CorpusStats for the exact sums.
     """
 
-    candidate_quantile: float = 0.90
-    ratio: float = 1.5
-    top_fraction: float = 0.01
+    candidate_quantile: float = param(
+        0.90, low=0.0, high=1.0, shown=(0.5, 0.999), step=0.005, label="Candidate threshold quantile",
+        help="candidate threshold = this quantile of all neurons' max PLS; the paper does not publish its "
+             "threshold, so the default is the 90th percentile")
+    ratio: float = param(1.5, low=1.0, shown=(1.0, 5.0), step=0.1, label="Specificity ratio (top / second)",
+                         help="specificity ratio: the top language's PLS over the second's")
+    top_fraction: float = param(0.01, low=0.0, exclusive_low=True, high=1.0, shown=(0.001, 0.10), step=0.001,
+                                fmt="%.3f", label="Top fraction by max PLS",
+                                help="top share of all neurons by max PLS (a larger fraction selects more neurons)")
     normalize: Normalization = "language_layer"
     score: Score = "pls"
 
@@ -72,12 +79,7 @@ class SelectionParams:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
-        if not 0.0 <= self.candidate_quantile <= 1.0:
-            raise ValueError(f"candidate_quantile must lie in [0, 1], got {self.candidate_quantile}")
-        if not self.ratio >= 1.0:
-            raise ValueError(f"ratio must be >= 1, got {self.ratio}")
-        if not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -91,17 +93,20 @@ class LapeParams:
         exceeds this quantile of all (neuron, language) probabilities (their `activation_bar_ratio`).
     """
 
-    top_fraction: float = 0.01
-    filter_quantile: float = 0.95
-    activation_quantile: float = 0.95
+    top_fraction: float = param(0.01, low=0.0, exclusive_low=True, high=1.0, shown=(0.001, 0.10), step=0.001,
+                                fmt="%.3f", label="Top fraction (lowest entropy)",
+                                help="share of all neurons kept, the lowest-entropy ones")
+    filter_quantile: float = param(0.95, low=0.0, high=1.0, shown=(0.5, 0.999), step=0.005,
+                                   label="Eligibility quantile",
+                                   help="eligible when some language's activation probability exceeds this "
+                                        "quantile of all (neuron, language) probabilities")
+    activation_quantile: float = param(0.95, low=0.0, high=1.0, shown=(0.5, 0.999), step=0.005,
+                                       label="Activation bar quantile",
+                                       help="a kept neuron belongs to every language whose activation probability "
+                                            "exceeds this quantile of all (neuron, language) probabilities")
 
     def __post_init__(self):
-        if not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
-        for name in ("filter_quantile", "activation_quantile"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        check(self)
 
 
 @dataclass(frozen=True, eq=False)

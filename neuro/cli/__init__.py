@@ -28,6 +28,7 @@ from neuro.model.errors import ModelLoadError, WeightsNotLoaded
 from neuro.progress import reporter
 from neuro.model.loading import load_model
 from neuro.model.plan import parse_max_memory
+from neuro.cli.params import Parser, UsageError
 from neuro.paths import DEMO_MODEL_DIR
 from neuro.results import cache_problem
 
@@ -110,7 +111,7 @@ def _load_commands() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
-    parser = argparse.ArgumentParser(prog="python -m neuro", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m neuro", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -162,7 +163,12 @@ def cache_in_use(cache: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:  # already on stderr; with --json the summary says it too
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            print(json.dumps({"error": err.message}))
+        return 2
     if args.batch_tokens:
         if args.batch_tokens < 1:
             print("error: --batch-tokens must be >= 1", file=sys.stderr)

@@ -46,6 +46,7 @@ from neuro.instrument.losses import model_sample_losses
 from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.plan import batch_plan
 from neuro.model.loading import LoadedModel
+from neuro.params import param
 from neuro.training.checkpoints import checkpoint_meta, load_pretrained_weights, load_tensors, save_tensors
 from neuro.training.context import TaskContext, declare_phases
 from neuro.training.loop import TrainSummary, common_reasons, train
@@ -244,16 +245,18 @@ class FinetuneConfig(Record):
     method: FinetuneMethod = "neurons"
     neuron_set: NeuronSetName = "specific"
     neurons: dict[int, list[int]] = field(default_factory=dict)
-    steps: int = 100
-    lr: float = 1e-3
-    batch_tokens: int = 2048
+    steps: int = param(100, low=0, high=1_000_000, label="Steps", help="optimizer steps")
+    lr: float = param(1e-3, low=0.0, step=1e-4, fmt="%.1e", label="Learning rate",
+                      help="1e-3 suits the neuron deltas and LoRA; full fine-tuning wants about 1e-4.")
+    batch_tokens: int = param(2048, low=16, high=1 << 20, step=256, label="Tokens per batch",
+                              help="padded tokens per training batch")
     max_length: int = 256
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     split_seed: int = 0
     seed: int = 0
     seeds: list[int] = field(default_factory=list)
     comparison: str = ""
-    lora_rank: int = 0
+    lora_rank: int = param(0, low=0, label="LoRA rank", help="0: sized to the neuron-guided parameter count")
     pass_at_k: bool = False
     max_new_tokens: int = 256
     checkpoint_every: int = 0

@@ -58,6 +58,7 @@ from neuro.experiments.seeds import (
 )
 from neuro.model.loading import LoadedModel
 from neuro.choices import LayerChoice, TransferMethod, choices
+from neuro.params import param
 from neuro.progress import Progress
 from neuro.training.checkpoints import checkpoint_meta, load_tensors, load_weights, save_tensors
 from neuro.training.context import TaskContext, declare_phases
@@ -201,13 +202,14 @@ class TransferConfig(Record):
     layer_choice: LayerChoice = "concept"
     layer_note: str = ""
     method: TransferMethod = "lora"
-    rank: int = 8
-    steps: int = 150
-    lr: float = 1e-3
-    batch_size: int = 8
+    rank: int = param(8, low=1, high=256, label="LoRA rank", help="LoRA's rank on every adapted projection")
+    steps: int = param(150, low=0, high=1_000_000, label="Steps", help="optimizer steps")
+    lr: float = param(1e-3, low=0.0, step=1e-4, fmt="%.1e", label="Learning rate",
+                      help="1e-3 suits LoRA; adapting all weights of the layers wants about 1e-4.")
+    batch_size: int = param(8, low=1, label="Pairs per batch", help="(code, summary) pairs per training batch")
     max_code_tokens: int = 384
     max_summary_tokens: int = 48
-    max_new_tokens: int = 40
+    max_new_tokens: int = param(40, low=1, label="Summary tokens", help="tokens generated per summary at most")
     no_repeat_ngram: int = 3  # 0: plain greedy
     eval_fraction: float = DEFAULT_EVAL_FRACTION  # the selection / evaluation split (neuro/code/split.py)
     split_seed: int = 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuro.cli import command, open_corpus, open_model, open_split
+from neuro.cli.params import add_params
 from neuro.instrument.tokens import truncation
+from neuro.params import spec
 
 
 def _jobs_root(args) -> Path | None:
@@ -18,7 +20,6 @@ def _jobs_root(args) -> Path | None:
 
 
 def _common_options(p) -> None:
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 adapters, 1e-4 full fine-tuning)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                    help="seeds per method (default 0 1 2): each decides the random control's neurons, which "
@@ -47,18 +48,18 @@ def _budget(args, loaded=None) -> int | None:
 
 
 def _finetune_options(p) -> None:
-    from neuro.experiments.finetune import METHODS, NEURON_SETS
+    from neuro.analysis.selectivity import SelectionParams
+    from neuro.experiments.finetune import METHODS, NEURON_SETS, FinetuneConfig
 
     _common_options(p)
+    add_params(p, FinetuneConfig, ["steps"])
     p.add_argument("--target", required=True, help="language to fine-tune for")
     p.add_argument("--method", default="neurons",
                    help=f"{', '.join(METHODS)}; comma-separated for a comparison at equal steps")
     p.add_argument("--neuron-set", choices=NEURON_SETS, default="specific")
-    p.add_argument("--lora-rank", type=int, default=0, help="0: sized to the neuron-guided parameter count")
+    add_params(p, FinetuneConfig, ["lora_rank"])
     p.add_argument("--pass-at-k", action="store_true", help="also pass@1 on evaluation-side programs with tests")
-    p.add_argument("--candidate-quantile", type=float, default=0.90)
-    p.add_argument("--ratio", type=float, default=1.5)
-    p.add_argument("--top-fraction", type=float, default=0.01)
+    add_params(p, SelectionParams, ["candidate_quantile", "ratio", "top_fraction"])
 
 
 def _seeds(args) -> list[int]:
@@ -116,6 +117,7 @@ def _finish(infos, table, split, comparisons=None, runs: dict | None = None) -> 
 def cmd_finetune(args) -> tuple[dict, str]:
     from neuro.analysis.selectivity import SelectionParams
     from neuro.experiments.finetune import (
+        FinetuneConfig,
         compare_finetune,
         kept_weights,
         plan_finetune_runs,
@@ -137,7 +139,8 @@ def cmd_finetune(args) -> tuple[dict, str]:
                              top_fraction=args.top_fraction)
     # neurons from the selection side's statistics only; the jobs evaluate on the other side
     selection = select_finetune_neurons(loaded, split, params, store=args.cache, max_length=args.max_length)
-    options = dict(batch_tokens=args.batch_tokens or 2048, max_length=min(args.max_length, 1024), steps=args.steps,
+    batch_tokens = args.batch_tokens or spec(FinetuneConfig, "batch_tokens").default  # global --batch-tokens
+    options = dict(batch_tokens=batch_tokens, max_length=min(args.max_length, 1024), steps=args.steps,
                    lora_rank=args.lora_rank, pass_at_k=args.pass_at_k, checkpoint_every=args.checkpoint_every,
                    eval_programs=args.eval_programs,
                    device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -193,16 +196,16 @@ def _export_to(job_dir: Path, out) -> str:
 
 
 def _transfer_options(p) -> None:
-    from neuro.experiments.transfer import METHODS
+    from neuro.experiments.transfer import METHODS, TransferConfig
 
     _common_options(p)
+    # --steps keeps the CLI's long-standing 100 (the page and TransferConfig start at 150)
+    add_params(p, TransferConfig, ["steps"], defaults={"steps": 100})
     p.add_argument("--source", required=True, help="language whose (code, summary) pairs are trained on")
     p.add_argument("--layers", action="append",
                    help="concept, all, lower, or a comma-separated layer list; repeat to compare (default concept)")
     p.add_argument("--method", choices=METHODS, default="lora", help="LoRA on the chosen blocks, or their weights")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=40)
+    add_params(p, TransferConfig, ["rank", "batch_size", "max_new_tokens"])
     p.add_argument("--targets", help="comma-separated languages to evaluate (default: all)")
     p.add_argument("--keep-comments", action="store_true", help="do not strip comments from the code")
     p.add_argument("--no-before", action="store_true", help="skip the evaluation before training")

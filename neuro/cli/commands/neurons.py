@@ -6,15 +6,16 @@ import dataclasses
 
 from neuro.choices import Normalization, Score, SelectionMethod, choices
 from neuro.cli import command, open_corpus, open_model, open_split, progress
+from neuro.cli.params import add_params
 from neuro.instrument.tokens import truncation
 
 
 def _selection_options(p) -> None:
+    from neuro.analysis.selectivity import SelectionParams
+
     p.add_argument("--method", choices=choices(SelectionMethod), default="pls")
-    p.add_argument("--candidate-quantile", type=float, default=0.90,
-                   help="candidate threshold = this quantile of all neurons' max PLS (default 0.90)")
-    p.add_argument("--ratio", type=float, default=1.5, help="specificity ratio top/second (default 1.5)")
-    p.add_argument("--top-fraction", type=float, default=0.01, help="top share by max PLS (default 0.01)")
+    # --top-fraction serves LAPE too (its top_fraction has the same default and range)
+    add_params(p, SelectionParams, ["candidate_quantile", "ratio", "top_fraction"])
     p.add_argument("--normalize", choices=choices(Normalization), default="language_layer",
                    help="divide PLS by its mean per language and layer (default), per language, or not (raw)")
     p.add_argument("--score", choices=choices(Score), default="pls",

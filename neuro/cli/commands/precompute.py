@@ -40,9 +40,8 @@ from neuro.results.statistics import UNIVERSALITY
 
 REBUILD = "python -m neuro precompute"
 
-# the Neurons page's selection parameters before any slider is moved (views/neurons.py)
-NEURONS_PAGE_PARAMS = SelectionParams(candidate_quantile=0.90, ratio=1.5, top_fraction=0.01,
-                                      normalize="language_layer", score="pls")
+# the Neurons page's selection parameters before any slider is moved (views/neurons.py: the fields' defaults)
+NEURONS_PAGE_PARAMS = SelectionParams()
 
 # asked for by a page at first view but not shipped, with why (the shipped folder is kept small: ~6.6 MB).
 LEFT_OUT = {LAYER_EMBEDDINGS.kind: "one layer of the all-layer pooled states, which are shipped and serve it "

@@ -217,6 +217,6 @@ def test_two_models_end_to_end(setup, tmp_path):
                            capture_output=True, text=True, cwd=REPO_DIR, timeout=300,
                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert again.returncode == 0, again.stderr
-    assert "a: reused from" in again.stderr and "b: reused from" in again.stderr
+    assert "a: reused from an earlier run" in again.stderr and "b: reused from an earlier run" in again.stderr
     reused = json.loads((tmp_path / "again" / "results.json").read_text())
     assert reused["models"] == results["models"]

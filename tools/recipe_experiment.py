@@ -413,8 +413,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="the demo builder's work folder (validation "
                                                                       "streams)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache root: each model's results in <cache>/<NAME>")
-    p.add_argument("--reuse", default=None,
-                   help="an earlier run's results.json: its models (same name and folder) are not measured again")
+    p.add_argument("--reuse", action="append", default=None,
+                   help="an earlier run's results.json (repeat for several): its models, same name and folder, "
+                        "are not measured again")
     p.add_argument("--out", required=True, help="folder for results.json and table.md")
     p.add_argument("--transfer", action="store_true", help="also run the transfer comparison (concept vs all)")
     p.add_argument("--transfer-source", default="python")
@@ -474,13 +475,15 @@ def run(args) -> dict:
                                         "seed": args.transfer_seed, "eval_programs": args.transfer_eval_programs,
                                         "max_new_tokens": args.transfer_max_new_tokens, "corpus": DEMO}
     extra = neuro_extra(args)
-    previous = json.loads(resolve(args.reuse).read_text())["models"] if args.reuse else {}
+    previous = {}
+    for path in args.reuse or []:
+        previous.update(json.loads(resolve(path).read_text())["models"])
     for name, folder in models.items():
         cache = cache_root / name
         old = previous.get(name)
         if old and old.get("folder") == str(folder) and (old.get("transfer") or not args.transfer):
             results["models"][name] = old  # measured by an earlier run with the same folder
-            log(f"{name}: reused from {args.reuse}")
+            log(f"{name}: reused from an earlier run")
             continue
         entry = results["models"][name] = {"folder": str(folder), "cache": str(cache), "corpora": {}}
         entry["heldout"] = timed(results, f"{name}: held-out loss", started,

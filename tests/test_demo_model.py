@@ -139,7 +139,8 @@ def test_card_describes_the_parallel_mix_and_rebuilds_it():
     m["train"] = {**m["train"], "parallel_share": 0.25, "parallel_layout": "pairs"}
     m["parallel"] = {"layout": "pairs", "seed": 1, "tokens": 4_055_838, "documents": 10_752, "generated": 10_760,
                      "dropped_by_decontamination": 8, "tokens_per_language": {"cpp": 1, "go": 2}}
-    m["experiment"] = "| recipe | MAP@R |\n|---|---|\n| plain | 0.5 |"
+    m["experiment"] = ("# Recipe experiment (baseline: a)\n\n## Corpus `demo`\n\n"
+                       "| recipe | MAP@R |\n|---|---|\n| plain | 0.5 |")
     card = render_card(m)
     rebuild = card.split("## Rebuild")[1]
     assert "python -m tools.demo_model parallel --layout pairs --tokens 4055838 --program-seed 1" in rebuild
@@ -147,3 +148,4 @@ def test_card_describes_the_parallel_mix_and_rebuilds_it():
     assert rebuild.index("pretokenize") < rebuild.index("parallel --layout") < rebuild.index("train --max")
     assert "25% of training rows" in card and "dropped 8 of 10,760" in card
     assert "## Recipe experiment" in card and "| plain | 0.5 |" in card
+    assert "### Corpus `demo`" in card and "# Recipe experiment (baseline" not in card  # nested under the card's

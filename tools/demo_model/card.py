@@ -57,13 +57,16 @@ def parallel_paragraph(tr: dict, parallel: dict | None) -> list[str]:
 
 
 def experiment_section(table: str | None) -> list[str]:
-    """The recipe experiment's table (written by `python -m tools.recipe_experiment`), when there is one."""
+    """The recipe experiment's tables (`python -m tools.recipe_experiment`'s table.md, its own title dropped
+    and its sections nested under this one), when there is one."""
     if not table:
         return []
+    body = [line for line in table.strip().splitlines() if not line.startswith("# ")]
+    body = ["#" + line if line.startswith("## ") else line for line in body]
     return ["## Recipe experiment", "",
-            "Training mixes compared at equal compute (same architecture, tokenizer, token budget, batch and "
-            "schedule); every figure below is measured on held-out data by `python -m tools.recipe_experiment`.",
-            "", table.strip(), ""]
+            "Training mixes compared at equal compute (same architecture, tokenizer, tokens seen and batch); "
+            "every figure below is measured on held-out data by `python -m tools.recipe_experiment`.",
+            "", "\n".join(body).strip(), ""]
 
 
 def render_card(m: dict) -> str:
@@ -157,22 +160,32 @@ def render_card(m: dict) -> str:
 
 
 def card(args: argparse.Namespace) -> dict:
-    """Write ``README.md`` and ``metrics.json`` into the model folder from the step metrics."""
+    """Write ``README.md`` and ``metrics.json`` into the model folder from the step metrics.
+
+    With ``--from-folder`` the metrics come from the folder's own ``metrics.json`` (a shipped model whose
+    work folder is gone), so only the card's text is rewritten, e.g. to add the recipe experiment.
+    """
     work, out = Path(args.work_dir), Path(args.out_dir)
-    m = {name: json.loads((work / f"{fname}.json").read_text()) for name, fname in
-         (("corpus", "corpus_stats"), ("tokens", "token_stats"), ("train", "train_metrics"),
-          ("eval", "eval_metrics"), ("overlap", "overlap_check"))}
+    if getattr(args, "from_folder", False):
+        m = json.loads((out / "metrics.json").read_text())
+        m["train"].setdefault("history", [])
+    else:
+        m = {name: json.loads((work / f"{fname}.json").read_text()) for name, fname in
+             (("corpus", "corpus_stats"), ("tokens", "token_stats"), ("train", "train_metrics"),
+              ("eval", "eval_metrics"), ("overlap", "overlap_check"))}
+        layout = m["train"].get("parallel_layout")
+        if layout and m["train"].get("parallel_share"):
+            m["parallel"] = json.loads((work / f"parallel_{layout}_stats.json").read_text())
     m["config"] = json.loads((out / "config.json").read_text())
-    layout = m["train"].get("parallel_layout")
-    if layout and m["train"].get("parallel_share"):
-        m["parallel"] = json.loads((work / f"parallel_{layout}_stats.json").read_text())
     experiment = Path(args.experiment) if getattr(args, "experiment", None) else None
     if experiment is not None:
         m["experiment"] = experiment.read_text()
     (out / "README.md").write_text(render_card(m))
     small = {k: v for k, v in m.items() if k not in ("config", "experiment")}
+    history = m["train"].get("history") or []
     small["train"] = {k: v for k, v in m["train"].items() if k != "history"}
-    small["train"]["loss_curve"] = [{k: h[k] for k in ("step", "tokens", "minutes", "loss")}
-                                    for h in m["train"]["history"][:: max(1, len(m["train"]["history"]) // 40)]]
+    if history:  # else the folder's own metrics already hold the loss curve
+        small["train"]["loss_curve"] = [{k: h[k] for k in ("step", "tokens", "minutes", "loss")}
+                                        for h in history[:: max(1, len(history) // 40)]]
     write_json(out / "metrics.json", small)
     return small

@@ -111,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("card", help="write README.md and metrics.json into the model folder")
     sp.add_argument("--experiment", default=None,
                     help="markdown table of the recipe experiment (tools.recipe_experiment's table.md) to include")
+    sp.add_argument("--from-folder", action="store_true",
+                    help="read the metrics from the model folder's metrics.json (no work folder needed)")
     sp = sub.add_parser("all", help="every step in order", conflict_handler="resolve")
     corpus_args(sp)
     train_args(sp)

@@ -126,11 +126,9 @@ def check_corpora(corpora: dict[str, str]) -> dict[str, Path | None]:
 # ------------------------------------------------------------------------------------------------ held-out loss
 
 def heldout_loss(folder: Path, work_dir: Path, ctx: int = 256, max_windows: int | None = 400) -> dict:
-    """Per-language loss on the builder's validation streams, or {"skipped": reason}. Same windows and sum as
-    `python -m tools.demo_model evaluate` (its `val_windows` and `model_nll`)."""
-    import numpy as np
-
-    from tools.demo_model import LANGS, model_nll, val_windows
+    """Per-language loss on the builder's validation streams, or {"skipped": reason}. Same windows and sums as
+    `python -m tools.demo_model evaluate` (both call its `validation_nll`)."""
+    from tools.demo_model import LANGS, validation_nll
 
     tokens, stats_file = work_dir / "tokens", work_dir / "token_stats.json"
     missing = [str(p) for p in [*(tokens / f"val_{lang}.bin" for lang in LANGS), stats_file] if not p.is_file()]
@@ -143,14 +141,9 @@ def heldout_loss(folder: Path, work_dir: Path, ctx: int = 256, max_windows: int 
     import torch
     from transformers import AutoModelForCausalLM
 
-    stats = json.loads(stats_file.read_text())
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     rows = {}
-    for lang in LANGS:
-        stream = np.memmap(tokens / f"val_{lang}.bin", dtype=np.uint16, mode="r")
-        windows = val_windows(stream, ctx, max_windows)
-        total, n = model_nll(model, windows, "cpu")
-        bytes_per_token = stats["val_bytes"][lang] / stats["val_tokens"][lang]
+    for lang, (_, total, n, bytes_per_token) in validation_nll(model, work_dir, ctx, max_windows).items():
         rows[lang] = {"tokens": n, "nats_per_token": round(total / n, 4),
                       "bits_per_byte": round(total / n / math.log(2) / bytes_per_token, 4)}
     return {"ctx": ctx, "max_windows": max_windows, "languages": rows}

@@ -61,6 +61,7 @@ from tools.demo_model.evaluation import (  # noqa: F401
     model_nll,
     unigram_nll,
     val_windows,
+    validation_nll,
 )
 from tools.demo_model.hardware import device_name, pick_threads  # noqa: F401
 from tools.demo_model.settings import (  # noqa: F401

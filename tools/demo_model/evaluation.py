@@ -48,6 +48,20 @@ def unigram_nll(counts: np.ndarray, windows: np.ndarray) -> tuple[float, int]:
     return float(-logp[targets].sum()), int(targets.size)
 
 
+def validation_nll(model, work: Path, ctx: int, max_windows: int | None,
+                   device: str = "cpu") -> dict[str, tuple[np.ndarray, float, int, float]]:
+    """Per language, on the builder's validation stream: the windows scored, the model's summed nats, the
+    predicted tokens, and bytes per token (for bits per byte)."""
+    token_stats = json.loads((work / "token_stats.json").read_text())
+    out = {}
+    for lang in LANGS:
+        stream = np.memmap(work / "tokens" / f"val_{lang}.bin", dtype=np.uint16, mode="r")
+        windows = val_windows(stream, ctx, max_windows)
+        total, n = model_nll(model, windows, device)
+        out[lang] = (windows, total, n, token_stats["val_bytes"][lang] / token_stats["val_tokens"][lang])
+    return out
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     """Per-language validation loss of the shipped model beside the unigram baseline."""
     import torch
@@ -61,14 +75,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
     plain = AutoModelForCausalLM.from_pretrained(folder)
     counts = np.load(work / "tokens" / "train_counts.npy")
-    token_stats = json.loads((work / "token_stats.json").read_text())
     rows = {}
-    for lang in LANGS:
-        stream = np.memmap(work / "tokens" / f"val_{lang}.bin", dtype=np.uint16, mode="r")
-        windows = val_windows(stream, args.ctx, args.eval_windows)
-        m_sum, n = model_nll(model, windows, device)
+    for lang, (windows, m_sum, n, bytes_per_token) in validation_nll(model, work, args.ctx, args.eval_windows,
+                                                                     device).items():
         u_sum, _ = unigram_nll(counts, windows)
-        bytes_per_token = token_stats["val_bytes"][lang] / token_stats["val_tokens"][lang]
         rows[lang] = {"tokens": n, "model_nats": round(m_sum / n, 4), "unigram_nats": round(u_sum / n, 4),
                       "gap_nats": round((u_sum - m_sum) / n, 4),
                       "model_bits_per_byte": round(m_sum / n / math.log(2) / bytes_per_token, 4)}

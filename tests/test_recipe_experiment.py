@@ -134,6 +134,24 @@ def test_verdict_without_measurements_fails_and_says_what_is_missing():
 
 # ------------------------------------------------------------------------------------------------ arguments
 
+def test_reuse_keeps_finished_parts_and_measures_the_rest(tmp_path):
+    """An interrupted run (held-out loss and one corpus done, the second corpus failed) resumes: the finished
+    parts are kept, the failed corpus and the transfer are measured again; another folder reuses nothing."""
+    folder = tmp_path / "model"
+    done = {"layers": {"concept_layers": [1]}, "clones": {"rows": []}}
+    old = {"folder": str(folder), "heldout": {"python": 1.0}, "corpora": {"demo": done,
+           "humaneval-x": {"layers": {"concept_layers": [2]}, "clones": {"error": "killed"}}},
+           "transfer": {"error": "killed"}}
+    entry, reused = rx.reusable_parts(old, folder, ["demo", "humaneval-x"], transfer=True)
+    assert reused == ["held-out loss", "demo"]
+    assert entry == {"corpora": {"demo": done}, "heldout": {"python": 1.0}}
+    old["transfer"] = {"concept": 1.0}
+    assert rx.reusable_parts(old, folder, ["demo"], transfer=True)[1] == ["held-out loss", "demo", "transfer"]
+    assert rx.reusable_parts(old, folder, ["demo"], transfer=False)[1] == ["held-out loss", "demo"]
+    assert rx.reusable_parts(old, tmp_path / "other", ["demo"], transfer=True) == ({"corpora": {}}, [])
+    assert rx.reusable_parts(None, folder, ["demo"], transfer=True) == ({"corpora": {}}, [])
+
+
 def test_argument_errors_are_clear(setup, tmp_path, capsys):
     root, a, _, _ = setup
     cases = [

@@ -407,8 +407,8 @@ def parser() -> argparse.ArgumentParser:
                                                                       "streams)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache root: each model's results in <cache>/<NAME>")
     p.add_argument("--reuse", action="append", default=None,
-                   help="an earlier run's results.json (repeat for several): its models, same name and folder, "
-                        "are not measured again")
+                   help="an earlier run's results.json (repeat for several): what it measured for a model of the same "
+                        "name and folder (held-out loss, each finished corpus, transfer) is kept, the rest measured")
     p.add_argument("--out", required=True, help="folder for results.json and table.md")
     p.add_argument("--transfer", action="store_true", help="also run the transfer comparison (concept vs all)")
     p.add_argument("--transfer-source", default="python")
@@ -473,18 +473,19 @@ def run(args) -> dict:
         previous.update(json.loads(resolve(path).read_text())["models"])
     for name, folder in models.items():
         cache = cache_root / name
-        old = previous.get(name)
-        if old and old.get("folder") == str(folder) and (old.get("transfer") or not args.transfer):
-            results["models"][name] = old  # measured by an earlier run with the same folder
-            log(f"{name}: reused from an earlier run")
-            continue
-        entry = results["models"][name] = {"folder": str(folder), "cache": str(cache), "corpora": {}}
-        entry["heldout"] = timed(results, f"{name}: held-out loss", started,
-                                 lambda: heldout_loss(folder, work, args.ctx, args.eval_windows))
-        if "skipped" in entry["heldout"]:
-            log(entry["heldout"]["skipped"])
-        save(out, results)
+        entry, reused = reusable_parts(previous.get(name), folder, list(corpora), args.transfer)
+        results["models"][name] = entry = {"folder": str(folder), "cache": str(cache), **entry}
+        if reused:
+            log(f"{name}: reused from an earlier run: {', '.join(reused)}")
+        if "heldout" not in entry:
+            entry["heldout"] = timed(results, f"{name}: held-out loss", started,
+                                     lambda: heldout_loss(folder, work, args.ctx, args.eval_windows))
+            if "skipped" in entry["heldout"]:
+                log(entry["heldout"]["skipped"])
+            save(out, results)
         for corpus, path in corpora.items():
+            if corpus in entry["corpora"]:
+                continue
             base = common_args(folder, path, cache, extra)
             raw = timed(results, f"{name}: layers on {corpus}", started, lambda: neuro_cli(["layers", *base]))
             c = entry["corpora"][corpus] = {"layers": raw if "error" in raw else layers_row(raw)}
@@ -495,7 +496,7 @@ def run(args) -> dict:
             c["clones"] = raw_clones if "error" in raw_clones else clones_row(raw_clones)
             c["raw"] = {"layers": raw, "clones": raw_clones}
             save(out, results)
-        if args.transfer:
+        if args.transfer and "transfer" not in entry:
             targs = ["transfer", *common_args(folder, None, cache, extra), "--source", args.transfer_source,
                      "--layers", "concept", "--layers", "all", "--steps", str(args.transfer_steps),
                      "--seeds", str(args.transfer_seed), "--eval-programs", str(args.transfer_eval_programs),
@@ -514,6 +515,29 @@ def run(args) -> dict:
     (out / "table.md").write_text(table_md(results))
     log(f"wrote {out / 'results.json'} and {out / 'table.md'}", started)
     return results
+
+
+def reusable_parts(old: dict | None, folder: Path, corpora: list[str], transfer: bool) -> tuple[dict, list[str]]:
+    """What an earlier run measured for the same model folder and may be kept: its held-out loss, each corpus
+    whose layers and clones both finished, and its transfer comparison when one is asked for. An interrupted
+    run so resumes where it stopped instead of measuring everything again. Returns the entry and the parts'
+    names."""
+    entry: dict = {"corpora": {}}
+    reused: list[str] = []
+    if not old or old.get("folder") != str(folder):
+        return entry, reused
+    if "heldout" in old:
+        entry["heldout"] = old["heldout"]
+        reused.append("held-out loss")
+    for corpus in corpora:
+        part = old.get("corpora", {}).get(corpus)
+        if part and not any("error" in part.get(k, {"error": "missing"}) for k in ("layers", "clones")):
+            entry["corpora"][corpus] = part
+            reused.append(corpus)
+    if transfer and old.get("transfer") and "error" not in old["transfer"]:
+        entry["transfer"] = old["transfer"]
+        reused.append("transfer")
+    return entry, reused
 
 
 def save(out: Path, results: dict) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,14 @@ class AblationEffects:
         return "\n".join(lines)
 
 
+class _Boot(TypedDict):
+    """The resampling arguments every interval of one ablation shares."""
+
+    unit: str
+    n_resamples: int
+    seed: int
+
+
 class _Resampler:
     """Per-language mean changes of any set of conditions for a resample of units (vectorized)."""
 
@@ -255,7 +264,7 @@ def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAM
     kinds = ("matched", "uniform")
     raw: dict[str, dict[str, tuple]] = {k: {} for k in kinds}
     partial = {}
-    boot = dict(unit=result.unit, n_resamples=n_resamples, seed=seed)
+    boot = _Boot(unit=result.unit, n_resamples=n_resamples, seed=seed)
     langs = result.programs["lang"].to_numpy().astype(str)
     labels = label_permutations(langs, result.programs["unit"].to_numpy().astype(str), permutations,
                                 np.random.default_rng(seed)) if permutations and len(languages) > 1 else None
@@ -273,7 +282,7 @@ def ablation_effects(result: AblationResult, *, n_resamples: int = DEFAULT_RESAM
             values = _statistic(means, languages, group)
             sels = _selectivity(means, languages, group) if sel is not None else np.array([])
             p = monte_carlo_p(own.estimate, values, alternative) if len(values) else math.nan
-            p_sel = monte_carlo_p(sel.estimate, sels, alternative) if len(sels) else math.nan
+            p_sel = monte_carlo_p(sel.estimate, sels, alternative) if sel is not None and len(sels) else math.nan
             raw[kind][group] = (values, p, sels, p_sel)
         if sel is not None and labels is not None:
             null = _selectivity_of_labels(result.changes(int(row)), labels, languages, group)

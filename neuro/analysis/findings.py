@@ -184,15 +184,17 @@ def _p(p: float) -> str:
 def _specific_chance(inputs: FindingsInputs, counts: dict, text: str, differs: list) -> tuple[str, dict | None]:
     """The per-language permutation p-values beside the language-specific counts."""
     sel, level = inputs.selection, inputs.chance
+    assert sel is not None and level is not None  # the caller reads both before asking
     langs = [lang for lang in sel.languages if lang in level.counts.columns]
     if not langs:
         return text + "; chance level not computed for these languages", None
     p, p_holm = level.p_values(), level.p_holm()
     null = level.counts[langs].sum(axis=1)
-    chance = {"mean": float(null.mean()), "max": int(null.max()), "permutations": int(level.permutations),
-              "stratified": bool(level.stratified), "permutation": level.permutation,
-              "by_language": {lang: {"mean": level.mean()[lang], "max": level.max()[lang], "p": p[lang],
-                                     "p_holm": p_holm[lang]} for lang in langs}}
+    chance: dict[str, Any] = {
+        "mean": float(null.mean()), "max": int(null.max()), "permutations": int(level.permutations),
+        "stratified": bool(level.stratified), "permutation": level.permutation,
+        "by_language": {lang: {"mean": level.mean()[lang], "max": level.max()[lang], "p": p[lang],
+                               "p_holm": p_holm[lang]} for lang in langs}}
     above = [lang for lang in langs if p_holm[lang] < ALPHA]
     text += (f"; chance (language labels shuffled {level.permutation}, {level.permutations} permutations): total "
              f"mean {chance['mean']:.1f}, max {chance['max']}; Holm-corrected p per language: "

@@ -494,7 +494,7 @@ def permuted_labels(unit_lang: np.ndarray, groups: np.ndarray | None, n: int,
     # sorting group + a uniform draw lists each row's units group by group, in random order within a group;
     # the units listed group by group in index order then take those units' labels
     order = np.argsort(groups[None, :] + rng.random((n, len(unit_lang))), axis=1)
-    out = np.empty((n, len(unit_lang)), dtype=np.int64)
+    out: np.ndarray = np.empty((n, len(unit_lang)), dtype=np.int64)
     out[:, np.argsort(groups, kind="stable")] = unit_lang[order]
     return out
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+Values = Sequence[float] | np.ndarray  # one value per item: a list or a 1-D array (2-D: a column per value)
+
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -91,24 +93,24 @@ def task_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n_units: int, 
     return Interval(estimate, float(ci.low), float(ci.high), confidence, n_units, unit, n_resamples)
 
 
-def grouped_mean_bootstrap(values: Sequence[float], units: Sequence, *, unit: str = "task", **kwargs) -> Interval:
+def grouped_mean_bootstrap(values: Values, units: Sequence, *, unit: str = "task", **kwargs) -> Interval:
     """Interval of the mean of `values` (one per item, e.g. a query's average precision) when the items of
     one unit (`units`, e.g. each item's task) are resampled together. The estimate is the plain mean."""
     sums, counts, names = unit_sums(values, units)
     return task_bootstrap(lambda idx: ratio_of_sums(sums, counts, idx), len(names), unit=unit, **kwargs)
 
 
-def unit_sums(values: Sequence[float], units: Sequence) -> tuple[np.ndarray, np.ndarray, list]:
+def unit_sums(values: Values, units: Sequence) -> tuple[np.ndarray, np.ndarray, list]:
     """Per unit (in first-seen order): the sum of its items' values (one column per value column) and its
     item count. values: (items,) or (items, columns)."""
-    values = np.asarray(values, dtype=np.float64)
+    array = np.asarray(values, dtype=np.float64)
     names = list(dict.fromkeys(units))
     index = {u: i for i, u in enumerate(names)}
     codes = np.array([index[u] for u in units], dtype=np.int64)
-    shape = (len(names),) + values.shape[1:]
+    shape = (len(names),) + array.shape[1:]
     sums, counts = np.zeros(shape), np.zeros(shape)
-    np.add.at(sums, codes, np.nan_to_num(values))
-    np.add.at(counts, codes, np.isfinite(values).astype(np.float64))
+    np.add.at(sums, codes, np.nan_to_num(array))
+    np.add.at(counts, codes, np.isfinite(array).astype(np.float64))
     return sums, counts, names
 
 
@@ -119,18 +121,18 @@ def ratio_of_sums(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.n
         return sums[idx].sum(axis=idx.ndim - 1) / counts[idx].sum(axis=idx.ndim - 1)
 
 
-def monte_carlo_p(observed: float, draws: Sequence[float], alternative: str = "greater") -> float:
+def monte_carlo_p(observed: float, draws: Values, alternative: str = "greater") -> float:
     """The p-value of `observed` against random draws under the null: (1 + draws at least as extreme) /
     (1 + draws). "greater" / "less" are one-sided; "two-sided" doubles the smaller tail (capped at 1).
 
     Its smallest possible value is 1 / (1 + draws): 5 draws cannot support p < 1/6."""
-    draws = np.asarray(draws, dtype=np.float64)
-    draws = draws[np.isfinite(draws)]
-    if not len(draws) or not np.isfinite(observed):
+    array = np.asarray(draws, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if not len(array) or not np.isfinite(observed):
         return math.nan
-    n = len(draws)
-    upper = (1 + int((draws >= observed).sum())) / (1 + n)
-    lower = (1 + int((draws <= observed).sum())) / (1 + n)
+    n = len(array)
+    upper = (1 + int((array >= observed).sum())) / (1 + n)
+    lower = (1 + int((array <= observed).sum())) / (1 + n)
     if alternative == "greater":
         return upper
     if alternative == "less":
@@ -161,7 +163,7 @@ class Spread:
     interval: Interval
 
     @classmethod
-    def of(cls, values: Sequence[float], confidence: float = CONFIDENCE, unit: str = "seed") -> Spread:
+    def of(cls, values: Values, confidence: float = CONFIDENCE, unit: str = "seed") -> Spread:
         from scipy.stats import t
 
         v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)

@@ -94,7 +94,7 @@ def half_labels(unit_lang: np.ndarray, groups: np.ndarray | None, rng: np.random
     code per unit) whole tasks go to one half, half of the tasks each; else each language's units are split
     in two."""
     unit_lang = np.asarray(unit_lang, dtype=np.int64)
-    first = np.zeros(len(unit_lang), dtype=bool)
+    first: np.ndarray = np.zeros(len(unit_lang), dtype=bool)
     if groups is not None:
         tasks = np.unique(groups)
         chosen = rng.permutation(tasks)[: len(tasks) // 2]
@@ -182,13 +182,13 @@ def universality(stats: CorpusStats, method: str = "pls", params: SelectionParam
     mean = _mean_score(full, _rule_scores(full_scores, method, params))
     overlap = int((universal_mask & _in_top(mean, count)).sum()) if count else 0
     control = top_mean_mask(full, mean)
-    layer = np.arange(full.total) // full.n_neurons
+    layer: np.ndarray = np.arange(full.total) // full.n_neurons
     control_per_layer = {str(int(k)): int(v) for k, v in zip(*np.unique(layer[control], return_counts=True))}
 
     values, weights = unit_values(stats, name)
     rng = np.random.default_rng(seed)
     jac_u, jac_top, jac_ctrl, half_counts = [], [], [], []
-    hits = np.zeros(full.total, dtype=np.int64)
+    hits: np.ndarray = np.zeros(full.total, dtype=np.int64)
     for _ in range(halvings):
         labels = half_labels(stats.unit_lang, groups, rng)
         sets = []

@@ -99,6 +99,7 @@ def read_code_file(path: str | None, purpose: str) -> str:
     upload = decode_upload(Path(path).read_bytes(), Path(path).name)
     if upload.error:
         raise ValueError(upload.error)
+    assert upload.text is not None  # decoded: no error
     return upload.text
 
 

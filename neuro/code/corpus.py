@@ -152,7 +152,7 @@ _HEX_FILE = re.compile(r"humaneval_(cpp|go|java|js|python)\.jsonl(\.gz)?$")
 
 def first_sentence(text: str) -> str:
     """The first sentence of a docstring, without comment markers or examples."""
-    lines = []
+    lines: list[str] = []
     for raw in text.splitlines():
         line = raw.strip().lstrip("/*#").strip().rstrip("*/").strip()
         if line.startswith(">>>") or line.lower().startswith(("example", "for example")):
@@ -199,7 +199,7 @@ def load_humaneval_x(folder: str | Path, languages: Iterable[str] = LANGS) -> li
     """HumanEval-X from `humaneval_<lang>.jsonl(.gz)` files (the layout of THUDM/humaneval-x)."""
     folder = Path(folder)
     wanted = {normalize_lang(x) for x in languages}
-    files = {}
+    files: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         match = _HEX_FILE.search(path.name)
         if match and _HEX_LANG[match.group(1)] in wanted:
@@ -245,8 +245,8 @@ def load_corpus(spec: str | Path | None = None) -> list[Snippet]:
         return load_jsonl(DEMO_CORPUS_FILE)
     path = Path(spec).expanduser()
     if path.is_file():
-        if _HEX_FILE.search(path.name):
-            key = _HEX_FILE.search(path.name).group(1)
+        if hex_file := _HEX_FILE.search(path.name):
+            key = hex_file.group(1)
             with _open_text(path) as fh:
                 return [humaneval_row_to_snippet(key, json.loads(line)) for line in fh if line.strip()]
         return load_jsonl(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import threading
@@ -19,17 +20,9 @@ _local = threading.local()  # tree-sitter parsers are not thread-safe: one per t
 @cache
 def language(lang: str) -> Language:
     lang = normalize_lang(lang)
-    if lang == "cpp":
-        import tree_sitter_cpp as grammar
-    elif lang == "java":
-        import tree_sitter_java as grammar
-    elif lang == "python":
-        import tree_sitter_python as grammar
-    elif lang == "go":
-        import tree_sitter_go as grammar
-    else:
-        import tree_sitter_javascript as grammar
-    return Language(grammar.language())
+    grammar = {"cpp": "tree_sitter_cpp", "java": "tree_sitter_java", "python": "tree_sitter_python",
+               "go": "tree_sitter_go"}.get(lang, "tree_sitter_javascript")
+    return Language(importlib.import_module(grammar).language())
 
 
 def parse(code: str, lang: str) -> Tree:
@@ -182,6 +175,6 @@ def detect_language(code: str, candidates: Sequence[str] = LANGS) -> Detection:
         cue = min(5.0, sum(w for pattern, w in _COMPILED[lang] if pattern.search(code)))
         rates[lang] = rate
         scores[lang] = cue - 8.0 * rate
-    top = max(scores, key=scores.get)
+    top = max(scores, key=lambda lang: scores[lang])
     norm = sum(math.exp(s - scores[top]) for s in scores.values())
     return Detection(top, 1.0 / norm, scores, rates)

@@ -5,6 +5,7 @@ supporting another architecture is one entry in `ADAPTERS` (tests/test_architect
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 from dataclasses import dataclass
 
 from torch import nn
@@ -59,12 +60,12 @@ class Adapter:
     def gated(self) -> bool:
         return self.fc_in is None
 
-    def block_prefix(self, layer: int) -> str:
+    def block_prefix(self, layer: int | str) -> str:
         """Parameter / module name prefix of block `layer` (for `named_parameters`, `named_modules`)."""
         return f"{self.blocks}.{layer}."
 
-    def ffn_prefix(self, layer: int) -> str:
-        """Parameter / module name prefix of block `layer`'s FFN."""
+    def ffn_prefix(self, layer: int | str) -> str:
+        """Parameter / module name prefix of block `layer`'s FFN (a str: a template such as '{i}')."""
         return f"{self.block_prefix(layer)}{self.mlp}."
 
     def site_label(self) -> str:
@@ -82,9 +83,24 @@ class Adapter:
         return HookSites(model, self)
 
 
-_LLAMA_LIKE = dict(blocks="model.layers", mlp="mlp", down="down_proj", act="act_fn", gate="gate_proj", up="up_proj")
+class _Layout(TypedDict, total=False):
+    """The `Adapter` fields several architectures share."""
 
-_GPT2_LIKE = dict(blocks="transformer.h", mlp="mlp", down="c_proj", act="act", fc_in="c_fc",
+    blocks: str
+    mlp: str
+    down: str
+    act: str
+    gate: str
+    up: str
+    fc_in: str
+    intermediate_size: Callable
+    final_norm: str
+
+
+_LLAMA_LIKE = _Layout(blocks="model.layers", mlp="mlp", down="down_proj", act="act_fn", gate="gate_proj",
+                      up="up_proj")
+
+_GPT2_LIKE = _Layout(blocks="transformer.h", mlp="mlp", down="c_proj", act="act", fc_in="c_fc",
                   intermediate_size=_inner_or_4x, final_norm="transformer.ln_f")
 
 ADAPTERS: dict[str, Adapter] = {

@@ -142,7 +142,7 @@ def model_info(loaded: LoadedModel) -> ModelInfo:
         n_layers=loaded.n_layers,
         neurons_per_layer=loaded.n_neurons,
         total_neurons=loaded.n_layers * loaded.n_neurons,
-        hidden_size=int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)),
+        hidden_size=int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0)),
         vocab_size=int(cfg.vocab_size),
         parameters=sum(p.numel() for p in loaded.model.parameters()),
         dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),

@@ -57,7 +57,7 @@ def model_ref(source: str | os.PathLike) -> ModelRef | None:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read the config of {source}: {err}") from None
-    adapter = ADAPTERS.get(config.get("model_type")) if isinstance(config, dict) else None
+    adapter = ADAPTERS.get(config.get("model_type", "")) if isinstance(config, dict) else None
     n_layers = _layer_count(config) if adapter else None
     if adapter is None or n_layers is None:
         return None

@@ -55,7 +55,7 @@ def _read_pooled(entry: Entry, name: str = "pooled") -> Layered:
     return entry.layered[name] if name in entry.layered else InMemory(entry.arrays[name])
 
 
-POOLED: Recipe[np.ndarray] = Recipe(
+POOLED: Recipe[Layered] = Recipe(
     kind="pooled_states", version=2, compute=lambda call: _pooled_pass(call, "pooled"),
     read=_read_pooled, key_parts=picked("max_length"), defaults=dict(max_length=512))
 """Mean-pooled block outputs of every snippet at every layer: (snippets, layers, hidden) as a `Layered`

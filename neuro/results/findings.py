@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from neuro.analysis.findings import Findings, FindingsInputs, findings
 from neuro.analysis.selectivity import SelectionParams, language_relations, select_neurons
@@ -36,6 +37,14 @@ SELECTION = SelectionParams()  # the Neurons page's and `neurons`' defaults
 # (without the contribution passes) keep it; the first is computed when asked to compute
 LAYER_REPORT_ARGS: tuple[dict, ...] = ({}, dict(tokens_per_snippet=12, contribution=True, max_length=512),
                                        dict(contribution=False))
+
+
+class _Model(TypedDict):
+    """The model fields of `FindingsInputs`, the same on every return."""
+
+    model: str
+    n_layers: int
+    n_neurons: int
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
     store = open_store(cache)
     snippets = list(snippets)
     label = f"{len(snippets)} programs in {len({s.lang for s in snippets})} languages"
-    base = dict(model=loaded.source, n_layers=loaded.n_layers, n_neurons=loaded.n_neurons)
+    base = _Model(model=loaded.source, n_layers=loaded.n_layers, n_neurons=loaded.n_neurons)
     reasons: dict[str, str] = {}
     computed: list[str] = []
     try:
@@ -77,6 +86,7 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
     selection = relations = chance = universal = None
     stats = STATS.get(loaded, sides.selection, cache=store, compute=False)
     if stats is None and compute:
+        assert isinstance(loaded, LoadedModel)  # checked above: computing needs the model
         stats = STATS.get(loaded, sides.selection, cache=store, progress=progress)
         computed.append("statistics")
     if stats is not None and stats.pls_sum is None:
@@ -90,11 +100,13 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
         except ValueError as err:
             reasons["selection"] = f"no neuron selection on these statistics ({err})"
     if selection is not None:
+        assert stats is not None  # the selection is made from them
         for params in (SELECTION, None):  # None: the recipe's default, the same rule under another key
             chance = CHANCE.get(loaded, sides.selection, method="pls", params=params, cache=store, compute=False)
             if chance is not None:
                 break
         if chance is None and compute:
+            assert isinstance(loaded, LoadedModel)  # checked above: computing needs the model
             if stats.has_units() or stats.units_omitted:  # omitted: CHANCE captures them again first
                 chance = CHANCE.get(loaded, sides.selection, method="pls", params=SELECTION, cache=store,
                                     progress=progress)
@@ -107,6 +119,7 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
             if universal is not None:
                 break
         if universal is None and compute:
+            assert isinstance(loaded, LoadedModel)  # checked above: computing needs the model
             if stats.has_units() or stats.units_omitted:
                 universal = UNIVERSALITY.get(loaded, sides.selection, method="pls", params=SELECTION, cache=store,
                                              progress=progress)
@@ -120,6 +133,7 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
         if layers is not None:
             break
     if layers is None and compute:
+        assert isinstance(loaded, LoadedModel)  # checked above: computing needs the model
         layers = LAYER_REPORT.get(loaded, sides.selection, cache=store, progress=progress)
         computed.append("layers")
 
@@ -131,6 +145,7 @@ def gather_inputs(loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *
         try:
             clones = CLONE_EVAL.get(loaded, snippets, split=sides, cache=store, compute=False)
             if clones is None and compute:
+                assert isinstance(loaded, LoadedModel)  # checked above: computing needs the model
                 clones = CLONE_EVAL.get(loaded, snippets, split=sides, cache=store, progress=progress)
                 computed.append("clones")
         except ValueError as err:
@@ -149,8 +164,8 @@ def cache_signature(cache: Cache = None) -> tuple:
     folders, in the cache and in the shipped results): it changes when one of them is kept or removed, so a
     page can keep the findings until then."""
     store = open_store(cache)
-    roots = [store.root, *([store.shipped] if getattr(store, "shipped", None) else [])]
-    signature = []
+    roots = [store.root, *([store.shipped] if store.shipped else [])]
+    signature: list[tuple[str, str, int | None]] = []
     for root in roots:
         for kind in FINDINGS_KINDS:
             try:

@@ -76,9 +76,10 @@ class Layered:
         if axis != 1:
             raise ValueError("a layered array is averaged over its layers (axis=1) only")
         wide = np.float32 if self.dtype == np.float16 else None  # numpy averages float16 in float32 too
-        total = None
+        total: np.ndarray | None = None
         for m in self.layers():
             total = np.array(m, dtype=wide) if total is None else np.add(total, m, out=total)
+        assert total is not None, "a layered array has at least one layer"
         mean = total / np.asarray(self.n_layers, dtype=total.dtype)
         return mean.astype(self.dtype) if wide else mean
 
@@ -94,18 +95,23 @@ class InMemory(Layered):
     """Layers in RAM: a (rows, layers, cols) array, or one (rows, cols) matrix per layer."""
 
     def __init__(self, data: np.ndarray | Sequence[np.ndarray]):
+        self._full: np.ndarray | None
+        self._layers: list[np.ndarray] | None
         if isinstance(data, np.ndarray):
             if data.ndim != 3:
                 raise ValueError(f"a layered array is 3-D (rows, layers, cols), not {data.shape}")
             self._full, self._layers = data, None
-            self.shape, self.dtype = tuple(data.shape), data.dtype
+            self.shape, self.dtype = (data.shape[0], data.shape[1], data.shape[2]), data.dtype
         else:
             self._full, self._layers = None, list(data)
             first = self._layers[0]
             self.shape, self.dtype = (first.shape[0], len(self._layers), first.shape[1]), first.dtype
 
     def layer(self, index: int) -> np.ndarray:
-        return self._full[:, index] if self._full is not None else self._layers[index]
+        if self._full is not None:
+            return self._full[:, index]
+        assert self._layers is not None  # one of the two is always set
+        return self._layers[index]
 
     def mean(self, axis: int) -> np.ndarray:
         return self._full.mean(axis) if self._full is not None else super().mean(axis)
@@ -124,7 +130,8 @@ class LayerFiles(Layered):
 
     def __init__(self, paths: Sequence[Path], shape: tuple[int, int, int], dtype, owned: Path | None = None):
         self.paths = [Path(p) for p in paths]
-        self.shape, self.dtype = tuple(int(x) for x in shape), np.dtype(dtype)
+        rows, layers, cols = (int(x) for x in shape)
+        self.shape, self.dtype = (rows, layers, cols), np.dtype(dtype)
         self.owned = owned
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(owned), True) if owned else None
 
@@ -179,6 +186,7 @@ class LayerWriter:
         self._written = 0  # rows written so far, in order
 
     def _path(self, layer: int) -> Path:
+        assert self.folder is not None  # only called while the layers are staged in files
         return self.folder / layer_file(self.name, layer)
 
     def _to_memory(self, err: OSError, folder: Path, written: int) -> None:
@@ -219,6 +227,7 @@ class LayerWriter:
             except OSError as err:
                 self._to_memory(err, self.folder, written=self._written)
         if self.folder is None:
+            assert self._memory is not None  # set whenever the folder is not
             for i in range(layers):
                 self._memory[i][lo:lo + len(block)] = block[:, i]
         self._written = max(self._written, lo + len(block))
@@ -228,8 +237,10 @@ class LayerWriter:
         if self.folder is not None and not self._offsets:  # nothing was written: zeros
             self.write(0, np.zeros((0, *self.shape[1:]), self.dtype))
         if self.folder is not None:
+            assert self._cleanup is not None  # set with the folder
             self._cleanup.detach()  # the array owns the folder now
             return LayerFiles([self._path(i) for i in range(self.shape[1])], self.shape, self.dtype, owned=self.folder)
         if not self.shape[1]:
             return InMemory(np.zeros(self.shape, self.dtype))
+        assert self._memory is not None  # set whenever the folder is not
         return InMemory(self._memory)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from neuro.progress import Progress
 from neuro.results.layered import LayerWriter
 from neuro.results.resume import ChunkCompute, chunked_rows, chunked_sum, drop_chunks, iter_chunks, resumable_steps
 from neuro.results.store import Entry, Store, make_key
+
+if TYPE_CHECKING:
+    from neuro.model.reference import ModelRef
 
 R = TypeVar("R")
 
@@ -115,35 +118,52 @@ class Recipe(Generic[R]):
     reuse: Callable[[Call], R | None] | None = None
     inputs: Mapping[str, Recipe] = field(default_factory=dict)
 
-    def get(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None, compute: bool = True,
-            save: bool = True, progress: Progress | None = None, **args) -> R | None:
+    @overload
+    def get(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None,
+            compute: Literal[True] = True, save: bool = True, progress: Progress | None = None, **args) -> R: ...
+
+    @overload
+    def get(self, loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *, cache: Cache = None,
+            compute: Literal[False], save: bool = True, progress: Progress | None = None, **args) -> R | None: ...
+
+    @overload
+    def get(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None, compute: bool,
+            save: bool = True, progress: Progress | None = None, **args) -> R | None: ...
+
+    def get(self, loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], *, cache: Cache = None,
+            compute: bool = True, save: bool = True, progress: Progress | None = None, **args) -> R | None:
         """The result: from the cache, else computed and kept (`save=False`: not kept, e.g. on the other
         ranks of a data-parallel run). With `compute=False`, None when it is not cached (never runs the
-        model)."""
+        model; `loaded` may then be a ModelRef)."""
         found = self._resolve(loaded, snippets, cache, compute, save, progress, args)
         return None if found is None else found[0]
 
     def fetch(self, loaded: LoadedModel, snippets: Sequence[Snippet], *, cache: Cache = None, save: bool = True,
               progress: Progress | None = None, **args) -> tuple[R, bool]:
         """(result, cache_hit): `get` for a caller that reports whether the result was computed."""
-        return self._resolve(loaded, snippets, cache, True, save, progress, args)
+        found = self._resolve(loaded, snippets, cache, True, save, progress, args)
+        assert found is not None  # computed when not cached
+        return found
 
-    def key(self, loaded: LoadedModel, snippets: Sequence[Snippet], **args) -> str:
+    def key(self, loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], **args) -> str:
         """The cache key of the result these arguments ask for."""
         return self._call(loaded, snippets, None, None, True, args).key
 
-    def _call(self, loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache, progress: Progress | None,
-              save: bool, args: dict) -> Call:
+    def _call(self, loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], cache: Cache,
+              progress: Progress | None, save: bool, args: dict) -> Call:
+        # a ModelRef stands in for the model only where nothing is computed: `prepare`, the key and `reuse`
+        # read its identity and sizes, which a ModelRef has (the checker cannot see that compute=False)
+        model = cast(LoadedModel, loaded)
         args = {**self.defaults, **args}
         if self.prepare is not None:
-            snippets, args = self.prepare(loaded, snippets, args)
+            snippets, args = self.prepare(model, snippets, args)
         snippets = list(snippets)
         key = make_key(self.kind, model=loaded.identity, corpus=corpus_hash(snippets), version=self.version,
                        **self.key_parts(args), **{name: r.version for name, r in self.inputs.items()})
-        return Call(self, loaded, snippets, args, open_store(cache), key, progress, save)
+        return Call(self, model, snippets, args, open_store(cache), key, progress, save)
 
-    def _resolve(self, loaded: LoadedModel, snippets: Sequence[Snippet], cache: Cache, compute: bool, save: bool,
-                 progress: Progress | None, args: dict) -> tuple[R, bool] | None:
+    def _resolve(self, loaded: LoadedModel | ModelRef, snippets: Sequence[Snippet], cache: Cache, compute: bool,
+                 save: bool, progress: Progress | None, args: dict) -> tuple[R, bool] | None:
         call = self._call(loaded, snippets, cache, progress, save, args)
         if self.reuse is not None and (found := self.reuse(call)) is not None:
             return found, True
@@ -155,5 +175,5 @@ class Recipe(Generic[R]):
         entry = self.compute(call)
         if save and call.store.try_save(self.kind, call.key, entry) is not None:
             drop_chunks(call.store, self.kind, call.key)
-            remember_model(loaded, call.store.root)
+            remember_model(call.loaded, call.store.root)
         return self.read(entry), False

@@ -152,7 +152,8 @@ def chunked_sum(store: Store, kind: str, key: str, snippets: Sequence[Snippet], 
     size = size or chunk_programs()
     if max_chunks:
         size = max(size, -(-len(snippets) // max_chunks))
-    total = None
+    total: Entry | None = None
     for _, _, part in iter_chunks(store, kind, key, snippets, compute, size=size, progress=progress, save=save):
         total = part if total is None else add(total, part)
+    assert total is not None, "a sum over no programs"  # nothing downstream could read a missing entry either
     return total

@@ -239,7 +239,7 @@ class Store:
             final.parent.mkdir(parents=True, exist_ok=True)
             _sweep_stale(final.parent)
             tmp.mkdir()
-            files = {}
+            files: dict[str, None] = {}  # the entry's file names, in order
             if entry.arrays:
                 arrays = {k: np.ascontiguousarray(v) for k, v in entry.arrays.items()}
                 save_file(arrays, str(tmp / "arrays.safetensors"))

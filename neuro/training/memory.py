@@ -51,6 +51,7 @@ class PeakMemory:
             self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
         else:
             self._stop.set()
+            assert self._thread is not None  # started by __enter__ off CUDA
             self._thread.join()
             self.peak = max(self.peak, _rss())
 
@@ -90,7 +91,7 @@ def estimate_training_bytes(loaded: LoadedModel, trainable: int, batch_tokens: i
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     width = _dtype_bytes(dtype, device)
     cfg = loaded.config
-    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0))
+    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))
     params = sum(p.numel() for p in loaded.model.parameters())
     state = trainable * 3 * (width if full else 4)
     activations = batch_tokens * loaded.n_layers * (16 * hidden + 4 * loaded.n_neurons) * width

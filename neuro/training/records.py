@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 R = TypeVar("R", bound="Record")
 
@@ -17,6 +17,8 @@ class Record:
     """Base of the dataclasses a job kind reads and writes. A field with metadata {"saved": False} stays
     out of the JSON (e.g. per-step losses, which metrics.json already holds); a nested Record is written
     as its own JSON and read back by the subclass's `from_json`."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every Record is a dataclass (for the checker; not set here)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.metadata.get("saved", True)}

@@ -111,7 +111,7 @@ def same_task_ranks(scores: dict[str, np.ndarray], snippets: Sequence[Snippet], 
     that program's rank within its language and among `candidates` (a boolean mask over `snippets`)."""
     langs = np.array([s.lang for s in snippets])
     candidates = np.asarray(candidates, dtype=bool)
-    others = np.ones(len(snippets), dtype=bool)
+    others: np.ndarray = np.ones(len(snippets), dtype=bool)
     if own is not None:
         others[own] = False
     order = {lang: i for i, lang in enumerate(LANGS)}

@@ -99,7 +99,7 @@ class VectorIndex:
 
     def scores(self, vector: np.ndarray, lang: str | None = None) -> np.ndarray:
         """Cosine of `vector` with every row, in the order the snippets were given (not the index's)."""
-        out = np.empty(len(self.snippets), dtype=np.float32)
+        out: np.ndarray = np.empty(len(self.snippets), dtype=np.float32)
         out[self.order] = self.vectors @ self.query_vector(vector, lang)
         return out
 

@@ -93,7 +93,7 @@ def _table(views: dict, hits: dict, names: list[str], langs: np.ndarray) -> pd.D
             out.append({"setting": setting, "query_lang": qlang, "candidate_lang": clang,
                         "map_at_r": float(ap[ok].mean()), "recall_at_1": float(h[ok].mean()), "queries": int(ok.sum())})
 
-    everyone = np.ones(len(langs), dtype=bool)
+    everyone: np.ndarray = np.ones(len(langs), dtype=bool)
     for setting, key, clang in (("cross-language", "cross", "others"), ("all-language", "all", "all")):
         add(setting, "all", clang, everyone, key)
         for a in names:

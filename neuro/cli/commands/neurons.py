@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from neuro.choices import Normalization, Score, SelectionMethod, choices
 from neuro.cli import command, open_corpus, open_model, open_split, progress
@@ -113,9 +114,10 @@ def _split_seed_stability(args) -> tuple[dict, str]:
         for k in keys:
             union = members[a][k] | members[b][k]
             jaccard[k].append(len(members[a][k] & members[b][k]) / len(union) if union else float("nan"))
-    stability = {k: {"counts": [counts[s][k] for s in seeds], "jaccard_mean": float(np.nanmean(v))
-                     if not np.all(np.isnan(v)) else float("nan"), "jaccard_pairs": v}
-                 for k, v in jaccard.items()}
+    stability: dict[str, dict[str, Any]] = {
+        k: {"counts": [counts[s][k] for s in seeds], "jaccard_mean": float(np.nanmean(v))
+            if not np.all(np.isnan(v)) else float("nan"), "jaccard_pairs": v}
+        for k, v in jaccard.items()}
     summary = {"model": loaded.identity, "method": args.method, "split_seeds": seeds,
                "eval_fraction": args.eval_fraction, "stability": stability}
     lines = [f"{args.method} selection on the selection side of splits {seeds} (eval fraction {args.eval_fraction})",

@@ -60,6 +60,7 @@ def cmd_steer(args) -> tuple[dict, str]:
         if not target:
             raise ValueError(f"no neurons are specific to {args.target} with these selection parameters")
         source = selection.neurons_for(args.source) if args.source_factor != 1.0 else None
+        assert prompt is not None  # from the file, else the task's program
         steered = steer_prompt(loaded, prompt, spec, target, source=source, params=params)
         lines = [f"prompt:\n{prompt}", f"[unchanged] {steered.before['lang']} ({steered.before['confidence']:.2f}): "
                  f"{steered.before['completion']!r}"]

@@ -132,8 +132,8 @@ def run_program(lang: str, code: str, test: str, *, timeout: float = 10.0, compi
         return _result("error", None, start, f"{', '.join(missing)} not installed: cannot run {lang}")
     separate = _separate_uids()
     compile_uid = NOBODY if separate else None
-    run_uid = _RUN_UIDS[0] + int.from_bytes(os.urandom(4), "little") % (_RUN_UIDS[1] - _RUN_UIDS[0])
-    run_uid = run_uid if separate else None
+    drawn = _RUN_UIDS[0] + int.from_bytes(os.urandom(4), "little") % (_RUN_UIDS[1] - _RUN_UIDS[0])
+    run_uid = drawn if separate else None
     own_tasks = 0 if separate else _user_tasks(os.geteuid())
     bwrap = isolation._isolation() == "bubblewrap"
     work = Path(tempfile.mkdtemp(prefix="neuro-exec-"))

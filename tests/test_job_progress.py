@@ -2,6 +2,7 @@
 job's progress across phases on a real tiny job, Resume keeping the elapsed time, the loss-curve chart, and the
 pages' job state (a cancelled job in the picker, a finished run in the Export panel)."""
 
+import math
 import random
 import time
 from collections import Counter
@@ -131,15 +132,17 @@ def test_transfer_subset_and_paired_change(tmp_path):
     assert (result.eval_pairs, result.eval_total) == (2, 3)
     others = [lang for lang in result.scores if lang != "python"]
     assert others
-    before = sum(result.scores[lang]["bleu4_before"] for lang in others) / len(others)
+    before = sum(result.scores[lang].bleu4_before for lang in others) / len(others)
     change = zero_shot_change(result, "bleu4")
-    assert change["estimate"] == pytest.approx(result.zero_shot_bleu4 - before, abs=1e-9)
-    assert change["units"] == 1 and change["low"] is None  # one evaluation task: no interval, said as such
+    assert change.estimate == pytest.approx(result.zero_shot_bleu4 - before, abs=1e-9)
+    assert change.units == 1 and math.isnan(change.low)  # one evaluation task: no interval, said as such
     table = comparison_table({"job": result}, "bleu4")
-    assert table["zero-shot Δ (after - before)"].iloc[0] == pytest.approx(round(change["estimate"], 2))
+    assert table["zero-shot Δ (after - before)"].iloc[0] == pytest.approx(round(change.estimate, 2))
+    assert table["Δ CI"].iloc[0] is None
     assert table["evaluated"].iloc[0] == "evaluated on 2 of 3 programs"
     assert zero_shot_change(result.__class__.from_json({**result.to_json(), "per_program": [
-        {k: v for k, v in it.items() if not k.endswith("_before")} for it in result.per_program]}), "bleu4") is None
+        {k: v for k, v in it.to_json().items() if not k.endswith("_before")} for it in result.per_program]}),
+        "bleu4") is None
 
 
 # --------------------------------------------------------------------------- charts and pages

@@ -77,8 +77,8 @@ def test_a_job_subprocess_runs_to_completion(finished, env):
     assert finished.state == "finished", (finished.path / "log.txt").read_text()
     assert (finished.done, finished.total) == (1, 1) or finished.fraction == 1.0
     metrics = job_metrics(finished)
-    assert [m["step"] for m in metrics] == list(range(1, 7))
-    assert all(m["loss"] > 0 for m in metrics)
+    assert [m.step for m in metrics] == list(range(1, 7))
+    assert all(m.loss > 0 and m.extra["tokens"] > 0 for m in metrics)
     result = job_result(finished)
     assert isinstance(result, FinetuneResult) and result.config == _config(env)
     assert set(result.heldout_before) == set(result.heldout_after) >= {"python"}
@@ -255,7 +255,7 @@ def test_a_killed_job_resumes_from_its_checkpoint(env, model, monkeypatch):
     assert json.loads(out.stdout)["state"] == "finished"
     done = find_job(info.path)
     metrics = job_metrics(done)
-    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
+    assert [m.step for m in metrics] == list(range(1, steps + 1))
     assert f"resuming from the checkpoint at step {step}" in (info.path / "log.txt").read_text()
     result = job_result(done)
     assert result.steps == steps and checkpoint_step(done) == steps
@@ -265,7 +265,7 @@ def test_a_killed_job_resumes_from_its_checkpoint(env, model, monkeypatch):
         whole = finetune(load_model(env / "model", device="cpu"), SNIPPETS, config, NullContext())
     finally:
         torch.set_num_threads(threads)
-    assert [m["loss"] for m in metrics] == pytest.approx(whole.losses, rel=1e-4)
+    assert [m.loss for m in metrics] == pytest.approx(whole.losses, rel=1e-4)
     assert result.heldout_after == pytest.approx(whole.heldout_after, rel=1e-4)
     assert result.heldout_before == pytest.approx(whole.heldout_before, rel=1e-6)
     assert result.optimizer_state == whole.optimizer_state

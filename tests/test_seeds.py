@@ -190,8 +190,8 @@ def test_task_intervals_estimate_the_reported_means_and_pair_by_program():
     assert 1.0 <= both.low <= both.high <= 8.0
     other = [{**it, "v": it["v"] * 2} for it in items]
     diffs = paired_items([other, other], [items, items[:3]], lambda it: it["v"])
-    assert [d["id"] for d in diffs] == ["a/go", "b/go", "c/go"]  # only programs every run evaluated
-    assert [d["diff"] for d in diffs] == [1.0, 3.0, 8.0]
+    assert [d.id for d in diffs] == ["a/go", "b/go", "c/go"]  # only programs every run evaluated
+    assert [d.diff for d in diffs] == [1.0, 3.0, 8.0]
 
 
 # --------------------------------------------------------------------------- transfer layers and counts
@@ -262,8 +262,8 @@ def test_transfer_scores_carry_task_intervals(monkeypatch):
     torch.manual_seed(0)
     r = transfer(tiny_model("llama"), corpus, config, NullContext())
     for values in r.scores.values():
-        assert values["bleu4_ci"]["estimate"] == pytest.approx(values["bleu4"])
-        assert values["rouge_l_ci"]["estimate"] == pytest.approx(values["rouge_l"])
-    assert r.zero_shot_bleu4_ci["estimate"] == pytest.approx(r.zero_shot_bleu4)
-    assert r.zero_shot_rouge_l_ci["estimate"] == pytest.approx(r.zero_shot_rouge_l)
-    assert {i["lang"] for i in r.per_program} == set(r.scores) and r.seed == 0
+        assert values.bleu4_ci.estimate == pytest.approx(values.bleu4)
+        assert values.rouge_l_ci.estimate == pytest.approx(values.rouge_l)
+    assert r.zero_shot_bleu4_ci.estimate == pytest.approx(r.zero_shot_bleu4)
+    assert r.zero_shot_rouge_l_ci.estimate == pytest.approx(r.zero_shot_rouge_l)
+    assert {i.lang for i in r.per_program} == set(r.scores) and r.seed == 0

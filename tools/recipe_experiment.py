@@ -221,6 +221,7 @@ def transfer_row(summary: dict) -> dict:
     """Per run (concept, all): zero-shot BLEU-4 / ROUGE-L after training with CIs, before training (mean over the
     languages other than the source), the change with its paired CI (neuro's `zero_shot_change` on the job's
     result), and the concept - all comparisons the command printed."""
+    from neuro.experiments.intervals import interval_summary
     from neuro.experiments.transfer import zero_shot_change
     from neuro.jobs.folders import find_job
     from neuro.jobs.kinds import job_result
@@ -240,7 +241,7 @@ def transfer_row(summary: dict) -> dict:
             before = [r["scores"][lang].get(metric + "_before") for lang in others]
             row[metric] = {"after": r[f"zero_shot_{metric}"], "after_ci": r.get(f"zero_shot_{metric}_ci"),
                            "before": sum(before) / len(before) if others and None not in before else None,
-                           "change": zero_shot_change(full, metric) if full is not None else None}
+                           "change": interval_summary(zero_shot_change(full, metric)) if full is not None else None}
         runs.append(row)
     return {"runs": runs, "comparisons": summary.get("comparisons"),
             "trainable_params": summary.get("trainable_params"), "split": summary.get("split")}

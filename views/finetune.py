@@ -160,8 +160,9 @@ def curve_frame(jobs, finished) -> pd.DataFrame:
         method = METHOD_LABELS.get(job.params.get("method"), job.params.get("method", "?"))
         run = f"{method}, seed {job.params.get('seed', 0)} ({job.id[-6:]})"
         for point in job_metrics(job):
-            rows.append({"method": method, "run": run, "curve": TRAIN_CURVE, "step": point["step"],
-                         "loss": point["loss"]})
+            if point.loss is not None:
+                rows.append({"method": method, "run": run, "curve": TRAIN_CURVE, "step": point.step,
+                             "loss": point.loss})
         result = finished.get(job.id)
         if result is not None and result.heldout_before.get(result.target) is not None:
             rows += [{"method": method, "run": run, "curve": EVAL_CURVE, "step": step, "loss": loss}

@@ -82,8 +82,8 @@ if jobs:
                        "(Resume button above).")
         points = job_metrics(job)
         if points:
-            frame = pd.DataFrame([{"method": job.kind, "run": job.id, "curve": TRAIN_CURVE, "step": p["step"],
-                                   "loss": p["loss"]} for p in points if "loss" in p])
+            frame = pd.DataFrame([{"method": job.kind, "run": job.id, "curve": TRAIN_CURVE, "step": p.step,
+                                   "loss": p.loss} for p in points if p.loss is not None])
             st.altair_chart(loss_curves(frame, "Training loss"), width="stretch")
         with st.expander("Parameters"):
             st.code(json.dumps(job.params, indent=1), language="json")

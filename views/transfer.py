@@ -1,11 +1,13 @@
 """Transfer: concept-layer-guided summarization transfer from one language to the others, as background
 jobs. Thin: widgets and charts here; the experiment in neuro/experiments/transfer.py, jobs in neuro/jobs."""
 
+import math
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from neuro.analysis.uncertainty import Interval
 from neuro.cost import training_estimate
 from neuro.experiments.seeds import DEFAULT_SEEDS, INDISTINGUISHABLE, arms_table, cost, differences_table
 from neuro.experiments.transfer import (
@@ -141,6 +143,13 @@ def seed_panel(results, metric: str, label: str) -> None:
             st.dataframe(diffs, hide_index=True, width="stretch")
 
 
+def _ends(ci: Interval | None) -> dict[str, float | None]:
+    """An interval's ends for a chart; None without one (none kept, or NaN: a single evaluation task)."""
+    if ci is None or math.isnan(ci.low):
+        return {"low": None, "high": None}
+    return {"low": ci.low, "high": ci.high}
+
+
 # --------------------------------------------------------------------------- live jobs and results
 @st.fragment(run_every=2.0)
 def live_panel() -> None:
@@ -151,9 +160,9 @@ def live_panel() -> None:
         return
     for job in [j for j in jobs if j.active]:
         st.progress(job.fraction, text=job.progress_text())
-        points = job_metrics(job)
-        if points:
-            st.caption(f"last training loss {points[-1]['loss']:.4f} at step {points[-1]['step']}")
+        losses = [p for p in job_metrics(job) if p.loss is not None]
+        if losses:
+            st.caption(f"last training loss {losses[-1].loss:.4f} at step {losses[-1].step}")
     st.subheader("Comparison")
     results = finished_results(jobs, TRANSFER)
     bleu, rouge = comparison_table(results, "bleu4"), comparison_table(results, "rouge_l")
@@ -170,8 +179,7 @@ def live_panel() -> None:
                "tasks (empty when the run skipped the evaluation before training). evaluated: N of the M "
                "evaluation-side programs the run summarized.")
     long = pd.DataFrame([{"run": f"{r.layer_choice} {r.layers} seed {r.config.seed}", "language": lang,
-                          "BLEU-4": v["bleu4"], "low": (v.get("bleu4_ci") or {}).get("low"),
-                          "high": (v.get("bleu4_ci") or {}).get("high")}
+                          "BLEU-4": v.bleu4, **_ends(v.bleu4_ci)}
                          for r in list(results.values())[:6] for lang, v in r.scores.items()])
     base = alt.Chart(long).encode(x=alt.X("run:N", title=None, axis=alt.Axis(labels=False)))
     layers = alt.layer(base.mark_bar().encode(y="BLEU-4:Q", color="run:N",
@@ -198,15 +206,15 @@ if finished:
     labels = {j.id: j.label for j in jobs}
     pick = st.selectbox("Run", list(finished), format_func=lambda i: f"{i}: {labels[i]}", key="tr_examples_job")
     result = finished[pick]
-    samples = pd.DataFrame(result.samples)
-    if not samples.empty:
-        st.dataframe(samples[["lang", "task", "reference", "prediction", "before", "bleu4", "rouge_l"]],
-                     hide_index=True, width="stretch")
+    samples = result.samples
+    if samples:
+        shown = [{"lang": s.lang, "task": s.task, "reference": s.reference, "prediction": s.prediction,
+                  "before": s.before, "bleu4": s.bleu4, "rouge_l": s.rouge_l} for s in samples]
+        st.dataframe(pd.DataFrame(shown), hide_index=True, width="stretch")
         row = st.selectbox("Show code of", range(len(samples)), key="tr_examples_row",
-                           format_func=lambda i: f"{samples.lang[i]} {samples.task[i]}")
-        st.code(samples.code[row], language={"cpp": "cpp", "javascript": "javascript"}.get(samples.lang[row],
-                                                                                          samples.lang[row]))
-    before = {lang: (v.get("bleu4_before"), v.get("rouge_l_before")) for lang, v in result.scores.items()}
+                           format_func=lambda i: f"{samples[i].lang} {samples[i].task}")
+        st.code(samples[row].code, language=samples[row].lang)
+    before = {lang: (v.bleu4_before, v.rouge_l_before) for lang, v in result.scores.items()}
     if any(b[0] is not None for b in before.values()):
         st.caption("Before training (same prompts): " + "; ".join(
             f"{lang} BLEU-4 {b:.1f} / ROUGE-L {r:.1f}" for lang, (b, r) in before.items() if b is not None))

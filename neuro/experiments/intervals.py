@@ -7,27 +7,45 @@ exactly the reported score; no corpus-level statistic has to be recomputed). Pro
 *task* (neuro.analysis.uncertainty: the programs of one task, the same function in several languages, move
 together), so a cross-language mean and a difference between runs keep their pairs.
 
-Items are plain dicts `{"id", "lang", "task", <value keys>}` (what a result keeps in `per_program`).
+Items are what a result keeps in `per_program`: objects with `id`, `lang` and `task` attributes (transfer's
+`ProgramScores`, the `PairedItem`s below) or plain dicts with those keys (fine-tuning's per-program losses).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from neuro.analysis.uncertainty import Interval, task_bootstrap, unit_sums
 
 
-def _columns(items: Sequence[Mapping], value: Callable[[Mapping], float], langs: Sequence[str]):
+def item_field(item: Any, name: str) -> Any:
+    """`name` ("id", "lang" or "task") of an evaluation item, typed or a dict."""
+    return item[name] if isinstance(item, Mapping) else getattr(item, name)
+
+
+@dataclass(frozen=True)
+class PairedItem:
+    """One program's value in run a minus run b, averaged over paired seeds (see `paired_items`)."""
+
+    id: str
+    lang: str
+    task: str
+    diff: float
+
+
+def _columns(items: Sequence[Any], value: Callable[[Any], float], langs: Sequence[str]):
     """(items x languages) values, NaN outside each item's own language, and the items' tasks."""
     col = {lang: j for j, lang in enumerate(langs)}
     values = np.full((len(items), len(langs)), np.nan)
     for i, item in enumerate(items):
-        if item["lang"] in col:
-            values[i, col[item["lang"]]] = value(item)
-    return values, [item["task"] for item in items]
+        if item_field(item, "lang") in col:
+            values[i, col[item_field(item, "lang")]] = value(item)
+    return values, [item_field(item, "task") for item in items]
 
 
 def _language_means(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -37,26 +55,27 @@ def _language_means(sums: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np
         return sums[idx].sum(axis=axis) / counts[idx].sum(axis=axis)
 
 
-def language_intervals(items: Sequence[Mapping], value: Callable[[Mapping], float], *, seed: int = 0,
+def language_intervals(items: Sequence[Any], value: Callable[[Any], float], *, seed: int = 0,
                        **kwargs) -> dict[str, Interval]:
     """{language: interval of the mean of `value` over its programs}, evaluation tasks resampled."""
-    langs = list(dict.fromkeys(item["lang"] for item in items))
+    langs = list(dict.fromkeys(item_field(item, "lang") for item in items))
     if not items:
         return {}
     values, tasks = _columns(items, value, langs)
     sums, counts, names = unit_sums(values, tasks)
     out = {}
     for j, lang in enumerate(langs):
-        out[lang] = task_bootstrap(lambda idx, j=j: _language_means(sums, counts, idx)[..., j], len(names),
-                                   seed=seed, **kwargs)
+        def column(idx: np.ndarray, j: int = j) -> np.ndarray:
+            return _language_means(sums, counts, idx)[..., j]
+        out[lang] = task_bootstrap(column, len(names), seed=seed, **kwargs)
     return out
 
 
-def mean_of_languages_interval(items: Sequence[Mapping], value: Callable[[Mapping], float],
+def mean_of_languages_interval(items: Sequence[Any], value: Callable[[Any], float],
                                langs: Sequence[str], *, seed: int = 0, **kwargs) -> Interval:
     """Interval of the mean over `langs` of the per-language means (e.g. the zero-shot mean over the
     languages other than the source), evaluation tasks resampled; NaN when no program is in `langs`."""
-    langs = [lang for lang in langs if any(item["lang"] == lang for item in items)]
+    langs = [lang for lang in langs if any(item_field(item, "lang") == lang for item in items)]
     if not langs:
         return Interval(math.nan, math.nan, math.nan)
     values, tasks = _columns(items, value, langs)
@@ -65,19 +84,20 @@ def mean_of_languages_interval(items: Sequence[Mapping], value: Callable[[Mappin
                           **kwargs)
 
 
-def paired_items(runs_a: Sequence[Sequence[Mapping]], runs_b: Sequence[Sequence[Mapping]],
-                 value: Callable[[Mapping], float]) -> list[dict]:
-    """Per program, value(a) - value(b) averaged over the paired runs (seed i of a with seed i of b), as items
-    {"id", "lang", "task", "diff"}; only programs every run evaluated."""
+def paired_items(runs_a: Sequence[Sequence[Any]], runs_b: Sequence[Sequence[Any]],
+                 value: Callable[[Any], float]) -> list[PairedItem]:
+    """Per program, value(a) - value(b) averaged over the paired runs (seed i of a with seed i of b); only
+    programs every run evaluated."""
     if len(runs_a) != len(runs_b) or not runs_a:
         raise ValueError(f"paired runs: {len(runs_a)} against {len(runs_b)}")
-    maps = [({it["id"]: it for it in a}, {it["id"]: it for it in b}) for a, b in zip(runs_a, runs_b)]
+    maps = [({item_field(it, "id"): it for it in a}, {item_field(it, "id"): it for it in b})
+            for a, b in zip(runs_a, runs_b)]
     common = [pid for pid in maps[0][0] if all(pid in a and pid in b for a, b in maps)]
     out = []
     for pid in common:
         diff = float(np.mean([value(a[pid]) - value(b[pid]) for a, b in maps]))
         first = maps[0][0][pid]
-        out.append({"id": pid, "lang": first["lang"], "task": first["task"], "diff": diff})
+        out.append(PairedItem(pid, item_field(first, "lang"), item_field(first, "task"), diff))
     return out
 
 
@@ -86,3 +106,13 @@ def interval_summary(interval: Interval | None) -> dict | None:
     if interval is None:
         return None
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in interval.summary().items()}
+
+
+def interval_from_summary(data: Mapping[str, Any] | None) -> Interval | None:
+    """The interval `interval_summary` wrote (None for None; a null number is NaN again; unknown keys ignored)."""
+    if data is None:
+        return None
+    known = {f.name: f.type for f in fields(Interval)}
+    values: dict[str, Any] = {k: (math.nan if v is None and known[k] == "float" else v) for k, v in data.items()
+                              if k in known}
+    return Interval(**values)

@@ -16,13 +16,14 @@ paired seeds (intervals.py). A difference whose interval covers 0 is "indistingu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from neuro.analysis.uncertainty import Interval, Spread, grouped_mean_bootstrap
-from neuro.experiments.intervals import interval_summary, paired_items
+from neuro.experiments.intervals import PairedItem, interval_summary, paired_items
 from neuro.training.batches import Batch, make_batches
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -44,7 +45,9 @@ def seeded_batches(sequences: Sequence[tuple[list[int], list[int]]], pad_id: int
     noise = np.random.default_rng(seed).uniform(-1.0, 1.0, size=len(sequences))
     keys = [len(ids) * (1 + jitter * u) for (ids, _), u in zip(sequences, noise)]
     order = sorted(range(len(sequences)), key=lambda i: keys[i])
-    groups, current, longest = [], [], 0
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
     for i in order:
         longer = max(longest, len(sequences[i][0]))
         if current and ((len(current) + 1) * longer > batch_tokens or len(current) >= max_batch):
@@ -93,7 +96,7 @@ class Run:
     arm: str
     seed: int
     value: float
-    items: Sequence[Mapping] = ()
+    items: Sequence[Any] = ()  # typed items or dicts with "id", "lang", "task" (see intervals.py)
     trainable_params: int | None = None
     job: str = ""
 
@@ -199,7 +202,7 @@ def _ci(interval: Interval) -> list[float]:
 
 
 def compare(runs: Sequence[Run], *, metric: str, reference: str | None = None, lower_is_better: bool = False,
-            item_value: Callable[[Mapping], float] | None = None, item_filter: Callable[[Mapping], bool] | None = None,
+            item_value: Callable[[Any], float] | None = None, item_filter: Callable[[Any], bool] | None = None,
             seed: int = 0) -> SeedComparison:
     """Spread per arm and paired differences `reference` minus every other arm, over the seeds both ran.
 
@@ -242,15 +245,15 @@ def compare(runs: Sequence[Run], *, metric: str, reference: str | None = None, l
     return SeedComparison(metric, lower_is_better, spreads, differences, runs_count, cost(arms, seeds_all))
 
 
-def _language_mean_diff(items: Sequence[Mapping], seed: int) -> Interval:
+def _language_mean_diff(items: Sequence[PairedItem], seed: int) -> Interval:
     """The per-task paired difference: its mean over languages of the per-language means (one language: the
     plain mean), evaluation tasks resampled."""
     from neuro.experiments.intervals import mean_of_languages_interval
 
-    langs = list(dict.fromkeys(it["lang"] for it in items))
+    langs = list(dict.fromkeys(it.lang for it in items))
     if len(langs) == 1:
-        return grouped_mean_bootstrap([it["diff"] for it in items], [it["task"] for it in items], seed=seed)
-    return mean_of_languages_interval(items, lambda it: it["diff"], langs, seed=seed)
+        return grouped_mean_bootstrap([it.diff for it in items], [it.task for it in items], seed=seed)
+    return mean_of_languages_interval(items, lambda it: it.diff, langs, seed=seed)
 
 
 def arms_table(comparison: SeedComparison, digits: int = 4):

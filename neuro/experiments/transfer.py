@@ -33,6 +33,7 @@ fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,9 +45,16 @@ from torch import nn
 from neuro.code.comments import strip_comments
 from neuro.code.corpus import LANGS, Snippet
 from neuro.code.split import DEFAULT_EVAL_FRACTION, CorpusSplit, SplitParams, split_corpus
-from neuro.experiments.intervals import interval_summary, language_intervals, mean_of_languages_interval
+from neuro.analysis.uncertainty import Interval
+from neuro.experiments.intervals import (
+    interval_from_summary,
+    interval_summary,
+    language_intervals,
+    mean_of_languages_interval,
+)
 from neuro.experiments.subsets import evaluated_text, stratified_subset
 from neuro.experiments.metrics import rouge_l, sentence_bleu, sentence_rouge_l, smoothed_bleu4
+from neuro.experiments.transfer_scores import METRICS, LanguageScores, Metric, ProgramScores, SummarySample
 from neuro.experiments.seeds import (
     DEFAULT_SEEDS,
     Run,
@@ -137,14 +145,14 @@ def summarize(loaded: LoadedModel, pairs: Sequence[SummaryPair], *, max_code_tok
     return out
 
 
-def score(pairs: Sequence[SummaryPair], predictions: Sequence[str]) -> dict[str, dict]:
-    """BLEU-4 and ROUGE-L (x 100) per language."""
+def score(pairs: Sequence[SummaryPair], predictions: Sequence[str]) -> dict[str, LanguageScores]:
+    """BLEU-4 and ROUGE-L (x 100) per language (no scores before training, no intervals yet)."""
     by_lang: dict[str, tuple[list, list]] = {}
     for pair, pred in zip(pairs, predictions):
         refs, preds = by_lang.setdefault(pair.lang, ([], []))
         refs.append(pair.summary)
         preds.append(pred)
-    return {lang: {"bleu4": smoothed_bleu4(refs, preds), "rouge_l": rouge_l(refs, preds), "n": len(refs)}
+    return {lang: LanguageScores(bleu4=smoothed_bleu4(refs, preds), rouge_l=rouge_l(refs, preds), n=len(refs))
             for lang, (refs, preds) in by_lang.items()}
 
 
@@ -359,20 +367,22 @@ def adapt_layers(loaded: LoadedModel, config: TransferConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class TransferResult(TrainSummary):
-    """A transfer run's result (result.json). scores: {lang: {"bleu4", "rouge_l", "n"} (x 100, after
-    training), plus "bleu4_before" and "rouge_l_before" when evaluated before}; zero_shot_*: their mean over
-    the languages other than the source; samples: a few summaries per language (see `_samples`)."""
+    """A transfer run's result (result.json). scores: per language, BLEU-4 and ROUGE-L (x 100) after (and
+    before) training with their intervals over evaluation tasks; zero_shot_*: their mean over the languages
+    other than the source; samples: a few summaries per language (see `_samples`); per_program: every evaluated
+    program's scores (the intervals' input). The typed fields are written as the JSON they always were
+    (transfer_scores.py), so results of older jobs load."""
 
     config: TransferConfig
     source: str
     layers: list[int]
     layer_choice: LayerChoice
     method: TransferMethod
-    scores: dict[str, dict[str, float]]
+    scores: dict[str, LanguageScores]
     layer_note: str = ""
     zero_shot_bleu4: float | None = None
     zero_shot_rouge_l: float | None = None
-    samples: list[dict] = field(default_factory=list)
+    samples: list[SummarySample] = field(default_factory=list)
     train_pairs: int | None = None
     eval_pairs: int | None = None
     eval_total: int | None = None  # evaluation-side pairs before `config.eval_programs` took a subset
@@ -380,22 +390,32 @@ class TransferResult(TrainSummary):
     prompt: str = PROMPT_FORMAT
     device: str | None = None
     seed: int | None = None
-    # per evaluated program {"id", "lang", "task", "bleu4", "rouge_l", (before)}: the CIs' input; each
-    # scores[lang] also has "bleu4_ci" and "rouge_l_ci" (Interval.summary(), evaluation tasks resampled)
-    per_program: list[dict] = field(default_factory=list)
-    zero_shot_bleu4_ci: dict | None = None
-    zero_shot_rouge_l_ci: dict | None = None
+    per_program: list[ProgramScores] = field(default_factory=list)
+    zero_shot_bleu4_ci: Interval | None = None  # evaluation tasks resampled
+    zero_shot_rouge_l_ci: Interval | None = None
 
     @classmethod
     def from_json(cls, data: Mapping) -> TransferResult:
-        return super().from_json({**data, "config": TransferConfig.from_json(data["config"])})
+        typed = {"config": TransferConfig.from_json(data["config"]),
+                 "scores": {lang: LanguageScores.from_json(v) for lang, v in data["scores"].items()},
+                 "samples": [SummarySample.from_json(v) for v in data.get("samples", [])],
+                 "per_program": [ProgramScores.from_json(v) for v in data.get("per_program", [])],
+                 **{f"zero_shot_{m}_ci": interval_from_summary(data.get(f"zero_shot_{m}_ci")) for m in METRICS}}
+        return super().from_json({**data, **typed})
 
-    def zero_shot(self, metric: str) -> float | None:
+    def to_json(self) -> dict:
+        out = super().to_json()
+        out.update(scores={lang: v.to_json() for lang, v in self.scores.items()},
+                   samples=[v.to_json() for v in self.samples], per_program=[v.to_json() for v in self.per_program],
+                   **{f"zero_shot_{m}_ci": interval_summary(self.zero_shot_ci(m)) for m in METRICS})
+        return out
+
+    def zero_shot(self, metric: Metric) -> float | None:
         """The zero-shot mean of "bleu4" or "rouge_l"."""
-        return {"bleu4": self.zero_shot_bleu4, "rouge_l": self.zero_shot_rouge_l}[metric]
+        return self.zero_shot_bleu4 if metric == "bleu4" else self.zero_shot_rouge_l
 
-    def zero_shot_ci(self, metric: str) -> dict | None:
-        return {"bleu4": self.zero_shot_bleu4_ci, "rouge_l": self.zero_shot_rouge_l_ci}[metric]
+    def zero_shot_ci(self, metric: Metric) -> Interval | None:
+        return self.zero_shot_bleu4_ci if metric == "bleu4" else self.zero_shot_rouge_l_ci
 
 
 def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferConfig, ctx: TaskContext,
@@ -433,26 +453,28 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     scores = score(eval_pairs, after)
     if before is not None:
         for lang, values in score(eval_pairs, before).items():
-            scores[lang].update(bleu4_before=values["bleu4"], rouge_l_before=values["rouge_l"])
+            scores[lang] = replace(scores[lang], bleu4_before=values.bleu4, rouge_l_before=values.rouge_l)
     samples = _samples(eval_pairs, after, before, config.keep_samples)
     zero_shot = [v for lang, v in scores.items() if lang != config.source]
     items = program_scores(eval_pairs, after, before)
     others = [lang for lang in scores if lang != config.source]
-    zero_shot_ci = {}
-    for metric in ("bleu4", "rouge_l"):
-        value = lambda item, m=metric: item[m]  # noqa: E731
-        for lang, ci in language_intervals(items, value, seed=config.seed).items():
-            scores[lang][metric + "_ci"] = interval_summary(ci)
+    cis: dict[str, dict[str, Interval]] = {}
+    zero_shot_ci: dict[str, Interval] = {}
+    for metric in METRICS:
+        value = lambda item, m=metric: item.score(m)  # noqa: E731
+        cis[metric] = language_intervals(items, value, seed=config.seed)
         if others:
-            zero_shot_ci[metric] = interval_summary(mean_of_languages_interval(items, value, others, seed=config.seed))
+            zero_shot_ci[metric] = mean_of_languages_interval(items, value, others, seed=config.seed)
+    scores = {lang: replace(v, bleu4_ci=cis["bleu4"].get(lang), rouge_l_ci=cis["rouge_l"].get(lang))
+              for lang, v in scores.items()}
     return TransferResult(
         config=config, source=config.source, layers=config.layers, layer_choice=config.layer_choice,
         layer_note=config.layer_note, method=config.method, train_pairs=len(train_pairs),
         eval_pairs=len(eval_pairs), eval_total=total, split=split.summary(), prompt=PROMPT_FORMAT,
         device=str(loaded.device),
         **report.summary(), losses=report.losses, scores=scores,
-        zero_shot_bleu4=sum(v["bleu4"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
-        zero_shot_rouge_l=sum(v["rouge_l"] for v in zero_shot) / len(zero_shot) if zero_shot else None,
+        zero_shot_bleu4=sum(v.bleu4 for v in zero_shot) / len(zero_shot) if zero_shot else None,
+        zero_shot_rouge_l=sum(v.rouge_l for v in zero_shot) / len(zero_shot) if zero_shot else None,
         samples=samples, seed=config.seed, per_program=items, zero_shot_bleu4_ci=zero_shot_ci.get("bleu4"),
         zero_shot_rouge_l_ci=zero_shot_ci.get("rouge_l"))
 
@@ -466,43 +488,45 @@ def transfer_phases(config: TransferConfig, n_eval: int) -> list[tuple[str, floa
             ("training", 3 * config.steps * config.batch_size), ("summarizing after training", summarize_passes)]
 
 
-def zero_shot_change(r: TransferResult, metric: str) -> dict | None:
+def zero_shot_change(r: TransferResult, metric: Metric) -> Interval | None:
     """The zero-shot mean's change (after - before) of `metric`, with its interval over evaluation tasks
     (paired: each program's after minus its own before, tasks resampled); None without scores before."""
-    items = [it for it in r.per_program if it.get(metric + "_before") is not None]
-    others = sorted({it["lang"] for it in items} - {r.source})
+    items = [it for it in r.per_program if it.before(metric) is not None]
+    others = sorted({it.lang for it in items} - {r.source})
     if not items or not others:
         return None
-    change = lambda it: it[metric] - it[metric + "_before"]  # noqa: E731
-    return interval_summary(mean_of_languages_interval(items, change, others, seed=r.config.seed))
+    change = lambda it: it.score(metric) - it.before(metric)  # noqa: E731
+    return mean_of_languages_interval(items, change, others, seed=r.config.seed)
 
 
-def program_scores(pairs: Sequence[SummaryPair], after: Sequence[str], before: Sequence[str] | None) -> list[dict]:
+def program_scores(pairs: Sequence[SummaryPair], after: Sequence[str],
+                   before: Sequence[str] | None) -> list[ProgramScores]:
     """Per evaluated program: its sentence BLEU-4 and ROUGE-L (x 100) after (and before) training; their means
     per language are the scores `score` reports."""
     out = []
     for i, pair in enumerate(pairs):
-        item = {"id": pair.id, "lang": pair.lang, "task": pair.task,
-                "bleu4": 100 * sentence_bleu(pair.summary, after[i]),
-                "rouge_l": 100 * sentence_rouge_l(pair.summary, after[i])}
-        if before is not None:
-            item.update(bleu4_before=100 * sentence_bleu(pair.summary, before[i]),
-                        rouge_l_before=100 * sentence_rouge_l(pair.summary, before[i]))
-        out.append(item)
+        was = None if before is None else before[i]
+        out.append(ProgramScores(
+            id=pair.id, lang=pair.lang, task=pair.task, bleu4=100 * sentence_bleu(pair.summary, after[i]),
+            rouge_l=100 * sentence_rouge_l(pair.summary, after[i]),
+            bleu4_before=None if was is None else 100 * sentence_bleu(pair.summary, was),
+            rouge_l_before=None if was is None else 100 * sentence_rouge_l(pair.summary, was)))
     return out
 
 
-def _samples(pairs, after, before, keep: int) -> list[dict]:
-    out, seen = [], {}
+def _samples(pairs: Sequence[SummaryPair], after: Sequence[str], before: Sequence[str] | None,
+             keep: int) -> list[SummarySample]:
+    out: list[SummarySample] = []
+    seen: dict[str, int] = {}
     for i, pair in enumerate(pairs):
         if seen.get(pair.lang, 0) >= keep:
             continue
         seen[pair.lang] = seen.get(pair.lang, 0) + 1
-        out.append({"lang": pair.lang, "task": pair.task, "reference": pair.summary, "prediction": after[i],
-                    "before": before[i] if before is not None else None,
-                    "bleu4": round(100 * sentence_bleu(pair.summary, after[i]), 2),
-                    "rouge_l": round(100 * sentence_rouge_l(pair.summary, after[i]), 2),
-                    "code": pair.code[:600]})
+        out.append(SummarySample(lang=pair.lang, task=pair.task, reference=pair.summary, prediction=after[i],
+                                 before=before[i] if before is not None else None,
+                                 bleu4=round(100 * sentence_bleu(pair.summary, after[i]), 2),
+                                 rouge_l=round(100 * sentence_rouge_l(pair.summary, after[i]), 2),
+                                 code=pair.code[:600]))
     return out
 
 
@@ -537,21 +561,25 @@ def merge_transferred(base: LoadedModel, config: TransferConfig, checkpoint: Pat
     return base.model
 
 
-def comparison_table(results: Mapping[str, TransferResult], metric: str = "bleu4") -> pd.DataFrame:
+def _ci_text(ci: Interval | None) -> str | None:
+    """'[low, high]' to 2 decimals; None without an interval (none kept, or one unit: NaN bounds)."""
+    return f"[{ci.low:.2f}, {ci.high:.2f}]" if ci is not None and not math.isnan(ci.low) else None
+
+
+def comparison_table(results: Mapping[str, TransferResult], metric: Metric = "bleu4") -> pd.DataFrame:
     """One row per run ({job id: result}), one column per evaluated language (metric after training),
     plus the zero-shot mean over the languages other than the source."""
     rows = []
     for job_id, r in results.items():
         row = {"layers": f"{r.layer_choice} {r.layers}", "source": r.source}
         for lang, values in r.scores.items():
-            row[lang + (" (source)" if lang == r.source else "")] = round(values[metric], 2)
-        zero_shot, ci = r.zero_shot(metric), r.zero_shot_ci(metric)
+            row[lang + (" (source)" if lang == r.source else "")] = round(values.score(metric), 2)
+        zero_shot = r.zero_shot(metric)
         row["zero-shot mean"] = round(zero_shot, 2) if zero_shot is not None else None
-        row["zero-shot CI"] = f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci and ci.get("low") is not None else None
+        row["zero-shot CI"] = _ci_text(r.zero_shot_ci(metric))
         delta = zero_shot_change(r, metric)
-        row["zero-shot Δ (after - before)"] = round(delta["estimate"], 2) if delta else None
-        row["Δ CI"] = f"[{delta['low']:.2f}, {delta['high']:.2f}]" if delta and delta.get("low") is not None \
-            else None
+        row["zero-shot Δ (after - before)"] = round(delta.estimate, 2) if delta else None
+        row["Δ CI"] = _ci_text(delta)
         row["evaluated"] = evaluated_text(r.eval_pairs, r.eval_total)
         row.update({"seed": r.config.seed, "method": r.method, "trainable_params": r.trainable_params,
                     "steps": r.steps, "job": job_id})
@@ -571,7 +599,7 @@ def comparison_key(r: TransferResult) -> str:
     return c.comparison or f"{c.source}|{c.method}|{c.steps}|{c.eval_fraction}|{c.split_seed}"
 
 
-def compare_transfer(results: Mapping[str, TransferResult], metric: str = "bleu4", reference: str = "concept"
+def compare_transfer(results: Mapping[str, TransferResult], metric: Metric = "bleu4", reference: str = "concept"
                      ) -> dict[str, SeedComparison]:
     """{comparison key: the layer choices compared over seeds} on the zero-shot mean of `metric` (higher is
     better): per choice mean +- sd over seeds (with each run's trainable-parameter count), and `reference`
@@ -589,6 +617,6 @@ def compare_transfer(results: Mapping[str, TransferResult], metric: str = "bleu4
                                               job_id))
     label = {"bleu4": "BLEU-4", "rouge_l": "ROUGE-L"}[metric]
     return {key: compare(runs, metric=f"zero-shot {label} (mean over the languages other than {sources[key]})",
-                         reference=reference, item_value=lambda it, m=metric: it[m],
-                         item_filter=lambda it, s=sources[key]: it["lang"] != s)
+                         reference=reference, item_value=lambda it, m=metric: it.score(m),
+                         item_filter=lambda it, s=sources[key]: it.lang != s)
             for key, runs in groups.items()}

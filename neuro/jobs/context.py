@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuro.choices import JobState
-from neuro.jobs.state import proc_start, read_json, write_json
+from neuro.jobs.state import MetricPoint, proc_start, read_json, read_metrics, write_json, write_metrics
 from neuro.training.checkpoints import TRAIN_STATE
 from neuro.training.context import JobCancelled
 
@@ -33,7 +33,7 @@ class JobContext:
     path: Path
     echo: bool = False
     _status: dict = field(default_factory=dict)
-    _metrics: list = field(default_factory=list)
+    _metrics: list[MetricPoint] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _last_write: float = 0.0
@@ -67,7 +67,7 @@ class JobContext:
 
     def begin(self) -> None:
         self._status = read_json(self.path / "status.json", {}) or {}
-        self._metrics = read_json(self.path / "metrics.json", []) or []  # a resumed job's earlier steps
+        self._metrics = read_metrics(self.path / "metrics.json")  # a resumed job's earlier steps
         self._write_status(state="running", pid=os.getpid(), proc_start=proc_start(os.getpid()),
                            host=socket.gethostname(), own_group=os.getpgid(0) == os.getpid(),
                            started=time.time(), message="starting", error=None)
@@ -106,9 +106,11 @@ class JobContext:
     def progress(self, done: int, total: int, phase: str = "") -> None:
         """Progress of the current phase; written at most twice a second (and always at the end)."""
         new_phase = phase != self._phase or self._phase_since is None
-        if new_phase:  # a new phase: its rate is measured from here
-            self._phase, self._phase_since = phase, (time.time(), int(done))
-        progress = {"done": int(done), "total": int(total), "phase": phase, "since": list(self._phase_since),
+        since = self._phase_since
+        if new_phase or since is None:  # a new phase: its rate is measured from here
+            since = (time.time(), int(done))
+            self._phase, self._phase_since = phase, since
+        progress = {"done": int(done), "total": int(total), "phase": phase, "since": list(since),
                     **self._overall_at(done, total, phase)}
         if new_phase or done >= total or time.time() - self._last_write > 0.5:
             self._last_write = time.time()
@@ -120,13 +122,13 @@ class JobContext:
 
     def metric(self, **values) -> None:
         """One metric point; past 4000 points every other one is dropped, so files stay small."""
-        self._metrics.append(values)
+        self._metrics.append(MetricPoint.from_json(values))
         if len(self._metrics) > 4000:
             self._metrics = self._metrics[::2]
 
     def _flush_metrics(self) -> None:
         if self._metrics:
-            write_json(self.path / "metrics.json", self._metrics)
+            write_metrics(self.path / "metrics.json", self._metrics)
 
     def log(self, message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {message}\n"

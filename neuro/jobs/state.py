@@ -11,7 +11,8 @@ or a restarted app sees every job as it is:
     status.json    state, pid, host, heartbeat, progress, message, error (rewritten atomically); progress is the
                    current phase's done / total and, when the task declared its phases (JobContext.phases),
                    the phase's number of n and the whole job's fraction; elapsed_before: seconds of earlier runs
-    metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1} (rewritten atomically)
+    metrics.json   list of metric points, e.g. {"step": 3, "loss": 2.1, "tokens": 512} (rewritten atomically; read
+                   as `MetricPoint`s)
     result.json    the kind's typed result as JSON (written atomically before the state becomes "finished")
     log.txt        append-only log; the detached process's stdout and stderr land here too
     checkpoint/    the trainable state and what resuming needs (train_state.json: step, losses, batch order
@@ -38,9 +39,10 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from neuro import atomic
 from neuro.choices import JobState
@@ -260,8 +262,38 @@ def find_job(job: str | os.PathLike | JobInfo, root: str | os.PathLike | None = 
     return info
 
 
-def job_metrics(job: JobInfo) -> list[dict]:
-    return read_json(job.path / "metrics.json", []) or []
+@dataclass(frozen=True)
+class MetricPoint:
+    """One point of metrics.json, as `TaskContext.metric(**values)` reported it: the training loop reports the step,
+    its loss and the step's tokens; `extra` keeps every value other than step and loss by name. Written back as
+    the same flat JSON object (`to_json`), so a resumed job's file reads as it was written."""
+
+    step: int | None = None
+    loss: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MetricPoint:
+        return cls(step=data.get("step"), loss=data.get("loss"),
+                   extra={k: v for k, v in data.items() if k not in ("step", "loss")})
+
+    def to_json(self) -> dict[str, Any]:
+        known = {"step": self.step, "loss": self.loss}
+        return {**{k: v for k, v in known.items() if v is not None}, **self.extra}
+
+
+def read_metrics(path: Path) -> list[MetricPoint]:
+    """The metric points in `path` (a metrics.json); none when it is missing or not a list of objects."""
+    data = read_json(path, []) or []
+    return [MetricPoint.from_json(p) for p in data if isinstance(p, Mapping)] if isinstance(data, list) else []
+
+
+def write_metrics(path: Path, points: Sequence[MetricPoint]) -> None:
+    write_json(path, [p.to_json() for p in points])
+
+
+def job_metrics(job: JobInfo) -> list[MetricPoint]:
+    return read_metrics(job.path / "metrics.json")
 
 
 def log_tail(job: JobInfo, max_chars: int = 20_000) -> str:
@@ -304,11 +336,14 @@ def requeue(path: Path) -> None:
     with open(path / ".resume.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         info = read_job(path)
+        if info is None:
+            raise JobRefused([f"{path} is not a job folder"])
         reason = resume_reason(info)
         if reason:
             raise JobRefused([reason])
         step = checkpoint_step(info)
-        write_json(path / "metrics.json", [m for m in job_metrics(info) if int(m.get("step", 0)) <= step])
+        assert step is not None  # resume_reason refuses a job without a checkpoint
+        write_metrics(path / "metrics.json", [m for m in job_metrics(info) if int(m.step or 0) <= step])
         for name in ("cancel", "result.json", "launcher.json"):
             (path / name).unlink(missing_ok=True)
         write_json(path / "status.json", {"state": "queued", "created": time.time(), "resumed_from": step,

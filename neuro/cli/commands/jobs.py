@@ -306,10 +306,10 @@ def cmd_jobs(args) -> tuple[dict, str]:
     info = find_job(args.job, root)
     metrics = job_metrics(info)
     summary = {**info.row(), "path": str(info.path), "params": info.params, "result": _result_json(info),
-               "metrics": metrics[-20:]}
+               "metrics": [m.to_json() for m in metrics[-20:]]}
     text = "\n".join(f"{k}: {v}" for k, v in info.row().items())
     if metrics:
-        text += f"\nlast metric: {metrics[-1]}"
+        text += f"\nlast metric: {metrics[-1].to_json()}"
     if args.log:
         summary["log"] = log_tail(info)
         text += "\n--- log ---\n" + summary["log"]

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuro.model.hook_sites import HookSite
+from neuro.instrument.losses import final_hidden, model_token_losses
+from neuro.model.hook_sites import HookSite, cut_positions, head_input
 
 
 def _ids(loaded, n: int = 9) -> torch.Tensor:
@@ -230,3 +231,80 @@ def test_gradients_flow_through_a_replaced_neuron_input(tiny_llama):
         logits = tiny_llama.model(input_ids=_ids(tiny_llama)).logits
     F.log_softmax(logits, -1)[..., 5].sum().backward()
     assert scale.grad is not None and scale.grad.abs() > 0
+
+
+def _final_norm_by_hand(loaded, x: torch.Tensor) -> torch.Tensor:
+    """The final norm from its raw weights: RMSNorm (Llama, Qwen2) or LayerNorm with bias (GPT-2)."""
+    norm = loaded.final_norm
+    if loaded.adapter.gated:
+        eps = norm.variance_epsilon
+        return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    mean = x.mean(-1, keepdim=True)
+    var = (x - mean).pow(2).mean(-1, keepdim=True)
+    return norm.weight * (x - mean) / torch.sqrt(var + norm.eps) + norm.bias
+
+
+def test_head_input_is_the_last_hidden_state_after_the_final_norm(tiny):
+    """The head-input site hands over output_hidden_states[-1], which is the last block's output put through
+    the final norm computed by hand; left unchanged, the model's logits are the head of it."""
+    ids = _ids(tiny)
+    got = {}
+    last = tiny.n_layers - 1
+    pairs = [(tiny.hook_sites.block_output(last), lambda h: got.__setitem__("block", h.clone())),
+             (tiny.hook_sites.head_input(), lambda h: got.__setitem__("head", h.clone()))]
+    with tiny.hooks(pairs, inference=True):
+        out = tiny.model(input_ids=ids, output_hidden_states=True)
+    assert got["head"].shape == (*ids.shape, tiny.config.hidden_size)
+    torch.testing.assert_close(got["head"], out.hidden_states[-1])
+    torch.testing.assert_close(got["head"], _final_norm_by_hand(tiny, got["block"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.logits, got["head"] @ tiny.unembedding.weight.T)
+    assert head_input(tiny.model).module is tiny.hook_sites.head_input().module is tiny.unembedding
+
+
+def test_cut_head_input_makes_no_logits_and_keeps_the_losses(tiny):
+    """final_hidden cuts the head to zero positions: the model returns empty logits, and the losses projected
+    from the kept states equal cross-entropy over the model's own full logits."""
+    ids = _ids(tiny)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        with final_hidden(tiny) as kept:
+            cut = tiny.model(input_ids=ids).logits
+        full = tiny.model(input_ids=ids).logits
+        ce, _ = model_token_losses(tiny, ids, mask)
+    assert cut.shape == (ids.shape[0], 0, full.shape[-1])
+    torch.testing.assert_close(tiny.unembedding(kept["hidden"]), full)
+    expected = F.cross_entropy(full[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    torch.testing.assert_close(ce.flatten(), expected)
+
+
+def test_head_input_applies_to_a_bare_module(tiny_llama):
+    """A model without a LoadedModel (a peft-wrapped one in training, a narrow copy in the memory plan) gets
+    the same site: its cut forward keeps the states the loaded model's site gives, and no hook stays."""
+    ids = _ids(tiny_llama)
+    before = _all_hooks(tiny_llama.model)
+    with torch.inference_mode():
+        with final_hidden(tiny_llama.model) as bare:
+            assert len(_all_hooks(tiny_llama.model) - before) == 1
+            tiny_llama.model(input_ids=ids)
+        with final_hidden(tiny_llama) as loaded:
+            tiny_llama.model(input_ids=ids)
+    assert _all_hooks(tiny_llama.model) == before
+    torch.testing.assert_close(bare["hidden"], loaded["hidden"])
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_an_error_inside_final_hidden_removes_the_head_hook(tiny_llama, bare):
+    before = _all_hooks(tiny_llama.model)
+    with pytest.raises(RuntimeError, match="boom"), final_hidden(tiny_llama.model if bare else tiny_llama):
+        assert len(_all_hooks(tiny_llama.model) - before) == 1
+        assert bare or not _other_thread_gets(tiny_llama.lock, 0.05)  # a LoadedModel's lock is held inside
+        raise RuntimeError("boom")
+    assert _all_hooks(tiny_llama.model) == before
+    assert _other_thread_gets(tiny_llama.lock, 5.0)
+    with torch.inference_mode():  # the head reads every position again
+        assert tiny_llama.model(input_ids=_ids(tiny_llama)).logits.shape[1] == _ids(tiny_llama).shape[1]
+
+
+def test_cut_positions_keeps_batch_and_width():
+    hidden = torch.randn(2, 5, 7)
+    assert cut_positions(hidden).shape == (2, 0, 7)

@@ -7,12 +7,14 @@ import math
 import pathlib
 import tokenize
 from dataclasses import dataclass
+from typing import get_args
 
 import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from neuro.analysis.selectivity import LapeParams, SelectionParams
+from neuro.choices import Normalization, Score
 from neuro.cli import build_parser, main
 from neuro.cli.params import Parser, add_params
 from neuro.experiments.finetune import FinetuneConfig
@@ -120,8 +122,10 @@ def test_commands_keep_their_options_and_defaults():
     assert (finetune.candidate_quantile, finetune.ratio, finetune.top_fraction) == (0.90, 1.5, 0.01)
     assert (finetune.steps, finetune.lora_rank) == (100, 0)
     transfer = sub["transfer"].parse_args(["--source", "python"])
-    # --steps keeps the CLI's 100 (TransferConfig's and the page's is 150); the rest are the fields'
-    assert (transfer.steps, transfer.rank, transfer.batch_size, transfer.max_new_tokens) == (100, 8, 8, 40)
+    # every default is the field's (--steps was once the CLI's own 100 beside TransferConfig's 150)
+    assert (transfer.steps, transfer.rank, transfer.batch_size, transfer.max_new_tokens) == (150, 8, 8, 40)
+    assert transfer.steps == spec(TransferConfig, "steps").default
+    assert "(default 150;" in " ".join(sub["transfer"].format_help().split())
     for name in ("ablate", "intervene", "steer", "neuron"):  # they share the selection options
         assert sub[name].get_default("candidate_quantile") == 0.90
     assert "quantile of all neurons' max PLS" in " ".join(sub["neurons"].format_help().split())
@@ -183,6 +187,31 @@ def test_neurons_page_sliders_come_from_the_fields(monkeypatch, tiny_env):
         assert s.label == want[0] and [s.min, s.max, s.step, s.value] == pytest.approx(list(want[1:])), key
     assert at.slider(key="neurons_top").proto.format == "%.3f"
     assert "quantile of all neurons' max PLS" in at.slider(key="neurons_q").help
+
+
+def test_steering_page_top_fraction_comes_from_the_field(monkeypatch, tiny_env):
+    """The steering page's top-fraction input: SelectionParams.top_fraction's shown range, step, default and
+    format (it once typed 0.001..0.5 by hand)."""
+    at = open_page(monkeypatch, tiny_env("params_page"), "views/steering.py")
+    assert not at.exception, at.exception
+    s, box = spec(SelectionParams, "top_fraction"), at.number_input(key="steer_top")
+    assert [box.min, box.max, box.step, box.value] == pytest.approx([s.min_value, s.max_value, s.step, s.default])
+    assert [box.min, box.max, box.value] == pytest.approx([0.001, 0.10, 0.01])  # the field's numbers, by hand
+    assert box.proto.format == "%.3f" and box.label.startswith(s.label)
+
+
+def test_neuron_page_radios_offer_the_aliases(monkeypatch, tiny_env):
+    """The neuron page's scale (and score) radios offer exactly the Literal aliases' values, in their order,
+    with the selection's defaults preselected."""
+    at = open_page(monkeypatch, tiny_env("params_page"), "views/neuron.py")
+    assert not at.exception, at.exception
+    for key, alias, default in (("neuron_scale", Normalization, SelectionParams().normalize),
+                                ("neuron_score", Score, SelectionParams().score)):
+        radio, values = at.radio(key=key), get_args(alias)
+        assert len(radio.options) == len(values), key
+        assert [radio.options.index(radio.format_func(v)) for v in values] == list(range(len(values))), key
+        assert radio.value == default, key
+    assert at.radio(key="neuron_scale").options == ["raw", "per language", "per language and layer (default)"]
 
 
 # --------------------------------------------------------------------------- no second copy

@@ -16,6 +16,7 @@ from neuro.analysis.neuron_card import (
     top_contexts,
 )
 from neuro.analysis.selectivity import SelectionParams, select_neurons
+from neuro.choices import Normalization, Score, choices
 from neuro.instrument.histogram import activation_histogram
 from views.ui import charts, corpus_key, corpus_split, page_header, pls_statistics, small_enough_to_auto_run
 from views.ui.links import NEURONS_PAGE, neuron_params, open_in_inspector, open_in_intervene, parse_neuron
@@ -30,6 +31,7 @@ corpus = split.selection  # as on the Neurons page: the statistics describe the 
 stats = pls_statistics(model, corpus)
 stats_key = f"{model.identity}|{corpus_key(corpus)}"
 DEFAULTS = SelectionParams()  # the Neurons page's defaults: the class is said under these, score and scale chosen
+SCALE_LABELS = {"none": "raw", "language": "per language", "language_layer": "per language and layer"}  # Normalization
 AUTO_HISTOGRAM_TOKENS = 8_000  # above this the histogram waits for a click (the demo's ~26k tokens: ~1 min on 2 CPUs)
 
 
@@ -61,12 +63,13 @@ def kept_histogram(key: str, layer: int, neuron: int, label: str):
 
 
 with st.expander("Score and scale of the class and the bars"):
-    scores_here = ["pls", "attribution"] if stats.attribution_sum is not None else ["pls"]
+    scores_here = [s for s in choices(Score) if s != "attribution" or stats.attribution_sum is not None]
     score = st.radio("Score", scores_here, horizontal=True, key="neuron_score",
+                     index=scores_here.index(DEFAULTS.score),
                      format_func={"pls": "PLS (the paper)", "attribution": "attribution (signed)"}.get)
-    scale = st.radio("Scale", ["language_layer", "language", "none"], horizontal=True, key="neuron_scale",
-                     format_func={"language_layer": "per language and layer (default)", "language": "per language",
-                                  "none": "raw"}.get)
+    scales = list(choices(Normalization))  # the alias's set and order; the selection's default preselected
+    scale = st.radio("Scale", scales, horizontal=True, key="neuron_scale", index=scales.index(DEFAULTS.normalize),
+                     format_func=lambda v: SCALE_LABELS[v] + (" (default)" if v == DEFAULTS.normalize else ""))
 PARAMS = dataclasses.replace(DEFAULTS, score=score, normalize=scale)
 selection = cached_selection(stats_key, PARAMS, stats)
 

@@ -12,9 +12,11 @@ from neuro.analysis.generation import GenerationParams, prompt_of
 from neuro.analysis.selectivity import SelectionParams, select_neurons
 from neuro.analysis.steering import SteerSpec, steer_prompt, steering_prompts
 from neuro.cost import estimate, tokens_in
+from neuro.params import spec
 from neuro.progress import duration
 from neuro.results.interventions import STEERING
 from views.ui import corpus_key, corpus_split, page_header, pls_statistics
+from views.ui.params import number_input
 from views.ui.progress import progress_bar
 
 CONTROL_NAMES = {"selected": "selected neurons", "matched": "matched random neurons (mean of draws)"}
@@ -55,8 +57,9 @@ model, corpus = page_header(
     "random neurons.")
 split = corpus_split(corpus)
 stats = pls_statistics(model, split.selection)
-top_fraction = st.number_input("Top fraction by max PLS (the selection's; other parameters: the defaults)", 0.001,
-                               0.5, 0.01, 0.001, format="%.3f", key="steer_top")
+TOP = spec(SelectionParams, "top_fraction")
+top_fraction = number_input(TOP, key="steer_top",
+                            label=f"{TOP.label} (the selection's; other parameters: the defaults)")
 selection = _selection(f"{model.identity}|{corpus_key(split.selection)}", float(top_fraction), stats)
 counts = selection.counts_by_language()
 languages = list(selection.languages)

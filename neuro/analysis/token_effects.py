@@ -95,7 +95,7 @@ def _losses_and_top1(loaded: LoadedModel, ids: torch.Tensor) -> tuple[np.ndarray
     model = loaded.model
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
-    with final_hidden(head) as kept:
+    with final_hidden(loaded) as kept:
         model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
     hidden = kept.pop("hidden")[0, :-1]
     targets = ids[0, 1:].to(hidden.device)

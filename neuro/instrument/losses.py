@@ -1,6 +1,6 @@
 """Next-token cross-entropy per token and per program, padding excluded, without a full logits copy.
 
-The model's forward is run with its unembedding reading zero positions (a pre-hook), so no
+The model's forward is run with its unembedding reading zero positions (its head-input site), so no
 (batch x sequence x vocabulary) logits tensor is ever made; the final hidden states it would have read
 are projected in chunks of positions, each chunk's fp32 logits freed before the next (and, where a
 gradient is needed, recomputed chunk by chunk in the backward by activation checkpointing). The result
@@ -9,12 +9,13 @@ equals cross-entropy over the model's own logits (tested)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from neuro.model.hook_sites import cut_positions, head_input, hooks_held
 from neuro.model.loading import LoadedModel
 from neuro.model.plan import ce_chunk_tokens
 
@@ -34,20 +35,25 @@ def sample_losses(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -
 
 
 @contextmanager
-def final_hidden(head: torch.nn.Module) -> Iterator[dict]:
-    """Inside, the unembedding `head` reads no position (the model's logits are empty) and the hidden
-    states it was given are kept in the yielded dict under "hidden"."""
+def final_hidden(loaded: LoadedModel | torch.nn.Module) -> Iterator[dict]:
+    """Inside, the unembedding head reads no position (the model's logits are empty) and the hidden states
+    it was given (its head-input site, neuro.model.hook_sites) are kept in the yielded dict under "hidden".
+
+    A LoadedModel's hook goes through `loaded.hooks` (its lock held inside, re-entrant for callers that
+    already hold it); a plain module (a peft-wrapped model in training) belongs to its caller alone, so no
+    lock is taken. Gradients are left as they are (the statistics backward flows through the kept states)."""
     kept: dict = {}
 
-    def hook(module, args):
-        kept["hidden"] = args[0]
-        return (args[0][..., :0, :],) + tuple(args[1:])
+    def keep_and_cut(hidden: torch.Tensor) -> torch.Tensor:
+        kept["hidden"] = hidden
+        return cut_positions(hidden)
 
-    handle = head.register_forward_pre_hook(hook)
-    try:
+    if isinstance(loaded, LoadedModel):
+        held = loaded.hooks([(loaded.hook_sites.head_input(), keep_and_cut)])
+    else:
+        held = hooks_held(nullcontext(), [(head_input(loaded), keep_and_cut)])
+    with held:
         yield kept
-    finally:
-        handle.remove()
 
 
 def _chunk_ce(head, cap: float | None, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -85,7 +91,7 @@ def model_token_losses(loaded: LoadedModel | torch.nn.Module, ids: torch.Tensor,
     the next-token cross-entropy of every target position, (batch, seq-1), with the target mask; never a
     full logits tensor (see the module docstring)."""
     model = loaded.model if isinstance(loaded, LoadedModel) else loaded
-    with final_hidden(model.get_output_embeddings()) as kept:
+    with final_hidden(loaded) as kept:
         if inputs_embeds is None:
             model(input_ids=ids, attention_mask=mask, use_cache=False)
         else:

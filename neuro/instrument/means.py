@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from neuro.code.corpus import Snippet
-from neuro.instrument.losses import final_hidden
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
+from neuro.model.hook_sites import cut_positions
 from neuro.model.loading import LoadedModel
 from neuro.model.plan import batch_plan
 from neuro.progress import Progress
@@ -59,6 +59,7 @@ def language_means(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
 
     pairs = [(loaded.hook_sites.neuron_input(layer), lambda a, layer=layer: add(a, layer))
              for layer in range(len(sites))]
+    pairs.append((loaded.hook_sites.head_input(), cut_positions))  # no logits: only the FFN inputs are read
     with loaded.hooks(pairs, inference=True):
         for done, batch in enumerate(batches, 1):
             ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
@@ -67,8 +68,7 @@ def language_means(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
             onehot = torch.nn.functional.one_hot(lang_of, len(langs)).to(torch.float64)
             current["onehot"] = real.cpu()[:, :, None] * onehot[:, None, :]
             tokens += current["onehot"].sum((0, 1)).numpy().astype(np.int64)
-            with final_hidden(loaded.unembedding):  # no logits: only the FFN inputs are read
-                loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
+            loaded.model(input_ids=ids, attention_mask=mask, use_cache=False)
             if progress:
                 progress(done, len(batches))
     totals = np.stack([s.numpy() for s in sums], axis=1)  # (languages, layers, neurons)

@@ -539,6 +539,156 @@ def _run_batch(loaded: LoadedModel, hooks: StatisticsHooks, ids: torch.Tensor, m
     return ce.detach().sum(1) / targets.sum(1).clamp(min=1)
 
 
+@dataclass
+class _Programs:
+    """What a capture reads: the programs it processes (`mine`, snippet indices), their encodings, and the
+    corpus-wide labels that stay those of the whole list (units, node types)."""
+
+    langs: list[str]
+    mine: list[int]
+    pending: list[list[int]]  # per language: its processed programs, in corpus order
+    encoded: dict[int, Encoded]
+    node_types: list[str]
+    type_ids: dict[int, list[int]] | None
+    unit_of: np.ndarray | None
+    unit_lang: np.ndarray | None
+
+    @property
+    def n_units(self) -> int:
+        return 0 if self.unit_lang is None else len(self.unit_lang)
+
+
+def _programs(loaded: LoadedModel, snippets: Sequence[Snippet], langs: list[str], *, max_length: int,
+              shard: tuple[int, int] | None, indices: Sequence[int] | None, syntax: bool, units: bool,
+              max_node_types: int, node_types: Sequence[str] | None) -> _Programs:
+    """Select this capture's programs (shard, indices, languages), tokenize and (with `syntax`) align only
+    those, and plan the units over the whole list."""
+    keep = None if indices is None else set(indices)
+    mine = [i for i in range(len(snippets))
+            if (shard is None or i % shard[1] == shard[0]) and (keep is None or i in keep)
+            and snippets[i].lang in langs]
+    encoded = {i: encode(loaded, snippets[i].code, max_length) for i in mine}
+    type_ids = None
+    if syntax:
+        if node_types is None:
+            node_types, _ = node_type_vocabulary([encode(loaded, s.code, max_length) for s in snippets], snippets,
+                                                 max_node_types)
+        type_ids = _type_ids(encoded, snippets, list(node_types))
+    unit_of, unit_lang = unit_plan(snippets, langs, loaded.n_layers, loaded.n_neurons) if units else (None, None)
+    pending = [[i for i in mine if snippets[i].lang == lang] for lang in langs]
+    return _Programs(langs, mine, pending, encoded, list(node_types) if syntax else [], type_ids, unit_of, unit_lang)
+
+
+@dataclass
+class _Counts:
+    """Per-language and per-unit counts of the batches committed so far (float64, as the cache keeps them)."""
+
+    tokens: np.ndarray
+    samples: np.ndarray
+    loss_sum: np.ndarray
+    unit_tokens: np.ndarray
+    unit_samples: np.ndarray
+    done: int = 0
+
+    @classmethod
+    def zeros(cls, n_langs: int, n_units: int) -> _Counts:
+        tokens, samples, loss_sum = (np.zeros(n_langs) for _ in range(3))
+        return cls(tokens, samples, loss_sum, np.zeros(n_units), np.zeros(n_units))
+
+    def add(self, li: int, rows: list[int], real: torch.Tensor, losses: torch.Tensor,
+            unit_of: np.ndarray | None) -> None:
+        """Count one committed batch of language `li`: its real tokens, programs and summed mean losses."""
+        n_real = real.sum(1).cpu().numpy()
+        self.tokens[li] += float(n_real.sum())
+        self.samples[li] += len(rows)
+        self.loss_sum[li] += float(losses.sum())
+        if unit_of is not None:
+            np.add.at(self.unit_tokens, unit_of[rows], n_real)
+            np.add.at(self.unit_samples, unit_of[rows], 1)
+        self.done += len(rows)
+
+
+def _batch_step(loaded: LoadedModel, hooks: StatisticsHooks, programs: _Programs, rows: list[int],
+                gradients: bool, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch through the hooks: collate it, hand the hooks its masks and labels, run the forward (and
+    backward); (real-token mask, each program's mean loss). The hooks' contributions stay staged."""
+    ids, mask = collate([programs.encoded[i] for i in rows], loaded.pad_id, loaded.device)
+    real = real_token_mask(loaded, ids, mask)
+    units = programs.unit_of is not None
+    batch_units = torch.as_tensor(programs.unit_of[rows], device=loaded.device) if units else None
+    labels = _token_labels(rows, programs.type_ids, mask) if programs.type_ids is not None or top_k else (None, None)
+    hooks.set_batch(mask, real, batch_units, *labels)
+    with checkpointed_blocks(loaded, hooks.checkpointing):
+        losses = _run_batch(loaded, hooks, ids, mask, gradients)
+    return real, losses
+
+
+def _capture_language(loaded: LoadedModel, hooks: StatisticsHooks, programs: _Programs, li: int, plan: _Plan,
+                      counts: _Counts, *, gradients: bool, top_k: int, max_batch: int,
+                      progress: Progress | None) -> None:
+    """Every batch of language `li`'s programs, committed one by one; a batch that runs out of memory is
+    dropped whole and the language's remaining programs re-batched smaller (`_shrink`)."""
+    pending = programs.pending[li]
+    queue = _batches(pending, programs.encoded, plan.batch_tokens, max_batch)
+    hooks.reset()
+    while queue:
+        rows = queue.pop(0)
+        try:
+            real, losses = _batch_step(loaded, hooks, programs, rows, gradients, top_k)
+        except Exception as err:  # noqa: BLE001 - only an allocation failure is retried
+            hooks.discard()
+            if not is_out_of_memory(err) or not _shrink(plan, hooks, len(rows), gradients):
+                raise
+            _free_cache(loaded.device)
+            remaining = set(rows).union(*map(set, queue))
+            queue = _batches([i for i in pending if i in remaining], programs.encoded, plan.batch_tokens, max_batch)
+            continue
+        hooks.commit()
+        counts.add(li, rows, real, losses, programs.unit_of)
+        if progress:
+            progress(counts.done, len(programs.mine))
+
+
+def _capture_meta(loaded: LoadedModel, snippets: Sequence[Snippet], programs: _Programs, plan: _Plan,
+                  hooks: StatisticsHooks, *, gradients: bool, max_length: int, top_k: int, units: bool) -> dict:
+    """The statistics' meta: how they were captured (loss, token reduction, units, batching) and their labels."""
+    langs = programs.langs
+    return {"languages": langs, "gradients": gradients, "max_length": max_length, "version": STATS_VERSION,
+            "loss": "sum over the program's next-token targets (one backward pass per program)",
+            "token_reduction": "mean over the program's real tokens (the first position: the BOS or, without one, "
+                               "the first token; padding and special tokens excluded)",
+            "truncated_programs": Truncation(sum(e.truncated for e in programs.encoded.values()),
+                                             len(programs.encoded), max_length).summary(),
+            "units": "program" if units and programs.n_units == sum(s.lang in langs for s in snippets) else "block",
+            "model": loaded.identity, "node_types": programs.node_types, "top_k": top_k,
+            "snippet_ids": [s.id for s in snippets] if top_k else [],
+            "batch_tokens": plan.batch_tokens, "checkpointing": hooks.checkpointing,
+            "batch_halvings": plan.halvings}
+
+
+def _finalize(hooks: StatisticsHooks, programs: _Programs, counts: _Counts, out: dict[str, np.ndarray],
+              meta: dict, *, gradients: bool, top_k: int) -> CorpusStats:
+    """CorpusStats from the per-language sums (`out`), the counts and what the hooks kept over the corpus
+    (per-unit sums, syntax profile, top-k), gathered from their devices."""
+    width = hooks.width
+    stats = CorpusStats(programs.langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
+                        counts.tokens, counts.samples, counts.loss_sum, meta,
+                        attribution_sum=out["attribution"] if gradients else None)
+    if programs.unit_lang is not None:
+        arrays = hooks.unit_arrays()
+        stats.unit_pls, stats.unit_attribution = arrays.get("pls"), arrays.get("attribution")
+        stats.unit_active = arrays["active"]
+        stats.unit_tokens, stats.unit_samples = counts.unit_tokens, counts.unit_samples
+        stats.unit_lang = programs.unit_lang
+    if programs.type_ids is not None:
+        stats.type_sum = hooks.gathered(hooks.type_sum, (len(programs.node_types), width))
+        stats.type_count = hooks.type_count.numpy().astype(np.float64)
+    if top_k:
+        stats.top_values = hooks.gathered(hooks.top_values, (top_k, width), -np.inf)
+        stats.top_ids = hooks.gathered(hooks.top_ids, (top_k, width), -1, torch.long)
+    return stats
+
+
 def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, gradients: bool = True,
                        syntax: bool = False, top_k: int = 0, max_node_types: int = 48,
                        max_length: int = 512, batch_tokens: int | None = None, max_batch: int = 32,
@@ -569,98 +719,29 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
         raise ValueError("no snippets to capture")
     loaded.require_weights()
     langs = list(languages or dict.fromkeys(s.lang for s in snippets))
+    programs = _programs(loaded, snippets, langs, max_length=max_length, shard=shard, indices=indices,
+                         syntax=syntax, units=units, max_node_types=max_node_types, node_types=node_types)
     n_layers, width = loaded.n_layers, loaded.n_neurons
-    # float32 like the accumulators on the device: float64 would double the cache for no precision
-    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in StatisticsHooks.SUMS}
-    tokens, samples, loss_sum = (np.zeros(len(langs)) for _ in range(3))
-    pad_id, device = loaded.pad_id, loaded.device
-    keep = None if indices is None else set(indices)
-    mine = [i for i in range(len(snippets))
-            if (shard is None or i % shard[1] == shard[0]) and (keep is None or i in keep)
-            and snippets[i].lang in langs]
-    encoded = {i: encode(loaded, snippets[i].code, max_length) for i in mine}
-    type_ids = None
-    if syntax:
-        if node_types is None:
-            node_types, _ = node_type_vocabulary([encode(loaded, s.code, max_length) for s in snippets], snippets,
-                                                 max_node_types)
-        type_ids = _type_ids(encoded, snippets, list(node_types))
-    node_types = list(node_types) if syntax else []
-    done, total = 0, len(mine)
-    unit_of, unit_lang = unit_plan(snippets, langs, n_layers, width) if units else (None, None)
-    n_units = len(unit_lang) if units else 0
-    unit_tokens, unit_samples = np.zeros(n_units), np.zeros(n_units)
     from neuro.model.plan import capture_fixed_bytes
 
     plan = _capture_plan(loaded, gradients, max_length, batch_tokens, checkpointing,
-                         capture_fixed_bytes(n_layers, width, n_units, len(node_types), top_k))
-
+                         capture_fixed_bytes(n_layers, width, programs.n_units, len(programs.node_types), top_k))
+    # float32 like the accumulators on the device: float64 would double the cache for no precision
+    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in StatisticsHooks.SUMS}
+    counts = _Counts.zeros(len(langs), programs.n_units)
     with loaded.lock:  # held from the accumulators' allocation to reading them; the hooks nest in it
-        hooks = StatisticsHooks(loaded, gradients, n_node_types=len(node_types), top_k=top_k, n_units=n_units)
+        hooks = StatisticsHooks(loaded, gradients, n_node_types=len(programs.node_types), top_k=top_k,
+                                n_units=programs.n_units)
         hooks.checkpointing = plan.checkpointing and gradients
         with loaded.hooks(hooks.attachments()):
-            for li, lang in enumerate(langs):
-                pending = [i for i in mine if snippets[i].lang == lang]
-                queue = _batches(pending, encoded, plan.batch_tokens, max_batch)
-                hooks.reset()
-                while queue:
-                    rows = queue.pop(0)
-                    ids, mask = collate([encoded[i] for i in rows], pad_id, device)
-                    real = real_token_mask(loaded, ids, mask)
-                    batch_units = torch.as_tensor(unit_of[rows], device=device) if units else None
-                    labels = _token_labels(rows, type_ids, mask) if syntax or top_k else (None, None)
-                    hooks.set_batch(mask, real, batch_units, *labels)
-                    try:
-                        with checkpointed_blocks(loaded, hooks.checkpointing):
-                            losses = _run_batch(loaded, hooks, ids, mask, gradients)
-                    except Exception as err:  # noqa: BLE001 - only an allocation failure is retried
-                        hooks.discard()
-                        if not is_out_of_memory(err) or not _shrink(plan, hooks, len(rows), gradients):
-                            raise
-                        _free_cache(device)
-                        remaining = set(rows).union(*map(set, queue))
-                        queue = _batches([i for i in pending if i in remaining], encoded, plan.batch_tokens,
-                                         max_batch)
-                        continue
-                    hooks.commit()
-                    n_real = real.sum(1).cpu().numpy()
-                    tokens[li] += float(n_real.sum())
-                    samples[li] += len(rows)
-                    loss_sum[li] += float(losses.sum())
-                    if units:
-                        np.add.at(unit_tokens, unit_of[rows], n_real)
-                        np.add.at(unit_samples, unit_of[rows], 1)
-                    done += len(rows)
-                    if progress:
-                        progress(done, total)
+            for li in range(len(langs)):
+                _capture_language(loaded, hooks, programs, li, plan, counts, gradients=gradients, top_k=top_k,
+                                  max_batch=max_batch, progress=progress)
                 for name, value in hooks.language_sums().items():
                     out[name][li] = value
-
-    meta = {"languages": langs, "gradients": gradients, "max_length": max_length, "version": STATS_VERSION,
-            "loss": "sum over the program's next-token targets (one backward pass per program)",
-            "token_reduction": "mean over the program's real tokens (the first position: the BOS or, without one, "
-                               "the first token; padding and special tokens excluded)",
-            "truncated_programs": Truncation(sum(e.truncated for e in encoded.values()), len(encoded),
-                                             max_length).summary(),
-            "units": "program" if units and n_units == sum(s.lang in langs for s in snippets) else "block",
-            "model": loaded.identity, "node_types": node_types, "top_k": top_k,
-            "snippet_ids": [s.id for s in snippets] if top_k else [],
-            "batch_tokens": plan.batch_tokens, "checkpointing": hooks.checkpointing,
-            "batch_halvings": plan.halvings}
-    stats = CorpusStats(langs, out["act_abs"], out["active"], out["pls"] if gradients else None,
-                        tokens, samples, loss_sum, meta, attribution_sum=out["attribution"] if gradients else None)
-    if units:
-        arrays = hooks.unit_arrays()
-        stats.unit_pls, stats.unit_attribution = arrays.get("pls"), arrays.get("attribution")
-        stats.unit_active = arrays["active"]
-        stats.unit_tokens, stats.unit_samples, stats.unit_lang = unit_tokens, unit_samples, unit_lang
-    if syntax:
-        stats.type_sum = hooks.gathered(hooks.type_sum, (len(node_types), width))
-        stats.type_count = hooks.type_count.numpy().astype(np.float64)
-    if top_k:
-        stats.top_values = hooks.gathered(hooks.top_values, (top_k, width), -np.inf)
-        stats.top_ids = hooks.gathered(hooks.top_ids, (top_k, width), -1, torch.long)
-    return stats
+    meta = _capture_meta(loaded, snippets, programs, plan, hooks, gradients=gradients, max_length=max_length,
+                         top_k=top_k, units=units)
+    return _finalize(hooks, programs, counts, out, meta, gradients=gradients, top_k=top_k)
 
 
 def _batches(pending: list[int], encoded: dict, batch_tokens: int, max_batch: int) -> list[list[int]]:

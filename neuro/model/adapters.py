@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from neuro.model.errors import ModelLoadError
-from neuro.model.hook_sites import HookSite, SiteKind
+from neuro.model.hook_sites import HookSite, SiteKind, head_input
 
 
 class UnsupportedArchitecture(ModelLoadError):
@@ -206,6 +206,11 @@ class HookSites:
         """The residual stream after block `layer` (batch, seq, hidden): the model's
         output_hidden_states[layer + 1], except after the last block, which the model reports normed."""
         return self._site("block_output", layer, self._sites[layer].block, "output")
+
+    def head_input(self) -> HookSite:
+        """The unembedding head's input: the final hidden states, after the final norm (neuro.model.hook_sites
+        .head_input)."""
+        return head_input(self.model)
 
     def call_kwargs(self) -> HookSite:
         """The keyword arguments of the model's own forward (e.g. the KV cache a `generate` step passes)."""

@@ -87,6 +87,20 @@ class HookSite:
 Attachment = tuple[HookSite, "HookFn | KwargsFn"]
 
 
+def head_input(model: nn.Module) -> HookSite:
+    """The unembedding head's input (batch, seq, hidden): the final hidden states after the final norm (the
+    model's output_hidden_states[-1]). Found by transformers' own `get_output_embeddings`, so it needs no
+    adapter and applies to any causal LM: a fresh copy built from a config (neuro.model.plan), a
+    peft-wrapped model in training. `HookSites.head_input` is the same site of a loaded model."""
+    return HookSite("head_input", None, model.get_output_embeddings(), "input")
+
+
+def cut_positions(hidden: torch.Tensor) -> torch.Tensor:
+    """For the head-input site: the head reads zero positions, so the model makes no (batch x sequence x
+    vocabulary) logits; the hidden states are still computed (callers keep them, or only read inner sites)."""
+    return hidden[..., :0, :]
+
+
 @contextmanager
 def hooks_held(lock, attachments: Iterable[Attachment], *, inference: bool = False) -> Iterator[list[RemovableHandle]]:
     """Inside: `lock` held, every (site, fn) attached (in order: hooks on one site run in that order) and,

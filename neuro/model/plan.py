@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 
 from neuro.choices import PassKind
 from neuro.model.adapters import adapter_for
+from neuro.model.hook_sites import cut_positions, head_input, hooks_held
 
 GIB = 1 << 30
 SLACK = 1.10            # allocator fragmentation and what the plan does not itemise
@@ -178,7 +180,6 @@ def _saved_bytes(config, layers: int, factor: int, dtype: torch.dtype, tokens: i
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_narrow(config, layers, factor), dtype=dtype)
     model.eval().requires_grad_(False)
-    head = model.get_output_embeddings()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
 
@@ -189,15 +190,14 @@ def _saved_bytes(config, layers: int, factor: int, dtype: torch.dtype, tokens: i
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    handle = head.register_forward_pre_hook(lambda _m, args: (args[0][:, :0],) + tuple(args[1:]))
-    try:
+    # the head reads no position (as in every pass, neuro.instrument.losses): no logits are measured. The
+    # narrow copy is this function's own (no LoadedModel, no other thread sees it): no lock to take
+    with hooks_held(nullcontext(), [(head_input(model), cut_positions)]):
         ids = torch.randint(1, 64, (1, tokens))
         inputs = model.get_input_embeddings()(ids).detach().requires_grad_(True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(inputs_embeds=inputs, attention_mask=torch.ones_like(ids), use_cache=False)
             del out
-    finally:
-        handle.remove()
     return sum(storages.values())
 
 

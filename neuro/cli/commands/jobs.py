@@ -199,8 +199,7 @@ def _transfer_options(p) -> None:
     from neuro.experiments.transfer import METHODS, TransferConfig
 
     _common_options(p)
-    # --steps keeps the CLI's long-standing 100 (the page and TransferConfig start at 150)
-    add_params(p, TransferConfig, ["steps"], defaults={"steps": 100})
+    add_params(p, TransferConfig, ["steps"])
     p.add_argument("--source", required=True, help="language whose (code, summary) pairs are trained on")
     p.add_argument("--layers", action="append",
                    help="concept, all, lower, or a comma-separated layer list; repeat to compare (default concept)")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS, save_tiny, tiny_model
 
 from neuro.code.split import SplitParams, split_corpus
 from neuro.experiments.finetune import (
@@ -107,10 +107,7 @@ def _module(loaded, name):
 @pytest.mark.parametrize("kind, method", [("llama", "neurons"), ("gpt2", "neurons"), ("llama", "lora"),
                                           ("gpt2", "lora")])
 def test_export_reloads_with_the_same_logits(kind, method, tmp_path):
-    loaded = tiny_model(kind)
-    folder = tmp_path / "base"
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
+    folder = save_tiny(tmp_path / "base", kind)
     base = load_model(folder, device="cpu")
     config = FinetuneConfig(model=str(folder), target="python", method=method, neurons=NEURONS, steps=4, lr=1e-2,
                             batch_tokens=4096, max_length=64, eval_fraction=0.3)

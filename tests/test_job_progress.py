@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import SNIPPETS, tiny_model
+from conftest import SNIPPETS, save_tiny, tiny_model
 
 from neuro.code.corpus import Snippet, save_jsonl
 from neuro.experiments.finetune import FinetuneConfig, method_table, results_table
@@ -44,10 +44,8 @@ def test_the_subset_keeps_each_languages_share_and_the_same_tasks():
 
 
 def _job_env(tmp_path):
-    loaded = tiny_model("llama")
-    loaded.model.save_pretrained(tmp_path / "model")
-    loaded.tokenizer.save_pretrained(tmp_path / "model")
-    return loaded
+    save_tiny(tmp_path / "model")
+    return tiny_model("llama")  # the same weights as the saved folder (same seed)
 
 
 def test_overall_progress_is_monotone_across_phases_on_a_real_job(tmp_path, monkeypatch):

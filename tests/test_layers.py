@@ -82,16 +82,13 @@ def test_concept_layers_are_chosen_on_the_selection_side(tiny_llama, snippets, t
     assert default_concept_layer(tiny_llama, split, cache=store) == 1
 
 
-def test_layers_cli_reports_the_split(tiny_llama, snippets, tmp_path, capsys):
+def test_layers_cli_reports_the_split(tiny_env, snippets, tmp_path, capsys):
     import json
 
     from neuro.cli import main
-    from neuro.code.corpus import save_jsonl
     from neuro.code.split import SplitParams, split_corpus
 
-    tiny_llama.model.save_pretrained(tmp_path / "model")
-    tiny_llama.tokenizer.save_pretrained(tmp_path / "model")
-    save_jsonl(snippets, tmp_path / "corpus.jsonl")
+    tiny_env(folder=tmp_path, corpus=snippets)
     code = main(["layers", "--no-contribution", "--tokens-per-snippet", "4", "--eval-fraction", "0.3",
                  "--split-seed", "2", "--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.jsonl"),
                  "--cache", str(tmp_path / "cache"), "--json"])

@@ -76,10 +76,8 @@ def test_demo_model_predicts_better_with_depth():
     assert scores.loc[last, "top-5 accuracy"] > scores.loc[0, "top-5 accuracy"]
 
 
-def test_cli_lens_json(tmp_path, capsys, tiny_llama):
-    folder = tmp_path / "model"
-    tiny_llama.model.save_pretrained(folder)
-    tiny_llama.tokenizer.save_pretrained(folder)
+def test_cli_lens_json(tmp_path, capsys, saved_tiny):
+    folder = saved_tiny("llama")
     (tmp_path / "q.py").write_text(CODE)
     assert main(["lens", "--model", str(folder), "--code-file", str(tmp_path / "q.py"), "--layers", "0", "2",
                  "--per-token", "--json"]) == 0

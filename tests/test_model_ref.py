@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ARCHITECTURES, tiny_model
+from conftest import ARCHITECTURES, save_tiny
 
 from neuro.model.cards import remember_model
 from neuro.model.errors import ModelLoadError
@@ -20,15 +20,9 @@ from neuro.paths import DEMO_MODEL_DIR, demo_model_available
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _save(kind: str, folder: Path, seed: int = 0) -> None:
-    loaded = tiny_model(kind, seed=seed)
-    loaded.model.save_pretrained(folder)
-    loaded.tokenizer.save_pretrained(folder)
-
-
 @pytest.mark.parametrize("kind", ARCHITECTURES)
 def test_the_reference_is_what_loading_gives(kind, tmp_path):
-    _save(kind, tmp_path)
+    save_tiny(tmp_path, kind)
     ref, loaded = model_ref(tmp_path), load_model(tmp_path, device="cpu")
     assert ref is not None
     assert (ref.source, ref.identity, ref.n_layers, ref.n_neurons) == (
@@ -36,13 +30,13 @@ def test_the_reference_is_what_loading_gives(kind, tmp_path):
 
 
 def test_the_reference_follows_the_weights(tmp_path):
-    _save("llama", tmp_path / "a")
-    _save("llama", tmp_path / "b", seed=1)
+    save_tiny(tmp_path / "a")
+    save_tiny(tmp_path / "b", seed=1)
     assert model_ref(tmp_path / "a").identity != model_ref(tmp_path / "b").identity
 
 
 def test_a_card_folder_gives_the_cards_reference(tmp_path):
-    _save("qwen2", tmp_path / "model")
+    save_tiny(tmp_path / "model", "qwen2")
     loaded = load_model(tmp_path / "model", device="cpu")
     card = remember_model(loaded, tmp_path / "cache")
     ref = model_ref(card)
@@ -51,7 +45,7 @@ def test_a_card_folder_gives_the_cards_reference(tmp_path):
 
 
 def test_a_config_that_does_not_say_its_sizes_gives_none(tmp_path):
-    _save("llama", tmp_path)
+    save_tiny(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     del config["intermediate_size"]  # transformers would fill in its default: only loading knows
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -60,11 +60,11 @@ class Centering:
     @classmethod
     def fit(cls, x: np.ndarray, langs: Sequence[str], how: CenterChoice = DEFAULT_CENTERING) -> Centering:
         x = np.asarray(x, dtype=np.float32)
-        langs = np.asarray(langs)
+        labels = np.asarray(langs)
         means = {}
         if check_centering(how) == "language":
-            for lang in dict.fromkeys(langs.tolist()):
-                rows = langs == lang
+            for lang in dict.fromkeys(labels.tolist()):
+                rows = labels == lang
                 if rows.sum() >= MIN_LANGUAGE_ROWS:
                     means[lang] = x[rows].mean(0)
         return cls(how, x.mean(0), means)
@@ -81,9 +81,9 @@ class Centering:
         """Unit rows of `x` after centring each row for its language."""
         out = np.array(x, dtype=np.float32)
         if self.how != "none":
-            langs = np.asarray(langs)
-            for lang in dict.fromkeys(langs.tolist()):
-                out[langs == lang] -= self.mean_for(lang)
+            labels = np.asarray(langs)
+            for lang in dict.fromkeys(labels.tolist()):
+                out[labels == lang] -= self.mean_for(lang)
         return unit_rows(out)
 
 

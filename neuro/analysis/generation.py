@@ -38,7 +38,8 @@ def prompt_of(snippet: Snippet) -> str:
                 first = body.named_children[0] if body.named_children else None
                 is_doc = first is not None and first.type == "expression_statement" and \
                     first.named_children and first.named_children[0].type == "string"
-                end = first.end_byte if is_doc and len(body.named_children) > 1 else body.start_byte
+                end = first.end_byte if first is not None and is_doc and len(body.named_children) > 1 \
+                    else body.start_byte
                 return raw[:end].decode("utf-8", "replace").rstrip(" ") + ("\n" if is_doc else "")
             return raw[: body.start_byte + 1].decode("utf-8", "replace") + "\n"
         stack = list(node.named_children) + stack

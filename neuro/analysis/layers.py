@@ -35,7 +35,7 @@ from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING, Centering
 from neuro.code.corpus import Snippet
 from neuro.code.syntax import align_tokens
 from neuro.instrument.ablation import ablated, language_losses
-from neuro.instrument.states import DEFAULT_MAX_TOKENS, LayerStates, layer_states, token_sample
+from neuro.instrument.states import DEFAULT_MAX_TOKENS, LayerStates, StateArray, layer_states, token_sample
 from neuro.instrument.tokens import encode, truncation
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
@@ -291,7 +291,8 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
                  contribution: bool = True, contribution_limit: int = 200, max_length: int = 512, seed: int = 0,
                  max_tokens: int | None = DEFAULT_MAX_TOKENS, concept_override: Sequence[int] | None = None,
                  center: str = DEFAULT_CENTERING, progress: Progress | None = None,
-                 states: LayerStates | None = None, losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
+                 states: LayerStates[StateArray] | None = None,
+                 losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
     """Compute every per-layer score on a (preferably parallel) corpus: pass the selection side of the
     corpus split (neuro/code/split.py), since the concept layers chosen here are then evaluated elsewhere.
 

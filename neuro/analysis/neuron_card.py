@@ -146,7 +146,7 @@ def top_contexts(stats: CorpusStats, snippets: Sequence[Snippet], loaded: Loaded
                  count: int = 5, lines: int = 3, max_length: int | None = None) -> list[TokenContext]:
     """The neuron's top activations in up to `count` distinct programs (highest first), each re-run through
     the model (one forward pass per program, up to `layer`) so every token of the window is shaded."""
-    if stats.top_values is None:
+    if stats.top_values is None or stats.top_ids is None:  # captured together
         raise ValueError("these statistics were captured without top-k examples")
     check_neuron(stats.n_layers, stats.n_neurons, layer, neuron)
     ids = stats.meta.get("snippet_ids", [])

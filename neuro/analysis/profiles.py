@@ -21,7 +21,7 @@ from neuro.model.loading import LoadedModel
 def syntax_profile(stats: CorpusStats, layer: int, neuron: int, min_count: int = 5) -> pd.DataFrame:
     """Mean activation of the neuron per tree-sitter node type (types seen at least `min_count` times),
     highest first."""
-    if stats.type_sum is None:
+    if stats.type_sum is None or stats.type_count is None:  # captured together
         raise ValueError("these statistics were captured without syntax profiles")
     counts = stats.type_count
     frame = pd.DataFrame({
@@ -50,7 +50,7 @@ class Example:
 def top_examples(stats: CorpusStats, snippets: Sequence[Snippet], loaded: LoadedModel, layer: int, neuron: int,
                  context_chars: int = 80, max_length: int | None = None) -> list[Example]:
     """The neuron's top-k activating tokens, each with the code around it and its syntax node."""
-    if stats.top_values is None:
+    if stats.top_values is None or stats.top_ids is None:  # captured together
         raise ValueError("these statistics were captured without top-k examples")
     ids = stats.meta.get("snippet_ids", [])
     by_id = {s.id: s for s in snippets}

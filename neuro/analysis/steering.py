@@ -71,8 +71,8 @@ def steering_interventions(target: NeuronSet, factor: float, source: NeuronSet |
     return out
 
 
-def _pairs(neurons: NeuronSet) -> list[tuple[int, int]]:
-    return [(layer, int(n)) for layer, idx in as_layer_map(neurons).items() for n in idx]
+def _pairs(neurons: NeuronSet) -> tuple[tuple[int, int], ...]:
+    return tuple((layer, int(n)) for layer, idx in as_layer_map(neurons).items() for n in idx)
 
 
 def continuation_language(text: str, detect: Detector = detect_language) -> Detection:
@@ -101,7 +101,7 @@ def plan_steering(target: NeuronSet, scores: Mapping[str, np.ndarray], spec: Ste
     score), avoiding both selected sets. Draw d is the same whatever the number of draws."""
     target = as_layer_map(target)
     steered = source is not None and spec.source_factor != 1.0 and any(len(v) for v in as_layer_map(source).values())
-    source = as_layer_map(source) if steered else None
+    source = as_layer_map(source) if steered and source is not None else None  # steered implies a source
     conditions = [Condition("selected", 0, target, source)]
     rng = np.random.default_rng([spec.seed, 7])
     for d in range(spec.draws):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -42,8 +42,16 @@ def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
     return share
 
 
-def stratified_subset(items: Sequence[T], n: int, *, lang: Callable[[T], str] = lambda x: x.lang,
-                      task: Callable[[T], str] = lambda x: x.task) -> list[T]:
+def _lang(item: Any) -> str:
+    return item.lang
+
+
+def _task(item: Any) -> str:
+    return item.task
+
+
+def stratified_subset(items: Sequence[T], n: int, *, lang: Callable[[T], str] = _lang,
+                      task: Callable[[T], str] = _task) -> list[T]:
     """`n` of `items` (all of them when n <= 0 or n >= len(items)), in their given order: each language's
     share kept, tasks taken in a fixed hash order within each language (see the module doc)."""
     if n <= 0 or n >= len(items):

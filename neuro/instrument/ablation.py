@@ -24,7 +24,7 @@ from neuro.model.loading import LoadedModel
 from neuro.model.plan import batch_plan
 from neuro.progress import Progress
 
-NeuronSet = Mapping[int, Sequence[int]]  # layer -> neuron indices
+NeuronSet = Mapping[int, Sequence[int] | np.ndarray]  # layer -> neuron indices (a list or an int array)
 
 
 def as_layer_map(neurons: NeuronSet | Iterable[tuple[int, int]]) -> dict[int, np.ndarray]:
@@ -68,7 +68,7 @@ def program_loss_pass(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_l
     batches = length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch)
 
     def run() -> np.ndarray:
-        out = np.empty(len(encoded), dtype=np.float64)
+        out: np.ndarray = np.empty(len(encoded), dtype=np.float64)
         with loaded.lock, torch.inference_mode():
             for batch in batches:
                 ids, mask = collate([encoded[i] for i in batch], loaded.pad_id, loaded.device)
@@ -102,7 +102,7 @@ def score_deciles(scores: np.ndarray) -> np.ndarray:
     """Decile (0: lowest tenth .. 9: highest) of each of one layer's neurons by its score, by rank (ties by
     position), so every decile holds a tenth of the layer whatever the scores' distribution."""
     scores = np.asarray(scores)
-    rank = np.empty(len(scores), dtype=np.int64)
+    rank: np.ndarray = np.empty(len(scores), dtype=np.int64)
     rank[np.argsort(scores, kind="stable")] = np.arange(len(scores))
     return rank * DECILES // max(1, len(scores))
 
@@ -116,7 +116,7 @@ def matched_like(neurons: NeuronSet, scores: np.ndarray, rng: np.random.Generato
     scores = np.asarray(scores)
     width = scores.shape[1]
     banned = as_layer_map(exclude or {})
-    out = {}
+    out: dict[int, np.ndarray] = {}
     for layer, idx in as_layer_map(neurons).items():
         decile = score_deciles(scores[layer])
         free = np.ones(width, dtype=bool)
@@ -142,7 +142,7 @@ def uniform_like(neurons: NeuronSet, width: int, rng: np.random.Generator,
                  exclude: NeuronSet | None = None) -> dict[int, np.ndarray]:
     """A uniform control: the same number of neurons in each layer, drawn from the whole layer minus `exclude`."""
     banned = as_layer_map(exclude or {})
-    out = {}
+    out: dict[int, np.ndarray] = {}
     for layer, idx in as_layer_map(neurons).items():
         pool = np.setdiff1d(np.arange(width), banned.get(layer, np.array([], dtype=np.int64)))
         out[layer] = np.sort(rng.choice(pool, size=min(len(idx), len(pool)), replace=False))
@@ -212,8 +212,8 @@ def plan_ablation(groups: Mapping[str, NeuronSet], width: int, *, scores: Mappin
         for layer, idx in as_layer_map(neurons).items():
             exclude.setdefault(layer, []).extend(idx.tolist())
     conditions = []
-    for i, (name, neurons) in enumerate(groups.items()):
-        neurons = as_layer_map(neurons)
+    for i, (name, group) in enumerate(groups.items()):
+        neurons = as_layer_map(group)
         conditions.append(Condition(name, "selected", 0, neurons))
         if draws:
             if scores is None or name not in scores:
@@ -293,7 +293,7 @@ class AblationResult:
 
     def draws(self, control: str) -> int:
         """Draws of one kind of control per group (0 when none were drawn)."""
-        rows = self.rows(control, self.groups[0]) if self.groups else []
+        rows: np.ndarray | list[int] = self.rows(control, self.groups[0]) if self.groups else []
         return len(rows)
 
     def changes(self, row: int) -> np.ndarray:

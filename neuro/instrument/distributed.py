@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def _all_sum(array: np.ndarray | None, device: torch.device) -> np.ndarray | Non
 def reduce_statistics(stats: CorpusStats, device: torch.device | str = "cpu") -> CorpusStats:
     """Sum every rank's shard statistics (all ranks receive the result)."""
     device = torch.device(device)
-    summed = {name: _all_sum(getattr(stats, name), device) for name in CorpusStats.SUMMED}
+    summed: dict[str, Any] = {name: _all_sum(getattr(stats, name), device) for name in CorpusStats.SUMMED}
     top_values, top_ids = stats.top_values, stats.top_ids
     if top_values is not None:
         gathered_v = [torch.empty_like(torch.from_numpy(top_values)).to(device) for _ in range(dist.get_world_size())]

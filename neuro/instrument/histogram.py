@@ -33,7 +33,7 @@ class StreamingHistogram:
         if bins < 2 or bins % 2:
             raise ValueError("bins must be an even number >= 2")
         self.bins, self.groups = bins, groups
-        self.counts = np.zeros((groups, bins), dtype=np.int64)
+        self.counts: np.ndarray = np.zeros((groups, bins), dtype=np.int64)
         self.origin: float | None = None
         self.width = 0.0
         self.low = np.full(groups, np.inf)
@@ -52,6 +52,7 @@ class StreamingHistogram:
         if up:  # [o, o + B w) -> [o, o + 2 B w)
             self.counts[:, :half] = merged
         else:  # [o, o + B w) -> [o - B w, o + B w)
+            assert self.origin is not None  # set by the first values added, before anything grows
             self.counts[:, half:] = merged
             self.origin -= self.bins * self.width
         self.width *= 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -18,16 +19,39 @@ from neuro.model.plan import batch_plan
 from neuro.progress import Progress
 
 
+class LayeredArray(Protocol):
+    """What a (rows, layers, cols) array kept one matrix per layer answers (neuro.results.layered.Layered
+    satisfies it): the layers below neuro.results read such arrays through this without importing it."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+    def layer(self, index: int) -> np.ndarray: ...
+
+    def mean(self, axis: int) -> np.ndarray: ...
+
+    def discard(self) -> None: ...
+
+
+StateArray = np.ndarray | LayeredArray  # a 3-D array in RAM, or one read a layer at a time
+A = TypeVar("A", bound=StateArray, covariant=True)
+
+
 @dataclass(frozen=True)
-class LayerStates:
+class LayerStates(Generic[A]):
     """Hidden states per block from one pass: pooled per snippet, and at a sample of token positions.
 
     pooled: (snippets, layers, hidden) mean over each snippet's tokens; tokens: (sampled tokens, layers,
-    hidden); token_index: (sampled tokens, 2) = (snippet index, token position).
+    hidden); token_index: (sampled tokens, 2) = (snippet index, token position). The states arrays are 3-D
+    arrays from `layer_states`, or layered (neuro.results.layered) from the resumable pass of neuro.results.
     """
 
-    pooled: np.ndarray
-    tokens: np.ndarray | None = None
+    pooled: A
+    tokens: A | None = None
     token_index: np.ndarray | None = None
 
 
@@ -66,13 +90,13 @@ def token_sample(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
     total = sum(len(p) for p in picks)
     if max_tokens is None or total <= max_tokens:
         return picks
-    owner = np.repeat(np.arange(len(snippets)), [len(p) for p in picks])
+    owner: np.ndarray = np.repeat(np.arange(len(snippets)), [len(p) for p in picks])
     position = np.concatenate(picks)
     priority = np.concatenate([_priorities(s.code, len(p), seed) for s, p in zip(snippets, picks)])
     crc = np.array([zlib.crc32(snippets[i].code.encode("utf-8")) for i in owner], dtype=np.int64)
     ids = np.array([snippets[i].id for i in owner], dtype=object)
     order = sorted(range(total), key=lambda j: (priority[j], crc[j], ids[j], position[j]))
-    keep = np.zeros(total, bool)
+    keep: np.ndarray = np.zeros(total, bool)
     keep[order[:max_tokens]] = True
     return [position[(owner == i) & keep] for i in range(len(snippets))]
 
@@ -80,7 +104,7 @@ def token_sample(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
 def layer_states(loaded: LoadedModel, snippets: Sequence[Snippet], *, upto_layer: int | None = None,
                  tokens_per_snippet: int = 0, seed: int = 0, max_length: int = 512, batch_tokens: int | None = None,
                  max_batch: int = 64, progress: Progress | None = None,
-                 picks: Sequence[np.ndarray] | None = None) -> LayerStates:
+                 picks: Sequence[np.ndarray] | None = None) -> LayerStates[np.ndarray]:
     """Pooled (the mean over real tokens: the first position, BOS or not, and padding excluded, see
     `real_token_mask`) and optionally sampled token states
     of blocks 0..upto_layer, in one forward pass that stops after block `upto_layer` (default: the

@@ -72,7 +72,8 @@ def truncation(loaded: LoadedModel, snippets: Sequence, max_length: int) -> Trun
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
     """Indices grouped into batches of similar length: padded size (batch x longest) <= batch_tokens."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for i in order:
         longest = max(lengths[i], max((lengths[j] for j in current), default=0))
         if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch):

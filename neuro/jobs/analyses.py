@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from neuro.analysis.selectivity import LapeParams, SelectionParams, select_neurons
+from neuro.choices import SelectionMethod
 from neuro.cost import Meter
 from neuro.model.loading import LoadedModel, load_model
 from neuro.results.statistics import ABLATION, CHANCE, STATS, UNIVERSALITY
@@ -25,7 +26,7 @@ class AnalysisConfig(Record):
     """A cached analysis of one selection rule on a model: which model, which rule, which programs."""
 
     model: str
-    method: str = "pls"
+    method: SelectionMethod = "pls"  # validate_analysis refuses another read from a spec.json
     params: dict = field(default_factory=dict)
     n_selection: int = 0
     draws: int = 0  # ablation: matched draws per group

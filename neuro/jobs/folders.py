@@ -25,6 +25,7 @@ from neuro.jobs.state import (
     process_alive,
     read_job,
     read_json,
+    read_known_job,
     recover_checkpoint,
     remove_temporaries,
     requeue,
@@ -34,5 +35,6 @@ from neuro.jobs.state import (
 
 __all__ = ["ACTIVE", "HEARTBEAT_S", "STALE_S", "TERMINAL", "JobContext", "JobInfo", "JobRefused", "cancel_job",
            "checkpoint_step", "find_job", "job_metrics", "jobs_root", "launch", "list_jobs", "log_tail",
-           "new_job_id", "proc_start", "process_alive", "read_job", "read_json", "recover_checkpoint",
+           "new_job_id", "proc_start", "process_alive", "read_job", "read_json", "read_known_job",
+           "recover_checkpoint",
            "remove_temporaries", "requeue", "resume_reason", "write_json"]

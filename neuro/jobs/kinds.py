@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from neuro.experiments.export import ExportConfig, ExportResult, export_adapted
 from neuro.experiments.finetune import FinetuneConfig, FinetuneResult, finetune, merge_finetuned, validate_finetune
@@ -25,13 +26,25 @@ from neuro.experiments.transfer import (
 )
 from neuro.jobs.analyses import AnalysisConfig, AnalysisResult, run_ablation, run_statistics, validate_analysis
 from neuro.jobs.folders import JobContext, JobInfo, find_job, read_json
-from neuro.model.loading import load_model
+from neuro.model.loading import LoadedModel, load_model
 from neuro.training.loop import load_job_model
 from neuro.training.records import Record
 
 
+C = TypeVar("C", bound=Record)  # a kind's config
+R = TypeVar("R", bound=Record)  # a kind's result
+
+
+class JobConfig(Protocol):
+    """What starting a job reads of its config: the JSON saved in spec.json and the job's label."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def label(self) -> str: ...
+
+
 @dataclass(frozen=True)
-class JobKind:
+class JobKind(Generic[C, R]):
     """One kind of job.
 
     run(config, ctx, loaded) -> result: what the worker runs (`loaded`: a model to use instead of loading
@@ -42,14 +55,14 @@ class JobKind:
 
     name: str
     title: str  # in messages: "a finished fine-tuning job"
-    config: type[Record]  # spec.json params; also has label()
-    result: type[Record]  # result.json
-    run: Callable[..., Record]
+    config: type[C]  # spec.json params; also has label()
+    result: type[R]  # result.json
+    run: Callable[..., R]
     validate: Callable[..., list[str]]
-    merge: Callable | None = None
+    merge: Callable[[LoadedModel, C, Path], Any] | None = None
 
 
-def _train(task: Callable, config, ctx: JobContext, loaded=None) -> Record:
+def _train(task: Callable[..., R], config, ctx: JobContext, loaded=None) -> R:
     """A training experiment as a job: on the job's saved corpus, a fresh copy of the config's model (or
     `loaded`), checkpoints in the job's folder and resumed from there when the job was resumed."""
     snippets = ctx.snippets()
@@ -85,7 +98,7 @@ STATISTICS = JobKind("statistics", "per-program statistics", AnalysisConfig, Ana
                      validate_analysis)
 ABLATION = JobKind("ablation", "ablation", AnalysisConfig, AnalysisResult, run_ablation, validate_analysis)
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (FINETUNE, TRANSFER, EXPORT, STATISTICS, ABLATION)}
+KINDS: dict[str, JobKind[Any, Any]] = {kind.name: kind for kind in (FINETUNE, TRANSFER, EXPORT, STATISTICS, ABLATION)}
 
 
 def job_config(job: JobInfo) -> Record:
@@ -95,7 +108,12 @@ def job_config(job: JobInfo) -> Record:
 
 def job_result(job: JobInfo) -> Record | None:
     """The job's typed result, None while it has none (or one this version cannot read)."""
-    data, kind = read_json(job.path / "result.json"), KINDS.get(job.kind)
+    return _read_result(job, KINDS.get(job.kind))
+
+
+def _read_result(job: JobInfo, kind: JobKind[Any, R] | None) -> R | None:
+    """The job's result.json read as `kind`'s result type."""
+    data = read_json(job.path / "result.json")
     if not isinstance(data, dict) or kind is None:
         return None
     try:
@@ -104,11 +122,11 @@ def job_result(job: JobInfo) -> Record | None:
         return None
 
 
-def finished_results(jobs: Sequence[JobInfo], kind: JobKind) -> dict[str, Record]:
+def finished_results(jobs: Sequence[JobInfo], kind: JobKind[Any, R]) -> dict[str, R]:
     """{job id: typed result} of the finished jobs of `kind`, in the order given."""
-    out = {}
+    out: dict[str, R] = {}
     for job in jobs:
-        if job.kind == kind.name and job.state == "finished" and (result := job_result(job)) is not None:
+        if job.kind == kind.name and job.state == "finished" and (result := _read_result(job, kind)) is not None:
             out[job.id] = result
     return out
 
@@ -130,22 +148,23 @@ def export_config(job: JobInfo, out: str | os.PathLike | None = None) -> ExportC
     return ExportConfig(job=str(job.path), kind=job.kind, out=str(Path(out) if out else job.path / "export"))
 
 
-def _exportable_spec(job_dir: str | os.PathLike) -> tuple[JobKind, dict]:
-    """The job folder's kind and spec; ValueError when the kind has nothing to export."""
+def _exportable_spec(job_dir: str | os.PathLike) -> tuple[JobKind[Any, Any], Callable[..., Any], dict]:
+    """The job folder's kind, the kind's merge and the spec; ValueError when the kind has nothing to export."""
     spec = read_json(Path(job_dir) / "spec.json", {}) or {}
-    kind = KINDS.get(spec.get("kind"))
+    name = spec.get("kind")
+    kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None or kind.merge is None:
         raise ValueError(f"{job_dir} is not a {_exportable()} job (kind {spec.get('kind')!r}); nothing to export")
-    return kind, spec
+    return kind, kind.merge, spec
 
 
 def adapted_model(job_dir: str | os.PathLike):
     """(model, tokenizer): a fresh CPU copy of the job's base model with its checkpoint merged in by the
     job's kind."""
-    kind, spec = _exportable_spec(job_dir)
+    kind, merge, spec = _exportable_spec(job_dir)
     config = kind.config.from_json(spec.get("params", {}))
     base = load_model(config.model, device="cpu", dtype=config.dtype, trust_remote_code=config.trust_remote_code)
-    return kind.merge(base, config, Path(job_dir) / "checkpoint"), base.tokenizer
+    return merge(base, config, Path(job_dir) / "checkpoint"), base.tokenizer
 
 
 def export_model(job_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:

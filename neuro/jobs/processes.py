@@ -20,8 +20,8 @@ from neuro.jobs.state import (
     find_job,
     proc_start,
     process_alive,
-    read_job,
     read_json,
+    read_known_job,
     remove_temporaries,
     write_json,
 )
@@ -75,13 +75,13 @@ def cancel_job(job: str | os.PathLike | JobInfo, *, grace: float = 10.0,
             _signal(pid, signal.SIGKILL, group)
             _wait_gone(pid, start, 5.0)
     elif host and host != socket.gethostname():
-        return read_job(info.path)  # the worker elsewhere sees the cancel file at its next step
+        return read_known_job(info.path)  # the worker elsewhere sees the cancel file at its next step
     status = read_json(info.path / "status.json", {}) or {}
     if status.get("state") in ACTIVE:
         write_json(info.path / "status.json", dict(status, state="cancelled", message="cancelled by user",
                                                    finished=time.time()))
     remove_temporaries(info.path)
-    return read_job(info.path)
+    return read_known_job(info.path)
 
 
 def _signal(pid: int, sig: int, group: bool) -> None:

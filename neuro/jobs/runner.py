@@ -24,16 +24,15 @@ from neuro.jobs.folders import (
     jobs_root,
     launch,
     new_job_id,
-    read_job,
     read_json,
+    read_known_job,
     remove_temporaries,
     requeue,
     write_json,
 )
-from neuro.jobs.kinds import KINDS, JobKind
+from neuro.jobs.kinds import KINDS, JobConfig, JobKind
 from neuro.model.loading import LoadedModel
 from neuro.training.context import JobCancelled
-from neuro.training.records import Record
 
 
 def create_job(kind: str, params: dict, *, label: str = "", snippets=None,
@@ -59,10 +58,10 @@ def _launch_or_fail(folder: Path) -> JobInfo:
     except OSError as err:
         write_json(folder / "status.json", {"state": "failed", "created": time.time(), "finished": time.time(),
                                             "error": f"could not start the job process: {err}"})
-    return read_job(folder, reconcile=False)
+    return read_known_job(folder, reconcile=False)
 
 
-def start_job(kind: JobKind, config: Record, loaded: LoadedModel | None = None, snippets=None, *,
+def start_job(kind: JobKind, config: JobConfig, loaded: LoadedModel | None = None, snippets=None, *,
               root: str | os.PathLike | None = None, memory_budget: int | None = None, detach: bool = True,
               run_loaded: LoadedModel | None = None) -> JobInfo:
     """Validate `config`, then start a `kind` job (detached: in the background; else here, returning when
@@ -119,7 +118,7 @@ def run_job(job_dir: str | os.PathLike, loaded: LoadedModel | None = None, echo:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
         remove_temporaries(path)
-    return read_job(path, reconcile=False)
+    return read_known_job(path, reconcile=False)
 
 
 def main(argv: list[str] | None = None) -> int:

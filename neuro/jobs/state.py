@@ -238,6 +238,14 @@ def read_job(path: str | os.PathLike, reconcile: bool = True) -> JobInfo | None:
         phase_count=int(progress.get("phases", 0)), elapsed_before=float(status.get("elapsed_before") or 0.0))
 
 
+def read_known_job(path: str | os.PathLike, reconcile: bool = True) -> JobInfo:
+    """`read_job` of a folder that holds a job (one created, run or cancelled just before): never None."""
+    info = read_job(path, reconcile)
+    if info is None:
+        raise FileNotFoundError(f"{path} is not a job folder")
+    return info
+
+
 def list_jobs(root: str | os.PathLike | None = None, kind: str | None = None) -> list[JobInfo]:
     """Every job under the jobs folder, newest first."""
     folder = jobs_root(root)

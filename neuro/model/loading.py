@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from neuro.model.adapters import Adapter, HookSites, NeuronSite, adapter_for, ne
 from neuro.model.errors import BROWSE_ONLY_MESSAGE, ModelLoadError, WeightsNotLoaded
 from neuro.model.hook_sites import Attachment, hooks_held
 from neuro.model.identity import WEIGHT_SUFFIXES, model_identity, module_fingerprint, weights_fingerprint
+
+if TYPE_CHECKING:  # transformers loads in seconds: imported where a model is loaded
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class LoadedModel:
     """A model ready for analysis, shared by every caller in the process (calls serialize on `lock`)."""
 
     model: nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     adapter: Adapter
     source: str
     fingerprint: str

@@ -17,12 +17,13 @@ from neuro.instrument.states import LayerStates, layer_states, token_sample
 from neuro.model.loading import LoadedModel
 from neuro.progress import Progress
 from neuro.results.embeddings import POOLED
+from neuro.results.layered import Layered
 from neuro.results.recipe import Cache, Call, Recipe
 from neuro.results.store import Entry, make_key
 
 
 def _resumable_states(call: Call, *, tokens_per_snippet: int, seed: int, max_length: int, max_tokens: int | None,
-                      progress: Progress | None) -> LayerStates:
+                      progress: Progress | None) -> LayerStates[Layered]:
     """`layer_states` in chunks of programs kept in the cache (neuro.results.resume) until the report is saved,
     each chunk's rows written as they come into per-layer files staged in the cache (neuro.results.layered):
     the pass holds one chunk, the report then reads one layer at a time. The sampled tokens are

@@ -33,6 +33,7 @@ from neuro.analysis.embeddings import DEFAULT_CENTERING, Centering, unit_rows
 from neuro.choices import CenterChoice
 from neuro.code.corpus import LANGS, Snippet, normalize_lang
 from neuro.code.upload import Query
+from neuro.instrument.states import StateArray
 
 MODEL = "model"
 TFIDF = "tfidf"
@@ -61,7 +62,7 @@ def corpus_match(code: str, snippets: Sequence[Snippet]) -> int | None:
     return next((i for i, s in enumerate(snippets) if normalized_code(s.code) == wanted), None)
 
 
-def layer_similarities(pooled: np.ndarray, langs: Sequence[str], query_states: np.ndarray, query_lang: str | None,
+def layer_similarities(pooled: StateArray, langs: Sequence[str], query_states: np.ndarray, query_lang: str | None,
                        center: CenterChoice = DEFAULT_CENTERING) -> np.ndarray:
     """(layers, programs): cosine of the query with each program at each layer, after centring both
     sides as an index of these programs centres them at that layer (means fitted on all of `pooled`, the
@@ -230,7 +231,7 @@ def candidate_mask(snippets: Sequence[Snippet], index_languages: Sequence[str], 
     return np.array([s.lang in wanted for s in snippets], dtype=bool)
 
 
-def explain_query(index: CloneIndex, code: str, pooled: np.ndarray, snippets: Sequence[Snippet], tfidf: TfidfIndex,
+def explain_query(index: CloneIndex, code: str, pooled: StateArray, snippets: Sequence[Snippet], tfidf: TfidfIndex,
                   *, task: str | None = None, k: int = 10, languages: Sequence[str] | None = None,
                   lang: str | None = None, cross_language: bool = False, concept: bool = True) -> QueryExplanation:
     """Explain `index.search(code, ...)`: `pooled` is (programs, layers, hidden) of `snippets` (3-D or layered:

@@ -4,6 +4,10 @@ goimports would (HumanEval-X's prompts import packages their solutions never use
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tree_sitter import Node
 
 # Packages a Go file may use without importing them (HumanEval-X's prompts and tests rely on these).
 _GO_STD = {p.rsplit("/", 1)[-1]: (None, p) for p in (
@@ -14,6 +18,22 @@ _GO_DECLARING = {"short_var_declaration": "left", "var_spec": "name", "const_spe
                  "parameter_declaration": "name", "range_clause": "left"}
 
 
+def _field(node: Node, name: str) -> Node:
+    """A child the grammar always gives `node` (the file parsed without errors)."""
+    child = node.child_by_field_name(name)
+    if child is None:
+        raise ValueError(f"a Go {node.type} without its {name}")
+    return child
+
+
+def _text(node: Node) -> str:
+    """The node's source text (a tree parsed from bytes always has it)."""
+    text = node.text
+    if text is None:
+        raise ValueError(f"a Go {node.type} without its text")
+    return text.decode()
+
+
 def _go_file(source: str):
     """(import specs as (alias, path), byte spans of the import declarations, used names, declared names)."""
     from neuro.code.syntax import parse
@@ -21,7 +41,10 @@ def _go_file(source: str):
     root = parse(source, "go").root_node
     if root.has_error:
         return None
-    specs, spans, used, declared = [], [], set(), set()
+    specs: list[tuple[str | None, str]] = []
+    spans: list[tuple[int, int]] = []
+    used: set[str] = set()
+    declared: set[str] = set()
     stack = [root]
     while stack:
         node = stack.pop()
@@ -30,17 +53,17 @@ def _go_file(source: str):
             spans.append((node.start_byte, node.end_byte))
         elif node.type == "import_spec":
             alias = node.child_by_field_name("name")
-            path = node.child_by_field_name("path").text.decode().strip('"`')
-            specs.append((alias.text.decode() if alias else None, path))
-        elif node.type == "selector_expression" and node.child_by_field_name("operand").type == "identifier":
-            used.add(node.child_by_field_name("operand").text.decode())
+            path = _text(_field(node, "path")).strip('"`')
+            specs.append((_text(alias) if alias else None, path))
+        elif node.type == "selector_expression" and _field(node, "operand").type == "identifier":
+            used.add(_text(_field(node, "operand")))
         elif node.type == "qualified_type":
-            used.add(node.child_by_field_name("package").text.decode())
+            used.add(_text(_field(node, "package")))
         elif node.type in _GO_DECLARING:
             target = node.child_by_field_name(_GO_DECLARING[node.type])
             names = [target] if target is not None and target.type == "identifier" else (
                 [c for c in target.children if c.type == "identifier"] if target is not None else [])
-            declared.update(n.text.decode() for n in names)
+            declared.update(_text(n) for n in names)
     return specs, spans, used, declared
 
 

@@ -47,6 +47,15 @@ def _tool(name: str) -> str | None:
     return next((c for c in found if _world_executable(c)), found[0] if found else None)
 
 
+def _need_tool(name: str) -> str:
+    """`_tool` of a tool a command line names: its caller checked that it is installed (the isolation or the
+    language's toolchain is available only then)."""
+    path = _tool(name)
+    if path is None:
+        raise FileNotFoundError(f"{name} is not installed")
+    return path
+
+
 @functools.cache
 def _namespace_prefix() -> tuple[str, ...]:
     """`unshare` options giving new network and PID namespaces, or () where this host forbids them."""
@@ -83,7 +92,7 @@ def _tool_roots(names: Iterable[str]) -> list[str]:
 
 def _setpriv(uid: int) -> list[str]:
     """Inside bwrap (as root): become `uid`, with no groups, no capabilities and no way to regain any."""
-    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+    return [_need_tool("setpriv"), f"--reuid={uid}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", "--"]
 
 
@@ -95,7 +104,7 @@ def _bwrap_argv(work: Path, binds: Iterable[str]) -> list[str]:
     /dev, a fresh size-capped tmpfs for /tmp and for the home directory, and `work` as the only writable
     bind and the working directory.
     """
-    args = [_tool("bwrap"), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+    args = [_need_tool("bwrap"), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--as-pid-1"]
     if os.geteuid() != 0:
         args.append("--unshare-user")  # unprivileged bwrap needs one; it keeps our uid inside

@@ -18,7 +18,7 @@ from neuro import atomic
 from neuro.code.corpus import LANGS
 from neuro.code.sandbox import isolation
 from neuro.code.sandbox.go_imports import _GO_STD, reconcile_go_imports
-from neuro.code.sandbox.isolation import SYSTEM_PATH, _tool, _tool_roots
+from neuro.code.sandbox.isolation import SYSTEM_PATH, _need_tool, _tool, _tool_roots
 
 # Headers HumanEval-X's C++ programs use without always including them (the prompt includes some,
 # the test assumes others, e.g. <cassert> via assert.h or std::abs from <cmath>). Precompiled once.
@@ -84,7 +84,7 @@ def _cpp_header() -> Path:
     if not gch.is_file() or gch.stat().st_mtime < header.stat().st_mtime:
         try:  # our own header, not untrusted code: compiled directly, without the sandbox
             with atomic.replacing(gch, mode=0o644, suffix=".tmp.gch") as tmp:
-                subprocess.run([_tool("g++"), *_CPP_FLAGS, "-x", "c++-header", str(header), "-o", str(tmp)],
+                subprocess.run([_need_tool("g++"), *_CPP_FLAGS, "-x", "c++-header", str(header), "-o", str(tmp)],
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=True)
         except (OSError, subprocess.SubprocessError):
             pass  # without the .gch g++ reads the header itself: slower, same result
@@ -105,7 +105,7 @@ def _javac_flags() -> tuple[str, ...]:
             (Path(tmp) / "Hello.java").write_text("class Hello { public static void main(String[] a) {} }\n")
             try:
                 with atomic.replacing(archive, mode=0o644, suffix=".tmp.jsa") as part:
-                    subprocess.run([_tool("javac"), *flags, f"-J-XX:ArchiveClassesAtExit={part}", "-d", tmp,
+                    subprocess.run([_need_tool("javac"), *flags, f"-J-XX:ArchiveClassesAtExit={part}", "-d", tmp,
                                     str(Path(tmp) / "Hello.java")], stdin=subprocess.DEVNULL, capture_output=True,
                                    timeout=120, check=True)
                     if not part.stat().st_size:  # the JVM did not write it: keep no empty archive
@@ -152,6 +152,8 @@ def _go_seed() -> Path | None:
     plant anything in it for the next one.
     """
     go = _tool("go")
+    if go is None:  # no toolchain, no seed (the go runs check for one before they ask)
+        return None
     try:
         about = subprocess.run([go, "env", "GOROOT", "GOVERSION"], capture_output=True, text=True, timeout=60,
                                check=True, env={"PATH": SYSTEM_PATH, "HOME": str(_cache_root())}).stdout
@@ -208,24 +210,24 @@ def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int 
     big = memory_mb + 1024
     if lang == "python":
         _write(work / "main.py", code + "\n\n" + test)
-        return [_Step((_tool("python3"), "-I", "main.py"), False, memory_mb)]
+        return [_Step((_need_tool("python3"), "-I", "main.py"), False, memory_mb)]
     if lang == "javascript":
         _write(work / "assert_shim.js", _JS_SHIM)
         _write(work / "main.js", code + "\n\n" + test)
-        return [_Step((_tool("node"), f"--max-old-space-size={memory_mb}", "-r", str(work / "assert_shim.js"),
+        return [_Step((_need_tool("node"), f"--max-old-space-size={memory_mb}", "-r", str(work / "assert_shim.js"),
                        "main.js"), False, big, (("NODE_PATH", _NODE_PATH),))]
     if lang == "cpp":
         source = code + "\n\n" + test
         _write(work / "main.cpp", source)
         libs = ("-lcrypto",) if "openssl/" in source else ()  # HumanEval-X 162 hashes with OpenSSL's MD5
-        return [_Step((_tool("g++"), *_CPP_FLAGS, "-include", str(_cpp_header()), "main.cpp", "-o", "main", *libs),
+        return [_Step((_need_tool("g++"), *_CPP_FLAGS, "-include", str(_cpp_header()), "main.cpp", "-o", "main", *libs),
                       True, 2048),
                 _Step(("./main",), False, memory_mb)]
     if lang == "java":
         _write(work / "Main.java", code + "\n\n" + test)
-        return [_Step((_tool("javac"), *_javac_flags(), "-encoding", "UTF-8", "-nowarn", "-d", ".", "Main.java"),
+        return [_Step((_need_tool("javac"), *_javac_flags(), "-encoding", "UTF-8", "-nowarn", "-d", ".", "Main.java"),
                       True, 2048),
-                _Step((_tool("java"), f"-Xmx{memory_mb}m", *_JVM_FLAGS, "-Djava.io.tmpdir=.", "-cp", ".",
+                _Step((_need_tool("java"), f"-Xmx{memory_mb}m", *_JVM_FLAGS, "-Djava.io.tmpdir=.", "-cp", ".",
                        "Main"), False, big)]
     if lang == "go":
         if not re.search(r"(?m)^package\s+\w+", code):
@@ -236,7 +238,7 @@ def _plan(lang: str, code: str, test: str, work: Path, memory_mb: int, uid: int 
         env = _go_env(_go_build_cache(uid))
         # -vet=off: vet's style findings are not test failures (the compiler's errors still are);
         # -s -w: no symbol table or DWARF (panics still name functions and lines): links 25 % faster
-        return [_Step((_tool("go"), "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", "prog.test", "."),
+        return [_Step((_need_tool("go"), "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", "prog.test", "."),
                       True, 2048, env),
                 _Step(("./prog.test",), False, big, (("GOMEMLIMIT", f"{memory_mb}MiB"),))]
     raise ValueError(f"unsupported language {lang!r}")

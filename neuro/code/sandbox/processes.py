@@ -171,18 +171,20 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
             prefix += [prlimit, *_rlimit_args(limits), "--"]
         if ns:  # PID 1 of a namespace ignores its own default-action signals: keep the program off PID 1
             prefix += [_tool("sh") or "/bin/sh", "-c", '"$@"; exit $?', "sh"]
-    extra = {} if ns or uid is None else {"user": uid, "group": NOBODY, "extra_groups": []}
+    as_uid = not ns and uid is not None  # no namespace to drop to `uid` in: Popen does it
     start = time.monotonic()
     proc = subprocess.Popen(
         prefix + argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True, preexec_fn=None if prlimit else _preexec(limits),
-        **extra)
-    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+        user=uid if as_uid else None, group=NOBODY if as_uid else None, extra_groups=[] if as_uid else None)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are pipes (stdout=PIPE, stderr=PIPE)
+    bufs: dict[object, bytearray] = {stdout: bytearray(), stderr: bytearray()}  # keyed as the selector's fileobj
     timed_out = overflow = over_quota = False
     exited_at = None
     next_check = start + _QUOTA_EVERY_S
     with selectors.DefaultSelector() as sel:
-        for stream in bufs:
+        for stream in (stdout, stderr):
             os.set_blocking(stream.fileno(), False)
             sel.register(stream, selectors.EVENT_READ)
         try:
@@ -216,11 +218,11 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], timeout: float, limi
                     break
         finally:
             _kill_group(proc, bool(ns))
-            proc.stdout.close()
-            proc.stderr.close()
+            stdout.close()
+            stderr.close()
     if quota_mb is not None and not (timed_out or overflow) and _folder_usage(cwd) > quota_mb << 20:
         over_quota = True  # it filled its folder and exited between two checks
     rc = None if timed_out or overflow or over_quota else proc.returncode  # we killed it: its status says nothing
     if ns and rc is not None and 128 < rc < 128 + 65:  # `sh` (or bwrap) reports a signal as 128 + its number
         rc = -(rc - 128)
-    return _Proc(rc, bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), timed_out, overflow, over_quota)
+    return _Proc(rc, bytes(bufs[stdout]), bytes(bufs[stderr]), timed_out, overflow, over_quota)

@@ -11,7 +11,7 @@ selection, neuro.jobs' analysis jobs and the CLI. The order of each alias is the
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 # ---------------------------------------------------------------------------- neuron selection (neuro.analysis)
 SelectionMethod = Literal["pls", "lape"]
@@ -72,3 +72,14 @@ def choices(alias: object) -> tuple[str, ...]:
     if not values or not all(isinstance(v, str) for v in values):
         raise TypeError(f"{alias!r} is not a Literal of strings")
     return values
+
+
+def _typed_choices(alias: object) -> tuple[Any, ...]:
+    """`choices(alias)` for a constant annotated `tuple[Alias, ...]` below: a return type cannot name "the
+    values of this alias", so the annotation on the constant says it, once, and callers get the Literal."""
+    return choices(alias)
+
+
+# The sets the backend passes on as typed values (a default of a `Sequence[Alias]` parameter, a loop whose
+# values go into a typed field); `choices(Alias)` serves wherever a plain list of strings does.
+NORMALIZATIONS: tuple[Normalization, ...] = _typed_choices(Normalization)

@@ -22,7 +22,7 @@ import numpy as np
 from neuro.choices import CenterChoice, choices
 from neuro.code.corpus import Snippet
 
-CENTERINGS = {
+CENTERINGS: dict[CenterChoice, str] = {
     "language": "each program minus the mean of its language's programs (default)",
     "corpus": "every program minus the corpus mean",
     "none": "raw states",

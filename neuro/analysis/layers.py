@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from neuro.analysis.embeddings import CENTERINGS, DEFAULT_CENTERING, Centering
+from neuro.choices import CenterChoice
 from neuro.code.corpus import Snippet
 from neuro.code.syntax import align_tokens
 from neuro.instrument.ablation import ablated, language_losses
@@ -73,7 +74,7 @@ def probe_groups(snippets: Sequence[Snippet]) -> np.ndarray:
     return np.arange(len(snippets))
 
 
-def probe_folds(labels: Sequence, groups: Sequence | None = None, folds: int = 5,
+def probe_folds(labels: Sequence | np.ndarray, groups: Sequence | np.ndarray | None = None, folds: int = 5,
                 seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) index pairs for a probe: with `groups` (one per sample, e.g. the program or task a token
     comes from) a group never has samples on both sides (sklearn's StratifiedGroupKFold: group k-fold that
@@ -82,26 +83,27 @@ def probe_folds(labels: Sequence, groups: Sequence | None = None, folds: int = 5
     single label are left out. Empty when no fold can be formed."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    labels = np.asarray(labels)
-    counts = Counter(labels.tolist())
+    y: np.ndarray = np.asarray(labels)
+    counts = Counter(y.tolist())
     k = min(folds, min(counts.values())) if counts else 0
+    g: np.ndarray | None = None
     if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(labels):
+        g = np.asarray(groups)
+        if len(g) != len(y):
             raise ValueError("one group per sample")
-        k = min(k, len(set(groups.tolist())))
+        k = min(k, len(set(g.tolist())))
     if len(counts) < 2 or k < 2:
         return []
-    x = np.zeros((len(labels), 1))
-    if groups is None:
-        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels)
+    x = np.zeros((len(y), 1))
+    if g is None:
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
     else:
-        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels, groups)
-    return [(train, test) for train, test in splits if len(test) and len(set(labels[train].tolist())) >= 2]
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, g)
+    return [(train, test) for train, test in splits if len(test) and len(set(y[train].tolist())) >= 2]
 
 
-def probe_accuracy(features: np.ndarray, labels: Sequence, folds: int = 5, seed: int = 0,
-                   groups: Sequence | None = None) -> float:
+def probe_accuracy(features: np.ndarray, labels: Sequence | np.ndarray, folds: int = 5, seed: int = 0,
+                   groups: Sequence | np.ndarray | None = None) -> float:
     """Cross-validated accuracy of a standardized logistic-regression probe (nan if too few labels), over
     `probe_folds` (by `groups` when given: a group's samples are never on both sides)."""
     splits = probe_folds(labels, groups, folds, seed)
@@ -142,16 +144,16 @@ def pair_alignment(queries: np.ndarray, candidates: np.ndarray) -> PairAlignment
                          len(queries))
 
 
-def centred(pooled: np.ndarray, langs: Sequence[str], how: str = DEFAULT_CENTERING) -> np.ndarray:
+def centred(pooled: np.ndarray, langs: Sequence[str], how: CenterChoice = DEFAULT_CENTERING) -> np.ndarray:
     """Rows minus what clone search subtracts before cosine (`Centering`, fitted on these rows), not
     rescaled (cosine rescales; CKA must not)."""
     centering = Centering.fit(pooled, langs, how)
     out = np.array(pooled, dtype=np.result_type(np.asarray(pooled).dtype, np.float32))
-    langs = np.asarray(langs)
-    for lang in dict.fromkeys(langs.tolist()):
+    labels = np.asarray(langs)
+    for lang in dict.fromkeys(labels.tolist()):
         mean = centering.mean_for(lang)
         if mean is not None:
-            out[langs == lang] -= mean
+            out[labels == lang] -= mean
     return out
 
 
@@ -178,7 +180,7 @@ class ConceptChoice:
 
 
 def choose_concept_layers(lang_id: Sequence[float], alignment: Sequence[float], near_peak: float = 0.9,
-                          drop: float = 0.02, center: str | None = None) -> ConceptChoice:
+                          drop: float = 0.02, center: CenterChoice | None = None) -> ConceptChoice:
     """Concept layers: layers whose cross-language alignment is within `near_peak` of its range from
     the peak, preferring those where language-ID accuracy has fallen at least `drop` below its
     early-layer high (max over the first half). Falls back to alignment alone when it never falls.
@@ -186,9 +188,9 @@ def choose_concept_layers(lang_id: Sequence[float], alignment: Sequence[float], 
     a = np.asarray(lang_id, dtype=float)
     b = np.asarray(alignment, dtype=float)
     n = len(b)
-    lo, hi = np.nanmin(b), np.nanmax(b)
+    lo, hi = float(np.nanmin(b)), float(np.nanmax(b))
     near = [int(i) for i in np.flatnonzero(b >= lo + near_peak * (hi - lo))] if hi > lo else [int(np.nanargmax(b))]
-    early_high = np.nanmax(a[: max(1, n // 2)])
+    early_high = float(np.nanmax(a[: max(1, n // 2)]))
     fallen = [i for i in near if a[i] <= early_high - drop]
     how = "" if center is None else f", measured after centring as clone search does: {CENTERINGS[center]}"
     rule = (f"Concept layers = layers whose cross-language alignment (MRR{how}) is within "
@@ -290,7 +292,7 @@ def contribution_losses(loaded: LoadedModel, sample: Sequence[Snippet], layer: i
 def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per_snippet: int = 12,
                  contribution: bool = True, contribution_limit: int = 200, max_length: int = 512, seed: int = 0,
                  max_tokens: int | None = DEFAULT_MAX_TOKENS, concept_override: Sequence[int] | None = None,
-                 center: str = DEFAULT_CENTERING, progress: Progress | None = None,
+                 center: CenterChoice = DEFAULT_CENTERING, progress: Progress | None = None,
                  states: LayerStates[StateArray] | None = None,
                  losses: Sequence[dict[str, float]] | None = None) -> LayerReport:
     """Compute every per-layer score on a (preferably parallel) corpus: pass the selection side of the
@@ -320,10 +322,11 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
     if progress:
         progress(done, total)
     langs = [s.lang for s in snippets]
-    types, token_langs = _syntax_labels(loaded, snippets, states.token_index, max_length) \
-        if states.tokens is not None and len(states.token_index) else (np.array([]), np.array([]))
+    token_states, token_index = states.tokens, states.token_index
+    types, token_langs = _syntax_labels(loaded, snippets, token_index, max_length) \
+        if token_states is not None and token_index is not None and len(token_index) else (np.array([]), np.array([]))
     groups = probe_groups(snippets)
-    token_groups = groups[states.token_index[:, 0]] if len(types) else np.array([])
+    token_groups = groups[token_index[:, 0]] if len(types) and token_index is not None else np.array([])
     rows, pair_rows, align_rows = [], [], []
     for layer in range(loaded.n_layers):
         pooled = states.pooled[:, layer]
@@ -343,8 +346,8 @@ def layer_report(loaded: LoadedModel, snippets: Sequence[Snippet], *, tokens_per
         row["align_acc"] = float(np.mean([p.accuracy for p in pairs.values()])) if pairs else float("nan")
         row["align_mrr"] = float(np.mean([p.mrr for p in pairs.values()])) if pairs else float("nan")
         row["align_cka"] = float(np.mean([p.cka for p in pairs.values()])) if pairs else float("nan")
-        if len(types):
-            keep, tokens = types != "", states.tokens[:, layer]
+        if len(types) and token_states is not None:
+            keep, tokens = types != "", token_states[:, layer]
             row["syntax_acc"] = probe_accuracy(tokens[keep], types[keep], folds=3, seed=seed,
                                                groups=token_groups[keep])
             for lang in dict.fromkeys(langs):

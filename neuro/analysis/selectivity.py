@@ -20,6 +20,7 @@ Two methods return the same typed result, `NeuronSelection`:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,15 +28,13 @@ import pandas as pd
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 
-from neuro.choices import NeuronClass, Normalization, Score, SelectionMethod, choices
+from neuro.choices import NORMALIZATIONS, NeuronClass, Normalization, Score, SelectionMethod, choices
 from neuro.instrument.statistics import CorpusStats
 from neuro.params import check, param
 
 CLASSES = choices(NeuronClass)
 
 _SPECIFIC, _UNIVERSAL, _OTHER = 0, 1, 2
-
-NORMALIZATIONS = choices(Normalization)
 
 SCORES = choices(Score)
 
@@ -145,12 +144,18 @@ class NeuronSelection:
         if self.method != "pls":
             return "Share of a language's tokens on which the neuron is active (0 to 1)."
         scale = {"none": "raw", "language": "divided by each language's mean magnitude",
-                 "language_layer": "divided by each language's mean magnitude in the layer"}[self.params.normalize]
+                 "language_layer": "divided by each language's mean magnitude in the layer"}[self._pls_params.normalize]
         if self.score_label == "attribution":
             return ("Attribution: the first-order estimate of how much zeroing the neuron would raise the mean "
                     f"next-token loss ({scale}). Positive: the neuron helps that language (zeroing it hurts); "
                     "negative: zeroing it would lower the loss.")
         return f"PLS: mean |activation x gradient| ({scale}); never negative."
+
+    @property
+    def _pls_params(self) -> SelectionParams:
+        """The params of a "pls" selection (every constructor pairs the method with its params' type)."""
+        assert isinstance(self.params, SelectionParams), "a 'pls' selection has SelectionParams"
+        return self.params
 
     @property
     def value_columns(self) -> list[str]:
@@ -433,7 +438,12 @@ def select_neurons(stats: CorpusStats, method: SelectionMethod = "pls",
 PERMUTATIONS = 200  # default permutations of a chance level: p-values resolve down to 1/201
 
 
-def selection_rule(method: SelectionMethod, params: SelectionParams | LapeParams | None, n_langs: int):
+SelectionRule = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""scores (languages, layers, neurons) -> (class per neuron, language bits of the specific ones)."""
+
+
+def selection_rule(method: SelectionMethod, params: SelectionParams | LapeParams | None,
+                   n_langs: int) -> tuple[str, SelectionParams | LapeParams, SelectionRule]:
     """(the per-unit score the rule reads, params, rule) where rule(scores (languages, layers, neurons)) gives
     (class per neuron, language bits of the specific ones): the selection without its per-neuron table."""
     if method == "pls":
@@ -505,10 +515,11 @@ def unit_groups(stats: CorpusStats, snippets) -> np.ndarray | None:
     languages (a parallel corpus). None otherwise (labels are then permuted among all units)."""
     from neuro.instrument.statistics import unit_plan
 
-    if not stats.has_units() or stats.meta.get("units") != "program":
+    stored = stats.unit_lang
+    if stored is None or not stats.has_units() or stats.meta.get("units") != "program":
         return None
     unit_of, unit_lang = unit_plan(snippets, stats.languages, stats.n_layers, stats.n_neurons)
-    if len(unit_lang) != len(stats.unit_lang) or not np.array_equal(unit_lang, stats.unit_lang):
+    if len(unit_lang) != len(stored) or not np.array_equal(unit_lang, stored):
         return None
     task = [""] * len(unit_lang)
     for i, u in enumerate(unit_of):
@@ -594,15 +605,17 @@ def chance_level(stats: CorpusStats, method: SelectionMethod = "pls",
     languages = list(stats.languages)
     name, params, rule = selection_rule(method, params, len(languages))
     values, weights = unit_values(stats, name)
+    unit_lang = stats.unit_lang
+    assert unit_lang is not None, "unit_values raised for statistics without units"
     shape = (stats.n_layers, stats.n_neurons)
-    labels = permuted_labels(stats.unit_lang, groups, permutations, np.random.default_rng(seed))
+    labels = permuted_labels(unit_lang, groups, permutations, np.random.default_rng(seed))
     rows = []
     for scores in labelled_scores(values, weights, labels, len(languages), shape):
         counts = class_counts(*rule(_check_scores(scores, languages)), languages)
         rows.append({lang: counts[lang] for lang in languages})
     observed = select_neurons(stats, method, params).counts_by_language()
     strata = len(np.unique(groups)) if groups is not None else 1
-    return ChanceLevel(method, name, permutations, len(stats.unit_lang), pd.DataFrame(rows, columns=languages),
+    return ChanceLevel(method, name, permutations, len(unit_lang), pd.DataFrame(rows, columns=languages),
                        {lang: observed[lang] for lang in languages}, groups is not None, strata, seed)
 
 

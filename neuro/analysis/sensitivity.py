@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from neuro.analysis.selectivity import NORMALIZATIONS, SelectionParams, select_pls
-from neuro.choices import Normalization
+from neuro.analysis.selectivity import SelectionParams, select_pls
+from neuro.choices import NORMALIZATIONS, Normalization
 from neuro.instrument.statistics import CorpusStats
 
 QUANTILES = (0.8, 0.9, 0.95)
@@ -31,10 +31,12 @@ def sensitivity(stats: CorpusStats, base: SelectionParams | None = None, *,
     Columns: varied (the parameter), value, normalize, candidate_quantile, ratio, top_fraction, is_base, then
     one count per language and "universal"."""
     base = base or SelectionParams()
-    settings = [("base", "", base)]
-    for name, values in (("normalize", normalizations), ("candidate_quantile", quantiles), ("ratio", ratios),
-                         ("top_fraction", fractions)):
-        settings += [(name, v, replace(base, **{name: v})) for v in values if v != getattr(base, name)]
+    settings: list[tuple[str, str | float, SelectionParams]] = [("base", "", base)]
+    settings += [("normalize", v, replace(base, normalize=v)) for v in normalizations if v != base.normalize]
+    settings += [("candidate_quantile", v, replace(base, candidate_quantile=v)) for v in quantiles
+                 if v != base.candidate_quantile]
+    settings += [("ratio", v, replace(base, ratio=v)) for v in ratios if v != base.ratio]
+    settings += [("top_fraction", v, replace(base, top_fraction=v)) for v in fractions if v != base.top_fraction]
     rows = []
     for varied, value, params in settings:
         counts = select_pls(stats, params).counts_by_language()

@@ -127,7 +127,7 @@ def intervene_tokens(loaded: LoadedModel, code: str, interventions: Sequence[Int
             after, top_after = _losses_and_top1(loaded, ids)
     tok = loaded.tokenizer
     patched = [patched_positions(loaded, code, iv.source, max_length) for iv in interventions
-               if iv.op == "patch" and iv.neurons]
+               if iv.op == "patch" and iv.neurons and iv.source is not None]
     return TokenEffects(code, enc.ids, enc.offsets, before, after,
                         [tok.decode([int(t)]) for t in top_before], [tok.decode([int(t)]) for t in top_after],
                         [iv.label() for iv in interventions], patched, enc.truncated)

@@ -34,10 +34,12 @@ from neuro.analysis.selectivity import (
     normalized_pls,
     select_lape_scores,
     select_pls_scores,
+    selection_rule,
     top_count,
     unit_values,
 )
 from neuro.analysis.uncertainty import Spread
+from neuro.choices import SelectionMethod
 from neuro.instrument.ablation import top_mean_control, top_mean_mask
 from neuro.instrument.statistics import CorpusStats
 
@@ -61,7 +63,8 @@ def _mean_score(selection: NeuronSelection, stats_or_scores: CorpusStats | np.nd
     if stats_or_scores is None:
         return selection.frame[selection.value_columns].to_numpy(dtype=np.float64).mean(axis=1)
     if isinstance(stats_or_scores, CorpusStats):
-        name = selection.params.score if selection.method == "pls" else "probability"
+        params = selection.params
+        name = params.score if isinstance(params, SelectionParams) else "probability"
         scores = _rule_scores(stats_or_scores.score(name), selection.method, selection.params)
     else:
         scores = np.asarray(stats_or_scores, dtype=np.float64)
@@ -158,23 +161,16 @@ class UniversalityReport:
                 f"{u.text(2)}, top-by-mean {b.text(2)}, matched control {c.text(2)}")
 
 
-def universality(stats: CorpusStats, method: str = "pls", params: SelectionParams | LapeParams | None = None, *,
-                 groups: np.ndarray | None = None, halvings: int = HALVINGS, seed: int = 0,
-                 fractions: Sequence[float] = FRACTIONS) -> UniversalityReport:
+def universality(stats: CorpusStats, method: SelectionMethod = "pls",
+                 params: SelectionParams | LapeParams | None = None, *, groups: np.ndarray | None = None,
+                 halvings: int = HALVINGS, seed: int = 0, fractions: Sequence[float] = FRACTIONS) -> UniversalityReport:
     """Split-half stability, the importance-matched control and the count by top fraction of a rule's
     universal neurons (see the module docstring). groups: a task code per unit (neuro.analysis.selectivity.
     unit_groups) to halve by task; None halves each language's units."""
     if halvings < 1:
         raise ValueError(f"halvings must be >= 1, got {halvings}")
     languages = list(stats.languages)
-    if method == "pls":
-        params = params or SelectionParams()
-        name = params.score
-    elif method == "lape":
-        params = params or LapeParams()
-        name = "probability"
-    else:
-        raise ValueError(f"unknown selection method {method!r}; use 'pls' or 'lape'")
+    name, params, _rule = selection_rule(method, params, len(languages))
     full_scores = stats.score(name)
     full = _select(full_scores, languages, method, params)
     universal_mask = full._cls_mask("universal")
@@ -186,11 +182,13 @@ def universality(stats: CorpusStats, method: str = "pls", params: SelectionParam
     control_per_layer = {str(int(k)): int(v) for k, v in zip(*np.unique(layer[control], return_counts=True))}
 
     values, weights = unit_values(stats, name)
+    unit_lang = stats.unit_lang
+    assert unit_lang is not None, "unit_values raised for statistics without units"
     rng = np.random.default_rng(seed)
     jac_u, jac_top, jac_ctrl, half_counts = [], [], [], []
     hits: np.ndarray = np.zeros(full.total, dtype=np.int64)
     for _ in range(halvings):
-        labels = half_labels(stats.unit_lang, groups, rng)
+        labels = half_labels(unit_lang, groups, rng)
         sets = []
         for scores in labelled_scores(values, weights, labels, len(languages), (stats.n_layers, stats.n_neurons)):
             half = _select(scores, languages, method, params)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from neuro.instrument.ablation import as_layer_map, count, random_like
 from neuro.instrument.losses import model_sample_losses
 from neuro.instrument.tokens import collate, encode, length_batches
 from neuro.model.plan import batch_plan
+from neuro.model.hook_sites import Attachment
 from neuro.model.loading import LoadedModel
 from neuro.params import param
 from neuro.training.checkpoints import checkpoint_meta, load_pretrained_weights, load_tensors, save_tensors
@@ -159,7 +161,7 @@ class NeuronDeltas(nn.Module):
         """Every forward pass inside sees W + deltas; hooks are removed on exit (the model's lock is held)."""
         points = loaded.hook_sites
         state: dict = {}
-        pairs = []
+        pairs: list[Attachment] = []
         for layer in self.layers:
             key, idx = str(layer), self.index(layer)
 
@@ -214,6 +216,7 @@ class NeuronDeltas(nn.Module):
                 _add_rows(parts.gate, idx, self.w_in[key].cpu())
                 _add_rows(parts.up, idx, self.w_up[key].cpu())
             else:
+                assert parts.input is not None, "a non-gated FFN has an input projection"
                 _add_rows(parts.input, idx, self.w_in[key].cpu())
                 if key in self.b_in:
                     parts.input.bias.data[idx] += self.b_in[key].cpu().to(parts.input.bias.dtype)
@@ -779,8 +782,14 @@ def finetune(loaded: LoadedModel, snippets: Sequence[Snippet], config: FinetuneC
         ctx.log(f"method {config.method}: {sum(p.numel() for p in adaptation.params):,} trainable parameters, "
                 f"{len(batches)} batches")
         extra = {"before_programs": before_programs, "pass_before": pass_before}
-        save = (lambda training: checkpoint(lambda folder: (adaptation.save(folder, extra), training(folder)))) \
-            if checkpoint else None
+
+        def save_with_adaptation(training: Callable[[Path], None]) -> Path:
+            def write(folder: Path) -> None:
+                adaptation.save(folder, extra)
+                training(folder)
+            return checkpoint(write)
+
+        save = save_with_adaptation if checkpoint else None
         with adaptation.applied():
             report = train(loaded.model, adaptation.params, batches, steps=config.steps, lr=config.lr, ctx=ctx,
                            seed=config.seed, checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
@@ -867,7 +876,7 @@ def method_table(results: Mapping[str, FinetuneResult]) -> pd.DataFrame:
     """One row per method of the runs given (e.g. one launch): seeds run, trainable parameters, the target's
     held-out loss before and after and its change (after - before; means over seeds), the change's interval
     over evaluation tasks (one seed: that run's; several: see the seed comparison), and what was evaluated."""
-    rows = {}
+    rows: dict[FinetuneMethod, list[FinetuneResult]] = {}
     for r in results.values():
         rows.setdefault(r.method, []).append(r)
     out = []
@@ -911,6 +920,14 @@ def compare_finetune(results: Mapping[str, FinetuneResult], reference: str = "ne
     for key, runs in groups.items():
         target = next(r for r in results.values() if comparison_key(r) == key).target
         out[key] = compare(runs, metric=f"{target} held-out loss change (after - before, nats)", reference=reference,
-                           lower_is_better=True, item_value=lambda it: it["after"] - it["before"],
-                           item_filter=lambda it, t=target: it["lang"] == t)
+                           lower_is_better=True, item_value=_loss_change, item_filter=partial(_in_language, target))
     return out
+
+
+def _loss_change(item: Mapping[str, Any]) -> float:
+    """A held-out program's loss change (after - before training)."""
+    return item["after"] - item["before"]
+
+
+def _in_language(lang: str, item: Mapping[str, Any]) -> bool:
+    return item["lang"] == lang

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -99,6 +99,14 @@ def paired_items(runs_a: Sequence[Sequence[Any]], runs_b: Sequence[Sequence[Any]
         first = maps[0][0][pid]
         out.append(PairedItem(pid, item_field(first, "lang"), item_field(first, "task"), diff))
     return out
+
+
+@overload
+def interval_summary(interval: Interval) -> dict: ...
+
+
+@overload
+def interval_summary(interval: Interval | None) -> dict | None: ...
 
 
 def interval_summary(interval: Interval | None) -> dict | None:

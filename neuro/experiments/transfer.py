@@ -34,8 +34,9 @@ fall into); smoothed BLEU-4 and ROUGE-L per language (see metrics.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -257,7 +258,7 @@ def plan_transfer(loaded: LoadedModel, split: CorpusSplit, source: str, layer_ch
                           layer_note=note, **options)
 
 
-def plan_transfer_runs(loaded: LoadedModel, split: CorpusSplit, source: str, choices: Sequence[str],
+def plan_transfer_runs(loaded: LoadedModel, split: CorpusSplit, source: str, choices: Sequence[LayerChoice],
                        seeds: Sequence[int] = DEFAULT_SEEDS, custom_layers: Sequence[int] | None = None,
                        comparison: str | None = None, **options) -> list[TransferConfig]:
     """One config per (layer choice, seed): runs = choices x seeds, every choice with the same seeds, under
@@ -445,8 +446,14 @@ def transfer(loaded: LoadedModel, snippets: Sequence[Snippet], config: TransferC
     batches = seeded_batches(sequences, loaded.pad_id, loaded.device, batch_tokens=config.batch_size * longest,
                              seed=config.seed, max_batch=config.batch_size)
     meta = {"config": config.to_json(), "before": before}
-    save = (lambda training: checkpoint(lambda folder: (save_layers(loaded, params, peft_model, folder, meta),
-                                                        training(folder)))) if checkpoint else None
+
+    def save_with_layers(training: Callable[[Path], None]) -> Path:
+        def write(folder: Path) -> None:
+            save_layers(loaded, params, peft_model, folder, meta)
+            training(folder)
+        return checkpoint(write)
+
+    save = save_with_layers if checkpoint else None
     report = train(loaded.model, params, batches, steps=config.steps, lr=config.lr, ctx=ctx, seed=config.seed,
                    checkpoint=save, checkpoint_every=config.checkpoint_every, resume=resume)
     after = summarize(loaded, eval_pairs, ctx=ctx, phase="summarizing after training", **gen)
@@ -571,7 +578,7 @@ def comparison_table(results: Mapping[str, TransferResult], metric: Metric = "bl
     plus the zero-shot mean over the languages other than the source."""
     rows = []
     for job_id, r in results.items():
-        row = {"layers": f"{r.layer_choice} {r.layers}", "source": r.source}
+        row: dict[str, object] = {"layers": f"{r.layer_choice} {r.layers}", "source": r.source}
         for lang, values in r.scores.items():
             row[lang + (" (source)" if lang == r.source else "")] = round(values.score(metric), 2)
         zero_shot = r.zero_shot(metric)
@@ -616,7 +623,16 @@ def compare_transfer(results: Mapping[str, TransferResult], metric: Metric = "bl
         groups.setdefault(key, []).append(Run(arm_name(r), r.config.seed, value, r.per_program, r.trainable_params,
                                               job_id))
     label = {"bleu4": "BLEU-4", "rouge_l": "ROUGE-L"}[metric]
+
+    def item_value(item: ProgramScores) -> float:
+        return item.score(metric)
+
     return {key: compare(runs, metric=f"zero-shot {label} (mean over the languages other than {sources[key]})",
-                         reference=reference, item_value=lambda it, m=metric: it.score(m),
-                         item_filter=lambda it, s=sources[key]: it.lang != s)
+                         reference=reference, item_value=item_value,
+                         item_filter=partial(_not_in, sources[key]))
             for key, runs in groups.items()}
+
+
+def _not_in(source: str, item: ProgramScores) -> bool:
+    """An evaluated program in a language other than the source (the zero-shot languages)."""
+    return item.lang != source

@@ -104,7 +104,7 @@ class Intervention:
         neuro.instrument.means.LanguageMeans (or any object with `.of(language)` -> (layers, width))."""
         pairs = neuron_pairs(neurons)
         table = means.of(language)
-        return cls(list(pairs), "mean", tuple(float(table[layer, n]) for layer, n in pairs), positions,
+        return cls(pairs, "mean", tuple(float(table[layer, n]) for layer, n in pairs), positions,
                    language=language)
 
     def label(self) -> str:
@@ -176,14 +176,16 @@ def _apply(out: torch.Tensor, part: _Applied, offset: int) -> torch.Tensor:
     if keep is not None:  # zero at every position: multiply by a 0/1 mask, as ablation always did
         return out * keep
     seq = out.shape[-2]
-    limit = part.values.shape[0] if part.op == "patch" else None
+    limit = values.shape[0] if part.op == "patch" and values is not None else None
     lo, hi = _window(part.positions, offset, seq, limit)
     if hi <= lo:
         return out
     block = out[..., lo:hi, :]
     if part.op == "zero":
         block[..., idx] = 0
-    elif part.op == "scale":
+        return out
+    assert values is not None, "every operation but 'zero' carries its values (_prepare)"
+    if part.op == "scale":
         block[..., idx] = block[..., idx] * values
     elif part.op in ("set", "mean"):
         block[..., idx] = values.expand(block.shape[:-1] + (len(idx),))
@@ -201,7 +203,10 @@ def _prepare(loaded: LoadedModel, interventions: Sequence[Intervention], max_len
         check_neurons(loaded, iv.neurons)
         if not iv.neurons:
             continue
-        source = patch_source(loaded, iv.source, list(iv.layer_map()), max_length) if iv.op == "patch" else None
+        source = None
+        if iv.op == "patch":
+            assert iv.source is not None, "a patch has its source (checked on construction)"
+            source = patch_source(loaded, iv.source, list(iv.layer_map()), max_length)
         start = 0
         for layer, idx in iv.layer_map().items():
             values, keep = None, None
@@ -209,11 +214,14 @@ def _prepare(loaded: LoadedModel, interventions: Sequence[Intervention], max_len
                 keep = torch.ones(width)
                 keep[torch.as_tensor(idx)] = 0.0
             elif iv.op == "scale":
+                assert isinstance(iv.value, (int, float)), "a scale has one factor (checked on construction)"
                 values = torch.tensor(float(iv.value))
             elif iv.op in ("set", "mean"):
+                assert iv.value is not None, "'set' and 'mean' have values (checked on construction)"
                 v = iv.value if isinstance(iv.value, tuple) else (float(iv.value),) * len(iv.neurons)
                 values = torch.tensor(v[start:start + len(idx)], dtype=torch.float64)
             elif iv.op == "patch":
+                assert source is not None
                 values = torch.from_numpy(np.ascontiguousarray(source[layer][:, idx]))
             per_layer.setdefault(layer, []).append(_Applied(iv.op, torch.as_tensor(idx), values, iv.positions,
                                                             keep))

@@ -14,7 +14,7 @@ import torch
 
 from neuro.code.corpus import Snippet
 from neuro.instrument.tokens import collate, encode, length_batches, real_token_mask
-from neuro.model.hook_sites import cut_positions
+from neuro.model.hook_sites import Attachment, cut_positions
 from neuro.model.loading import LoadedModel
 from neuro.model.plan import batch_plan
 from neuro.progress import Progress
@@ -46,7 +46,7 @@ def language_means(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
         raise ValueError("no programs to take mean activations over")
     sites = loaded.sites()
     sums = [torch.zeros((len(langs), loaded.n_neurons), dtype=torch.float64) for _ in sites]
-    tokens = np.zeros(len(langs), dtype=np.int64)
+    tokens: np.ndarray = np.zeros(len(langs), dtype=np.int64)
     encoded = [encode(loaded, s.code, max_length) for s in snippets]
     batch_tokens = batch_tokens or batch_plan(loaded, "forward", max_length).batch_tokens or max_length
     batches = length_batches([len(e.ids) for e in encoded], batch_tokens, max_batch)
@@ -57,7 +57,7 @@ def language_means(loaded: LoadedModel, snippets: Sequence[Snippet], *, max_leng
         weights = current["onehot"].to(a.device)  # (batch, seq, languages): real tokens of each language
         sums[layer] += torch.einsum("bsl,bsn->ln", weights, a).cpu()
 
-    pairs = [(loaded.hook_sites.neuron_input(layer), lambda a, layer=layer: add(a, layer))
+    pairs: list[Attachment] = [(loaded.hook_sites.neuron_input(layer), lambda a, layer=layer: add(a, layer))
              for layer in range(len(sites))]
     pairs.append((loaded.hook_sites.head_input(), cut_positions))  # no logits: only the FFN inputs are read
     with loaded.hooks(pairs, inference=True):

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,8 +139,9 @@ class CorpusStats:
     def without_units(self) -> CorpusStats:
         """These statistics without the per-unit arrays (most of their size; only a chance level needs
         them), their meta saying they were left out."""
-        return dataclasses.replace(self, meta=dict(self.meta, units_omitted=True),
-                                   **{name: None for name in self.UNIT_ARRAYS})
+        return dataclasses.replace(self, meta=dict(self.meta, units_omitted=True), unit_pls=None,
+                                   unit_attribution=None, unit_active=None, unit_tokens=None, unit_samples=None,
+                                   unit_lang=None)
 
     def unit_values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(per-unit sums of score `name` (units, layers, neurons), per-unit weights: programs, or tokens for
@@ -151,13 +153,16 @@ class CorpusStats:
         values = {"pls": self.unit_pls, "attribution": self.unit_attribution, "probability": self.unit_active}[name]
         if values is None:
             raise ValueError(f"these statistics have no per-program {name}")
-        return values, self.unit_tokens if name == "probability" else self.unit_samples
+        weights = self.unit_tokens if name == "probability" else self.unit_samples
+        if weights is None:
+            raise ValueError("these statistics keep per-program scores without their counts: recapture them")
+        return values, weights
 
     def unit_score(self, name: str, unit_lang: np.ndarray) -> np.ndarray:
         """The per-language score with units labelled `unit_lang` (e.g. a permutation of the real labels):
         sums over each label's units divided by its programs (tokens for "probability")."""
         values, weights = self.unit_values(name)
-        onehot = np.zeros((len(self.languages), len(unit_lang)), dtype=np.float64)
+        onehot: np.ndarray = np.zeros((len(self.languages), len(unit_lang)), dtype=np.float64)
         onehot[np.asarray(unit_lang), np.arange(len(unit_lang))] = 1.0
         totals = np.tensordot(onehot, values, axes=(1, 0))
         return totals / np.maximum(onehot @ weights, 1)[:, None, None]
@@ -185,13 +190,15 @@ class CorpusStats:
         """
         if self.languages != other.languages or self.meta.get("node_types") != other.meta.get("node_types"):
             raise ValueError("cannot merge statistics over different languages or node types")
-        summed = {name: None if getattr(self, name) is None else getattr(self, name) + getattr(other, name)
-                  for name in self.SUMMED}
+        # None for an optional array these statistics lack (the required ones are never None)
+        summed: dict[str, Any] = {
+            name: None if getattr(self, name) is None else getattr(self, name) + getattr(other, name)
+            for name in self.SUMMED}
         top_values, top_ids = self.top_values, self.top_ids
         if top_values is not None:
             values = np.concatenate([self.top_values, other.top_values], axis=1)
             ids = np.concatenate([self.top_ids, other.top_ids], axis=1)
-            order = np.argsort(-values, axis=1, kind="stable")[:, : self.top_values.shape[1]]
+            order = np.argsort(-values, axis=1, kind="stable")[:, : top_values.shape[1]]
             top_values, top_ids = np.take_along_axis(values, order, 1), np.take_along_axis(ids, order, 1)
         return CorpusStats(self.languages, meta=dict(self.meta), top_values=top_values, top_ids=top_ids,
                            unit_lang=self.unit_lang, **summed)
@@ -209,7 +216,7 @@ def unit_plan(snippets: Sequence[Snippet], languages: Sequence[str], n_layers: i
     members = {lang: [i for i, s in enumerate(snippets) if s.lang == lang] for lang in langs}
     per_program = sum(len(m) for m in members.values())
     blocks = None if per_program * n_layers * width <= budget else max(2, budget // (n_layers * width * len(langs)))
-    unit_of = np.full(len(snippets), -1, dtype=np.int64)
+    unit_of: np.ndarray = np.full(len(snippets), -1, dtype=np.int64)
     unit_lang: list[int] = []
     for li, lang in enumerate(langs):
         n_units = len(members[lang]) if blocks is None else min(blocks, len(members[lang]))
@@ -223,14 +230,14 @@ class _Staged:
     """One batch's contributions, kept apart until the batch's backward has finished: a batch that runs
     out of memory midway is dropped whole and retried smaller, and the totals never count it twice."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sums: dict[tuple[str, int], torch.Tensor] = {}            # (name, layer) -> (width,)
         self.rows: dict[tuple[str, int], torch.Tensor] = {}            # (name, layer) -> (batch, width)
         self.types: dict[int, torch.Tensor] = {}                       # layer -> (types, width)
         self.top: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}    # layer -> (k, width) values, ids
 
 
-def _add_into(per_layer: list, layer: int, value: torch.Tensor) -> None:
+def _add_into(per_layer: list[torch.Tensor | None], layer: int, value: torch.Tensor) -> None:
     if per_layer[layer] is None:
         per_layer[layer] = value.clone()
     else:
@@ -265,8 +272,9 @@ class StatisticsHooks:
         n = len(self.sites)
         self.totals: dict[str, list[torch.Tensor | None]] = {name: [None] * n for name in self.SUMS}
         self.n_units = n_units
-        self.unit_totals = {name: [None] * n for name in ("active", "pls", "attribution")
-                            if n_units and (name == "active" or gradients)}
+        self.unit_totals: dict[str, list[torch.Tensor | None]] = {
+            name: [None] * n for name in ("active", "pls", "attribution")
+            if n_units and (name == "active" or gradients)}
         self.n_types = n_node_types
         self.type_sum: list[torch.Tensor | None] | None = [None] * n if n_node_types else None
         self.type_count = torch.zeros(n_node_types)
@@ -290,6 +298,7 @@ class StatisticsHooks:
         inputs = {"real": real, "pls_weight": real / real.sum(1, keepdim=True).clamp(min=1),
                   "attr_weight": -mask / mask[:, 1:].sum(1, keepdim=True).clamp(min=1), "units": units}
         if self.n_types:
+            assert node_types is not None, "a capture with a syntax profile passes node types"
             flat = torch.where(real.reshape(-1) > 0, node_types.reshape(-1), -1)
             onehot = torch.zeros((self.n_types, flat.numel()), device=mask.device)
             keep = flat >= 0
@@ -297,6 +306,7 @@ class StatisticsHooks:
             inputs["type_onehot"] = onehot
             self._batch_type_count = onehot.sum(1).cpu()
         if self.top_k:
+            assert token_ids is not None, "a capture with top-k passes token ids"
             inputs["token_ids"] = torch.where(real.reshape(-1) > 0, token_ids.reshape(-1), -1)
         self._inputs = {(name, mask.device): value for name, value in inputs.items()}
         self.staged = _Staged()
@@ -325,14 +335,17 @@ class StatisticsHooks:
         for (name, layer), value in self.staged.sums.items():
             _add_into(self.totals[name], layer, value)
         for (name, layer), rows in self.staged.rows.items():
-            if self.unit_totals[name][layer] is None:
-                self.unit_totals[name][layer] = rows.new_zeros((self.n_units, self.width))
-            self.unit_totals[name][layer].index_add_(0, self._get("units", rows.device), rows)
+            acc = self.unit_totals[name][layer]
+            if acc is None:
+                acc = self.unit_totals[name][layer] = rows.new_zeros((self.n_units, self.width))
+            acc.index_add_(0, self._get("units", rows.device), rows)
         for layer, value in self.staged.types.items():
+            assert self.type_sum is not None, "types are staged only with a syntax profile"
             _add_into(self.type_sum, layer, value)
         if self.n_types and self._batch_type_count is not None:
             self.type_count += self._batch_type_count
         for layer, (values, ids) in self.staged.top.items():
+            assert self.top_values is not None and self.top_ids is not None, "top-k is staged only with top_k"
             if self.top_values[layer] is None:
                 self.top_values[layer] = torch.full((self.top_k, self.width), -torch.inf, device=values.device)
                 self.top_ids[layer] = torch.full((self.top_k, self.width), -1, dtype=torch.long, device=values.device)
@@ -569,14 +582,16 @@ def _programs(loaded: LoadedModel, snippets: Sequence[Snippet], langs: list[str]
             and snippets[i].lang in langs]
     encoded = {i: encode(loaded, snippets[i].code, max_length) for i in mine}
     type_ids = None
+    vocab: list[str] = []
     if syntax:
         if node_types is None:
             node_types, _ = node_type_vocabulary([encode(loaded, s.code, max_length) for s in snippets], snippets,
                                                  max_node_types)
-        type_ids = _type_ids(encoded, snippets, list(node_types))
+        vocab = list(node_types)
+        type_ids = _type_ids(encoded, snippets, vocab)
     unit_of, unit_lang = unit_plan(snippets, langs, loaded.n_layers, loaded.n_neurons) if units else (None, None)
     pending = [[i for i in mine if snippets[i].lang == lang] for lang in langs]
-    return _Programs(langs, mine, pending, encoded, list(node_types) if syntax else [], type_ids, unit_of, unit_lang)
+    return _Programs(langs, mine, pending, encoded, vocab, type_ids, unit_of, unit_lang)
 
 
 @dataclass
@@ -614,8 +629,8 @@ def _batch_step(loaded: LoadedModel, hooks: StatisticsHooks, programs: _Programs
     backward); (real-token mask, each program's mean loss). The hooks' contributions stay staged."""
     ids, mask = collate([programs.encoded[i] for i in rows], loaded.pad_id, loaded.device)
     real = real_token_mask(loaded, ids, mask)
-    units = programs.unit_of is not None
-    batch_units = torch.as_tensor(programs.unit_of[rows], device=loaded.device) if units else None
+    unit_of = programs.unit_of
+    batch_units = None if unit_of is None else torch.as_tensor(unit_of[rows], device=loaded.device)
     labels = _token_labels(rows, programs.type_ids, mask) if programs.type_ids is not None or top_k else (None, None)
     hooks.set_batch(mask, real, batch_units, *labels)
     with checkpointed_blocks(loaded, hooks.checkpointing):
@@ -681,9 +696,11 @@ def _finalize(hooks: StatisticsHooks, programs: _Programs, counts: _Counts, out:
         stats.unit_tokens, stats.unit_samples = counts.unit_tokens, counts.unit_samples
         stats.unit_lang = programs.unit_lang
     if programs.type_ids is not None:
+        assert hooks.type_sum is not None, "a syntax profile's hooks keep type sums"
         stats.type_sum = hooks.gathered(hooks.type_sum, (len(programs.node_types), width))
         stats.type_count = hooks.type_count.numpy().astype(np.float64)
     if top_k:
+        assert hooks.top_values is not None and hooks.top_ids is not None, "top-k hooks keep values and ids"
         stats.top_values = hooks.gathered(hooks.top_values, (top_k, width), -np.inf)
         stats.top_ids = hooks.gathered(hooks.top_ids, (top_k, width), -1, torch.long)
     return stats
@@ -727,7 +744,8 @@ def capture_statistics(loaded: LoadedModel, snippets: Sequence[Snippet], *, grad
     plan = _capture_plan(loaded, gradients, max_length, batch_tokens, checkpointing,
                          capture_fixed_bytes(n_layers, width, programs.n_units, len(programs.node_types), top_k))
     # float32 like the accumulators on the device: float64 would double the cache for no precision
-    out = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32) for name in StatisticsHooks.SUMS}
+    out: dict[str, np.ndarray] = {name: np.zeros((len(langs), n_layers, width), dtype=np.float32)
+                                  for name in StatisticsHooks.SUMS}
     counts = _Counts.zeros(len(langs), programs.n_units)
     with loaded.lock:  # held from the accumulators' allocation to reading them; the hooks nest in it
         hooks = StatisticsHooks(loaded, gradients, n_node_types=len(programs.node_types), top_k=top_k,
@@ -782,7 +800,7 @@ def _type_ids(encoded: dict[int, Encoded], snippets: Sequence[Snippet], vocab: l
             for i, e in encoded.items()}
 
 
-def _token_labels(rows: list[int], type_ids: list[list[int]] | None, mask: torch.Tensor):
+def _token_labels(rows: list[int], type_ids: dict[int, list[int]] | None, mask: torch.Tensor):
     """(node type ids, global token ids) of a padded batch; -1 where there is no token."""
     types = torch.full(mask.shape, -1, dtype=torch.long)
     positions = torch.full(mask.shape, -1, dtype=torch.long)

@@ -24,8 +24,23 @@ def _optional(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+class _Scored:
+    """`score(metric)` and `before(metric)` of a record holding both metrics after and before training."""
+
+    bleu4: float
+    rouge_l: float
+    bleu4_before: float | None
+    rouge_l_before: float | None
+
+    def score(self, metric: Metric) -> float:
+        return self.bleu4 if metric == "bleu4" else self.rouge_l
+
+    def before(self, metric: Metric) -> float | None:
+        return self.bleu4_before if metric == "bleu4" else self.rouge_l_before
+
+
 @dataclass(frozen=True)
-class LanguageScores:
+class LanguageScores(_Scored):
     """One evaluated language (x 100): smoothed BLEU-4 and ROUGE-L after training over its `n` programs, the same
     before training (None when the run skipped that evaluation), and their intervals over evaluation tasks."""
 
@@ -36,12 +51,6 @@ class LanguageScores:
     rouge_l_before: float | None = None
     bleu4_ci: Interval | None = None
     rouge_l_ci: Interval | None = None
-
-    def score(self, metric: Metric) -> float:
-        return self.bleu4 if metric == "bleu4" else self.rouge_l
-
-    def before(self, metric: Metric) -> float | None:
-        return self.bleu4_before if metric == "bleu4" else self.rouge_l_before
 
     def ci(self, metric: Metric) -> Interval | None:
         return self.bleu4_ci if metric == "bleu4" else self.rouge_l_ci
@@ -59,7 +68,7 @@ class LanguageScores:
 
 
 @dataclass(frozen=True)
-class ProgramScores:
+class ProgramScores(_Scored):
     """One evaluated program's sentence BLEU-4 and ROUGE-L (x 100) after (and before) training: the input of the
     intervals (their per-language means are the scores `LanguageScores` reports)."""
 
@@ -70,12 +79,6 @@ class ProgramScores:
     rouge_l: float
     bleu4_before: float | None = None
     rouge_l_before: float | None = None
-
-    def score(self, metric: Metric) -> float:
-        return self.bleu4 if metric == "bleu4" else self.rouge_l
-
-    def before(self, metric: Metric) -> float | None:
-        return self.bleu4_before if metric == "bleu4" else self.rouge_l_before
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProgramScores:

@@ -19,6 +19,7 @@ from tools import recipe_experiment as rx
 from tools.demo_model import LANGS
 
 CTX, WINDOWS = 16, 3
+STREAM_WINDOWS = 24  # the streams hold this many windows: three blocks of 8 for the end-to-end run's intervals
 
 
 def work_dir(folder, vocab: int, seed: int = 0):
@@ -28,26 +29,26 @@ def work_dir(folder, vocab: int, seed: int = 0):
     (folder / "tokens").mkdir(parents=True)
     stats = {"val_tokens": {}, "val_bytes": {}}
     for lang in LANGS:
-        stream = rng.integers(3, vocab, size=CTX * WINDOWS + 6).astype(np.uint16)
+        stream = rng.integers(3, vocab, size=CTX * STREAM_WINDOWS + 6).astype(np.uint16)
         stream.tofile(folder / "tokens" / f"val_{lang}.bin")
         stats["val_tokens"][lang], stats["val_bytes"][lang] = len(stream), int(len(stream) * 2.5)
     (folder / "token_stats.json").write_text(json.dumps(stats))
     return folder
 
 
-def hf_loss(model_dir, lang: str, work) -> float:
-    """The model's own mean next-token loss (transformers' labels=...) on the first WINDOWS windows of CTX + 1
-    tokens at stride CTX: the ground truth for nats/token."""
+def hf_losses(model_dir, lang: str, work, windows: int = WINDOWS) -> list[float]:
+    """The model's own mean next-token loss (transformers' labels=...) on each of the first `windows` windows of
+    CTX + 1 tokens at stride CTX: the ground truth for nats/token."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     stream = np.fromfile(work / "tokens" / f"val_{lang}.bin", dtype=np.uint16).astype(np.int64)
     losses = []
     with torch.no_grad():
-        for i in range(WINDOWS):
+        for i in range(windows):
             x = torch.from_numpy(stream[i * CTX:i * CTX + CTX + 1])[None]
             losses.append(model(input_ids=x, labels=x).loss.item())
-    return float(np.mean(losses))  # equal-length windows: the mean of means is the mean over all targets
+    return losses
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +67,50 @@ def test_heldout_loss_equals_the_models_own_loss(setup):
     got = rx.heldout_loss(a, work, ctx=CTX, max_windows=WINDOWS)
     for lang in ("cpp", "python"):
         row = got["languages"][lang]
-        want = hf_loss(a, lang, work)
+        per_window = hf_losses(a, lang, work)
+        want = float(np.mean(per_window))  # equal-length windows: the mean of means is the mean over all targets
         assert row["tokens"] == WINDOWS * CTX
         assert row["nats_per_token"] == pytest.approx(want, abs=1e-4)
         assert row["bits_per_byte"] == pytest.approx(want / math.log(2) / 2.5, abs=1e-3)
+        assert row["window_nats"] == pytest.approx(per_window, abs=1e-5)
+
+
+def test_heldout_difference_has_a_paired_interval_from_the_same_windows(setup):
+    """Scored on the same windows, model b minus model a is the mean of the per-window differences the models'
+    own losses give, with a block-bootstrap interval around it; a model against itself differs by exactly 0."""
+    _, a, b, work = setup
+    got_a = rx.heldout_loss(a, work, ctx=CTX, max_windows=WINDOWS)["languages"]["go"]
+    got_b = rx.heldout_loss(b, work, ctx=CTX, max_windows=WINDOWS)["languages"]["go"]
+    want = float(np.mean(np.subtract(hf_losses(b, "go", work), hf_losses(a, "go", work))))
+    d = rx.loss_difference(got_a, got_b, block=1)
+    assert d["estimate"] == pytest.approx(want, abs=1e-5) and d["blocks"] == WINDOWS
+    assert d["low"] <= d["estimate"] <= d["high"] and d["low"] < d["high"]
+    assert rx.loss_difference(got_a, got_a, block=1) == {"estimate": 0.0, "low": 0.0, "high": 0.0, "blocks": 3}
+    assert rx.loss_difference(got_a, got_b)["low"] is None  # one block of 8 windows: no interval to draw
+
+
+def window_rows(diffs, base_level: float = 4.0) -> tuple[dict, dict]:
+    """Two held-out rows whose per-window losses differ by `diffs` (model minus baseline)."""
+    base = np.full(len(diffs), base_level)
+    row = lambda v: {"nats_per_token": round(float(np.mean(v)), 4), "window_nats": list(map(float, v))}  # noqa: E731
+    return row(base), row(base + np.asarray(diffs))
+
+
+def test_loss_difference_interval_covers_a_planted_difference_and_resamples_blocks():
+    rng = np.random.default_rng(0)
+    base, mine = window_rows(0.05 + rng.normal(0, 0.1, 400))
+    d = rx.loss_difference(base, mine)
+    assert d["blocks"] == 50 and d["low"] < 0.05 < d["high"] and d["low"] > 0  # 400 windows, blocks of 8
+    # windows of one block that move together (as windows of one file do) are one unit of evidence, not eight:
+    # the block interval is wider than one that treats every window as independent
+    shared = np.repeat(rng.normal(0, 0.1, 50), 8)
+    base, mine = window_rows(shared)
+    blocked, naive = rx.loss_difference(base, mine, block=8), rx.loss_difference(base, mine, block=1)
+    assert blocked["estimate"] == pytest.approx(naive["estimate"])
+    assert (blocked["high"] - blocked["low"]) > 2 * (naive["high"] - naive["low"])
+    # an older results.json without per-window losses: the estimate, and no interval
+    assert rx.loss_difference({"nats_per_token": 4.0}, {"nats_per_token": 4.1}) == pytest.approx(
+        {"estimate": 0.1, "low": None, "high": None, "blocks": 0})
 
 
 def test_heldout_loss_is_skipped_with_a_reason(setup, tmp_path):
@@ -123,6 +164,24 @@ def test_verdict_names_each_failing_reason():
     assert [r[:3] for r in reasons] == ["(a)", "(b)", "(b)"]  # a CI touching zero does not exclude it
 
 
+def test_verdict_reads_the_loss_intervals_upper_end():
+    """(a) is a non-inferiority test where per-window losses are stored: an estimate inside the margin whose
+    interval reaches past it fails; one whose interval stays inside passes."""
+    rng = np.random.default_rng(1)
+    noise = lambda sd: (lambda x: x - x.mean())(rng.normal(0, sd, 400))  # noqa: E731  (mean exactly 0)
+    clones = model_result({}, (0.05, 0.01, 0.09), (0.04, 0.01, 0.08))["corpora"]
+    noisy_base, noisy = window_rows(0.01 + noise(0.3))
+    tight_base, tight = window_rows(0.01 + noise(0.01))
+    base = {"heldout": {"languages": {"go": noisy_base, "java": tight_base}}, "corpora": clones}
+    model = {"heldout": {"languages": {"go": noisy, "java": tight}}, "corpora": clones}
+    v = rx.verdict(base, model)
+    assert not v["replace"] and len(v["reasons"]) == 1 and "upper end" in v["reasons"][0]
+    assert "go +0.0" in v["reasons"][0] and "java" not in v["reasons"][0]
+    model["heldout"]["languages"]["go"] = window_rows(0.01 + noise(0.01))[1]
+    v = rx.verdict(base, model)
+    assert v["replace"] and "upper end" in v["passed"][0] and "java +0.01" in v["passed"][0]
+
+
 def test_verdict_without_measurements_fails_and_says_what_is_missing():
     unmeasured = {"heldout": {"skipped": "no streams"}, "corpora": {"demo": {}}}
     reasons = rx.verdict(BASE, unmeasured)["reasons"]
@@ -139,17 +198,22 @@ def test_reuse_keeps_finished_parts_and_measures_the_rest(tmp_path):
     parts are kept, the failed corpus and the transfer are measured again; another folder reuses nothing."""
     folder = tmp_path / "model"
     done = {"layers": {"concept_layers": [1]}, "clones": {"rows": []}}
-    old = {"folder": str(folder), "heldout": {"python": 1.0}, "corpora": {"demo": done,
+    heldout = {"languages": {"python": {"nats_per_token": 1.0, "window_nats": [1.0, 1.0]}}}
+    old = {"folder": str(folder), "heldout": heldout, "corpora": {"demo": done,
            "humaneval-x": {"layers": {"concept_layers": [2]}, "clones": {"error": "killed"}}},
            "transfer": {"error": "killed"}}
     entry, reused = rx.reusable_parts(old, folder, ["demo", "humaneval-x"], transfer=True)
     assert reused == ["held-out loss", "demo"]
-    assert entry == {"corpora": {"demo": done}, "heldout": {"python": 1.0}}
+    assert entry == {"corpora": {"demo": done}, "heldout": heldout}
     old["transfer"] = {"concept": 1.0}
     assert rx.reusable_parts(old, folder, ["demo"], transfer=True)[1] == ["held-out loss", "demo", "transfer"]
     assert rx.reusable_parts(old, folder, ["demo"], transfer=False)[1] == ["held-out loss", "demo"]
     assert rx.reusable_parts(old, tmp_path / "other", ["demo"], transfer=True) == ({"corpora": {}}, [])
     assert rx.reusable_parts(None, folder, ["demo"], transfer=True) == ({"corpora": {}}, [])
+    old["heldout"] = {"languages": {"python": {"nats_per_token": 1.0}}}  # no per-window losses: measured again
+    assert rx.reusable_parts(old, folder, ["demo"], transfer=False)[1] == ["demo"]
+    old["heldout"] = {"skipped": "no streams"}  # would be skipped again
+    assert rx.reusable_parts(old, folder, ["demo"], transfer=False)[1] == ["held-out loss", "demo"]
 
 
 def test_argument_errors_are_clear(setup, tmp_path, capsys):
@@ -186,7 +250,7 @@ def test_two_models_end_to_end(setup, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "tools.recipe_experiment", "--model", f"a={a}", "--model", f"b={b}",
            "--baseline", "a", "--corpus", f"tiny={root / 'corpus.jsonl'}", "--work-dir", str(work),
-           "--cache", str(tmp_path / "cache"), "--ctx", str(CTX), "--eval-windows", str(WINDOWS),
+           "--cache", str(tmp_path / "cache"), "--ctx", str(CTX), "--eval-windows", str(STREAM_WINDOWS),
            "--out", str(out), "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_DIR, timeout=600,
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
@@ -202,7 +266,7 @@ def test_two_models_end_to_end(setup, tmp_path):
         assert len(tiny["layers"]["per_layer"]) == 3 and tiny["layers"]["center"] == "language"
         assert set(tiny["clones"]["methods"]) == {"concept", "first", "last", "mean"}
     a_nats = results["models"]["a"]["heldout"]["languages"]["go"]["nats_per_token"]
-    assert a_nats == pytest.approx(hf_loss(a, "go", work), abs=1e-4)
+    assert a_nats == pytest.approx(np.mean(hf_losses(a, "go", work, STREAM_WINDOWS)), abs=1e-4)
     # different seeds, different numbers: each model was measured on its own
     assert a_nats != results["models"]["b"]["heldout"]["languages"]["go"]["nats_per_token"]
     assert set(results["verdicts"]) == {"b"} and not results["verdicts"]["b"]["replace"]
@@ -225,6 +289,11 @@ def test_two_models_end_to_end(setup, tmp_path):
     loss_rows = [line for line in table.split("## Held-out loss")[1].split("##")[0].splitlines()
                  if line.startswith("| a ")]
     assert len(loss_rows) == 1 and "+0.02 nats/token" in table
+    delta = summary["models"]["b"]["heldout_minus_baseline"]["go"]  # b - a with its paired interval, in the table
+    assert delta["low"] <= delta["estimate"] <= delta["high"] and "heldout_minus_baseline" not in summary["models"]["a"]
+    (delta_row,) = [line for line in table.split("Difference from a")[1].split("##")[0].splitlines()
+                    if line.startswith("| b ")]
+    assert f"{delta['estimate']:+.4f} [{delta['low']:+.4f}, {delta['high']:+.4f}]" in delta_row
     assert "**b: keep the baseline**" in table
 
     # --reuse: models already measured with the same folder are copied, not measured again (a work dir that

@@ -5,7 +5,8 @@ For every model folder (same architecture and tokenizer as the shipped demo mode
 
 1. held-out loss per language on the demo builder's validation streams (``<work-dir>/tokens/val_{lang}.bin``,
    bytes per token from ``<work-dir>/token_stats.json``), with ``tools.demo_model``'s own ``val_windows`` and
-   ``model_nll``: nats per token and bits per byte;
+   ``window_nll``: nats per token and bits per byte, and each window's loss, so the difference from the
+   baseline gets a paired interval (blocks of consecutive windows resampled together);
 2. per corpus, through the project's CLI (``python -m neuro layers|clones eval --json``, read, not re-computed):
    language-ID probe and cross-language alignment per layer (per-language centring, as the Clones page), the
    concept layers chosen on the selection side, MAP@R and Recall@1 at the concept, first, last and
@@ -18,8 +19,8 @@ Each model gets its own cache folder (``--cache``/<NAME>), so no model reads ano
 ``<out>/results.json`` (everything) and ``<out>/table.md`` (one row per model per table, the verdict per model).
 
 Replacement verdict for each non-baseline model (issue 26): (a) held-out loss no worse than the baseline in
-every language (at most +0.02 nats/token), and (b) on HumanEval-X, the 95 % CIs of concept - first AND
-concept - last cross-language MAP@R both lie above zero.
+every language (the upper end of the paired 95 % interval of the difference at most +0.02 nats/token), and
+(b) on HumanEval-X, the 95 % CIs of concept - first AND concept - last cross-language MAP@R both lie above zero.
 
     python -m tools.recipe_experiment --model shipped=neuro/assets/demo_model --model mix=cache/mix/model \\
         --baseline shipped --out cache/recipe_experiment/run1 --transfer --json
@@ -45,6 +46,7 @@ HUMANEVAL_X = REPO.parent / "shared" / "data" / "humaneval-x"
 DEMO = "demo"  # the embedded demo corpus: no --corpus given to neuro
 GATE_CORPUS = "humaneval-x"  # the corpus the verdict's clone criterion is read on
 LOSS_MARGIN_NATS = 0.02  # "no worse": at most this much higher held-out loss, nats per token, per language
+LOSS_BLOCK_WINDOWS = 8  # held-out loss intervals resample blocks of this many consecutive windows (same files)
 SETTING = "cross-language"  # the clone setting reported (queries find their clones in the other languages)
 CLONE_METHODS = {"concept": "concept layer", "first": "first layer", "last": "last layer", "mean": "mean of layers"}
 DIFFERENCES = {"concept-first": "concept layer minus first layer", "concept-last": "concept layer minus last layer"}
@@ -143,10 +145,31 @@ def heldout_loss(folder: Path, work_dir: Path, ctx: int = 256, max_windows: int 
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     rows = {}
-    for lang, (_, total, n, bytes_per_token) in validation_nll(model, work_dir, ctx, max_windows).items():
-        rows[lang] = {"tokens": n, "nats_per_token": round(total / n, 4),
-                      "bits_per_byte": round(total / n / math.log(2) / bytes_per_token, 4)}
+    for lang, scored in validation_nll(model, work_dir, ctx, max_windows).items():
+        per_token = scored.total / scored.tokens
+        rows[lang] = {"tokens": scored.tokens, "nats_per_token": round(per_token, 4),
+                      "bits_per_byte": round(per_token / math.log(2) / scored.bytes_per_token, 4),
+                      "window_nats": [round(float(v) / ctx, 6) for v in scored.window_nats]}
     return {"ctx": ctx, "max_windows": max_windows, "languages": rows}
+
+
+def loss_difference(base: dict, mine: dict, block: int = LOSS_BLOCK_WINDOWS) -> dict:
+    """Held-out nats/token of one language, this model minus the baseline, with a paired 95 % interval.
+
+    Both models scored the same windows, so the difference is taken window by window; consecutive windows come
+    from the same source files, so blocks of `block` consecutive windows are resampled together (a block
+    bootstrap). Without stored per-window losses (an older results.json) only the estimate is given."""
+    from neuro.analysis.uncertainty import grouped_mean_bootstrap
+
+    estimate = mine["nats_per_token"] - base["nats_per_token"]
+    a, b = base.get("window_nats"), mine.get("window_nats")
+    if not a or not b or len(a) != len(b):
+        return {"estimate": estimate, "low": None, "high": None, "blocks": 0}
+    diff = [y - x for x, y in zip(a, b, strict=True)]
+    ci = grouped_mean_bootstrap(diff, [i // block for i in range(len(diff))], unit=f"block of {block} windows")
+    if math.isnan(ci.low):  # one block: nothing to resample
+        return {"estimate": ci.estimate, "low": None, "high": None, "blocks": ci.units}
+    return {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "blocks": ci.units}
 
 
 def tokenizer_mismatch(folder: Path, work_dir: Path) -> str | None:
@@ -251,28 +274,35 @@ def transfer_row(summary: dict) -> dict:
 
 def verdict(baseline: dict, model: dict, margin: float = LOSS_MARGIN_NATS, gate: str = GATE_CORPUS) -> dict:
     """Whether `model` may replace `baseline` (both results.json model entries), with every reason it may not.
-    (a) held-out nats/token at most `margin` above the baseline's in every language; (b) on `gate`, the CIs of
-    concept - first and concept - last MAP@R both above zero."""
+    (a) held-out nats/token at most `margin` above the baseline's in every language (the upper end of the paired
+    95 % interval of the difference, where per-window losses are stored; else the estimate); (b) on `gate`, the
+    CIs of concept - first and concept - last MAP@R both above zero."""
     reasons, passed = [], []
     base_loss, loss = baseline.get("heldout", {}), model.get("heldout", {})
     if "languages" not in base_loss or "languages" not in loss:
         reasons.append("(a) held-out loss not measured for "
                        + ("the baseline" if "languages" not in base_loss else "this model"))
     else:
-        worse = []
+        worse, deltas = [], []
         for lang, base in base_loss["languages"].items():
             mine = loss["languages"].get(lang)
             if mine is None:
                 worse.append(f"{lang} not measured")
                 continue
-            delta = mine["nats_per_token"] - base["nats_per_token"]
-            if delta > margin + 1e-12:
-                worse.append(f"{lang} {delta:+.4f} nats/token")
+            d = loss_difference(base, mine)
+            bound = d["estimate"] if d["high"] is None else d["high"]
+            text = f"{lang} {d['estimate']:+.4f}" + ("" if d["high"] is None else
+                                                     f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+            deltas.append(text)
+            if bound > margin + 1e-12:
+                worse.append(text)
+        what = "its 95 % interval's upper end" if all("[" in t for t in deltas) else "the estimate"
         if worse:
-            reasons.append(f"(a) held-out loss worse than the baseline by more than {margin} nats/token: "
-                           + ", ".join(worse))
+            reasons.append(f"(a) held-out loss may be worse than the baseline's by more than {margin} nats/token "
+                           f"({what}): " + ", ".join(worse) + " nats/token")
         else:
-            passed.append(f"(a) held-out loss within +{margin} nats/token of the baseline in every language")
+            passed.append(f"(a) held-out loss within +{margin} nats/token of the baseline in every language "
+                          f"({what}): " + ", ".join(deltas) + " nats/token")
     clones = model.get("corpora", {}).get(gate, {}).get("clones")
     if not clones or "differences" not in clones:
         reasons.append(f"(b) clone MAP@R on {gate} not measured")
@@ -322,6 +352,17 @@ def table_md(results: dict) -> str:
             out.append(f"| {name} | " + " | ".join(
                 f"{rows[lang]['nats_per_token']:.4f} ({rows[lang]['bits_per_byte']:.3f})" if lang in rows else "–"
                 for lang in langs) + " |")
+    base_rows = models.get(baseline, {}).get("heldout", {}).get("languages", {})
+    others = [n for n, m in models.items() if n != baseline and m.get("heldout", {}).get("languages")]
+    if base_rows and others:
+        out += ["", f"Difference from {baseline} (nats/token), paired 95 % interval over blocks of "
+                    f"{LOSS_BLOCK_WINDOWS} consecutive windows (the same windows for every model):", "",
+                "| model | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+        for name in others:
+            rows = models[name]["heldout"]["languages"]
+            out.append(f"| {name} | " + " | ".join(
+                _ci(loss_difference(base_rows[lang], rows[lang]), 4, signed=True)
+                if lang in rows and lang in base_rows else "–" for lang in langs) + " |")
     for name, m in models.items():
         if "skipped" in m.get("heldout", {}):
             out.append(f"\n{name}: {m['heldout']['skipped']}")
@@ -384,8 +425,9 @@ def table_md(results: dict) -> str:
                 out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Verdict", "",
             f"Replace the shipped model only if (a) held-out loss is at most +{results['loss_margin_nats']} "
-            f"nats/token above the baseline's in every language and (b) on {GATE_CORPUS} the 95 % CIs of "
-            f"concept - first and concept - last {SETTING} MAP@R both lie above zero.", ""]
+            f"nats/token above the baseline's in every language (the upper end of the paired 95 % interval) and "
+            f"(b) on {GATE_CORPUS} the 95 % CIs of concept - first and concept - last {SETTING} MAP@R both lie "
+            "above zero.", ""]
     verdicts = results.get("verdicts", {})
     if not verdicts:
         out.append("(only the baseline was measured)")
@@ -527,7 +569,7 @@ def reusable_parts(old: dict | None, folder: Path, corpora: list[str], transfer:
     reused: list[str] = []
     if not old or old.get("folder") != str(folder):
         return entry, reused
-    if "heldout" in old:
+    if has_window_losses(old.get("heldout", {})):
         entry["heldout"] = old["heldout"]
         reused.append("held-out loss")
     for corpus in corpora:
@@ -541,6 +583,15 @@ def reusable_parts(old: dict | None, folder: Path, corpora: list[str], transfer:
     return entry, reused
 
 
+def has_window_losses(heldout: dict) -> bool:
+    """A stored held-out loss that paired intervals can use (per-window losses in every language), or one that
+    was skipped for a reason (measuring again would skip again)."""
+    if "skipped" in heldout:
+        return True
+    rows = heldout.get("languages") or {}
+    return bool(rows) and all(r.get("window_nats") for r in rows.values())
+
+
 def save(out: Path, results: dict) -> None:
     """results.json, rewritten after every step (atomically) so an interrupted run keeps what it measured."""
     atomic.write_text(out / "results.json", json.dumps(results, indent=1, default=str))
@@ -550,8 +601,11 @@ def compact(results: dict) -> dict:
     """The --json summary: per model the held-out nats, per corpus the concept layers, MAP@R and differences."""
     models = {}
     for name, m in results["models"].items():
-        row: dict = {"heldout_nats": {k: v["nats_per_token"] for k, v in m["heldout"].get("languages", {}).items()}
-                     or m["heldout"].get("skipped")}
+        rows = m["heldout"].get("languages", {})
+        row: dict = {"heldout_nats": {k: v["nats_per_token"] for k, v in rows.items()} or m["heldout"].get("skipped")}
+        base = results["models"].get(results["baseline"], {}).get("heldout", {}).get("languages", {})
+        if name != results["baseline"] and rows and base:
+            row["heldout_minus_baseline"] = {k: loss_difference(base[k], v) for k, v in rows.items() if k in base}
         for corpus, c in m["corpora"].items():
             clo = c.get("clones") or {}
             row[corpus] = {"concept_layers": (c.get("layers") or {}).get("concept_layers"),

@@ -57,11 +57,13 @@ from tools.demo_model.corpus import (  # noqa: F401
     select_files,
 )
 from tools.demo_model.evaluation import (  # noqa: F401
+    ValidationLoss,
     evaluate,
     model_nll,
     unigram_nll,
     val_windows,
     validation_nll,
+    window_nll,
 )
 from tools.demo_model.hardware import device_name, pick_threads  # noqa: F401
 from tools.demo_model.settings import (  # noqa: F401

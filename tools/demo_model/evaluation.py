@@ -7,6 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,22 +24,27 @@ def val_windows(stream: np.ndarray, ctx: int, max_windows: int | None = None) ->
     return np.stack([stream[i * ctx:i * ctx + ctx + 1] for i in range(n)]).astype(np.int64)
 
 
-def model_nll(model, windows: np.ndarray, device: str, batch: int = 16) -> tuple[float, int]:
-    """Summed next-token cross-entropy (nats) and the number of predicted tokens."""
+def window_nll(model, windows: np.ndarray, device: str, batch: int = 16) -> np.ndarray:
+    """Summed next-token cross-entropy (nats) of each window: the per-window values a paired interval
+    between two models resamples."""
     import torch
     import torch.nn.functional as F
 
-    total, count = 0.0, 0
+    out = []
     with torch.inference_mode():
         for i in range(0, len(windows), batch):
             x = torch.from_numpy(windows[i:i + batch]).to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                 logits = model(input_ids=x[:, :-1]).logits
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                   reduction="sum")
-            total += loss.item()
-            count += x[:, 1:].numel()
-    return total, count
+                                   reduction="none")
+            out.append(loss.reshape(x.shape[0], -1).sum(dim=1).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def model_nll(model, windows: np.ndarray, device: str, batch: int = 16) -> tuple[float, int]:
+    """Summed next-token cross-entropy (nats) and the number of predicted tokens."""
+    return float(window_nll(model, windows, device, batch).sum()), int(windows[:, 1:].size)
 
 
 def unigram_nll(counts: np.ndarray, windows: np.ndarray) -> tuple[float, int]:
@@ -48,17 +54,29 @@ def unigram_nll(counts: np.ndarray, windows: np.ndarray) -> tuple[float, int]:
     return float(-logp[targets].sum()), int(targets.size)
 
 
+class ValidationLoss(NamedTuple):
+    """One language's validation stream scored by a model."""
+
+    windows: np.ndarray  # (windows, ctx + 1) token ids
+    window_nats: np.ndarray  # summed nats of each window's ctx predicted tokens
+    tokens: int  # predicted tokens in all
+    bytes_per_token: float  # of the whole stream, for bits per byte
+
+    @property
+    def total(self) -> float:
+        return float(self.window_nats.sum())
+
+
 def validation_nll(model, work: Path, ctx: int, max_windows: int | None,
-                   device: str = "cpu") -> dict[str, tuple[np.ndarray, float, int, float]]:
-    """Per language, on the builder's validation stream: the windows scored, the model's summed nats, the
-    predicted tokens, and bytes per token (for bits per byte)."""
+                   device: str = "cpu") -> dict[str, ValidationLoss]:
+    """Per language, the builder's validation stream scored by the model."""
     token_stats = json.loads((work / "token_stats.json").read_text())
     out = {}
     for lang in LANGS:
         stream = np.memmap(work / "tokens" / f"val_{lang}.bin", dtype=np.uint16, mode="r")
         windows = val_windows(stream, ctx, max_windows)
-        total, n = model_nll(model, windows, device)
-        out[lang] = (windows, total, n, token_stats["val_bytes"][lang] / token_stats["val_tokens"][lang])
+        out[lang] = ValidationLoss(windows, window_nll(model, windows, device), int(windows[:, 1:].size),
+                                   token_stats["val_bytes"][lang] / token_stats["val_tokens"][lang])
     return out
 
 
@@ -76,9 +94,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     plain = AutoModelForCausalLM.from_pretrained(folder)
     counts = np.load(work / "tokens" / "train_counts.npy")
     rows = {}
-    for lang, (windows, m_sum, n, bytes_per_token) in validation_nll(model, work, args.ctx, args.eval_windows,
-                                                                     device).items():
-        u_sum, _ = unigram_nll(counts, windows)
+    for lang, scored in validation_nll(model, work, args.ctx, args.eval_windows, device).items():
+        m_sum, n, bytes_per_token = scored.total, scored.tokens, scored.bytes_per_token
+        u_sum, _ = unigram_nll(counts, scored.windows)
         rows[lang] = {"tokens": n, "model_nats": round(m_sum / n, 4), "unigram_nats": round(u_sum / n, 4),
                       "gap_nats": round((u_sum - m_sum) / n, 4),
                       "model_bits_per_byte": round(m_sum / n / math.log(2) / bytes_per_token, 4)}

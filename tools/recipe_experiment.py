@@ -296,13 +296,13 @@ def verdict(baseline: dict, model: dict, margin: float = LOSS_MARGIN_NATS, gate:
             deltas.append(text)
             if bound > margin + 1e-12:
                 worse.append(text)
-        what = "its 95 % interval's upper end" if all("[" in t for t in deltas) else "the estimate"
+        what = "its 95 % interval's upper end" if deltas and all("[" in t for t in deltas) else "the estimate"
         if worse:
             reasons.append(f"(a) held-out loss may be worse than the baseline's by more than {margin} nats/token "
-                           f"({what}): " + ", ".join(worse) + " nats/token")
+                           f"({what}; differences in nats/token): " + ", ".join(worse))
         else:
             passed.append(f"(a) held-out loss within +{margin} nats/token of the baseline in every language "
-                          f"({what}): " + ", ".join(deltas) + " nats/token")
+                          f"({what}; differences in nats/token): " + ", ".join(deltas))
     clones = model.get("corpora", {}).get(gate, {}).get("clones")
     if not clones or "differences" not in clones:
         reasons.append(f"(b) clone MAP@R on {gate} not measured")

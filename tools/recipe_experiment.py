@@ -167,9 +167,9 @@ def loss_difference(base: dict, mine: dict, block: int = LOSS_BLOCK_WINDOWS) -> 
         return {"estimate": estimate, "low": None, "high": None, "blocks": 0}
     diff = [y - x for x, y in zip(a, b, strict=True)]
     ci = grouped_mean_bootstrap(diff, [i // block for i in range(len(diff))], unit=f"block of {block} windows")
-    if math.isnan(ci.low):  # one block: nothing to resample
-        return {"estimate": ci.estimate, "low": None, "high": None, "blocks": ci.units}
-    return {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "blocks": ci.units}
+    drawn = not math.isnan(ci.low)  # one block: nothing to resample
+    return {"estimate": ci.estimate, "low": ci.low if drawn else None, "high": ci.high if drawn else None,
+            "blocks": ci.units}
 
 
 def tokenizer_mismatch(folder: Path, work_dir: Path) -> str | None:
@@ -276,8 +276,9 @@ def verdict(baseline: dict, model: dict, margin: float = LOSS_MARGIN_NATS, gate:
     """Whether `model` may replace `baseline` (both results.json model entries), with every reason it may not.
     (a) held-out nats/token at most `margin` above the baseline's in every language (the upper end of the paired
     95 % interval of the difference, where per-window losses are stored; else the estimate); (b) on `gate`, the
-    CIs of concept - first and concept - last MAP@R both above zero."""
-    reasons, passed = [], []
+    CIs of concept - first and concept - last MAP@R both above zero. Also returns the loss differences per
+    language (`loss_differences`), which the table and the --json summary read."""
+    reasons, passed, differences = [], [], {}
     base_loss, loss = baseline.get("heldout", {}), model.get("heldout", {})
     if "languages" not in base_loss or "languages" not in loss:
         reasons.append("(a) held-out loss not measured for "
@@ -289,14 +290,14 @@ def verdict(baseline: dict, model: dict, margin: float = LOSS_MARGIN_NATS, gate:
             if mine is None:
                 worse.append(f"{lang} not measured")
                 continue
-            d = loss_difference(base, mine)
+            d = differences[lang] = loss_difference(base, mine)
             bound = d["estimate"] if d["high"] is None else d["high"]
-            text = f"{lang} {d['estimate']:+.4f}" + ("" if d["high"] is None else
-                                                     f" [{d['low']:+.4f}, {d['high']:+.4f}]")
+            text = f"{lang} {_ci(d, 4, signed=True)}"
             deltas.append(text)
             if bound > margin + 1e-12:
                 worse.append(text)
-        what = "its 95 % interval's upper end" if deltas and all("[" in t for t in deltas) else "the estimate"
+        intervals = bool(differences) and all(d["high"] is not None for d in differences.values())
+        what = "its 95 % interval's upper end" if intervals else "the estimate"
         if worse:
             reasons.append(f"(a) held-out loss may be worse than the baseline's by more than {margin} nats/token "
                            f"({what}; differences in nats/token): " + ", ".join(worse))
@@ -317,7 +318,7 @@ def verdict(baseline: dict, model: dict, margin: float = LOSS_MARGIN_NATS, gate:
             else:
                 passed.append(f"(b) {key} MAP@R on {gate} {d['estimate']:+.4f} [{d['low']:+.4f}, "
                               f"{d['high']:+.4f}] above zero")
-    return {"replace": not reasons, "reasons": reasons, "passed": passed}
+    return {"replace": not reasons, "reasons": reasons, "passed": passed, "loss_differences": differences}
 
 
 # -------------------------------------------------------------------------------------------------------- table
@@ -352,17 +353,14 @@ def table_md(results: dict) -> str:
             out.append(f"| {name} | " + " | ".join(
                 f"{rows[lang]['nats_per_token']:.4f} ({rows[lang]['bits_per_byte']:.3f})" if lang in rows else "–"
                 for lang in langs) + " |")
-    base_rows = models.get(baseline, {}).get("heldout", {}).get("languages", {})
-    others = [n for n, m in models.items() if n != baseline and m.get("heldout", {}).get("languages")]
-    if base_rows and others:
+    differences = {n: v["loss_differences"] for n, v in results.get("verdicts", {}).items()
+                   if v.get("loss_differences")}
+    if differences:
         out += ["", f"Difference from {baseline} (nats/token), paired 95 % interval over blocks of "
                     f"{LOSS_BLOCK_WINDOWS} consecutive windows (the same windows for every model):", "",
                 "| model | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
-        for name in others:
-            rows = models[name]["heldout"]["languages"]
-            out.append(f"| {name} | " + " | ".join(
-                _ci(loss_difference(base_rows[lang], rows[lang]), 4, signed=True)
-                if lang in rows and lang in base_rows else "–" for lang in langs) + " |")
+        for name, by_lang in differences.items():
+            out.append(f"| {name} | " + " | ".join(_ci(by_lang.get(lang), 4, signed=True) for lang in langs) + " |")
     for name, m in models.items():
         if "skipped" in m.get("heldout", {}):
             out.append(f"\n{name}: {m['heldout']['skipped']}")
@@ -603,9 +601,8 @@ def compact(results: dict) -> dict:
     for name, m in results["models"].items():
         rows = m["heldout"].get("languages", {})
         row: dict = {"heldout_nats": {k: v["nats_per_token"] for k, v in rows.items()} or m["heldout"].get("skipped")}
-        base = results["models"].get(results["baseline"], {}).get("heldout", {}).get("languages", {})
-        if name != results["baseline"] and rows and base:
-            row["heldout_minus_baseline"] = {k: loss_difference(base[k], v) for k, v in rows.items() if k in base}
+        if results["verdicts"].get(name, {}).get("loss_differences"):
+            row["heldout_minus_baseline"] = results["verdicts"][name]["loss_differences"]
         for corpus, c in m["corpora"].items():
             clo = c.get("clones") or {}
             row[corpus] = {"concept_layers": (c.get("layers") or {}).get("concept_layers"),

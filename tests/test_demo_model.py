@@ -149,3 +149,25 @@ def test_card_describes_the_parallel_mix_and_rebuilds_it():
     assert "25% of training rows" in card and "dropped 8 of 10,760" in card
     assert "## Recipe experiment" in card and "| plain | 0.5 |" in card
     assert "### Corpus `demo`" in card and "# Recipe experiment (baseline" not in card  # nested under the card's
+
+
+def test_all_builds_the_chosen_mix_in_order(tmp_path, monkeypatch):
+    """`all --parallel-share 0.10 --parallel-layout alone` (the recipe chosen for a longer run) writes the `alone`
+    stream after the real-code tokens and before training, and trains on it; share 0 skips the stream."""
+    import tools.demo_model.cli as cli
+
+    calls = []
+    for name in ("fetch_js", "build_corpus", "train_tokenizer", "pretokenize", "train", "evaluate",
+                 "check_overlap", "card"):
+        monkeypatch.setattr(cli, name, lambda *a, _n=name, **k: calls.append((_n, a)))
+    monkeypatch.setattr(cli, "parallel_stream", lambda work, layout, tokens, seed, *rest:
+                        calls.append(("parallel_stream", (layout, tokens, seed))))
+    cli.main(["--work-dir", str(tmp_path), "all", "--parallel-share", "0.10", "--parallel-layout", "alone"])
+    names = [n for n, _ in calls]
+    assert names.index("pretokenize") < names.index("parallel_stream") < names.index("train")
+    assert dict(calls)["parallel_stream"] == ("alone", 4_000_000, 1)
+    trained = dict(calls)["train"][0]
+    assert (trained.parallel_share, trained.parallel_layout) == (0.10, "alone")
+    calls.clear()
+    cli.main(["--work-dir", str(tmp_path), "all"])
+    assert "parallel_stream" not in [n for n, _ in calls] and dict(calls)["train"][0].parallel_share == 0.0

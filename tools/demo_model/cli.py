@@ -12,6 +12,7 @@ import tools.demo_model
 from tools.demo_model.card import card
 from tools.demo_model.corpus import build_corpus, check_overlap
 from tools.demo_model.evaluation import evaluate
+from tools.demo_model.pack import PACK_BUDGET_MIB, pack, unpack
 from tools.demo_model.settings import (
     BOOST,
     DEFAULT_EXCLUDE,
@@ -80,6 +81,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--eval-every", type=int, default=250)
         sp.add_argument("--quick-eval-windows", type=int, default=8)
         sp.add_argument("--ckpt-minutes", type=float, default=5.0)
+        sp.add_argument("--snapshot-minutes", type=float, default=0.0,
+                        help="also save the model to --out-dir this often (0: only at the end), so a run cut off "
+                             "by a time limit still returns one")
+        sp.add_argument("--max-shard-mb", type=float, default=None,
+                        help="split the saved weights into files of at most this many MB (default: one file)")
         sp.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--parallel-share", type=float, default=0.0,
@@ -113,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
                     help="markdown table of the recipe experiment (tools.recipe_experiment's table.md) to include")
     sp.add_argument("--from-folder", action="store_true",
                     help="read the metrics from the model folder's metrics.json (no work folder needed)")
+    sp = sub.add_parser("pack", help="xz-compress the token streams, tokenizer and statistics into one folder "
+                        "(to carry to a GPU machine)")
+    sp.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+    sp.add_argument("--parallel-layout", choices=PARALLEL_LAYOUTS, default=None,
+                    help="also pack this parallel-program stream (`parallel --layout`)")
+    sp.add_argument("--max-mib", type=float, default=PACK_BUDGET_MIB, help="refuse a pack larger than this")
+    sp = sub.add_parser("unpack", help="restore a packed folder into --work-dir, checking every stream's checksum")
+    sp.add_argument("--packed", required=True)
     sp = sub.add_parser("all", help="every step in order", conflict_handler="resolve")
     corpus_args(sp)
     train_args(sp)
@@ -142,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         "check-overlap": lambda: check_overlap(args),
         "card": lambda: card(args),
     }
+    transport = {"pack": lambda: pack(work, Path(args.out), args.parallel_layout, args.max_mib),
+                 "unpack": lambda: unpack(Path(args.packed), work)}
     if args.cmd == "all":
         args.layout, args.tokens, args.program_seed = args.parallel_layout, args.parallel_tokens, 1
         order = [name for name in steps if name != "parallel" or args.parallel_share > 0]
@@ -149,5 +165,5 @@ def main(argv: list[str] | None = None) -> None:
         order = [args.cmd]
     for name in order:
         t0 = time.time()
-        steps[name]()
+        (steps | transport)[name]()
         log.info("%s finished in %.1f s", name, time.time() - t0)

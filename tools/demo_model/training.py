@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -126,7 +127,8 @@ def train(args: argparse.Namespace) -> dict:
         return out
 
     model.train()
-    last_ckpt = time.time()
+    out = Path(args.out_dir)
+    last_ckpt = last_snapshot = time.time()
     run_start, start_elapsed = time.time(), state["elapsed"]
     window_loss, window_n, window_t = 0.0, 0, time.time()
     while progress() < 1.0:
@@ -161,10 +163,13 @@ def train(args: argparse.Namespace) -> dict:
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             save_checkpoint()
             last_ckpt = time.time()
+        if args.snapshot_minutes and time.time() - last_snapshot > args.snapshot_minutes * 60:
+            save_model(model, tok, out, args.max_shard_mb)  # a run cut off later still leaves a model
+            last_snapshot = time.time()
+            log.info("snapshot at step %d (%d tokens) saved to %s", state["step"], state["tokens"], out)
     save_checkpoint()
     final_val = quick_eval()
-    out = Path(args.out_dir)
-    save_model(model, tok, out)
+    save_model(model, tok, out, args.max_shard_mb)
     threads = sorted({h["threads"] for h in state["history"] if "threads" in h}) or [torch.get_num_threads()]
     metrics = {"device": device, "device_name": device_name(device), "threads": "/".join(map(str, threads)),
                "params": n_params, "steps": state["step"], "tokens_seen": state["tokens"],
@@ -179,17 +184,36 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def save_model(model, tokenizer, out: Path) -> None:
-    """Save bfloat16 safetensors weights (config says float32, so plain loading gives fp32) and tokenizer."""
+def save_model(model, tokenizer, out: Path, max_shard_mb: float | None = None) -> None:
+    """Save bfloat16 safetensors weights (config says float32, so plain loading gives fp32) and tokenizer.
+
+    The folder is written beside ``out`` and swapped in by two renames, so a run killed while saving leaves the
+    previous model (in ``<out>.old`` if killed between the renames; the next save moves it back first);
+    ``max_shard_mb`` splits the weights into files of at most that many MB (one file by default)."""
     import torch
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging, old = out.with_name(out.name + ".next"), out.with_name(out.name + ".old")
+    if old.exists() and not out.exists():
+        old.rename(out)
+    for stale in (staging, old):
+        if stale.exists():
+            shutil.rmtree(stale)
     half = type(model)(model.config)
     half.load_state_dict(model.state_dict())
     half.to(torch.bfloat16)
-    half.save_pretrained(out, safe_serialization=True)
-    cfg_path = out / "config.json"
+    shard = {"max_shard_size": f"{max_shard_mb:g}MB"} if max_shard_mb else {}
+    half.save_pretrained(staging, safe_serialization=True, **shard)
+    cfg_path = staging / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["dtype"] = "float32"
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(staging)
+    for card_file in ("README.md", "metrics.json"):  # written by `card`, which a retrain does not rerun
+        if (out / card_file).is_file():
+            shutil.copy2(out / card_file, staging / card_file)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    if old.exists():
+        shutil.rmtree(old)

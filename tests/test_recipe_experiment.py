@@ -280,12 +280,20 @@ def test_two_models_end_to_end(setup, tmp_path):
     assert direct.returncode == 0, direct.stderr
     (row,) = [r for r in json.loads(direct.stdout)["overall"] if r["method"] == "last layer"]
     table = (out / "table.md").read_text()
-    corpus_rows = [line for line in table.split("## Corpus `tiny`")[1].splitlines() if line.startswith("| a ")
-                   or line.startswith("| b ")]
+    corpus_rows = [line for line in table.split("## Corpus `tiny`")[1].split("\n## ")[0].splitlines()
+                   if line.startswith("| a ") or line.startswith("| b ")]
     assert [r[:4] for r in corpus_rows] == ["| a ", "| b "]  # one row per model
     cells = [c.strip() for c in corpus_rows[1].split("|")[1:-1]]
     lo, hi = row["cross-language MAP@R CI"]
     assert cells[8] == f"{row['cross-language MAP@R']:.3f} [{lo:.3f}, {hi:.3f}]"  # MAP@R last
+    # alignment at every layer, the model's concept layers in bold, the same numbers as results.json
+    (layer_row,) = [line for line in table.split("## Alignment per layer")[1].split("\n## ")[0].splitlines()
+                    if line.startswith("| b ")]
+    lay_b = results["models"]["b"]["corpora"]["tiny"]["layers"]
+    assert [c.strip() for c in layer_row.split("|")[2:-1]] == [
+        f"**{r['align_mrr']:.3f}**" if r["layer"] in lay_b["concept_layers"] else f"{r['align_mrr']:.3f}"
+        for r in lay_b["per_layer"]]
+    assert layer_row.count("**") == 2 * len(lay_b["concept_layers"])
     loss_rows = [line for line in table.split("## Held-out loss")[1].split("##")[0].splitlines()
                  if line.startswith("| a ")]
     assert len(loss_rows) == 1 and "+0.02 nats/token" in table

@@ -336,6 +336,29 @@ def _ci(d: dict | None, digits: int = 3, signed: bool = False) -> str:
     return fmt.format(d["estimate"]) + interval
 
 
+def per_layer_md(models: dict, corpora: list[str]) -> list[str]:
+    """Markdown lines: centred cross-language MRR at every layer, one table per corpus (where a peak sits)."""
+    out: list[str] = []
+    for corpus in corpora:
+        rows = {name: lay for name, m in models.items()
+                if "per_layer" in (lay := (m.get("corpora", {}).get(corpus, {}).get("layers") or {}))}
+        if not rows:
+            continue
+        if not out:
+            out += ["", "## Alignment per layer", "",
+                    "Cross-language MRR after per-language centring (the Clones page's), as in the tables above, at "
+                    "every layer; **bold**: the model's concept layers."]
+        layers = sorted({r["layer"] for lay in rows.values() for r in lay["per_layer"]})
+        out += ["", f"Corpus `{corpus}`:", "", "| model | " + " | ".join(f"L{i}" for i in layers) + " |",
+                "|---|" + "---:|" * len(layers)]
+        for name, lay in rows.items():
+            per = {r["layer"]: r["align_mrr"] for r in lay["per_layer"]}
+            cells = [("–" if i not in per else f"**{_f(per[i])}**" if i in lay["concept_layers"] else _f(per[i]))
+                     for i in layers]
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 def table_md(results: dict) -> str:
     """Markdown: held-out loss, one table per corpus, the transfer table, the verdicts."""
     models, baseline = results["models"], results["baseline"]
@@ -397,6 +420,7 @@ def table_md(results: dict) -> str:
             for step in ("layers", "clones"):
                 if (c.get(step) or {}).get("error"):
                     out.append(f"\n{name} {step} failed: {c[step]['error'].splitlines()[-1]}")
+    out += per_layer_md(models, results["corpora"])
     if results.get("transfer_settings"):
         s = results["transfer_settings"]
         out += ["", "## Transfer (concept layers vs all layers)", "",

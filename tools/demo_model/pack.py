@@ -7,12 +7,12 @@ A manifest holds each stream's SHA-256, so the unpacked copy is checked byte for
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import shutil
 from pathlib import Path
 
+from neuro.model.identity import DIGEST_MEMO, file_digests
 from tools.demo_model.settings import LANGS, log, write_json
 
 PACK_BUDGET_MIB = 35.0
@@ -30,14 +30,6 @@ def packed_stats(layout: str | None) -> list[str]:
     return ["corpus_stats.json", "token_stats.json"] + ([f"parallel_{layout}_stats.json"] if layout else [])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _folder_mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
@@ -52,12 +44,13 @@ def pack(work: Path, out: Path, layout: str | None = None, budget_mib: float = P
     if out.exists():
         shutil.rmtree(out)
     (out / "tokens").mkdir(parents=True)
-    files = {}
-    for name in packed_streams(layout):
-        src = work / "tokens" / name
+    names = packed_streams(layout)
+    sources = [work / "tokens" / name for name in names]
+    for name, src in zip(names, sources, strict=True):
         with src.open("rb") as f, lzma.open(out / "tokens" / f"{name}.xz", "wb", preset=6) as z:
             shutil.copyfileobj(f, z, CHUNK)
-        files[name] = {"sha256": _sha256(src), "bytes": src.stat().st_size}
+    files = {name: {"sha256": digest, "bytes": src.stat().st_size}
+             for name, src, digest in zip(names, sources, file_digests(sources, memo=work / DIGEST_MEMO), strict=True)}
     shutil.copytree(work / "tokenizer", out / "tokenizer")
     for name in packed_stats(layout):
         shutil.copy2(work / name, out / name)
@@ -78,11 +71,13 @@ def unpack(packed: Path, work: Path) -> dict:
         raise SystemExit(f"unpack: {packed} has no manifest.json (not written by `pack`)")
     manifest = json.loads(manifest_path.read_text())
     (work / "tokens").mkdir(parents=True, exist_ok=True)
-    for name, expected in manifest["streams"].items():
-        dst = work / "tokens" / name
+    targets = {name: work / "tokens" / name for name in manifest["streams"]}
+    for name, dst in targets.items():
         with lzma.open(packed / "tokens" / f"{name}.xz", "rb") as z, dst.open("wb") as f:
             shutil.copyfileobj(z, f, CHUNK)
-        if _sha256(dst) != expected["sha256"]:
+    digests = file_digests(list(targets.values()), memo=work / DIGEST_MEMO)
+    for (name, dst), digest in zip(targets.items(), digests, strict=True):
+        if digest != manifest["streams"][name]["sha256"]:
             dst.unlink()
             raise SystemExit(f"unpack: {name} does not match its manifest checksum (corrupt or edited pack)")
     if (work / "tokenizer").exists():
